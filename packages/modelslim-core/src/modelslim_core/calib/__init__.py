@@ -1,0 +1,1 @@
+"""Calibration data: finding a dataset by name and reading its texts."""

@@ -1,0 +1,1 @@
+"""Checkpoint input/output that stays within a bounded amount of memory."""

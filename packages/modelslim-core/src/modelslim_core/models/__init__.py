@@ -1,0 +1,1 @@
+"""Model adapters: how a family is loaded, split into units and fed calibration data."""

@@ -1,0 +1,180 @@
+"""The model adapter base class: everything a run needs to know about one model family.
+
+An adapter loads the configuration, tokenizer and weights from a local directory (never from a hub),
+splits the model into units for the runner, lists the linear sites a quantizer may replace, and captures
+the inputs of the first unit so units can be calibrated one at a time. Families override only what differs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from modelslim_core.errors import ModelError
+from modelslim_core.runtime.unit import LinearSite, Unit, UnitInput, module_linear_sites
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class _FirstUnitReached(Exception):
+    """Raised by a pre-forward hook to stop the model once the first unit's inputs are known."""
+
+
+def read_config_json(model_path: Path) -> dict[str, Any]:
+    config_file = model_path / "config.json"
+    if not config_file.is_file():
+        raise ModelError(
+            f"model_path {str(model_path)!r} has no config.json, so it is not a Hugging Face model directory.",
+            "point --model_path at the directory that holds config.json and the *.safetensors weights.",
+        )
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{config_file} cannot be read as JSON: {exc}.", "restore the model's config.json.") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{config_file} must hold a JSON object.", "restore the model's config.json.")
+    return data
+
+
+class ModelAdapter:
+    """Adapter for transformers causal LMs whose decoder layers are the units."""
+
+    #: Practice directory name (pedigree) and entry-point name of the family.
+    family: ClassVar[str] = "default"
+    #: User-facing model_type names this adapter is verified for (exact match).
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: Prefixes of user-facing names that belong to this family (e.g. "Qwen2.5-").
+    model_type_prefixes: ClassVar[tuple[str, ...]] = ()
+    #: `model_type` values of config.json this adapter understands (empty: any).
+    hf_model_types: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model_type: str, model_path: Path, trust_remote_code: bool = False):
+        self.model_type = model_type
+        self.model_path = Path(model_path)
+        self.trust_remote_code = trust_remote_code
+        self.config_json = read_config_json(self.model_path)
+        self._tokenizer = None
+
+    # --- identity -----------------------------------------------------------------------------------------
+    @property
+    def pedigree(self) -> str:
+        return self.family
+
+    @property
+    def hf_model_type(self) -> str | None:
+        return self.config_json.get("model_type")
+
+    @property
+    def source_dtype(self) -> torch.dtype | None:
+        """The checkpoint's dtype from config.json (`dtype`/`torch_dtype`, also inside text_config)."""
+        for holder in (self.config_json, self.config_json.get("text_config") or {}):
+            for key in ("dtype", "torch_dtype"):
+                if holder.get(key) in _DTYPES:
+                    return _DTYPES[holder[key]]
+        return None
+
+    # --- loading ------------------------------------------------------------------------------------------
+    def load_tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
+                )
+            except Exception as exc:
+                raise ModelError(
+                    f"cannot load the tokenizer from {str(self.model_path)!r}: {exc}",
+                    "calibration needs the model's tokenizer files (tokenizer.json / tokenizer_config.json) "
+                    "in model_path.",
+                ) from None
+        return self._tokenizer
+
+    def load_model(self, dtype: torch.dtype) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                self.model_path,
+                dtype=dtype,
+                local_files_only=True,
+                trust_remote_code=self.trust_remote_code,
+                low_cpu_mem_usage=True,
+            )
+        except Exception as exc:
+            hint = "check that model_path holds the model's *.safetensors weights and a matching config.json"
+            if not self.trust_remote_code and "trust_remote_code" in str(exc):
+                hint = "this model ships its own code; rerun with --trust_remote_code true if you trust it"
+            raise ModelError(f"cannot load the model from {str(self.model_path)!r}: {exc}", hint + ".") from None
+        model.eval()
+        model.requires_grad_(False)
+        if getattr(model.config, "use_cache", None):
+            model.config.use_cache = False
+        return model
+
+    # --- structure ----------------------------------------------------------------------------------------
+    def units(self, model: nn.Module) -> list[Unit]:
+        """Decoder layers, found by class name, outermost only, in `named_modules` order."""
+        units: list[Unit] = []
+        for name, module in model.named_modules():
+            if "decoderlayer" not in type(module).__name__.lower():
+                continue
+            if any(name.startswith(unit.name + ".") for unit in units):
+                continue
+            units.append(Unit(name=name, module=module, index=len(units)))
+        if not units:
+            raise ModelError(
+                f"found no decoder layers in {type(model).__name__} (model_type {self.model_type!r}).",
+                "this architecture needs its own model adapter; see README.md 'Plugins'.",
+            )
+        return units
+
+    def linear_sites(self, unit: Unit) -> list[LinearSite]:
+        return module_linear_sites(unit.module, unit.name)
+
+    # --- calibration data ---------------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:
+        """One model input per text, batch size 1, special tokens as the tokenizer adds them by default."""
+        tokenizer = self.load_tokenizer()
+        return [dict(tokenizer(text, return_tensors="pt")) for text in texts]
+
+    @torch.no_grad()
+    def capture_unit_inputs(self, model: nn.Module, samples: list[dict[str, torch.Tensor]]) -> list[UnitInput]:
+        """Run each sample up to the first unit and record that unit's (args, kwargs)."""
+        first = self.units(model)[0].module
+        captured: list[UnitInput] = []
+
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            captured.append(UnitInput(args=args, kwargs=kwargs))
+            raise _FirstUnitReached
+
+        handle = first.register_forward_pre_hook(hook, with_kwargs=True)
+        device = next(model.parameters()).device
+        try:
+            for sample in samples:
+                try:
+                    model(**{k: v.to(device) for k, v in sample.items()}, use_cache=False)
+                except _FirstUnitReached:
+                    continue
+        finally:
+            handle.remove()
+        if len(captured) != len(samples):
+            raise ModelError(
+                f"the forward pass of {type(model).__name__} never reached its first decoder layer.",
+                "this architecture needs its own model adapter; see README.md 'Plugins'.",
+            )
+        return captured
+
+    def next_unit_input(self, output: Any, previous: UnitInput) -> UnitInput:
+        """The next unit gets this unit's hidden states and the same keyword arguments (mask, positions)."""
+        hidden = output[0] if isinstance(output, (tuple, list)) else output
+        if previous.args:
+            return UnitInput(args=(hidden, *previous.args[1:]), kwargs=previous.kwargs)
+        return UnitInput(args=(), kwargs={**previous.kwargs, "hidden_states": hidden})

@@ -1,0 +1,54 @@
+"""Choosing the adapter for a user's `--model_type`.
+
+Order: an adapter that lists the exact name; then the family whose name prefix matches (longest first);
+then the family that understands config.json's `model_type`; else the `default` adapter. A name or
+prefix match is accepted only when the checkpoint's architecture is one the family understands, so
+`Qwen3-30B-A3B` (a MoE checkpoint) never lands on the dense Qwen3 adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from modelslim_core import registry
+from modelslim_core.models.base import ModelAdapter, read_config_json
+
+logger = logging.getLogger(__name__)
+
+
+def _adapter_classes() -> dict[str, type[ModelAdapter]]:
+    return {name: registry.load(registry.MODEL_ADAPTERS, name) for name in registry.names(registry.MODEL_ADAPTERS)}
+
+
+def _compatible(cls: type[ModelAdapter], hf_model_type: str | None) -> bool:
+    return not cls.hf_model_types or hf_model_type in cls.hf_model_types
+
+
+def adapter_class_for(model_type: str, hf_model_type: str | None) -> tuple[type[ModelAdapter], str]:
+    """The adapter class and a short reason for the choice."""
+    classes = _adapter_classes()
+    for cls in classes.values():
+        if model_type in cls.model_types and _compatible(cls, hf_model_type):
+            return cls, f"model type {model_type!r} is a verified {cls.family} model"
+    prefixed = [
+        (len(prefix), cls)
+        for cls in classes.values()
+        for prefix in cls.model_type_prefixes
+        if model_type.lower().startswith(prefix.lower()) and _compatible(cls, hf_model_type)
+    ]
+    if prefixed:
+        cls = max(prefixed, key=lambda item: item[0])[1]
+        return cls, f"model type {model_type!r} belongs to the {cls.family} family"
+    for cls in classes.values():
+        if hf_model_type and hf_model_type in cls.hf_model_types and cls.model_type_prefixes:
+            return cls, f"config.json model_type {hf_model_type!r} is a {cls.family} architecture"
+    return classes["default"], f"no family adapter matches {model_type!r}; using the generic adapter"
+
+
+def create_adapter(model_type: str, model_path: Path, trust_remote_code: bool) -> ModelAdapter:
+    """Read config.json, pick the adapter and construct it."""
+    hf_model_type = read_config_json(model_path).get("model_type")
+    cls, reason = adapter_class_for(model_type, hf_model_type)
+    logger.info("Model adapter: %s (%s).", cls.family, reason)
+    return cls(model_type, model_path, trust_remote_code)

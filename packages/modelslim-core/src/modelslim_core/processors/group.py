@@ -1,0 +1,66 @@
+"""`group`: several processors that share ONE calibration forward per unit.
+
+Without a group, each processor in `spec.process` gets its own forward over the calibration data. A group
+runs its children's preprocess hooks in order, a single forward if any child needs it, then the
+children's postprocess hooks in order — e.g. static attention and dynamic MLP quantization in one pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+from torch import nn
+
+from modelslim_core.protocol.validation import validate
+from modelslim_core.runtime.processor import Processor, ProcessorConfig
+from modelslim_core.runtime.unit import Unit
+
+
+class GroupConfig(ProcessorConfig):
+    type: Literal["group"] = "group"
+    configs: list[Any] = Field(min_length=1)
+
+    @classmethod
+    def from_yaml(cls, data: Any, path: str) -> "GroupConfig":
+        from modelslim_core.protocol.spec import parse_processor_list
+
+        config = validate(cls, data, path)
+        config.configs = parse_processor_list(config.configs, f"{path}.configs")
+        return config
+
+
+class GroupProcessor(Processor):
+    config_class = GroupConfig
+    config: GroupConfig
+
+    def __init__(self, config: GroupConfig, context):
+        from modelslim_core.protocol.spec import build_processor
+
+        super().__init__(config, context)
+        self.children = [build_processor(child, context) for child in config.configs]
+
+    @classmethod
+    def needs_data(cls, config: GroupConfig) -> bool:
+        from modelslim_core.protocol.spec import processor_class
+
+        return any(processor_class(child).needs_data(child) for child in config.configs)
+
+    def pre_run(self, model: nn.Module) -> None:
+        for child in self.children:
+            child.pre_run(model)
+
+    def preprocess(self, unit: Unit) -> None:
+        for child in self.children:
+            child.preprocess(unit)
+
+    def needs_forward(self, unit: Unit) -> bool:
+        return any(child.needs_forward(unit) for child in self.children)
+
+    def postprocess(self, unit: Unit) -> None:
+        for child in self.children:
+            child.postprocess(unit)
+
+    def post_run(self) -> None:
+        for child in self.children:
+            child.post_run()

@@ -1,0 +1,91 @@
+"""`linear_quant`: quantize the weights (and activations) of matching linear layers.
+
+The first `linear_quant` that matches a layer wins; a later one that also matches is skipped with a
+warning (two quantization settings for one layer is always a config mistake). Weight-only and dynamic
+schemes are data-free and done before any forward; static activation ranges are measured during the
+unit's single calibration forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from pydantic import Field
+from torch import nn
+
+from modelslim_core.errors import DatasetError
+from modelslim_core.protocol.qconfig import LinearQConfig
+from modelslim_core.quant.quantized_linear import ObservedLinear, act_kind, quantize_linear_data_free
+from modelslim_core.runtime.matching import NameFilter
+from modelslim_core.runtime.processor import Processor, ProcessorConfig
+from modelslim_core.runtime.unit import LinearSite, Unit
+
+logger = logging.getLogger(__name__)
+
+Pattern = str
+
+
+class LinearQuantConfig(ProcessorConfig):
+    type: Literal["linear_quant"] = "linear_quant"
+    qconfig: LinearQConfig
+    include: list[Pattern] = Field(default_factory=lambda: ["*"])
+    exclude: list[Pattern] = Field(default_factory=list)
+
+
+class LinearQuantProcessor(Processor):
+    config_class = LinearQuantConfig
+    config: LinearQuantConfig
+
+    def __init__(self, config: LinearQuantConfig, context):
+        super().__init__(config, context)
+        self.filter = NameFilter(config.include, config.exclude)
+        self.kind = act_kind(config.qconfig)
+        self.export_type = config.qconfig.export_type
+        self._observed: list[tuple[LinearSite, ObservedLinear]] = []
+
+    @classmethod
+    def needs_data(cls, config: LinearQuantConfig) -> bool:
+        return act_kind(config.qconfig) == "static"
+
+    def _selected_sites(self, unit: Unit) -> list[LinearSite]:
+        selected = []
+        for site in self.context.adapter.linear_sites(unit):
+            if not self.filter(site.name):
+                continue
+            if not isinstance(site.module, nn.Linear):
+                logger.warning(
+                    "%s is matched by linear_quant (%s) but was already quantized by an earlier processor; "
+                    "the earlier setting is kept.",
+                    site.name,
+                    self.export_type,
+                )
+                continue
+            selected.append(site)
+        return selected
+
+    def preprocess(self, unit: Unit) -> None:
+        self._observed = []
+        for site in self._selected_sites(unit):
+            if self.kind == "static":
+                observed = ObservedLinear(site.module, self.config.qconfig, self.export_type)
+                site.replace(observed)
+                self._observed.append((site, observed))
+            else:
+                site.replace(quantize_linear_data_free(site.module, self.config.qconfig))
+
+    def needs_forward(self, unit: Unit) -> bool:
+        return bool(self._observed)
+
+    def postprocess(self, unit: Unit) -> None:
+        for site, observed in self._observed:
+            if not observed.calibrated:
+                raise DatasetError(
+                    f"{site.name} received no calibration data, so its static activation range is unknown.",
+                    "use a dynamic (per_token) activation scheme for it, or calibration data that reaches it.",
+                )
+            site.replace(observed.finish())
+        self._observed = []
+
+    def post_run(self) -> None:
+        self.filter.warn_unmatched("linear_quant")

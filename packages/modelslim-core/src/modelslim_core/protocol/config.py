@@ -1,0 +1,52 @@
+"""The top level of a quantization config: `apiversion` selects the service, which validates `spec`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelslim_core import registry
+from modelslim_core.errors import ConfigError, PluginError
+
+V0_MIGRATION_HINT = (
+    "modelslim_v0 is deprecated; rewrite the file as `apiversion: modelslim_v1`: its anti-outlier method becomes "
+    "a smoothing processor in spec.process (e.g. iter_smooth), its calibration quant settings become a "
+    "linear_quant qconfig, and its disabled layer names become that linear_quant's `exclude` list "
+    "(see README.md 'YAML protocol')."
+)
+
+
+@dataclass
+class QuantConfig:
+    """A validated config: the service class, its parsed spec and the raw mapping (for export)."""
+
+    apiversion: str
+    service: Any
+    spec: Any
+    raw: dict[str, Any]
+
+
+def parse_quant_config(raw: Any, source: str) -> QuantConfig:
+    """Validate a loaded YAML document; errors name the source file and the YAML path."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: the top level must be a mapping with `apiversion` and `spec`, got {type(raw).__name__}.",
+            "start the file with `apiversion: modelslim_v1` and a `spec:` mapping.",
+        )
+    apiversion = raw.get("apiversion")
+    if not isinstance(apiversion, str):
+        raise ConfigError(f"{source}: apiversion: this field is required and must be a string.",
+                          f"use one of: {', '.join(registry.names(registry.SERVICES))}.")
+    if apiversion == "modelslim_v0":
+        raise ConfigError(f"{source}: apiversion: modelslim_v0 is no longer supported.", V0_MIGRATION_HINT)
+    try:
+        service = registry.load(registry.SERVICES, apiversion)
+    except PluginError as exc:
+        raise ConfigError(f"{source}: apiversion: {exc.message}", exc.hint) from None
+    if "spec" not in raw:
+        raise ConfigError(f"{source}: spec: this field is required.", "add a `spec:` mapping with process and save.")
+    try:
+        spec = service.parse_spec(raw["spec"], "spec")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
+    return QuantConfig(apiversion=apiversion, service=service, spec=spec, raw=raw)

@@ -1,0 +1,71 @@
+"""Dispatching YAML items to the plugins that own them.
+
+`spec.process` / `spec.save` items are mappings keyed by `type`; the type names a plugin found through
+entry points, and that plugin's pydantic config validates the rest of the item. Errors carry the YAML
+path of the item (`spec.process[1].type`, `spec.process[0].configs[2].qconfig.act.scope`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelslim_core import registry
+from modelslim_core.errors import ConfigError, PluginError
+from modelslim_core.runtime.context import RunContext
+from modelslim_core.runtime.processor import Processor, ProcessorConfig
+from modelslim_core.runtime.saver import Saver, SaverConfig
+
+
+def _item_type(item: Any, path: str) -> str:
+    if not isinstance(item, dict):
+        raise ConfigError(
+            f"{path} must be a mapping with a `type` key, got {type(item).__name__} {item!r}.",
+            "check the YAML indentation of that list item (`- type: ...` followed by its fields).",
+        )
+    kind = item.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ConfigError(f"{path}.type: this field is required and must be a string.", "add `type: <name>`.")
+    return kind
+
+
+def _plugin(group: str, kind: str, path: str) -> Any:
+    try:
+        return registry.load(group, kind)
+    except PluginError as exc:
+        raise ConfigError(f"{path}.type: {exc.message}", exc.hint) from None
+
+
+def parse_processor_list(items: Any, path: str) -> list[ProcessorConfig]:
+    """Validate a list of processor items (spec.process, a prior stage, a group's configs)."""
+    if not isinstance(items, list):
+        raise ConfigError(f"{path} must be a list of processors, got {type(items).__name__}.", "write it as a YAML list.")
+    configs = []
+    for index, item in enumerate(items):
+        item_path = f"{path}[{index}]"
+        cls: type[Processor] = _plugin(registry.PROCESSORS, _item_type(item, item_path), item_path)
+        configs.append(cls.config_class.from_yaml(item, item_path))
+    return configs
+
+
+def parse_saver_list(items: Any, path: str) -> list[SaverConfig]:
+    """Validate spec.save."""
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{path} must be a non-empty list of savers.", "add e.g. `- type: ascendv1_saver`.")
+    configs = []
+    for index, item in enumerate(items):
+        item_path = f"{path}[{index}]"
+        cls: type[Saver] = _plugin(registry.SAVERS, _item_type(item, item_path), item_path)
+        configs.append(cls.config_class.from_yaml(item, item_path))
+    return configs
+
+
+def processor_class(config: ProcessorConfig) -> type[Processor]:
+    return registry.load(registry.PROCESSORS, config.type)
+
+
+def build_processor(config: ProcessorConfig, context: RunContext) -> Processor:
+    return processor_class(config)(config, context)
+
+
+def build_saver(config: SaverConfig, context: RunContext) -> Saver:
+    return registry.load(registry.SAVERS, config.type)(config, context)

@@ -1,0 +1,1 @@
+"""Quantization math: integer affine grids, observers, schemes and the quantized linear module."""

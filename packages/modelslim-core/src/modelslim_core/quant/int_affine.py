@@ -1,0 +1,63 @@
+"""Integer affine quantization, the arithmetic every integer scheme shares.
+
+Conventions follow the Ascend kernels (see shared/spec/algorithms.md §3.1): the observed range is widened
+to contain zero; symmetric scale = max|x| / (2^(b-1)-1) with offset 0; asymmetric scale = (max-min)/(2^b-1)
+with a signed offset round(-min/scale) - 2^(b-1); codes are clamped to the full signed range; rounding is
+half-to-even; x ≈ (q - offset)·scale. Everything is computed in float32 whatever the model dtype, so
+results do not depend on bf16 rounding of intermediate values.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Smallest scale; keeps all-zero channels well defined (their codes are 0).
+SCALE_EPS = torch.finfo(torch.float32).eps
+
+
+def qrange(bits: int) -> tuple[int, int]:
+    """Signed code range for `bits`."""
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def compute_qparams(
+    min_val: torch.Tensor, max_val: torch.Tensor, bits: int, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and offset (both float32, same shape as the inputs) for an observed range."""
+    min_val = torch.clamp(min_val.float(), max=0.0)
+    max_val = torch.clamp(max_val.float(), min=0.0)
+    if symmetric:
+        scale = torch.maximum(-min_val, max_val) / (2 ** (bits - 1) - 1)
+        scale = torch.clamp(scale, min=SCALE_EPS)
+        return scale, torch.zeros_like(scale)
+    scale = torch.clamp((max_val - min_val) / (2**bits - 1), min=SCALE_EPS)
+    offset = torch.round(-min_val / scale) + qrange(bits)[0]
+    return scale, offset
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integer codes (int8 container) of `x`; scale/offset broadcast against x."""
+    lo, hi = qrange(bits)
+    codes = torch.round(x.float() / scale + offset)
+    return torch.clamp(codes, lo, hi).to(torch.int8)
+
+
+def dequantize(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Float32 values represented by `codes`."""
+    return (codes.float() - offset) * scale
+
+
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int) -> torch.Tensor:
+    """x rounded onto the quantization grid, in x's dtype (no int8 round trip: stays vectorised)."""
+    lo, hi = qrange(bits)
+    codes = torch.clamp(torch.round(x.float() / scale + offset), lo, hi)
+    return ((codes - offset) * scale).to(x.dtype)
+
+
+def fake_quantize_per_token_sym(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Dynamic symmetric per-token quantization, as the serving kernel does it at run time."""
+    hi = 2 ** (bits - 1) - 1
+    xf = x.float()
+    scale = torch.clamp(xf.abs().amax(dim=-1, keepdim=True) / hi, min=SCALE_EPS)
+    codes = torch.clamp(torch.round(xf / scale), -hi - 1, hi)
+    return (codes * scale).to(x.dtype)

@@ -1,0 +1,47 @@
+"""include/exclude matching of module names (shared/spec/algorithms.md §2 "Name matching").
+
+Exact equality first, then shell-style wildcards against the full dotted name: `*` also crosses dots,
+`?`, `[abc]`, `[!abc]` work, and `{a,b}` / `{1..5}` expand. Matching is case-sensitive. The filter remembers
+which patterns ever matched so a run can warn about patterns that selected nothing (usually a typo).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from wcmatch import fnmatch
+
+logger = logging.getLogger(__name__)
+
+_FLAGS = fnmatch.BRACE | fnmatch.CASE
+
+
+def pattern_matches(pattern: str, name: str) -> bool:
+    return pattern == name or fnmatch.fnmatch(name, pattern, flags=_FLAGS)
+
+
+class NameFilter:
+    """Selects names matching any include pattern and no exclude pattern."""
+
+    def __init__(self, include: Sequence[str], exclude: Sequence[str]):
+        self.include = list(include)
+        self.exclude = list(exclude)
+        self._used: set[str] = set()
+
+    def __call__(self, name: str) -> bool:
+        included = [p for p in self.include if pattern_matches(p, name)]
+        if not included:
+            return False
+        self._used.update(included)
+        excluded = [p for p in self.exclude if pattern_matches(p, name)]
+        self._used.update(excluded)
+        return not excluded
+
+    def unmatched_patterns(self) -> list[str]:
+        """Patterns (other than a bare `*`) that never matched a name."""
+        return [p for p in dict.fromkeys(self.include + self.exclude) if p != "*" and p not in self._used]
+
+    def warn_unmatched(self, owner: str) -> None:
+        for pattern in self.unmatched_patterns():
+            logger.warning("%s: pattern %r matched no layer; check its spelling.", owner, pattern)

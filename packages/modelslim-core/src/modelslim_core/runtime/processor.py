@@ -1,0 +1,59 @@
+"""The processor protocol.
+
+A runner drives every processor through the same lifecycle: `pre_run` once, then for each unit
+`preprocess` → (one calibration forward of the unit if `needs_forward`) → `postprocess`, then `post_run`.
+Data-free work happens in `preprocess`/`postprocess`; a processor that needs activations installs hooks or
+calibrating modules in `preprocess` and turns what they saw into its result in `postprocess`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import nn
+
+from modelslim_core.protocol.validation import StrictModel, validate
+from modelslim_core.runtime.context import RunContext
+from modelslim_core.runtime.unit import Unit
+
+
+class ProcessorConfig(StrictModel):
+    """Base of processor configs; each subclass declares `type: Literal['<its name>']`."""
+
+    type: str
+
+    @classmethod
+    def from_yaml(cls, data: Any, path: str) -> "ProcessorConfig":
+        """Validate one YAML item; containers override this to parse their children with their own paths."""
+        return validate(cls, data, path)
+
+
+class Processor:
+    """Base class: every hook is a no-op so a processor implements only what it needs."""
+
+    config_class: ClassVar[type[ProcessorConfig]]
+
+    def __init__(self, config: ProcessorConfig, context: RunContext):
+        self.config = config
+        self.context = context
+
+    def pre_run(self, model: nn.Module) -> None:
+        """Once, before the first unit."""
+
+    def preprocess(self, unit: Unit) -> None:
+        """Before the unit's calibration forward."""
+
+    def needs_forward(self, unit: Unit) -> bool:
+        """Whether this unit must be run on the calibration data between preprocess and postprocess."""
+        return False
+
+    def postprocess(self, unit: Unit) -> None:
+        """After the unit's calibration forward (or right after preprocess for data-free work)."""
+
+    def post_run(self) -> None:
+        """Once, after the last unit."""
+
+    @classmethod
+    def needs_data(cls, config: ProcessorConfig) -> bool:
+        """Whether any unit could need calibration data; False lets a run skip tokenization and forwards."""
+        return False

@@ -1,0 +1,49 @@
+"""The saver protocol.
+
+Savers write each unit as soon as the runner has finished it (so a layer-wise run can drop the unit's
+weights right after), then whatever lies outside the units (embeddings, final norm, lm_head), and commit
+the output only in `finish`. `abort` must leave nothing that looks like a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import nn
+
+from modelslim_core.protocol.validation import StrictModel, validate
+from modelslim_core.runtime.context import RunContext
+from modelslim_core.runtime.unit import Unit
+
+
+class SaverConfig(StrictModel):
+    """Base of saver configs; each subclass declares `type: Literal['<its name>']`."""
+
+    type: str
+
+    @classmethod
+    def from_yaml(cls, data: Any, path: str) -> "SaverConfig":
+        return validate(cls, data, path)
+
+
+class Saver:
+    config_class: ClassVar[type[SaverConfig]]
+
+    def __init__(self, config: SaverConfig, context: RunContext):
+        self.config = config
+        self.context = context
+
+    def pre_run(self, model: nn.Module) -> None:
+        """Prepare the output directory."""
+
+    def save_unit(self, unit: Unit) -> None:
+        """Write one finished unit."""
+
+    def save_remaining(self, model: nn.Module, unit_names: list[str]) -> None:
+        """Write every parameter outside the units."""
+
+    def finish(self) -> None:
+        """Commit the output (the completeness marker is written last)."""
+
+    def abort(self) -> None:
+        """Remove partial output after a failure."""

@@ -1,0 +1,1 @@
+"""Quantization services, one per `apiversion`, found through the `modelslim.services` entry-point group."""

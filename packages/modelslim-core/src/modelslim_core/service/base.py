@@ -1,0 +1,37 @@
+"""The service protocol and the request every service receives."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from modelslim_core.models.base import ModelAdapter
+from modelslim_core.runtime.context import DeviceSpec
+
+
+@dataclass
+class QuantRequest:
+    """What the CLI resolved: the model, where to write, on which device."""
+
+    adapter: ModelAdapter
+    model_path: Path
+    save_path: Path
+    device: DeviceSpec
+    debug: bool = False
+
+
+class QuantService(ABC):
+    """A service owns one `apiversion`: it validates its `spec` and runs it."""
+
+    apiversion: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def parse_spec(cls, spec: Any, path: str) -> Any:
+        """Validate the `spec` mapping; errors are ConfigError naming the YAML path."""
+
+    @abstractmethod
+    def run(self, spec: Any, request: QuantRequest) -> None:
+        """Quantize `request.adapter`'s model as `spec` says and write the output."""

@@ -1,0 +1,115 @@
+"""The `modelslim_v1` service: text LLMs, processors over decoder-layer units, savers at the end.
+
+Spec fields (seed "modelslim_v1 Configuration"): `runner` (auto | model_wise | layer_wise | any registered
+runner), `prior` (stages run before the main process, each with its own dataset), `process`, `save`,
+`dataset` (default mix_calib.jsonl).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+
+from modelslim_core import registry
+from modelslim_core.protocol.spec import parse_processor_list, parse_saver_list
+from modelslim_core.protocol.validation import StrictModel, validate
+from modelslim_core.runtime.context import RunContext
+from modelslim_core.runtime.processor import ProcessorConfig
+from modelslim_core.runtime.runner import Stage
+from modelslim_core.runtime.saver import SaverConfig
+from modelslim_core.service.base import QuantRequest, QuantService
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATASET = "mix_calib.jsonl"
+
+
+def _known_runner(name: str) -> str:
+    known = registry.names(registry.RUNNERS)
+    if name not in known:
+        raise ValueError(f"unknown runner {name!r}; known runners: {', '.join(known)}")
+    return name
+
+
+class _PriorStageFields(StrictModel):
+    process: list[Any] = Field(min_length=1)
+    dataset: str | None = None
+
+
+class _SpecFields(StrictModel):
+    runner: str = "auto"
+    prior: list[Any] = Field(default_factory=list)
+    process: list[Any] = Field(default_factory=list)
+    save: list[Any]
+    dataset: str = DEFAULT_DATASET
+
+    @field_validator("runner")
+    @classmethod
+    def _check_runner(cls, value: str) -> str:
+        return _known_runner(value)
+
+
+@dataclass
+class PriorStage:
+    process: list[ProcessorConfig]
+    dataset: str | None = None
+
+
+@dataclass
+class ModelslimV1Spec:
+    runner: str
+    process: list[ProcessorConfig]
+    save: list[SaverConfig]
+    dataset: str = DEFAULT_DATASET
+    prior: list[PriorStage] = field(default_factory=list)
+
+
+def compute_dtype_for(device_type: str, source: torch.dtype | None) -> torch.dtype:
+    """float32 on CPU (bf16 matmuls are slow there and float32 keeps statistics exact); the model's dtype elsewhere."""
+    if device_type == "cpu" or source is None:
+        return torch.float32
+    return source
+
+
+class ModelslimV1Service(QuantService):
+    apiversion = "modelslim_v1"
+
+    @classmethod
+    def parse_spec(cls, spec: Any, path: str) -> ModelslimV1Spec:
+        fields = validate(_SpecFields, spec, path)
+        prior = []
+        for index, raw_stage in enumerate(fields.prior):
+            stage_path = f"{path}.prior[{index}]"
+            stage = validate(_PriorStageFields, raw_stage, stage_path)
+            prior.append(PriorStage(parse_processor_list(stage.process, f"{stage_path}.process"), stage.dataset))
+        return ModelslimV1Spec(
+            runner=fields.runner,
+            process=parse_processor_list(fields.process, f"{path}.process"),
+            save=parse_saver_list(fields.save, f"{path}.save"),
+            dataset=fields.dataset,
+            prior=prior,
+        )
+
+    @staticmethod
+    def stages(spec: ModelslimV1Spec) -> list[Stage]:
+        stages = [
+            Stage(f"prior[{i}]", stage.process, [], stage.dataset or spec.dataset) for i, stage in enumerate(spec.prior)
+        ]
+        stages.append(Stage("main", spec.process, spec.save, spec.dataset))
+        return stages
+
+    def run(self, spec: ModelslimV1Spec, request: QuantRequest) -> None:
+        context = RunContext(
+            adapter=request.adapter,
+            model_path=request.model_path,
+            save_path=request.save_path,
+            device=request.device,
+            compute_dtype=compute_dtype_for(request.device.type, request.adapter.source_dtype),
+        )
+        runner_cls = registry.load(registry.RUNNERS, spec.runner)
+        logger.info("Runner: %s; compute dtype: %s; device: %s.", spec.runner, context.compute_dtype, request.device)
+        runner_cls(context).run(self.stages(spec))

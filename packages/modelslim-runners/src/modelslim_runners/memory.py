@@ -1,0 +1,42 @@
+"""Memory facts the auto runner decides on: how big the model is and how much the device has free."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+_BYTES = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
+
+
+def checkpoint_bytes(model_path: Path) -> int:
+    """Size of the weight files (safetensors, else PyTorch bins) in model_path."""
+    files = list(model_path.glob("*.safetensors")) or list(model_path.glob("*.bin"))
+    return sum(f.stat().st_size for f in files)
+
+
+def model_bytes_in(model_path: Path, source: torch.dtype | None, compute: torch.dtype) -> int:
+    """Checkpoint size scaled to the compute dtype (a bf16 checkpoint doubles in float32)."""
+    ratio = _BYTES.get(compute, 4) / _BYTES.get(source or torch.float32, 4)
+    return int(checkpoint_bytes(model_path) * ratio)
+
+
+def host_available_bytes() -> int:
+    """MemAvailable from /proc/meminfo, falling back to free physical pages."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def device_available_bytes(device: torch.device) -> int:
+    """Free memory of the device the units run on."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "npu":
+        return torch.npu.mem_get_info(device)[0]  # type: ignore[attr-defined]  # provided by torch_npu
+    return host_available_bytes()

@@ -1,0 +1,59 @@
+"""`quant_model_description.json`: one tag per tensor, then the global keys vLLM-Ascend reads.
+
+`model_quant_type` is the highest-ranked type any linear proposes, using the reference's ranking so that
+serving engines see the same value (W4A8_DYNAMIC is absent from the ranking on purpose: engines detect it
+per layer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MODEL_QUANT_TYPE_RANK = (
+    "FLOAT",
+    "W16A16S",
+    "W8A16",
+    "W8A8_DYNAMIC",
+    "W8A8_MIX",
+    "W8A8",
+    "WFP8AFP8_DYNAMIC",
+    "W8A8_MXFP8",
+    "W4A8_MXFP",
+    "W4A4_DYNAMIC",
+    "W4A4_MXFP4",
+    "W4A4_MXFP4_DUALSCALE",
+    "W4A4_MXFP4_SVD",
+)
+
+FORMAT_VERSION = "1.0.0"
+
+
+class Description:
+    """Collects tensor tags in write order and the model-level proposals."""
+
+    def __init__(self) -> None:
+        self.tags: dict[str, str] = {}
+        self.model_quant_type = "Unknown"
+        self.group_size = 0
+        self.metadata: dict[str, Any] = {}
+        self.optional: dict[str, Any] = {}
+
+    def tag(self, name: str, tag: str) -> None:
+        self.tags[name] = tag
+
+    def propose(self, quant_type: str) -> None:
+        if quant_type not in MODEL_QUANT_TYPE_RANK:
+            return
+        current = MODEL_QUANT_TYPE_RANK.index(self.model_quant_type) if self.model_quant_type in MODEL_QUANT_TYPE_RANK else -1
+        if MODEL_QUANT_TYPE_RANK.index(quant_type) > current:
+            self.model_quant_type = quant_type
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.tags,
+            "version": FORMAT_VERSION,
+            "model_quant_type": self.model_quant_type,
+            "metadata": self.metadata,
+            "group_size": self.group_size,
+            "optional": self.optional,
+        }

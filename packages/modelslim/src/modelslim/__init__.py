@@ -1,0 +1,1 @@
+"""ModelSlim: the `msmodelslim` command and the quick-quantization application."""

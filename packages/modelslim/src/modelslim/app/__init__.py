@@ -1,0 +1,1 @@
+"""The quick-quantization application behind `msmodelslim quant`."""

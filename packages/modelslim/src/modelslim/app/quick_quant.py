@@ -1,0 +1,87 @@
+"""`msmodelslim quant`: validate the request, choose the config, hand it to the service.
+
+Order matters for users: everything that can be checked cheaply (paths, device, config, practice) is
+checked before the model is loaded, and nothing is written until the config is known to be valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelslim_core.devices import resolve_device
+from modelslim_core.models.resolve import create_adapter
+from modelslim_core.practice import PracticeLibrary, select_practice
+from modelslim_core.protocol.config import QuantConfig, parse_quant_config
+from modelslim_core.protocol.yaml_io import load_yaml_file
+from modelslim_core.service.base import QuantRequest
+
+from modelslim.app.confirm import Confirmer
+from modelslim.app.export import export_config
+from modelslim.app.paths import check_model_path, check_save_path
+
+logger = logging.getLogger("modelslim")
+
+
+@dataclass
+class QuantArgs:
+    model_path: str
+    save_path: str
+    model_type: str
+    config_path: str | None = None
+    quant_type: str | None = None
+    device: str | None = None
+    tags: list[str] | None = None
+    trust_remote_code: bool = False
+    debug: bool = False
+    yes: bool = False
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace) -> "QuantArgs":
+        return cls(
+            model_path=ns.model_path,
+            save_path=ns.save_path,
+            model_type=ns.model_type,
+            config_path=ns.config_path,
+            quant_type=ns.quant_type,
+            device=ns.device,
+            tags=ns.tag or None,
+            trust_remote_code=ns.trust_remote_code,
+            debug=ns.debug,
+            yes=ns.yes,
+        )
+
+
+def choose_config(args: QuantArgs, pedigree: str, confirm: Confirmer) -> tuple[dict[str, Any], str]:
+    """The raw config mapping and where it came from: --config_path, or the practice library."""
+    if args.config_path:
+        if args.tags:
+            logger.warning("--tag is ignored with --config_path.")
+        return load_yaml_file(args.config_path), args.config_path
+    selection = select_practice(PracticeLibrary.discover(), pedigree, args.model_type, args.quant_type, args.tags)
+    if selection.tip:
+        confirm(selection.tip)
+    logger.info("Practice: %s (%s), quant type %s.", selection.practice.metadata.config_id,
+                selection.practice.path, selection.used_quant_type)
+    return selection.practice.data, str(selection.practice.path)
+
+
+def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
+    started = time.perf_counter()
+    model_path = check_model_path(args.model_path)
+    save_path = check_save_path(args.save_path, model_path)
+    device = resolve_device(args.device)
+    adapter = create_adapter(args.model_type, model_path, args.trust_remote_code)
+    raw, source = choose_config(args, adapter.pedigree, confirm or Confirmer(args.yes))
+    config: QuantConfig = parse_quant_config(raw, source)
+    save_path.mkdir(parents=True, exist_ok=True)
+    exported = export_config(raw, save_path, args.model_type)
+    logger.info("Config written to %s.", exported)
+    request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug)
+    config.service().run(config.spec, request)
+    logger.info("Done in %.1f s: %s", time.perf_counter() - started, save_path)
+    return save_path

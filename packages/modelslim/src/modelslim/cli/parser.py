@@ -1,0 +1,59 @@
+"""Argument parsing for `msmodelslim` (seed: Quick Quantization Guide, "Parameters")."""
+
+from __future__ import annotations
+
+import argparse
+
+from modelslim_core.practice import QUANT_TYPES
+
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+
+
+def parse_bool(text: str) -> bool:
+    """`True`/`False` in any case (and 1/0, yes/no); anything else is a usage error."""
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def parse_quant_type(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in QUANT_TYPES:
+        raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from {', '.join(QUANT_TYPES)})")
+    return lowered
+
+
+def _add_quant(subparsers: argparse._SubParsersAction) -> None:
+    quant = subparsers.add_parser(
+        "quant",
+        help="quantize a model with a best practice (--quant_type) or a YAML config (--config_path)",
+        description="Quantize a local Hugging Face model directory and write an ascendv1 checkpoint.",
+    )
+    quant.add_argument("--model_path", required=True, help="local model directory (config.json, weights, tokenizer)")
+    quant.add_argument("--save_path", required=True, help="output directory (created if missing)")
+    quant.add_argument("--model_type", required=True, help="model name, e.g. Qwen2.5-7B-Instruct (case-sensitive)")
+    source = quant.add_mutually_exclusive_group()
+    source.add_argument("--config_path", help="YAML quantization config; disables the practice lookup and --tag")
+    source.add_argument("--quant_type", type=parse_quant_type, help=f"one of: {', '.join(QUANT_TYPES)}")
+    quant.add_argument("--device", help="cpu, cuda[:i,j,...] or npu[:i,j,...] (default: npu, else cuda, else cpu)")
+    quant.add_argument("--tag", nargs="*", default=None, help="scenario tags, e.g. vLLM-Ascend Atlas_A2_Inference")
+    quant.add_argument("--trust_remote_code", type=parse_bool, nargs="?", const=True, default=False,
+                       help="allow the model's own Python code to run (true/false; default false)")
+    quant.add_argument("--debug", action="store_true", help="verbose DEBUG logging of every step")
+    quant.add_argument("-y", "--yes", action="store_true",
+                       help="accept a fallback practice without asking (needed when stdin is not a terminal)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msmodelslim",
+        description="ModelSlim: post-training quantization for LLMs and multimodal models.",
+        epilog="Environment: MSMODELSLIM_LOG_LEVEL=INFO|DEBUG, MSMODELSLIM_CUSTOM_PRACTICE_REPO=<dir>.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="{quant}")
+    _add_quant(subparsers)
+    return parser
