@@ -36,7 +36,7 @@ DESCRIPTION_NAME = "quant_model_description.json"
 
 class AscendV1SaverConfig(SaverConfig):
     type: Literal["ascendv1_saver"] = "ascendv1_saver"
-    part_file_size: int = Field(default=4, ge=0, description="shard size in GiB; 0 writes a single file")
+    part_file_size: float = Field(default=4, ge=0, description="shard size in GiB (fractions allowed); 0 writes one file")
     ext: dict = Field(default_factory=dict)
 
 
@@ -54,7 +54,9 @@ class AscendV1Saver(Saver):
     def pre_run(self, model: nn.Module) -> None:
         self.save_path.mkdir(parents=True, exist_ok=True)
         clear_previous_output(self.save_path, WEIGHTS_PREFIX, DESCRIPTION_NAME)
-        self.writer = ShardedSafetensorsWriter(self.save_path, WEIGHTS_PREFIX, self.config.part_file_size)
+        size = self.config.part_file_size
+        limit = max(1, int(size * 2**30)) if size > 0 else None
+        self.writer = ShardedSafetensorsWriter(self.save_path, WEIGHTS_PREFIX, 0, limit_bytes=limit)
 
     # --- writing ------------------------------------------------------------------------------------------
     def _write(self, name: str, tensor: torch.Tensor, tag: str) -> None:

@@ -1,0 +1,141 @@
+"""`msmodelslim quant` end to end in a subprocess on tiny Qwen2 / Qwen3 / Llama checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from modelslim.app.quick_quant import QuantArgs, run_quant
+
+REPO = Path(__file__).resolve().parents[2]
+
+RUNNER_CONFIG = """\
+apiversion: modelslim_v1
+spec:
+  runner: {runner}
+  process:
+    - type: group
+      configs:
+        - type: linear_quant
+          qconfig:
+            act: {{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}}
+            weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
+          include: ["*self_attn*"]
+        - type: linear_quant
+          qconfig:
+            act: {{scope: per_token, dtype: int8, symmetric: true, method: minmax}}
+            weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
+          include: ["*mlp*"]
+  save:
+    - type: ascendv1_saver
+      part_file_size: {part_file_size}
+  dataset: {dataset}
+"""
+
+MODEL_TYPES = {"qwen2": "Qwen2-tiny", "qwen3": "Qwen3-8B", "llama": "Llama-3.1-8B-Instruct"}
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MSMODELSLIM_LOG_LEVEL": "info"}
+    return subprocess.run(
+        [sys.executable, "-m", "modelslim.cli.main", "quant", *args],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, timeout=300,
+    )
+
+
+def write_config(tmp_path: Path, runner: str, dataset: Path, part_file_size: float = 0) -> Path:
+    path = tmp_path / f"{runner}-{part_file_size}.yaml"
+    path.write_text(RUNNER_CONFIG.format(runner=runner, dataset=dataset, part_file_size=part_file_size))
+    return path
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "llama"])
+def test_layer_wise_and_model_wise_write_identical_checkpoints(arch, tiny_models, small_calib, tmp_path):
+    model_dir = tiny_models(arch)
+    before = tree_digest(model_dir)
+    outputs = {}
+    for runner in ("layer_wise", "model_wise"):
+        out = tmp_path / runner
+        result = run_cli("--model_path", str(model_dir), "--save_path", str(out), "--model_type", MODEL_TYPES[arch],
+                         "--config_path", str(write_config(tmp_path, runner, small_calib)), "--device", "cpu")
+        assert result.returncode == 0, result.stderr
+        assert f"Runner: {runner}" in result.stderr
+        outputs[runner] = out
+    assert tree_digest(model_dir) == before, "model_path must never be modified"
+    digest = {name: tree_digest(out) for name, out in outputs.items()}
+    weights = "quant_model_weights.safetensors"
+    assert digest["layer_wise"][weights] == digest["model_wise"][weights]
+    assert digest["layer_wise"]["quant_model_description.json"] == digest["model_wise"]["quant_model_description.json"]
+    description = json.loads((outputs["layer_wise"] / "quant_model_description.json").read_text())
+    assert description["model.layers.1.self_attn.o_proj.weight"] == "W8A8"
+    assert description["model.layers.1.mlp.down_proj.weight"] == "W8A8_DYNAMIC"
+
+
+def test_quant_type_uses_the_verified_practice_without_prompt(tiny_models, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("--model_path", str(tiny_models("qwen3")), "--save_path", str(out), "--model_type", "Qwen3-8B",
+                     "--quant_type", "w8a16", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "Practice: qwen3-w8a16" in result.stderr
+    description = json.loads((out / "quant_model_description.json").read_text())
+    assert description["model_quant_type"] == "W8A16"
+    exported = (out / "Qwen3-8B_best_practice.yaml").read_text()
+    assert exported.startswith("apiversion: modelslim_v1\nspec:")
+    assert "&" not in exported and "*w8a8" not in exported
+
+
+def test_sharded_output_matches_the_single_file(tiny_models, small_calib, tmp_path):
+    model_dir = tiny_models("qwen2")
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    run_quant(QuantArgs(str(model_dir), str(single), "Qwen2-tiny", config_path=str(write_config(tmp_path, "layer_wise", small_calib))))
+    config = write_config(tmp_path, "layer_wise", small_calib, part_file_size=0.0002)  # ~210 KB shards
+    run_quant(QuantArgs(str(model_dir), str(sharded), "Qwen2-tiny", config_path=str(config)))
+    index = json.loads((sharded / "quant_model_weights.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in sharded.glob("quant_model_weights-*.safetensors"))
+    total = len(shards)
+    assert total >= 3
+    assert shards == [f"quant_model_weights-{i:05d}-of-{total:05d}.safetensors" for i in range(1, total + 1)]
+    assert set(index["weight_map"].values()) == set(shards)
+    merged = {}
+    for shard in shards:
+        merged.update(load_file(sharded / shard))
+    expected = load_file(single / "quant_model_weights.safetensors")
+    assert set(merged) == set(expected) == set(index["weight_map"])
+    assert all((merged[k] == expected[k]).all() for k in expected)
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in expected.values())
+
+
+def test_rerun_replaces_stale_shards_and_refuses_foreign_weights(tiny_models, small_calib, tmp_path):
+    model_dir = tiny_models("qwen2")
+    out = tmp_path / "out"
+    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-tiny",
+                        config_path=str(write_config(tmp_path, "layer_wise", small_calib, part_file_size=0.0002))))
+    assert len(list(out.glob("quant_model_weights-*"))) >= 3
+    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-tiny", config_path=str(write_config(tmp_path, "layer_wise", small_calib))))
+    assert sorted(p.name for p in out.glob("*.safetensors*")) == ["quant_model_weights.safetensors"]
+    (out / "model.safetensors").write_bytes(b"not ours")
+    result = run_cli("--model_path", str(model_dir), "--save_path", str(out), "--model_type", "Qwen2-tiny",
+                     "--config_path", str(write_config(tmp_path, "layer_wise", small_calib)), "--device", "cpu")
+    assert result.returncode == 1
+    assert "model.safetensors" in result.stderr and "Traceback" not in result.stderr
+    assert (out / "model.safetensors").read_bytes() == b"not ours"
+
+
+def test_readme_main_command_on_the_shipped_example(tmp_path):
+    out = tmp_path / "w8a8"
+    result = run_cli("--model_path", str(REPO / "examples" / "qwen2-tiny"), "--save_path", str(out),
+                     "--model_type", "Qwen2-tiny", "--quant_type", "w8a8", "--device", "cpu", "--yes")
+    assert result.returncode == 0, result.stderr
+    description = json.loads((out / "quant_model_description.json").read_text())
+    assert description["model_quant_type"] == "W8A8"
