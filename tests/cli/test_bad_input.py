@@ -124,6 +124,21 @@ def test_save_path_inside_model_path_is_a_usage_error(model: Path, guard, capsys
     assert not inside.exists()
 
 
+def test_save_path_symlink_to_model_path_is_a_usage_error(model: Path, guard, tmp_path: Path, capsys):
+    link = tmp_path / "link-to-model"
+    link.symlink_to(model, target_is_directory=True)
+    result = run_inprocess(quant_args(model, link, "--quant_type", "w8a16", "--device", "cpu"), capsys)
+    assert_clean_failure(result, 2, "usage error", "save_path", str(link))
+
+
+def test_save_path_that_is_a_file_is_a_usage_error(model: Path, guard, tmp_path: Path, capsys):
+    save = tmp_path / "out"
+    save.write_text("keep me")
+    result = run_inprocess(quant_args(model, save, "--quant_type", "w8a16", "--device", "cpu"), capsys)
+    assert_clean_failure(result, 2, "usage error", "save_path", str(save), "not a directory")
+    assert save.read_text() == "keep me"
+
+
 # --- argparse-level errors (cheap subprocesses: they fail before torch is imported) ---------------------------
 
 
@@ -189,6 +204,14 @@ def test_unavailable_cuda_is_a_device_error(model: Path, guard, tmp_path: Path, 
 
 
 # --- YAML configs -----------------------------------------------------------------------------------------------
+
+
+def test_missing_config_file_is_a_config_error_naming_it(model: Path, guard, tmp_path: Path, capsys):
+    missing = tmp_path / "nope.yaml"
+    save = tmp_path / "out"
+    result = run_inprocess(quant_args(model, save, "--config_path", str(missing), "--device", "cpu"), capsys)
+    assert_clean_failure(result, 1, "config error", str(missing), "does not exist")
+    assert not save.exists()
 
 
 def test_unknown_processor_type_names_the_item_and_lists_known_types(model: Path, guard, tmp_path: Path, capsys):

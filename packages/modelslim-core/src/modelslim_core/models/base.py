@@ -99,6 +99,9 @@ class ModelAdapter:
 
     def load_model(self, dtype: torch.dtype) -> nn.Module:
         from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own per-layer progress is the one users watch
 
         try:
             model = AutoModelForCausalLM.from_pretrained(
