@@ -49,10 +49,11 @@ def load_yaml_text(text: str, source: str = "<string>") -> Any:
     except ConfigError:
         raise
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
+        mark, context = exc.problem_mark, exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        started = f" ({exc.context} at line {context.line + 1}, column {context.column + 1})" if context else ""
         raise ConfigError(
-            f"{source} is not valid YAML{where}: {exc.problem}.",
+            f"{source} is not valid YAML{where}: {exc.problem}{started}.",
             "check the indentation and quoting around that line.",
         ) from None
     except yaml.YAMLError as exc:
