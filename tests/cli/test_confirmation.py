@@ -68,15 +68,20 @@ def test_unknown_model_type_without_terminal_or_yes_is_aborted_before_writing(ti
 
 
 def test_fallback_with_yes_runs_and_logs_the_tip(tiny_models, tmp_path: Path, capsys, cli_env):
+    # An unknown model type asking for w4a8 falls back twice (w4a8 -> w8a8, own pedigree -> default practice);
+    # the default w8a8 practice is data-free, which keeps this end-to-end run fast.
     save = tmp_path / "out"
-    args = ["--model_path", str(tiny_models("qwen2")), "--save_path", str(save), "--model_type", "Qwen2-tiny",
+    args = ["--model_path", str(tiny_models("qwen2")), "--save_path", str(save), "--model_type", "MyModel-1B",
             "--quant_type", "w4a8", "--device", "cpu", "--yes"]
     result = run_inprocess(args, capsys)
     assert result.code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if " - WARNING - " in line]
-    assert any(TIP in line and "accepted by --yes" in line for line in warnings), result.stderr
+    assert any(
+        "quant type changed from w4a8 to w8a8" in line and "default w8a8 practice" in line and "accepted by --yes" in line
+        for line in warnings
+    ), result.stderr
     description = json.loads((save / DESCRIPTION).read_text())
-    assert description["model_quant_type"] == "W8A8"
+    assert description["model_quant_type"] == "W8A8_DYNAMIC"
 
 
 # --- the Confirmer itself ---------------------------------------------------------------------------------------

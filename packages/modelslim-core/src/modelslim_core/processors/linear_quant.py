@@ -11,26 +11,20 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from pydantic import Field
 from torch import nn
 
 from modelslim_core.errors import DatasetError
 from modelslim_core.protocol.qconfig import LinearQConfig
 from modelslim_core.quant.quantized_linear import ObservedLinear, act_kind, quantize_linear_data_free
-from modelslim_core.runtime.matching import NameFilter
+from modelslim_core.runtime.matching import LayerSelection
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 
 logger = logging.getLogger(__name__)
 
-Pattern = str
-
-
-class LinearQuantConfig(ProcessorConfig):
+class LinearQuantConfig(ProcessorConfig, LayerSelection):
     type: Literal["linear_quant"] = "linear_quant"
     qconfig: LinearQConfig
-    include: list[Pattern] = Field(default_factory=lambda: ["*"])
-    exclude: list[Pattern] = Field(default_factory=list)
 
 
 class LinearQuantProcessor(Processor):
@@ -39,7 +33,7 @@ class LinearQuantProcessor(Processor):
 
     def __init__(self, config: LinearQuantConfig, context):
         super().__init__(config, context)
-        self.filter = NameFilter(config.include, config.exclude)
+        self.filter = config.name_filter()
         self.kind = act_kind(config.qconfig)
         self.export_type = config.qconfig.export_type
         self._observed: list[tuple[LinearSite, ObservedLinear]] = []

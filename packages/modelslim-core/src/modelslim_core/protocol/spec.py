@@ -35,28 +35,25 @@ def _plugin(group: str, kind: str, path: str) -> Any:
         raise ConfigError(f"{path}.type: {exc.message}", exc.hint) from None
 
 
-def parse_processor_list(items: Any, path: str) -> list[ProcessorConfig]:
-    """Validate a list of processor items (spec.process, a prior stage, a group's configs)."""
-    if not isinstance(items, list):
-        raise ConfigError(f"{path} must be a list of processors, got {type(items).__name__}.", "write it as a YAML list.")
+def _parse_items(items: Any, path: str, group: str, what: str, example: str, allow_empty: bool) -> list[Any]:
+    if not isinstance(items, list) or (not items and not allow_empty):
+        raise ConfigError(f"{path} must be a {'' if allow_empty else 'non-empty '}list of {what}.", f"write it as a YAML list, e.g. {example}.")
     configs = []
     for index, item in enumerate(items):
         item_path = f"{path}[{index}]"
-        cls: type[Processor] = _plugin(registry.PROCESSORS, _item_type(item, item_path), item_path)
+        cls = _plugin(group, _item_type(item, item_path), item_path)
         configs.append(cls.config_class.from_yaml(item, item_path))
     return configs
+
+
+def parse_processor_list(items: Any, path: str) -> list[ProcessorConfig]:
+    """Validate a list of processor items (spec.process, a prior stage, a group's configs)."""
+    return _parse_items(items, path, registry.PROCESSORS, "processors", "`- type: linear_quant`", allow_empty=True)
 
 
 def parse_saver_list(items: Any, path: str) -> list[SaverConfig]:
     """Validate spec.save."""
-    if not isinstance(items, list) or not items:
-        raise ConfigError(f"{path} must be a non-empty list of savers.", "add e.g. `- type: ascendv1_saver`.")
-    configs = []
-    for index, item in enumerate(items):
-        item_path = f"{path}[{index}]"
-        cls: type[Saver] = _plugin(registry.SAVERS, _item_type(item, item_path), item_path)
-        configs.append(cls.config_class.from_yaml(item, item_path))
-    return configs
+    return _parse_items(items, path, registry.SAVERS, "savers", "`- type: ascendv1_saver`", allow_empty=False)
 
 
 def processor_class(config: ProcessorConfig) -> type[Processor]:

@@ -67,3 +67,14 @@ def validate(model: type[M], data: Any, prefix: str) -> M:
             f"invalid configuration: {format_validation_error(exc, prefix)}.",
             "fix the value at that path; see README.md 'YAML protocol' for the allowed fields.",
         ) from None
+
+
+class PluginConfig(StrictModel):
+    """Base of every `type`-keyed YAML item (processors, savers): the type names the plugin."""
+
+    type: str
+
+    @classmethod
+    def from_yaml(cls, data: Any, path: str) -> "PluginConfig":
+        """Validate one YAML item; containers override this to parse their children with their own paths."""
+        return validate(cls, data, path)

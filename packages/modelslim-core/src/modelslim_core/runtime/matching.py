@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from pydantic import Field
 from wcmatch import fnmatch
+
+from modelslim_core.protocol.validation import StrictModel
 
 logger = logging.getLogger(__name__)
 
@@ -45,3 +48,13 @@ class NameFilter:
     def warn_unmatched(self, owner: str) -> None:
         for pattern in self.unmatched_patterns():
             logger.warning("%s: pattern %r matched no layer; check its spelling.", owner, pattern)
+
+
+class LayerSelection(StrictModel):
+    """The `include` / `exclude` fields of processors that select layers by name."""
+
+    include: list[str] = Field(default_factory=lambda: ["*"])
+    exclude: list[str] = Field(default_factory=list)
+
+    def name_filter(self) -> NameFilter:
+        return NameFilter(self.include, self.exclude)

@@ -8,24 +8,17 @@ calibrating modules in `preprocess` and turns what they saw into its result in `
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import nn
 
-from modelslim_core.protocol.validation import StrictModel, validate
+from modelslim_core.protocol.validation import PluginConfig
 from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.unit import Unit
 
 
-class ProcessorConfig(StrictModel):
+class ProcessorConfig(PluginConfig):
     """Base of processor configs; each subclass declares `type: Literal['<its name>']`."""
-
-    type: str
-
-    @classmethod
-    def from_yaml(cls, data: Any, path: str) -> "ProcessorConfig":
-        """Validate one YAML item; containers override this to parse their children with their own paths."""
-        return validate(cls, data, path)
 
 
 class Processor:

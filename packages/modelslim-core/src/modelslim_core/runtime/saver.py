@@ -7,23 +7,17 @@ the output only in `finish`. `abort` must leave nothing that looks like a comple
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from torch import nn
 
-from modelslim_core.protocol.validation import StrictModel, validate
+from modelslim_core.protocol.validation import PluginConfig
 from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.unit import Unit
 
 
-class SaverConfig(StrictModel):
+class SaverConfig(PluginConfig):
     """Base of saver configs; each subclass declares `type: Literal['<its name>']`."""
-
-    type: str
-
-    @classmethod
-    def from_yaml(cls, data: Any, path: str) -> "SaverConfig":
-        return validate(cls, data, path)
 
 
 class Saver:

@@ -13,16 +13,14 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from modelslim_core.runtime.matching import NameFilter
+from modelslim_core.runtime.matching import LayerSelection
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import Unit
 
 
-class WeightClipConfig(ProcessorConfig):
+class WeightClipConfig(ProcessorConfig, LayerSelection):
     type: Literal["weight_clip"] = "weight_clip"
     sigmas: float = Field(default=3.0, gt=0)
-    include: list[str] = Field(default_factory=lambda: ["*"])
-    exclude: list[str] = Field(default_factory=list)
 
 
 class WeightClipProcessor(Processor):
@@ -31,7 +29,7 @@ class WeightClipProcessor(Processor):
 
     def __init__(self, config: WeightClipConfig, context):
         super().__init__(config, context)
-        self.filter = NameFilter(config.include, config.exclude)
+        self.filter = config.name_filter()
 
     def preprocess(self, unit: Unit) -> None:
         for site in self.context.adapter.linear_sites(unit):
