@@ -17,7 +17,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    names = ("modelslim", "modelslim_core", "modelslim_runners", "modelslim_save_ascend", "modelslim_vlm", "modelslim_sd")
+    names = ("modelslim", "modelslim_core", "modelslim_runners", "modelslim_save_ascend", "modelslim_vlm",
+             "modelslim_sd")
     saved_levels = {name: logging.getLogger(name).level for name in names}
     yield
     root.handlers[:] = saved_handlers

@@ -160,8 +160,17 @@ def test_unknown_quant_type_is_a_usage_error_listing_the_valid_ones(model: Path,
 
 def test_bad_trust_remote_code_value_is_a_usage_error(model: Path, tmp_path: Path):
     save = tmp_path / "out"
-    result = run_subprocess(quant_args(model, save, "--quant_type", "w8a8", "--trust_remote_code", "maybe"), cwd=tmp_path)
+    args = quant_args(model, save, "--quant_type", "w8a8", "--trust_remote_code", "maybe")
+    result = run_subprocess(args, cwd=tmp_path)
     assert_clean_failure(result, 2, "--trust_remote_code", "'maybe'")
+    assert not save.exists()
+
+
+def test_empty_model_type_is_a_usage_error(model: Path, tmp_path: Path):
+    save = tmp_path / "out"
+    result = run_subprocess(["--model_path", str(model), "--save_path", str(save), "--model_type", " ",
+                             "--quant_type", "w8a16"], cwd=tmp_path)
+    assert_clean_failure(result, 2, "--model_type", "must not be empty")
     assert not save.exists()
 
 
@@ -226,6 +235,13 @@ def test_wrong_field_type_names_the_yaml_path(model: Path, guard, tmp_path: Path
     text = DYNAMIC_W8A8 + '      part_file_size: "big"\n'
     result, _, save = run_config(text, model, tmp_path, capsys)
     assert_clean_failure(result, 1, "config error", "spec.save[0].part_file_size", "'big'")
+    assert not save.exists()
+
+
+def test_boolean_for_a_number_field_is_rejected(model: Path, guard, tmp_path: Path, capsys):
+    text = DYNAMIC_W8A8 + "      part_file_size: yes\n"  # YAML 1.1: `yes` is a boolean
+    result, _, save = run_config(text, model, tmp_path, capsys)
+    assert_clean_failure(result, 1, "config error", "spec.save[0].part_file_size")
     assert not save.exists()
 
 

@@ -41,9 +41,13 @@ class UnitPipeline:
         self.context = context
         self.adapter = context.adapter
         self.placement = placement
+        self._texts_by_dataset: dict[str, list[str]] = {}
         self._samples: dict[str, list[dict[str, torch.Tensor]]] = {}
 
     def run(self, stages: list[Stage]) -> None:
+        for stage in stages:  # read every dataset first: a bad dataset must fail before minutes of model loading
+            if stage_needs_data(stage):
+                self._texts(stage.dataset or "")
         started = time.perf_counter()
         model = self.adapter.load_model(self.context.compute_dtype)
         logger.info("Model loaded in %.1f s.", time.perf_counter() - started)
@@ -51,9 +55,14 @@ class UnitPipeline:
         for stage in stages:
             self._run_stage(model, stage)
 
+    def _texts(self, dataset: str) -> list[str]:
+        if dataset not in self._texts_by_dataset:
+            self._texts_by_dataset[dataset] = load_texts(dataset)
+        return self._texts_by_dataset[dataset]
+
     def _calibration_samples(self, dataset: str) -> list[dict[str, torch.Tensor]]:
         if dataset not in self._samples:  # keyed by dataset: prior stages with their own data get their own
-            self._samples[dataset] = self.adapter.tokenize(load_texts(dataset))
+            self._samples[dataset] = self.adapter.tokenize(self._texts(dataset))
         return self._samples[dataset]
 
     @torch.no_grad()

@@ -18,7 +18,7 @@ M = TypeVar("M", bound=BaseModel)
 class StrictModel(BaseModel):
     """Base of every YAML-facing model: unknown keys are errors, values are not silently coerced."""
 
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=False, validate_default=True)
 
 
 def join_path(prefix: str, loc: tuple[Any, ...]) -> str:

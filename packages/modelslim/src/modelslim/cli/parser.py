@@ -20,6 +20,13 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def parse_model_type(text: str) -> str:
+    """Any non-blank name (kept exactly as typed: lookups are case-sensitive)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty; pass the model's name, e.g. Qwen2.5-7B-Instruct")
+    return text
+
+
 def parse_quant_type(text: str) -> str:
     lowered = text.strip().lower()
     if lowered not in QUANT_TYPES:
@@ -35,7 +42,8 @@ def _add_quant(subparsers: argparse._SubParsersAction) -> None:
     )
     quant.add_argument("--model_path", required=True, help="local model directory (config.json, weights, tokenizer)")
     quant.add_argument("--save_path", required=True, help="output directory (created if missing)")
-    quant.add_argument("--model_type", required=True, help="model name, e.g. Qwen2.5-7B-Instruct (case-sensitive)")
+    quant.add_argument("--model_type", required=True, type=parse_model_type,
+                       help="model name, e.g. Qwen2.5-7B-Instruct (case-sensitive)")
     source = quant.add_mutually_exclusive_group()
     source.add_argument("--config_path", help="YAML quantization config; disables the practice lookup and --tag")
     source.add_argument("--quant_type", type=parse_quant_type, help=f"one of: {', '.join(QUANT_TYPES)}")
