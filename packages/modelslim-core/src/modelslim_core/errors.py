@@ -52,6 +52,12 @@ class DatasetError(ModelSlimError):
     kind = "dataset error"
 
 
+class CheckpointError(ModelSlimError):
+    """A saved checkpoint is incomplete, malformed or does not match the model it claims to quantize."""
+
+    kind = "checkpoint error"
+
+
 class PluginError(ModelSlimError):
     """An unknown plugin name, or a plugin that fails to load."""
 

@@ -43,6 +43,15 @@ def read_config_json(model_path: Path) -> dict[str, Any]:
     return data
 
 
+def source_dtype_of(config_json: dict[str, Any]) -> torch.dtype | None:
+    """The checkpoint's dtype from config.json (`dtype`/`torch_dtype`, also inside text_config)."""
+    for holder in (config_json, config_json.get("text_config") or {}):
+        for key in ("dtype", "torch_dtype"):
+            if holder.get(key) in _DTYPES:
+                return _DTYPES[holder[key]]
+    return None
+
+
 class ModelAdapter:
     """Adapter for transformers causal LMs whose decoder layers are the units."""
 
@@ -73,12 +82,7 @@ class ModelAdapter:
 
     @property
     def source_dtype(self) -> torch.dtype | None:
-        """The checkpoint's dtype from config.json (`dtype`/`torch_dtype`, also inside text_config)."""
-        for holder in (self.config_json, self.config_json.get("text_config") or {}):
-            for key in ("dtype", "torch_dtype"):
-                if holder.get(key) in _DTYPES:
-                    return _DTYPES[holder[key]]
-        return None
+        return source_dtype_of(self.config_json)
 
     # --- loading ------------------------------------------------------------------------------------------
     def load_tokenizer(self) -> Any:

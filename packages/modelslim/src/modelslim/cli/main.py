@@ -39,6 +39,23 @@ def _report(exc: BaseException) -> int:
     return 1
 
 
+def _quant(args) -> None:
+    from modelslim.app.quick_quant import QuantArgs, run_quant
+
+    run_quant(QuantArgs.from_namespace(args))
+
+
+def _eval(args) -> None:
+    from modelslim.app.eval_report import format_table
+    from modelslim.app.evaluate import EvalArgs, run_eval
+
+    report = run_eval(EvalArgs(args.model_path, args.quant_path, args.dataset, args.device, args.max_samples))
+    print(format_table(report))
+
+
+COMMANDS = {"quant": _quant, "eval": _eval}
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -49,12 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        if args.debug:
+        if getattr(args, "debug", False):
             level = logging.DEBUG
         logging_setup.configure(level)
-        from modelslim.app.quick_quant import QuantArgs, run_quant
-
-        run_quant(QuantArgs.from_namespace(args))
+        COMMANDS[args.command](args)
         return 0
     except SystemExit as exc:  # argparse: -h (0) or usage error (2)
         return exc.code if isinstance(exc.code, int) else 2

@@ -56,12 +56,38 @@ def _add_quant(subparsers: argparse._SubParsersAction) -> None:
                        help="accept a fallback practice without asking (needed when stdin is not a terminal)")
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+    evaluate = subparsers.add_parser(
+        "eval",
+        help="check a saved checkpoint against its float model (per-layer error, perplexity)",
+        description="Reload a quantized checkpoint with the Ascend integer semantics and compare it with the float "
+        "model: per-layer output error and perplexity (causal LMs) or hidden-state cosine. Writes eval_report.json "
+        "and eval_layer_error.png into --quant_path.",
+    )
+    evaluate.add_argument("--model_path", required=True, help="the float model directory the checkpoint was made from")
+    evaluate.add_argument("--quant_path", required=True, help="the --save_path of a finished `msmodelslim quant` run")
+    evaluate.add_argument("--dataset", default="heldout_eval.jsonl", help="held-out texts (short name in calib/ or a path)")
+    evaluate.add_argument("--device", help="cpu or cuda[:i] (default: as for quant)")
+    evaluate.add_argument("--max_samples", type=positive_int, help="use only the first N samples")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msmodelslim",
         description="ModelSlim: post-training quantization for LLMs and multimodal models.",
         epilog="Environment: MSMODELSLIM_LOG_LEVEL=INFO|DEBUG, MSMODELSLIM_CUSTOM_PRACTICE_REPO=<dir>.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="{quant}")
+    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval}")
     _add_quant(subparsers)
+    _add_eval(subparsers)
     return parser

@@ -1,0 +1,95 @@
+"""Reading a saved ascendv1 checkpoint: its description, and its tensors wherever they are sharded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from modelslim_core.errors import CheckpointError
+
+DESCRIPTION = "quant_model_description.json"
+WEIGHTS_PREFIX = "quant_model_weights"
+#: Description keys that describe the model, not a tensor.
+GLOBAL_KEYS = frozenset(
+    {"version", "model_quant_type", "metadata", "group_size", "optional", "kv_cache_type", "kv_quant_type", "fa_quant_type"}
+)
+
+
+def _read_description(path: Path) -> dict[str, Any]:
+    file = path / DESCRIPTION
+    if not file.is_file():
+        raise CheckpointError(
+            f"{str(path)!r} is not a quantized checkpoint: it has no {DESCRIPTION}.",
+            "pass the --save_path of a finished `msmodelslim quant` run.",
+        )
+    try:
+        description = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CheckpointError(f"{file} is not valid JSON: {exc}.", "re-run the quantization.") from None
+    if not isinstance(description, dict):
+        raise CheckpointError(f"{file} must hold a JSON object.", "re-run the quantization.")
+    return description
+
+
+def _weight_files(path: Path) -> list[Path]:
+    files = sorted(path.glob(f"{WEIGHTS_PREFIX}*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{str(path)!r} has a description but no {WEIGHTS_PREFIX}*.safetensors file.",
+                              "the output is incomplete; re-run the quantization.")
+    return files
+
+
+class SavedCheckpoint:
+    """The tags of a checkpoint's description and lazy access to its tensors."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.description = _read_description(self.path)
+        self.tags = {k: v for k, v in self.description.items() if k not in GLOBAL_KEYS and isinstance(v, str)}
+        self._file_of: dict[str, Path] = {}
+        for file in _weight_files(self.path):
+            with safe_open(file, framework="pt") as handle:
+                for name in handle.keys():
+                    if name in self._file_of:
+                        raise CheckpointError(f"tensor {name} is stored twice ({self._file_of[name].name}, {file.name}).",
+                                              "remove stale shards from the checkpoint directory.")
+                    self._file_of[name] = file
+        self._check_tags_cover_tensors()
+
+    def _check_tags_cover_tensors(self) -> None:
+        untagged = sorted(set(self._file_of) - set(self.tags))
+        if untagged:
+            raise CheckpointError(f"tensor {untagged[0]} is saved but has no tag in {DESCRIPTION} ({len(untagged)} such tensors).",
+                                  "the description and the weights come from different runs; re-run the quantization.")
+        missing = sorted(set(self.tags) - set(self._file_of))
+        if missing:
+            raise CheckpointError(f"tensor {missing[0]} is described in {DESCRIPTION} but missing from the weights ({len(missing)} such tensors).",
+                                  "the weights are incomplete; re-run the quantization.")
+
+    @property
+    def model_quant_type(self) -> str:
+        return str(self.description.get("model_quant_type", "Unknown"))
+
+    def names(self) -> set[str]:
+        return set(self._file_of)
+
+    def tensor(self, name: str) -> torch.Tensor:
+        with safe_open(self._file_of[name], framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    def meta(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
+        """dtype and shape without reading the data."""
+        with safe_open(self._file_of[name], framework="pt") as handle:
+            sliced = handle.get_slice(name)
+            return _DTYPES[sliced.get_dtype()], tuple(sliced.get_shape())
+
+
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}

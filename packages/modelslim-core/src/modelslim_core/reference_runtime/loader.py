@@ -1,0 +1,140 @@
+"""Rebuilding a model from a saved checkpoint on top of the float model's architecture.
+
+The architecture comes from the float model's config; every parameter must then be accounted for by the
+checkpoint — a FLOAT tensor of the right dtype and shape, or the exact tensor set of a quantized linear's
+kernel. Anything missing, extra, mis-typed, mis-shaped or tagged with an unknown type is an error naming
+the tensor: loading is the conformance check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from modelslim_core.errors import CheckpointError, ModelError
+from modelslim_core.models.base import read_config_json, source_dtype_of
+from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
+from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape, TensorSpec
+
+MAX_LISTED = 5
+
+
+@dataclass
+class Plan:
+    """What the checkpoint must hold for this architecture, and which kernel rebuilds each linear."""
+
+    specs: dict[str, TensorSpec] = field(default_factory=dict)
+    quantized: dict[str, tuple[str, LinearShape]] = field(default_factory=dict)  # linear name -> (tag, shape)
+
+
+def build_skeleton(model_path: Path, dtype: torch.dtype) -> nn.Module:
+    """The float model's architecture (weights are overwritten from the checkpoint)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+    except Exception as exc:
+        raise ModelError(f"cannot read the model config in {str(model_path)!r}: {exc}", "pass the float model's directory.") from None
+    causal = any(arch.endswith("ForCausalLM") for arch in (getattr(config, "architectures", None) or []))
+    factory = AutoModelForCausalLM if causal else AutoModel
+    model = factory.from_config(config, dtype=dtype)
+    return model.eval().requires_grad_(False)
+
+
+def _linear_shape(linear: nn.Linear, source_dtype: torch.dtype | None) -> LinearShape:
+    return LinearShape(linear.out_features, linear.in_features, linear.bias is not None, source_dtype)
+
+
+def plan_for(model: nn.Module, checkpoint: SavedCheckpoint, source_dtype: torch.dtype | None) -> Plan:
+    plan = Plan()
+    covered: set[str] = set()
+    for name, module in model.named_modules():
+        tag = checkpoint.tags.get(f"{name}.weight")
+        if not isinstance(module, nn.Linear) or tag in (None, "FLOAT"):
+            continue
+        kernel = KERNELS.get(tag)
+        if kernel is None:
+            raise CheckpointError(
+                f"{name}.weight is tagged {tag!r}, a type the reference runtime does not know.",
+                f"known types: FLOAT, {', '.join(KERNELS)}.",
+            )
+        shape = _linear_shape(module, source_dtype)
+        plan.quantized[name] = (tag, shape)
+        for suffix, spec in kernel.expected(shape).items():
+            plan.specs[f"{name}.{suffix}"] = spec
+        covered.update(f"{name}.{p}" for p, _ in module.named_parameters())
+    for pname, param in model.named_parameters(remove_duplicate=False):
+        if pname not in covered:
+            plan.specs[pname] = TensorSpec((source_dtype or param.dtype,), tuple(param.shape))
+    return plan
+
+
+def _problems(plan: Plan, checkpoint: SavedCheckpoint) -> list[str]:
+    saved = checkpoint.names()
+    problems = [f"{name} is missing (expected {spec.describe()})" for name, spec in plan.specs.items() if name not in saved]
+    problems += [f"{name} is not part of this model's format (tag {checkpoint.tags[name]})" for name in sorted(saved - set(plan.specs))]
+    for name, spec in plan.specs.items():
+        if name not in saved:
+            continue
+        dtype, shape = checkpoint.meta(name)
+        if dtype not in spec.dtypes or shape != spec.shape:
+            found = f"{str(dtype).removeprefix('torch.')} {list(shape)}"
+            problems.append(f"{name} is {found}, expected {spec.describe()}")
+        expected_tag = next((tag for linear, (tag, _) in plan.quantized.items() if name.startswith(linear + ".")), "FLOAT")
+        actual_tag = checkpoint.tags[name]
+        if actual_tag != expected_tag and not (name.endswith(".bias") and actual_tag == "FLOAT"):
+            problems.append(f"{name} is tagged {actual_tag}, expected {expected_tag}")
+    return problems
+
+
+def validate(plan: Plan, checkpoint: SavedCheckpoint) -> None:
+    problems = _problems(plan, checkpoint)
+    if problems:
+        more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
+        raise CheckpointError(
+            f"{checkpoint.path} does not match the model: " + "; ".join(problems[:MAX_LISTED]) + more + ".",
+            f"check that --model_path is the float model this checkpoint was made from, and that {DESCRIPTION} "
+            "and the weight files belong to one run.",
+        )
+
+
+def _set_parameter(model: nn.Module, name: str, value: torch.Tensor) -> None:
+    owner_name, _, attr = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    current = getattr(owner, attr)
+    setattr(owner, attr, nn.Parameter(value.to(current.dtype), requires_grad=False))
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+
+
+def load_quantized_model(
+    model_path: str | Path, quant_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """The float model's architecture computing with the saved (quantized) tensors."""
+    model_path, quant_path = Path(model_path), Path(quant_path)
+    checkpoint = SavedCheckpoint(quant_path)
+    source_dtype = source_dtype_of(read_config_json(model_path))
+    model = build_skeleton(model_path, dtype)
+    plan = plan_for(model, checkpoint, source_dtype)
+    validate(plan, checkpoint)
+    kernel_params = {n for n in plan.specs if any(n.startswith(linear + ".") for linear in plan.quantized)}
+    for name in plan.specs:
+        if name not in kernel_params:
+            _set_parameter(model, name, checkpoint.tensor(name))
+    for linear, (tag, shape) in plan.quantized.items():
+        tensors = {n[len(linear) + 1:]: checkpoint.tensor(n) for n in plan.specs if n.startswith(linear + ".")}
+        _replace(model, linear, KERNELS[tag].build(tensors, shape))
+    return model.to(device)
+
+
+def describe_checkpoint(quant_path: str | Path) -> dict:
+    """The description's global keys (for reports)."""
+    description = json.loads((Path(quant_path) / DESCRIPTION).read_text(encoding="utf-8"))
+    return {k: description[k] for k in ("version", "model_quant_type", "group_size") if k in description}

@@ -1,0 +1,61 @@
+"""What `msmodelslim eval` shows and keeps: a per-layer table, a summary line, eval_report.json and a plot."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+REPORT_NAME = "eval_report.json"
+PLOT_NAME = "eval_layer_error.png"
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for package in ("modelslim", "torch", "transformers"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "unknown"
+    return found
+
+
+def format_table(report: dict) -> str:
+    width = max([len(layer["name"]) for layer in report["layers"]] + [5])
+    lines = [f"{'layer':<{width}}  {'type':<13} {'rel_l2':>9} {'cosine':>9}"]
+    lines += [
+        f"{layer['name']:<{width}}  {layer['tag']:<13} {layer['rel_l2']:>9.5f} {layer['cosine']:>9.6f}"
+        for layer in report["layers"]
+    ]
+    summary = (
+        f"{report['metric']}: float {report['float']:.4f}, quantized {report['quantized']:.4f}, "
+        f"ratio {report['ratio']:.4f} ({report['samples']} samples, {report['tokens']} tokens, "
+        f"{report['model_quant_type']})"
+    )
+    return "\n".join(lines + ["", summary])
+
+
+def plot_layer_errors(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    layers = report["layers"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(layers)), 4.0))
+    colors = {tag: f"C{i}" for i, tag in enumerate(sorted({layer["tag"] for layer in layers}))}
+    ax.bar(range(len(layers)), [layer["rel_l2"] for layer in layers], color=[colors[layer["tag"]] for layer in layers])
+    ax.set_xlabel("quantized linear (model order)")
+    ax.set_ylabel("relative L2 error of the output")
+    ax.set_title(f"{report['model_quant_type']}: {report['metric']} ratio {report['ratio']:.4f}")
+    ax.legend(handles=[Patch(color=color, label=tag) for tag, color in colors.items()])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(report: dict, quant_path: Path) -> None:
+    report["versions"] = _versions()
+    (quant_path / REPORT_NAME).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    plot_layer_errors(report, quant_path / PLOT_NAME)

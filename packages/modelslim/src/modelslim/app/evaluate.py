@@ -1,0 +1,183 @@
+"""`msmodelslim eval`: does a saved checkpoint load, and does it still compute what the float model computes?
+
+The checkpoint is rebuilt by the reference runtime (strict conformance, Ascend integer semantics). Each
+quantized linear is compared with its float original on the float model's own inputs (local error, so a
+bad layer shows up by name), and the whole model is compared end to end: perplexity on held-out text for
+causal LMs, else the cosine of the final hidden states.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modelslim_core.calib.text import load_texts
+from modelslim_core.devices import resolve_device
+from modelslim_core.errors import UsageError
+from modelslim_core.reference_runtime.checkpoint import SavedCheckpoint
+from modelslim_core.reference_runtime.loader import load_quantized_model
+
+from modelslim.app.eval_report import write_report
+from modelslim.app.paths import check_model_path
+
+logger = logging.getLogger("modelslim")
+
+DEFAULT_DATASET = "heldout_eval.jsonl"
+MAX_TOKENS = 1024
+
+
+@dataclass
+class EvalArgs:
+    model_path: str
+    quant_path: str
+    dataset: str = DEFAULT_DATASET
+    device: str | None = None
+    max_samples: int | None = None
+
+
+@dataclass
+class LayerError:
+    name: str
+    tag: str
+    rel_l2: float
+    cosine: float
+
+
+class _LayerStats:
+    """Running sums for one linear: squared error, squared reference, per-token cosines."""
+
+    def __init__(self, tag: str):
+        self.tag = tag
+        self.err = 0.0
+        self.ref = 0.0
+        self.cos = 0.0
+        self.tokens = 0
+
+    def update(self, quantized: torch.Tensor, reference: torch.Tensor) -> None:
+        q, r = quantized.double().flatten(0, -2), reference.double().flatten(0, -2)
+        self.err += (q - r).pow(2).sum().item()
+        self.ref += r.pow(2).sum().item()
+        self.cos += F.cosine_similarity(q, r, dim=-1).sum().item()
+        self.tokens += r.shape[0]
+
+    def result(self, name: str) -> LayerError:
+        return LayerError(name, self.tag, math.sqrt(self.err / max(self.ref, 1e-30)), self.cos / max(self.tokens, 1))
+
+
+def _tokenize(quant_model_path: Path, texts: list[str]) -> list[dict[str, torch.Tensor]]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(quant_model_path, local_files_only=True)
+    return [dict(tokenizer(text, return_tensors="pt", truncation=True, max_length=MAX_TOKENS)) for text in texts]
+
+
+def quantized_linears(float_model: nn.Module, quant_model: nn.Module) -> dict[str, nn.Module]:
+    """Linears the checkpoint replaced by a kernel, by name."""
+    float_modules = dict(float_model.named_modules())
+    return {
+        name: module
+        for name, module in quant_model.named_modules()
+        if isinstance(float_modules.get(name), nn.Linear) and not isinstance(module, nn.Linear)
+    }
+
+
+@torch.no_grad()
+def layer_errors(float_model: nn.Module, kernels: dict[str, nn.Module], tags: dict[str, str], samples: list) -> list[LayerError]:
+    """Each kernel run on its float original's real input, compared with the float output."""
+    stats = {name: _LayerStats(tags.get(f"{name}.weight", "?")) for name in kernels}
+    modules = dict(float_model.named_modules())
+    hooks = [
+        modules[name].register_forward_hook(
+            lambda _m, args, out, name=name: stats[name].update(kernels[name](args[0]), out)
+        )
+        for name in kernels
+    ]
+    try:
+        for sample in samples:
+            float_model(**sample)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [s.result(name) for name, s in stats.items()]
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, samples: list[dict[str, torch.Tensor]]) -> tuple[float, int]:
+    nll, tokens = 0.0, 0
+    for sample in samples:
+        ids = sample["input_ids"]
+        if ids.shape[1] < 2:
+            continue
+        logits = model(**sample).logits[:, :-1].double()
+        nll += F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
+        tokens += ids.shape[1] - 1
+    return math.exp(nll / max(tokens, 1)), tokens
+
+
+@torch.no_grad()
+def hidden_cosine(float_model: nn.Module, quant_model: nn.Module, samples: list[dict[str, torch.Tensor]]) -> tuple[float, int]:
+    total, tokens = 0.0, 0
+    for sample in samples:
+        a = float_model(**sample).last_hidden_state.double().flatten(0, -2)
+        b = quant_model(**sample).last_hidden_state.double().flatten(0, -2)
+        total += F.cosine_similarity(a, b, dim=-1).sum().item()
+        tokens += a.shape[0]
+    return total / max(tokens, 1), tokens
+
+
+def _load_float(model_path: Path, device: torch.device) -> tuple[nn.Module, bool]:
+    """The float model in float32, and whether it is a causal LM (perplexity) or not (hidden-state cosine)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+    causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+    factory = AutoModelForCausalLM if causal else AutoModel
+    return factory.from_pretrained(model_path, dtype=torch.float32, local_files_only=True).eval().to(device), causal
+
+
+def run_eval(args: EvalArgs) -> dict:
+    started = time.perf_counter()
+    if args.max_samples is not None and args.max_samples < 1:
+        raise UsageError("--max_samples must be at least 1.", "omit it to use every sample.")
+    model_path = check_model_path(args.model_path)
+    quant_path = Path(args.quant_path).expanduser().resolve()
+    device = resolve_device(args.device).torch_device
+    quant_model = load_quantized_model(model_path, quant_path, torch.float32, device)
+    float_model, causal = _load_float(model_path, device)
+    texts = load_texts(args.dataset)[: args.max_samples]
+    samples = [{k: v.to(device) for k, v in s.items()} for s in _tokenize(quant_path, texts)]
+    checkpoint = SavedCheckpoint(quant_path)
+    layers = layer_errors(float_model, quantized_linears(float_model, quant_model), checkpoint.tags, samples)
+    if causal:
+        metric = "perplexity"
+        float_value, tokens = perplexity(float_model, samples)
+        quant_value, _ = perplexity(quant_model, samples)
+    else:
+        metric = "hidden_state_cosine"
+        quant_value, tokens = hidden_cosine(float_model, quant_model, samples)
+        float_value = 1.0
+    report = {
+        "model_path": str(model_path),
+        "quant_path": str(quant_path),
+        "model_quant_type": checkpoint.model_quant_type,
+        "dataset": args.dataset,
+        "samples": len(samples),
+        "tokens": tokens,
+        "metric": metric,
+        "float": float_value,
+        "quantized": quant_value,
+        "ratio": quant_value / float_value,
+        "layers": [asdict(layer) for layer in layers],
+        "elapsed_seconds": round(time.perf_counter() - started, 2),
+    }
+    write_report(report, quant_path)
+    return report

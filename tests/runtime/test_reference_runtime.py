@@ -1,0 +1,187 @@
+"""The reference runtime: exact integer GEMM, kernels equal to the quantizer's simulation, strict loading."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from modelslim.app.quick_quant import QuantArgs, run_quant
+from modelslim_core.errors import CheckpointError
+from modelslim_core.protocol.qconfig import LinearQConfig
+from modelslim_core.quant.quantized_linear import ObservedLinear, QuantizedLinear, quantize_linear_data_free
+from modelslim_core.reference_runtime import load_quantized_model
+from modelslim_core.reference_runtime.int_gemm import int8_matmul
+from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
+from modelslim_save_ascend import ascendv1
+from modelslim_save_ascend.linear_export import EXPORTERS
+
+ACT = {
+    "static": {"scope": "per_tensor", "dtype": "int8", "symmetric": False, "method": "minmax"},
+    "dynamic": {"scope": "per_token", "dtype": "int8", "symmetric": True, "method": "minmax"},
+}
+WEIGHT = {"scope": "per_channel", "dtype": "int8", "symmetric": True, "method": "minmax"}
+
+
+@pytest.mark.parametrize("k", [64, 1024, 1040, 3000])
+def test_int8_matmul_is_exact(k):
+    generator = torch.Generator().manual_seed(k)
+    x = torch.randint(-128, 128, (5, 7, k), generator=generator, dtype=torch.int8)
+    w = torch.full((9, k), -128, dtype=torch.int8)  # worst case magnitudes
+    w[1::2] = torch.randint(-128, 128, (4, k), generator=generator, dtype=torch.int8)
+    expected = (x.to(torch.int64) @ w.to(torch.int64).T).double()
+    assert torch.equal(int8_matmul(x, w), expected)
+
+
+def quantized(kind: str, source_dtype: torch.dtype, bias: bool) -> tuple[QuantizedLinear, torch.Tensor]:
+    """A quantized random layer, calibrated (static) on inputs with an outlier channel, plus test inputs."""
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 24, bias=bias)
+    x = torch.randn(3, 10, 48)
+    x[..., 5] *= 8
+    if kind == "w8a16":
+        qconfig = LinearQConfig.model_validate({"weight": {**WEIGHT, "symmetric": False}})
+        return quantize_linear_data_free(linear, qconfig), x
+    qconfig = LinearQConfig.model_validate({"act": ACT[kind], "weight": WEIGHT})
+    if kind == "dynamic":
+        return quantize_linear_data_free(linear, qconfig), x
+    observed = ObservedLinear(linear, qconfig, qconfig.export_type)
+    observed(x)
+    return observed.finish(), x
+
+
+@pytest.mark.parametrize("source_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind, bias", [("static", True), ("static", False), ("dynamic", True), ("dynamic", False), ("w8a16", True)])
+def test_kernel_from_saved_tensors_equals_the_quantizer_simulation(kind, bias, source_dtype):
+    layer, x = quantized(kind, source_dtype, bias)
+    exported = {suffix: tensor for suffix, tensor, _ in EXPORTERS[layer.export_type](layer, source_dtype)}
+    shape = LinearShape(layer.out_features, layer.in_features, bias, source_dtype)
+    kernel = KERNELS[layer.export_type]
+    assert {k: (v.dtype, tuple(v.shape)) for k, v in exported.items()} == {
+        k: (spec.dtypes[0], spec.shape) for k, spec in kernel.expected(shape).items()
+    }
+    runtime = kernel.build({k: v.to(source_dtype) if k == "bias" and kind != "static" else v for k, v in exported.items()}, shape)
+    simulated, integer = layer(x), runtime(x)
+    if kind == "static":  # quant_bias rounds bias/deq_scale and the zero-point term: at most half a deq_scale step
+        tolerance = 0.5 * layer.input_scale * layer.weight_scale + 1e-5
+        bias_rounding = 0 if layer.bias is None else (layer.bias - layer.bias.to(source_dtype).float()).abs()
+        assert ((integer - simulated).abs() <= tolerance + bias_rounding).all()
+    else:
+        bias_rounding = 0 if layer.bias is None else (layer.bias - layer.bias.to(source_dtype).float()).abs().max()
+        assert (integer - simulated).abs().max() <= 1e-4 + bias_rounding
+
+
+# --- whole checkpoints -----------------------------------------------------------------------------------
+
+MIXED = """\
+apiversion: modelslim_v1
+spec:
+  runner: layer_wise
+  process:
+    - type: group
+      configs:
+        - {{type: linear_quant, qconfig: {{act: {static}, weight: {weight}}}, include: ["*self_attn*"]}}
+        - {{type: linear_quant, qconfig: {{act: {dynamic}, weight: {weight}}}, include: ["*gate_proj", "*up_proj"]}}
+        - {{type: linear_quant, qconfig: {{weight: {weight}}}, include: ["*down_proj"]}}
+  save: [{{type: ascendv1_saver, part_file_size: 0}}]
+  dataset: {dataset}
+"""
+
+
+def flow(mapping: dict) -> str:
+    return "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in mapping.items()) + "}"
+
+
+@pytest.fixture(scope="module")
+def quantized_run(tiny_models, tmp_path_factory):
+    """A mixed W8A8 / W8A8_DYNAMIC / W8A16 checkpoint of a tiny fp16 Qwen2, and the quantizer's own modules."""
+    tmp = tmp_path_factory.mktemp("runtime")
+    dataset = tmp / "calib.jsonl"
+    dataset.write_text('{"text": "Runtime calibration text, with numbers 1 2 3."}\n{"text": "第二个样本。"}\n')
+    config = tmp / "mixed.yaml"
+    config.write_text(MIXED.format(static=flow(ACT["static"]), dynamic=flow(ACT["dynamic"]), weight=flow(WEIGHT), dataset=dataset))
+    captured: dict[str, QuantizedLinear] = {}
+    original = ascendv1.AscendV1Saver._write_quantized
+
+    def spy(self, prefix, layer):
+        captured[prefix] = copy.deepcopy(layer)  # layer_wise releases the original after saving
+        original(self, prefix, layer)
+
+    ascendv1.AscendV1Saver._write_quantized = spy
+    try:
+        model_dir = tiny_models("qwen2", torch.float16)
+        out = tmp / "out"
+        run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-tiny", config_path=str(config), device="cpu"))
+    finally:
+        ascendv1.AscendV1Saver._write_quantized = original
+    return model_dir, out, captured
+
+
+def test_runtime_layers_reproduce_the_quantizer_per_layer(quantized_run):
+    model_dir, out, captured = quantized_run
+    model = load_quantized_model(model_dir, out)
+    modules = dict(model.named_modules())
+    assert len(captured) == 2 * 7
+    torch.manual_seed(1)
+    for name, layer in captured.items():
+        x = torch.randn(4, layer.in_features)
+        simulated, integer = layer(x), modules[name](x)
+        scale = simulated.abs().max()
+        assert (integer - simulated).abs().max() <= 2e-3 * scale, name
+
+
+def test_runtime_logits_match_the_float_model(quantized_run):
+    from transformers import AutoModelForCausalLM
+
+    model_dir, out, _ = quantized_run
+    ids = torch.arange(1, 40).reshape(1, -1)
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)(input_ids=ids).logits
+    logits = load_quantized_model(model_dir, out)(input_ids=ids).logits
+    assert ((logits - reference).norm() / reference.norm()).item() < 0.05
+
+
+def corrupt(out: Path, tmp_path: Path, edit) -> Path:
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    weights = broken / "quant_model_weights.safetensors"
+    tensors = load_file(weights)
+    description = json.loads((broken / "quant_model_description.json").read_text())
+    edit(tensors, description)
+    save_file(tensors, weights)
+    (broken / "quant_model_description.json").write_text(json.dumps(description))
+    return broken
+
+
+Q = "model.layers.0.self_attn.q_proj"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t, d: t.__setitem__(f"{Q}.weight", t[f"{Q}.weight"].float()), f"{Q}.weight is float32 [64, 64], expected int8 [64, 64]"),
+        (lambda t, d: t.__setitem__(f"{Q}.quant_bias", t[f"{Q}.quant_bias"][:10]), f"{Q}.quant_bias is int32 [10], expected int32 [64]"),
+        (lambda t, d: (t.__setitem__(f"{Q}.scale_typo", t.pop(f"{Q}.input_scale")),
+                       d.__setitem__(f"{Q}.scale_typo", d.pop(f"{Q}.input_scale"))), f"{Q}.input_scale is missing"),
+        (lambda t, d: d.__setitem__(f"{Q}.weight", "W4A8_DYNAMIC"), "tagged 'W4A8_DYNAMIC', a type the reference runtime does not know"),
+        (lambda t, d: t.pop("model.norm.weight"), "model.norm.weight is described"),
+    ],
+)
+def test_a_corrupted_tensor_is_named(quantized_run, tmp_path, edit, message):
+    model_dir, out, _ = quantized_run
+    with pytest.raises(CheckpointError) as info:
+        load_quantized_model(model_dir, corrupt(out, tmp_path, edit))
+    assert message in str(info.value)
+
+
+def test_mismatched_model_and_non_checkpoint(quantized_run, tiny_models):
+    model_dir, out, _ = quantized_run
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        load_quantized_model(tiny_models("qwen3", torch.float16), out)
+    with pytest.raises(CheckpointError, match="is not a quantized checkpoint"):
+        load_quantized_model(model_dir, model_dir)
