@@ -11,4 +11,4 @@ class LayerWiseRunner(Runner):
     name = "layer_wise"
 
     def run(self, stages: list[Stage]) -> None:
-        UnitPipeline(self.context, LayerWisePlacement(self.context.device.torch_device)).run(stages)
+        UnitPipeline(self.context, LayerWisePlacement(self.context)).run(stages)

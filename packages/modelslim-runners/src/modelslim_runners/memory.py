@@ -40,3 +40,40 @@ def device_available_bytes(device: torch.device) -> int:
     if device.type == "npu":
         return torch.npu.mem_get_info(device)[0]  # type: ignore[attr-defined]  # provided by torch_npu
     return host_available_bytes()
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def nested_tensor_bytes(value) -> int:
+    """Bytes of every tensor inside nested tuples/lists/dicts/objects with args/kwargs."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(nested_tensor_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(nested_tensor_bytes(v) for v in value.values())
+    if hasattr(value, "args") and hasattr(value, "kwargs"):
+        return nested_tensor_bytes(value.args) + nested_tensor_bytes(value.kwargs)
+    return 0
+
+
+def device_peak_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    if device.type == "npu":
+        return torch.npu.max_memory_allocated(device)  # type: ignore[attr-defined]  # provided by torch_npu
+    return None

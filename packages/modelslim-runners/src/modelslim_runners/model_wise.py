@@ -11,4 +11,4 @@ class ModelWiseRunner(Runner):
     name = "model_wise"
 
     def run(self, stages: list[Stage]) -> None:
-        UnitPipeline(self.context, Placement(self.context.device.torch_device)).run(stages)
+        UnitPipeline(self.context, Placement(self.context)).run(stages)

@@ -1,10 +1,11 @@
 """The unit pipeline every runner shares.
 
-For each stage: build its processors and savers, capture the first unit's inputs (only if some processor
-needs calibration data), then for each unit run every processor's preprocess → forward (only when that
-processor asks for it) → postprocess, hand the unit to the savers, and feed the unit's outputs to the next
-unit. A unit's forward runs once per data-consuming processor and never otherwise, except once to produce
-the next unit's inputs when no processor ran it.
+For each stage: load the model (the placement decides how), build the stage's processors and savers,
+capture the first unit's inputs (only if some processor needs calibration data), then for each unit run
+every processor's preprocess → forward (only when that processor asks for it) → postprocess, hand the unit
+to the savers, and feed the unit's outputs to the next unit. A unit's forward runs once per data-consuming
+processor and never otherwise, except once to produce the next unit's inputs when no processor ran it.
+Stages do not share weights: a `prior` stage hands its results to later stages through the run context.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.runtime.saver import Saver
 from modelslim_core.runtime.unit import Unit, UnitInput
-from modelslim_runners.placement import Placement, move
+from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
+from modelslim_runners.placement import LayerWisePlacement, Placement, move
+from modelslim_runners.report import RunSummary, log_memory_plan
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ def stage_needs_data(stage: Stage) -> bool:
 
 
 class UnitPipeline:
-    """Runs stages over one model with a given placement."""
+    """Runs stages over a model with a given placement."""
 
     def __init__(self, context: RunContext, placement: Placement):
         self.context = context
@@ -48,12 +51,12 @@ class UnitPipeline:
         for stage in stages:  # read every dataset first: a bad dataset must fail before minutes of model loading
             if stage_needs_data(stage):
                 self._texts(stage.dataset or "")
-        started = time.perf_counter()
-        model = self.adapter.load_model(self.context.compute_dtype)
-        logger.info("Model loaded in %.1f s.", time.perf_counter() - started)
-        self.placement.on_model_loaded(model)
         for stage in stages:
+            started = time.perf_counter()
+            model = self.placement.load(self.adapter)
+            logger.info("Model ready for stage %s in %.1f s.", stage.name, time.perf_counter() - started)
             self._run_stage(model, stage)
+            del model
 
     def _texts(self, dataset: str) -> list[str]:
         if dataset not in self._texts_by_dataset:
@@ -66,24 +69,33 @@ class UnitPipeline:
         return self._samples[dataset]
 
     @torch.no_grad()
-    def _capture(self, model: nn.Module, stage: Stage) -> list[UnitInput] | None:
+    def _capture(self, model: nn.Module, units: list[Unit], stage: Stage) -> list[UnitInput] | None:
         if not stage_needs_data(stage):
             logger.info("Stage %s is data-free: no calibration forward is run.", stage.name)
             return None
         samples = self._calibration_samples(stage.dataset or "")
-        captured = self.adapter.capture_unit_inputs(model, samples)
+        self.placement.prepare_prefix(model, units)
+        try:
+            captured = self.adapter.capture_unit_inputs(model, samples)
+        finally:
+            self.placement.finish_prefix(model, units)
         return [move(item, self.placement.activation_device) for item in captured]
 
     def _run_stage(self, model: nn.Module, stage: Stage) -> None:
         processors = [build_processor(config, self.context) for config in stage.processors]
         savers = [build_saver(config, self.context) for config in stage.savers]
+        summary = RunSummary(stage.name, self.placement.device)
         try:
-            inputs = self._capture(model, stage)
+            units = self.adapter.units(model)
+            inputs = self._capture(model, units, stage)
+            log_memory_plan(model, units, self.context.compute_dtype, nested_tensor_bytes(inputs or []),
+                            isinstance(self.placement, LayerWisePlacement))
             for hook_owner in (*processors, *savers):
                 hook_owner.pre_run(model)
-            units = self.adapter.units(model)
-            for unit in tqdm(units, desc=f"quantizing ({stage.name})", unit="layer", disable=not sys.stderr.isatty()):
+            for unit in self._progress(units, stage):
+                started = time.perf_counter()
                 inputs = self._run_unit(unit, processors, savers, inputs, is_last=unit is units[-1])
+                summary.add(unit.name, time.perf_counter() - started, rss_bytes())
             for processor in processors:
                 processor.post_run()
             for saver in savers:
@@ -93,6 +105,20 @@ class UnitPipeline:
             for saver in savers:
                 saver.abort()
             raise
+        summary.log()
+
+    @staticmethod
+    def _progress(units: list[Unit], stage: Stage):
+        """A progress bar with ETA on a terminal; plain log lines otherwise."""
+        if sys.stderr.isatty():
+            yield from tqdm(units, desc=f"quantizing ({stage.name})", unit="layer")
+            return
+        started = time.perf_counter()
+        for index, unit in enumerate(units):
+            yield unit
+            elapsed = time.perf_counter() - started
+            eta = elapsed / (index + 1) * (len(units) - index - 1)
+            logger.info("%s done (%d/%d, %.1f s elapsed, ETA %.1f s).", unit.name, index + 1, len(units), elapsed, eta)
 
     @torch.no_grad()
     def _run_unit(
@@ -103,7 +129,6 @@ class UnitPipeline:
         inputs: list[UnitInput] | None,
         is_last: bool,
     ) -> list[UnitInput] | None:
-        started = time.perf_counter()
         self.placement.enter(unit)
         outputs = None
         for processor in processors:
@@ -115,8 +140,7 @@ class UnitPipeline:
             outputs = self._forward(unit, inputs)
         for saver in savers:
             saver.save_unit(unit)
-        self.placement.leave(unit, keep_weights=not savers)
-        logger.debug("%s done in %.2f s.", unit.name, time.perf_counter() - started)
+        self.placement.leave(unit)
         if inputs is None or is_last:
             return None
         return [self.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, inputs)]

@@ -1,18 +1,25 @@
 """Where a runner keeps the model's units and the calibration activations.
 
-The unit pipeline is the same for every runner; only placement differs. Model-wise keeps the whole model
-on the device. Layer-wise keeps it on the host, moves one unit to the device while it is processed and
-drops the unit's weights once the savers have written it.
+The unit pipeline is the same for every runner; only placement differs. Model-wise loads the whole model
+onto the device. Layer-wise builds a weightless skeleton, reads each unit's weights from the source
+checkpoint when the unit is processed, moves it to the device, and drops it once the savers have written
+it; the modules before the first unit are loaded only while the calibration inputs are captured.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch import nn
 
+from modelslim_core.models.base import ModelAdapter
+from modelslim_core.models.weights import LazyWeights, SourceWeights, tied_aliases
+from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.unit import Unit
+
+logger = logging.getLogger(__name__)
 
 
 def move(value: Any, device: torch.device) -> Any:
@@ -28,38 +35,84 @@ def move(value: Any, device: torch.device) -> Any:
     return value
 
 
+def outside_units(model: nn.Module, units: list[Unit], skip_modules: set[str]) -> list[str]:
+    """Parameter names that belong to no unit (and to none of `skip_modules`)."""
+    prefixes = tuple(u.name + "." for u in units) + tuple(m + "." for m in skip_modules)
+    return [n for n, _ in model.named_parameters(remove_duplicate=False) if not n.startswith(prefixes)]
+
+
 class Placement:
     """Model-wise placement: everything on the compute device."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, context: RunContext):
+        self.context = context
+        self.device = context.device.torch_device
 
     @property
     def activation_device(self) -> torch.device:
         return self.device
 
-    def on_model_loaded(self, model: nn.Module) -> None:
-        model.to(self.device)
+    def load(self, adapter: ModelAdapter) -> nn.Module:
+        return adapter.load_model(self.context.compute_dtype).to(self.device)
+
+    def prepare_prefix(self, model: nn.Module, units: list[Unit]) -> None:
+        """Before the calibration inputs of the first unit are captured."""
+
+    def finish_prefix(self, model: nn.Module, units: list[Unit]) -> None:
+        """After the capture."""
 
     def enter(self, unit: Unit) -> None:
         """Before a unit is processed."""
 
-    def leave(self, unit: Unit, keep_weights: bool) -> None:
+    def leave(self, unit: Unit) -> None:
         """After a unit is processed and saved."""
 
 
 class LayerWisePlacement(Placement):
-    """Host-resident model; one unit on the device at a time; saved units are released."""
+    """Weightless skeleton on the host; one materialised unit on the device at a time."""
+
+    def __init__(self, context: RunContext):
+        super().__init__(context)
+        self.lazy: LazyWeights | None = None
+        self._prefix_params: list[str] = []
 
     @property
     def activation_device(self) -> torch.device:
         return torch.device("cpu")
 
-    def on_model_loaded(self, model: nn.Module) -> None:
-        model.to("cpu")
+    def load(self, adapter: ModelAdapter) -> nn.Module:
+        dtype = self.context.compute_dtype
+        source = SourceWeights(adapter.model_path)
+        if source.available:
+            model = adapter.build_skeleton(dtype)
+            lazy = LazyWeights(source, tied_aliases(model), dtype)
+            missing = lazy.missing([n for n, _ in model.named_parameters(remove_duplicate=False)])
+            if not missing:
+                self.lazy = lazy
+                self.context.weights = lazy
+                return model
+            logger.warning("Checkpoint keys differ from the module names (e.g. %s): loading the whole model instead "
+                           "of layer by layer.", missing[0])
+        else:
+            logger.warning("No safetensors weights to read layer by layer: loading the whole model on the host.")
+        return adapter.load_model(dtype)
+
+    def _prefix_names(self, model: nn.Module, units: list[Unit]) -> list[str]:
+        return outside_units(model, units, self.context.adapter.output_module_names(model))
+
+    def prepare_prefix(self, model: nn.Module, units: list[Unit]) -> None:
+        if self.lazy is not None:
+            self._prefix_params = self._prefix_names(model, units)
+            self.lazy.materialize(model, names=self._prefix_params)
+
+    def finish_prefix(self, model: nn.Module, units: list[Unit]) -> None:
+        if self.lazy is not None:
+            self.lazy.release(model, self._prefix_params)
 
     def enter(self, unit: Unit) -> None:
+        if self.lazy is not None:
+            self.lazy.materialize(unit.module, unit.name)
         unit.module.to(self.device)
 
-    def leave(self, unit: Unit, keep_weights: bool) -> None:
-        unit.module.to("cpu" if keep_weights else "meta")
+    def leave(self, unit: Unit) -> None:
+        unit.module.to("meta")

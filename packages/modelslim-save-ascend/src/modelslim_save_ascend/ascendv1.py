@@ -65,10 +65,11 @@ class AscendV1Saver(Saver):
 
     def _write_float_params(self, prefix: str, module: nn.Module) -> None:
         for pname, param in module.named_parameters(recurse=False):
-            value = param.detach()
+            full = f"{prefix}.{pname}" if prefix else pname
+            value = self.context.weights.read(full) if param.is_meta else param.detach()
             if self.source_dtype is not None and value.is_floating_point():
                 value = value.to(self.source_dtype)
-            self._write(f"{prefix}.{pname}" if prefix else pname, value, "FLOAT")
+            self._write(full, value, "FLOAT")
         if isinstance(module, nn.Linear):
             self.description.propose("FLOAT")
 

@@ -126,6 +126,26 @@ class ModelAdapter:
             model.config.use_cache = False
         return model
 
+    def build_skeleton(self, dtype: torch.dtype) -> nn.Module:
+        """The architecture with every parameter on `meta` (no memory), for lazy layer-wise loading."""
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from modelslim_core.models.weights import parameters_on_meta
+
+        config = AutoConfig.from_pretrained(self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code)
+        with parameters_on_meta():
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=self.trust_remote_code)
+        model.eval()
+        model.requires_grad_(False)
+        if getattr(model.config, "use_cache", None):
+            model.config.use_cache = False
+        return model
+
+    def output_module_names(self, model: nn.Module) -> set[str]:
+        """Modules used only after the last unit (the LM head), which the prefix forward does not need."""
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        return {name for name, module in model.named_modules() if head is not None and module is head}
+
     # --- structure ----------------------------------------------------------------------------------------
     def units(self, model: nn.Module) -> list[Unit]:
         """Decoder layers, found by class name, outermost only, in `named_modules` order."""

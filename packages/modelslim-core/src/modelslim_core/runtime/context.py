@@ -41,3 +41,5 @@ class RunContext:
     device: DeviceSpec
     compute_dtype: torch.dtype
     state: dict[str, Any] = field(default_factory=dict)
+    #: Set by a lazily loading runner: reads parameters still on `meta` from the source checkpoint.
+    weights: Any = None

@@ -1,0 +1,140 @@
+"""Reading the source checkpoint's tensors on demand, so a layer-wise run never holds the whole model.
+
+The model skeleton is built with every parameter on the `meta` device (no memory); a unit's parameters are
+read from the model's own safetensors files (single file or sharded index) when the unit is processed and
+dropped again once it is saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from modelslim_core.errors import ModelError
+
+INDEX_NAME = "model.safetensors.index.json"
+
+
+class SourceWeights:
+    """Name -> tensor access to a Hugging Face safetensors checkpoint."""
+
+    def __init__(self, model_path: Path):
+        self.model_path = Path(model_path)
+        self._file_of = self._map_files()
+
+    def _map_files(self) -> dict[str, Path]:
+        index = self.model_path / INDEX_NAME
+        if index.is_file():
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            return {name: self.model_path / file for name, file in weight_map.items()}
+        mapping: dict[str, Path] = {}
+        for file in sorted(self.model_path.glob("*.safetensors")):
+            with safe_open(file, framework="pt") as handle:
+                mapping.update({name: file for name in handle.keys()})
+        return mapping
+
+    @property
+    def available(self) -> bool:
+        return bool(self._file_of)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._file_of
+
+    def read(self, name: str) -> torch.Tensor:
+        file = self._file_of.get(name)
+        if file is None:
+            raise ModelError(f"tensor {name} is not in the checkpoint files of {str(self.model_path)!r}.",
+                             "the checkpoint does not match config.json; check the model directory.")
+        with safe_open(file, framework="pt") as handle:
+            return handle.get_tensor(name)
+
+    def nbytes(self, names: list[str]) -> int:
+        """Bytes the named tensors take on disk (without reading them)."""
+        total = 0
+        for name in names:
+            with safe_open(self._file_of[name], framework="pt") as handle:
+                sliced = handle.get_slice(name)
+                numel = 1
+                for dim in sliced.get_shape():
+                    numel *= dim
+                total += numel * _ELEMENT_BYTES.get(sliced.get_dtype(), 4)
+        return total
+
+
+_ELEMENT_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+                  "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Create modules with their parameters on `meta` (buffers such as rotary tables stay real)."""
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(module, name, param)
+        if param is not None and not param.is_meta:
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original
+
+
+def tied_aliases(model: nn.Module) -> dict[str, list[str]]:
+    """Every parameter name -> all names sharing that parameter (tied embeddings store only one of them)."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    return {name: names for names in groups.values() for name in names}
+
+
+class LazyWeights:
+    """Materialises and releases parts of a meta-device skeleton from the source checkpoint."""
+
+    def __init__(self, source: SourceWeights, aliases: dict[str, list[str]], dtype: torch.dtype):
+        self.source = source
+        self.aliases = aliases
+        self.dtype = dtype
+
+    def key_for(self, name: str) -> str:
+        """The checkpoint key holding parameter `name` (itself, or a tied alias)."""
+        for candidate in self.aliases.get(name, [name]):
+            if candidate in self.source:
+                return candidate
+        raise ModelError(f"parameter {name} is not in the checkpoint files of {str(self.source.model_path)!r}.",
+                         "the checkpoint does not match config.json; check the model directory.")
+
+    def missing(self, names: list[str]) -> list[str]:
+        return [n for n in names if not any(c in self.source for c in self.aliases.get(n, [n]))]
+
+    def read(self, name: str) -> torch.Tensor:
+        return self.source.read(self.key_for(name))
+
+    def materialize(self, root: nn.Module, prefix: str = "", names: list[str] | None = None) -> None:
+        """Read the meta parameters of `root` (or just `names`, relative to root) from the checkpoint."""
+        for name in names if names is not None else [n for n, _ in root.named_parameters(remove_duplicate=False)]:
+            param = root.get_parameter(name)
+            if param.is_meta:
+                value = self.read(f"{prefix}.{name}" if prefix else name)
+                dtype = self.dtype if value.is_floating_point() else value.dtype
+                _set_param(root, name, nn.Parameter(value.to(dtype), requires_grad=False))
+
+    @staticmethod
+    def release(root: nn.Module, names: list[str]) -> None:
+        """Put the named parameters back on `meta`, freeing their memory."""
+        for name in names:
+            _set_param(root, name, nn.Parameter(root.get_parameter(name).detach().to("meta"), requires_grad=False))
+
+
+def _set_param(root: nn.Module, name: str, value: nn.Parameter) -> None:
+    owner_name, _, attr = name.rpartition(".")
+    owner = root.get_submodule(owner_name) if owner_name else root
+    owner._parameters[attr] = value

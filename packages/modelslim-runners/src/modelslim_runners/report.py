@@ -1,0 +1,70 @@
+"""The memory plan printed before calibration and the run summary printed at the end."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from modelslim_core.runtime.unit import Unit
+from modelslim_runners.memory import device_peak_bytes, peak_rss_bytes
+
+logger = logging.getLogger(__name__)
+GIB = 2**30
+
+
+def gib(value: float) -> str:
+    return f"{value / GIB:.2f} GiB"
+
+
+def unit_bytes(unit: Unit, dtype: torch.dtype) -> int:
+    """A unit's weights in the compute dtype (shapes only: works on a weightless skeleton)."""
+    element = torch.empty((), dtype=dtype).element_size()
+    return sum(p.numel() for p in unit.module.parameters()) * element
+
+
+def log_memory_plan(model: nn.Module, units: list[Unit], dtype: torch.dtype, activations: int, layer_wise: bool) -> None:
+    largest = max(units, key=lambda u: unit_bytes(u, dtype))
+    largest_bytes = unit_bytes(largest, dtype)
+    element = torch.empty((), dtype=dtype).element_size()
+    model_bytes = sum(p.numel() for p in model.parameters()) * element
+    outside = model_bytes - sum(unit_bytes(u, dtype) for u in units)
+    if layer_wise:
+        host = 2 * activations + 3 * largest_bytes + outside
+        detail = "3 x largest unit + embeddings/head + 2 x activations"
+    else:
+        host = 2 * model_bytes + 2 * activations
+        detail = "2 x model + 2 x activations"
+    logger.info(
+        "Memory plan: %d units, largest %s (%s); model %s; activations %s; expected peak host memory ~%s (%s).",
+        len(units), largest.name, gib(largest_bytes), gib(model_bytes), gib(activations), gib(host), detail,
+    )
+
+
+@dataclass
+class RunSummary:
+    """Per-unit time and memory, logged at the end of a stage."""
+
+    stage: str
+    device: torch.device
+    units: list[tuple[str, float, int]] = field(default_factory=list)
+
+    def add(self, name: str, seconds: float, rss: int) -> None:
+        self.units.append((name, seconds, rss))
+
+    def log(self) -> None:
+        if not self.units:
+            return
+        total = sum(seconds for _, seconds, _ in self.units)
+        slowest = max(self.units, key=lambda u: u[1])
+        device_peak = device_peak_bytes(self.device)
+        logger.info(
+            "Stage %s: %d units in %.1f s (%.2f s/unit, slowest %s %.2f s); peak host RSS %s%s.",
+            self.stage, len(self.units), total, total / len(self.units), slowest[0], slowest[1],
+            gib(peak_rss_bytes()), f", peak device memory {gib(device_peak)}" if device_peak is not None else "",
+        )
+        for name, seconds, rss in self.units:
+            logger.debug("  %s: %.2f s, RSS after %s", name, seconds, gib(rss))
+
