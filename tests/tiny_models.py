@@ -26,9 +26,9 @@ _COMMON = dict(
 )
 
 CONFIGS = {
-    "qwen2": lambda vocab: Qwen2Config(vocab_size=vocab, **_COMMON),
-    "qwen3": lambda vocab: Qwen3Config(vocab_size=vocab, head_dim=16, **_COMMON),
-    "llama": lambda vocab: LlamaConfig(vocab_size=vocab, **_COMMON),
+    "qwen2": lambda vocab, **kw: Qwen2Config(vocab_size=vocab, **{**_COMMON, **kw}),
+    "qwen3": lambda vocab, **kw: Qwen3Config(vocab_size=vocab, head_dim=16, **{**_COMMON, **kw}),
+    "llama": lambda vocab, **kw: LlamaConfig(vocab_size=vocab, **{**_COMMON, **kw}),
 }
 
 
@@ -42,11 +42,12 @@ def copy_tokenizer(target: Path) -> int:
     return len(AutoTokenizer.from_pretrained(target, local_files_only=True))
 
 
-def make_tiny_model(target: Path, arch: str = "qwen2", dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
-    """Write a tiny `arch` checkpoint in `dtype` with the example tokenizer to `target`."""
+def make_tiny_model(target: Path, arch: str = "qwen2", dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                    **overrides) -> Path:
+    """Write a tiny `arch` checkpoint in `dtype` with the example tokenizer to `target` (config overrides allowed)."""
     target.mkdir(parents=True, exist_ok=True)
     vocab = copy_tokenizer(target)
-    config = CONFIGS[arch](vocab)
+    config = CONFIGS[arch](vocab, **overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():  # random biases so bias handling is exercised (Qwen2 q/k/v carry biases)

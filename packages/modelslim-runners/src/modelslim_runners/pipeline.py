@@ -29,6 +29,7 @@ from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
 from modelslim_runners.placement import LayerWisePlacement, Placement, move
 from modelslim_runners.report import RunSummary, log_memory_plan
+from modelslim_runners.resume import ResumePoint, ResumeStore
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,20 @@ class UnitPipeline:
         self.placement = placement
         self._texts_by_dataset: dict[str, list[str]] = {}
         self._samples: dict[str, list[dict[str, torch.Tensor]]] = {}
+        self.store = ResumeStore(context.save_path, context.fingerprint) if context.fingerprint else None
 
     def run(self, stages: list[Stage]) -> None:
+        point = self.store.load() if self.store else None
+        if point is not None and point.stage in [s.name for s in stages]:
+            stages = stages[[s.name for s in stages].index(point.stage):]  # earlier stages' results are in the state
+            self.context.state = point.context_state
+        else:
+            point = None
         for stage in stages:  # read every dataset first: a bad dataset must fail before minutes of model loading
             if stage_needs_data(stage):
                 self._texts(stage.dataset or "")
         for stage in stages:
+            self._resume_point = point if point is not None and point.stage == stage.name else None
             started = time.perf_counter()
             model = self.placement.load(self.adapter)
             logger.info("Model ready for stage %s in %.1f s.", stage.name, time.perf_counter() - started)
@@ -81,30 +90,58 @@ class UnitPipeline:
             self.placement.finish_prefix(model, units)
         return [move(item, self.placement.activation_device) for item in captured]
 
+    def _start(self, model: nn.Module, units: list[Unit], stage: Stage, processors: list[Processor],
+               savers: list[Saver]) -> tuple[int, list[UnitInput] | None]:
+        """First unit to process and its inputs: from scratch, or from the resume point."""
+        point = self._resume_point
+        for processor in processors:
+            processor.pre_run(model)
+        if point is None:
+            for saver in savers:
+                saver.pre_run(model)
+            return 0, self._capture(model, units, stage)
+        for processor, state in zip(processors, point.processors, strict=True):
+            processor.load_state_dict(state)
+        for saver, state in zip(savers, point.savers, strict=True):
+            saver.load_state_dict(state)
+        return point.next_unit, point.inputs
+
+    def _checkpoint(self, stage: Stage, next_unit: int, inputs, processors: list[Processor], savers: list[Saver]) -> None:
+        if self.store is not None and savers:
+            self.store.save(ResumePoint(stage.name, next_unit, inputs, [p.state_dict() for p in processors],
+                                        [s.state_dict() for s in savers], self.context.state))
+
     def _run_stage(self, model: nn.Module, stage: Stage) -> None:
         processors = [build_processor(config, self.context) for config in stage.processors]
         savers = [build_saver(config, self.context) for config in stage.savers]
         summary = RunSummary(stage.name, self.placement.device)
+        checkpointed = False
         try:
             units = self.adapter.units(model)
-            inputs = self._capture(model, units, stage)
+            start, inputs = self._start(model, units, stage, processors, savers)
             log_memory_plan(model, units, self.context.compute_dtype, nested_tensor_bytes(inputs or []),
                             isinstance(self.placement, LayerWisePlacement))
-            for hook_owner in (*processors, *savers):
-                hook_owner.pre_run(model)
-            for unit in self._progress(units, stage):
+            for unit in self._progress(units[start:], stage):
                 started = time.perf_counter()
                 inputs = self._run_unit(unit, processors, savers, inputs, is_last=unit is units[-1])
                 summary.add(unit.name, time.perf_counter() - started, rss_bytes())
+                if unit is not units[-1]:
+                    self._checkpoint(stage, unit.index + 1, inputs, processors, savers)
+                    checkpointed = checkpointed or bool(savers and self.store)
             for processor in processors:
                 processor.post_run()
             for saver in savers:
                 saver.save_remaining(model, [unit.name for unit in units])
                 saver.finish()
         except BaseException:
-            for saver in savers:
-                saver.abort()
+            if checkpointed or self._resume_point is not None:
+                logger.error("Run interrupted; run the same command again to resume after the last finished unit.")
+            else:
+                for saver in savers:
+                    saver.abort()
             raise
+        if savers and self.store is not None:
+            self.store.clear()
         summary.log()
 
     @staticmethod

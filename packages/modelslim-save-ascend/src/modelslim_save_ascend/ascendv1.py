@@ -54,9 +54,12 @@ class AscendV1Saver(Saver):
     def pre_run(self, model: nn.Module) -> None:
         self.save_path.mkdir(parents=True, exist_ok=True)
         clear_previous_output(self.save_path, WEIGHTS_PREFIX, DESCRIPTION_NAME)
+        self.writer = ShardedSafetensorsWriter(self.save_path, WEIGHTS_PREFIX, 0, limit_bytes=self._limit_bytes)
+
+    @property
+    def _limit_bytes(self) -> int | None:
         size = self.config.part_file_size
-        limit = max(1, int(size * 2**30)) if size > 0 else None
-        self.writer = ShardedSafetensorsWriter(self.save_path, WEIGHTS_PREFIX, 0, limit_bytes=limit)
+        return max(1, int(size * 2**30)) if size > 0 else None
 
     # --- writing ------------------------------------------------------------------------------------------
     def _write(self, name: str, tensor: torch.Tensor, tag: str) -> None:
@@ -122,4 +125,12 @@ class AscendV1Saver(Saver):
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.abort()
+
+    def state_dict(self) -> dict:
+        return {"writer": self.writer.snapshot(), "description": self.description.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.writer = ShardedSafetensorsWriter.resume(self.save_path, WEIGHTS_PREFIX, 0, state["writer"],
+                                                      limit_bytes=self._limit_bytes)
+        self.description.load_state_dict(state["description"])
 

@@ -48,6 +48,17 @@ class Description:
         if MODEL_QUANT_TYPE_RANK.index(quant_type) > current:
             self.model_quant_type = quant_type
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"tags": self.tags, "model_quant_type": self.model_quant_type, "group_size": self.group_size,
+                "metadata": self.metadata, "optional": self.optional}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tags = dict(state["tags"])
+        self.model_quant_type = state["model_quant_type"]
+        self.group_size = state["group_size"]
+        self.metadata = state["metadata"]
+        self.optional = state["optional"]
+
     def to_json(self) -> dict[str, Any]:
         return {
             **self.tags,

@@ -32,7 +32,7 @@ def clear_previous_output(save_path: Path, weights_prefix: str, description_name
             "serving engines would load them together with the quantized weights; choose an empty save_path.",
         )
     (save_path / description_name).unlink(missing_ok=True)  # first: the output stops looking complete
-    for stale in save_path.glob(f"{weights_prefix}*.safetensors"):
+    for stale in (*save_path.glob(f"{weights_prefix}*.safetensors"), *save_path.glob(f".{weights_prefix}*.partial")):
         stale.unlink()
     (save_path / f"{weights_prefix}.safetensors.index.json").unlink(missing_ok=True)
 

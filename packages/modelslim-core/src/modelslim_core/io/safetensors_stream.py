@@ -55,6 +55,7 @@ _DTYPES: tuple[tuple[torch.dtype, str], ...] = (
     (torch.bool, "BOOL"),
 )
 _DTYPE_NAME = dict(_DTYPES)
+_DTYPE_OF_NAME = {name: dtype for dtype, name in _DTYPES}
 _DTYPE_RANK = {dtype: rank for rank, (dtype, _) in enumerate(_DTYPES)}
 
 #: Bounds the memory used while copying a shard's payload from its temporary file.
@@ -127,11 +128,23 @@ def _copy_range(src: BinaryIO, dst: BinaryIO, offset: int, count: int) -> None:
 class _Shard:
     """One output file being filled: payload on disk, header as metadata until the shard is assembled."""
 
-    def __init__(self, data_path: Path) -> None:
+    def __init__(self, data_path: Path, entries: list[_Entry] | None = None) -> None:
         self.data_path = data_path
-        self.nbytes = 0
-        self._data: BinaryIO = data_path.open("wb")
-        self._entries: list[_Entry] = []
+        self._entries: list[_Entry] = list(entries or [])
+        self.nbytes = sum(entry.nbytes for entry in self._entries)
+        if entries is None:
+            self._data: BinaryIO = data_path.open("wb")
+        else:  # resuming: drop whatever a killed run appended after its last snapshot
+            self._data = data_path.open("r+b")
+            self._data.truncate(self.nbytes)
+            self._data.seek(self.nbytes)
+
+    def snapshot(self) -> dict:
+        """Flush to disk and describe the shard so a later process can continue it."""
+        self._data.flush()
+        os.fsync(self._data.fileno())
+        entries = [[e.name, _DTYPE_NAME[e.dtype], e.shape, e.offset, e.nbytes] for e in self._entries]
+        return {"data_path": self.data_path.name, "entries": entries}
 
     def append(self, name: str, tensor: torch.Tensor) -> None:
         # A uint8 view sidesteps numpy's lack of bf16/fp8; flattening first makes it legal for 0-dim tensors.
@@ -205,6 +218,41 @@ class ShardedSafetensorsWriter:
             self._shard_for(name, nbytes).append(name, tensor)
         self._shard_of[name] = len(self._assembled)
         self._total_size += nbytes
+
+    def snapshot(self) -> dict:
+        """Everything needed to continue this writer in another process after a crash (see `resume`)."""
+        self._check_open()
+        return {
+            "seen": sorted(self._seen),
+            "shard_of": self._shard_of,
+            "total_size": self._total_size,
+            "assembled": [path.name for path in self._assembled],
+            "created": [path.name for path in self._created],
+            "shard": None if self._shard is None else self._shard.snapshot(),
+        }
+
+    @classmethod
+    def resume(cls, directory: Path, prefix: str, part_file_size_gb: int, snapshot: dict, *,
+               limit_bytes: int | None = None) -> "ShardedSafetensorsWriter":
+        """A writer continuing from `snapshot`: finished shards kept, the open shard truncated to its last tensor."""
+        writer = cls(directory, prefix, part_file_size_gb, limit_bytes=limit_bytes)
+        directory = writer._directory
+        writer._seen = set(snapshot["seen"])
+        writer._shard_of = dict(snapshot["shard_of"])
+        writer._total_size = snapshot["total_size"]
+        writer._assembled = [directory / name for name in snapshot["assembled"]]
+        writer._created = [directory / name for name in snapshot["created"]]
+        missing = [path.name for path in writer._assembled if not path.is_file()]
+        shard = snapshot["shard"]
+        if shard is not None and not (directory / shard["data_path"]).is_file():
+            missing.append(shard["data_path"])
+        if missing:
+            raise SaveError(f"cannot resume: {missing[0]} is gone from {directory}.", "rerun from scratch.")
+        if shard is not None:
+            entries = [_Entry(name, _DTYPE_OF_NAME[dtype], shape, offset, nbytes)
+                       for name, dtype, shape, offset, nbytes in shard["entries"]]
+            writer._shard = _Shard(directory / shard["data_path"], entries)
+        return writer
 
     def close(self) -> dict[str, str]:
         """Finish the last shard, give every shard its final name, write the index; returns the weight map."""

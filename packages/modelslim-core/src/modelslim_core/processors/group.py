@@ -64,3 +64,10 @@ class GroupProcessor(Processor):
     def post_run(self) -> None:
         for child in self.children:
             child.post_run()
+
+    def state_dict(self) -> dict:
+        return {"children": [child.state_dict() for child in self.children]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for child, child_state in zip(self.children, state.get("children", [])):
+            child.load_state_dict(child_state)

@@ -81,5 +81,11 @@ class LinearQuantProcessor(Processor):
             site.replace(observed.finish())
         self._observed = []
 
+    def state_dict(self) -> dict:
+        return {"used_patterns": self.filter.used_patterns}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.filter.mark_used(state.get("used_patterns", []))
+
     def post_run(self) -> None:
         self.filter.warn_unmatched("linear_quant")

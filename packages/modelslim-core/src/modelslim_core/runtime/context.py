@@ -41,5 +41,7 @@ class RunContext:
     device: DeviceSpec
     compute_dtype: torch.dtype
     state: dict[str, Any] = field(default_factory=dict)
+    #: Identifies the run (config, model files, dtype, version): a resume state is only used when it matches.
+    fingerprint: str = ""
     #: Set by a lazily loading runner: reads parameters still on `meta` from the source checkpoint.
     weights: Any = None

@@ -41,6 +41,13 @@ class NameFilter:
         self._used.update(excluded)
         return not excluded
 
+    @property
+    def used_patterns(self) -> list[str]:
+        return sorted(self._used)
+
+    def mark_used(self, patterns: list[str]) -> None:
+        self._used.update(patterns)
+
     def unmatched_patterns(self) -> list[str]:
         """Patterns (other than a bare `*`) that never matched a name."""
         return [p for p in dict.fromkeys(self.include + self.exclude) if p != "*" and p not in self._used]

@@ -46,6 +46,13 @@ class Processor:
     def post_run(self) -> None:
         """Once, after the last unit."""
 
+    def state_dict(self) -> dict:
+        """JSON-able state carried across units, saved at each unit boundary so a killed run can resume."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
+
     @classmethod
     def needs_data(cls, config: ProcessorConfig) -> bool:
         """Whether any unit could need calibration data; False lets a run skip tokenization and forwards."""

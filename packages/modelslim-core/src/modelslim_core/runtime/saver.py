@@ -41,3 +41,10 @@ class Saver:
 
     def abort(self) -> None:
         """Remove partial output after a failure."""
+
+    def state_dict(self) -> dict:
+        """JSON-able state after the last saved unit (partial files stay on disk), for resuming."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict` in a new process."""

@@ -20,6 +20,8 @@ class QuantRequest:
     save_path: Path
     device: DeviceSpec
     debug: bool = False
+    #: Digest of the normalised config, part of the resume fingerprint.
+    config_digest: str = ""
 
 
 class QuantService(ABC):

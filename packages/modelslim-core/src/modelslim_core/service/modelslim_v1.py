@@ -18,6 +18,7 @@ from modelslim_core import registry
 from modelslim_core.protocol.spec import parse_processor_list, parse_saver_list
 from modelslim_core.protocol.validation import StrictModel, validate
 from modelslim_core.runtime.context import RunContext
+from modelslim_core.runtime.fingerprint import run_fingerprint
 from modelslim_core.runtime.processor import ProcessorConfig
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.runtime.saver import SaverConfig
@@ -103,12 +104,16 @@ class ModelslimV1Service(QuantService):
         return stages
 
     def run(self, spec: ModelslimV1Spec, request: QuantRequest) -> None:
+        compute_dtype = compute_dtype_for(request.device.type, request.adapter.source_dtype)
         context = RunContext(
             adapter=request.adapter,
             model_path=request.model_path,
             save_path=request.save_path,
             device=request.device,
-            compute_dtype=compute_dtype_for(request.device.type, request.adapter.source_dtype),
+            compute_dtype=compute_dtype,
+            fingerprint=run_fingerprint(request.config_digest, request.model_path, compute_dtype, request.device.type)
+            if request.config_digest
+            else "",
         )
         runner_cls = registry.load(registry.RUNNERS, spec.runner)
         logger.info("Runner: %s; compute dtype: %s; device: %s.", spec.runner, context.compute_dtype, request.device)

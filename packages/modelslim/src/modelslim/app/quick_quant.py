@@ -7,6 +7,7 @@ checked before the model is loaded, and nothing is written until the config is k
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -81,7 +82,8 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     save_path.mkdir(parents=True, exist_ok=True)
     exported = export_config(raw, save_path, args.model_type)
     logger.info("Config written to %s.", exported)
-    request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug)
+    request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug,
+                           config_digest=hashlib.sha256(exported.read_bytes()).hexdigest())
     config.service().run(config.spec, request)
     logger.info("Done in %.1f s: %s", time.perf_counter() - started, save_path)
     return save_path
