@@ -22,6 +22,7 @@ from tqdm import tqdm
 from modelslim_core.calib.text import load_texts
 from modelslim_core.protocol.spec import build_processor, build_saver, processor_class
 from modelslim_core.runtime.context import RunContext
+from modelslim_core.runtime.distributed import rank_and_world
 from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.runtime.saver import Saver
@@ -47,7 +48,9 @@ class UnitPipeline:
         self.placement = placement
         self._texts_by_dataset: dict[str, list[str]] = {}
         self._samples: dict[str, list[dict[str, torch.Tensor]]] = {}
-        self.store = ResumeStore(context.save_path, context.fingerprint) if context.fingerprint else None
+        self.rank, self.world = rank_and_world()
+        resumable = context.fingerprint and self.world == 1
+        self.store = ResumeStore(context.save_path, context.fingerprint) if resumable else None
 
     def run(self, stages: list[Stage]) -> None:
         point = self.store.load() if self.store else None
@@ -74,7 +77,8 @@ class UnitPipeline:
 
     def _calibration_samples(self, dataset: str) -> list[dict[str, torch.Tensor]]:
         if dataset not in self._samples:  # keyed by dataset: prior stages with their own data get their own
-            self._samples[dataset] = self.adapter.tokenize(self._texts(dataset))
+            mine = self._texts(dataset)[self.rank :: self.world]  # data parallel: every rank its share
+            self._samples[dataset] = self.adapter.tokenize(mine)
         return self._samples[dataset]
 
     @torch.no_grad()
@@ -113,7 +117,7 @@ class UnitPipeline:
 
     def _run_stage(self, model: nn.Module, stage: Stage) -> None:
         processors = [build_processor(config, self.context) for config in stage.processors]
-        savers = [build_saver(config, self.context) for config in stage.savers]
+        savers = [build_saver(config, self.context) for config in stage.savers] if self.rank == 0 else []
         summary = RunSummary(stage.name, self.placement.device)
         checkpointed = False
         try:

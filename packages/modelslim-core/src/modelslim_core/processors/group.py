@@ -46,6 +46,12 @@ class GroupProcessor(Processor):
 
         return any(processor_class(child).needs_data(child) for child in config.configs)
 
+    @classmethod
+    def supports_distributed(cls, config: GroupConfig) -> bool:
+        from modelslim_core.protocol.spec import processor_class
+
+        return all(processor_class(child).supports_distributed(child) for child in config.configs)
+
     def pre_run(self, model: nn.Module) -> None:
         for child in self.children:
             child.pre_run(model)

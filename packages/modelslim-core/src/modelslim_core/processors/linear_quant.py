@@ -11,11 +11,20 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
+import torch
 from torch import nn
 
 from modelslim_core.errors import DatasetError
 from modelslim_core.protocol.qconfig import LinearQConfig
-from modelslim_core.quant.quantized_linear import ObservedLinear, act_kind, quantize_linear_data_free
+from modelslim_core.quant.quantized_linear import (
+    ObservedLinear,
+    QuantizedWeight,
+    act_kind,
+    quantize_linear_data_free,
+    quantize_weight,
+)
+from modelslim_core.quant.schemes import BITS
+from modelslim_core.runtime.distributed import computed_once
 from modelslim_core.runtime.matching import LayerSelection
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
@@ -42,6 +51,10 @@ class LinearQuantProcessor(Processor):
     def needs_data(cls, config: LinearQuantConfig) -> bool:
         return act_kind(config.qconfig) == "static"
 
+    @classmethod
+    def supports_distributed(cls, config: LinearQuantConfig) -> bool:
+        return True  # minmax: ranges are all-reduced, weights computed once and broadcast
+
     def _selected_sites(self, unit: Unit) -> list[LinearSite]:
         selected = []
         for site in self.context.adapter.linear_sites(unit):
@@ -58,20 +71,36 @@ class LinearQuantProcessor(Processor):
             selected.append(site)
         return selected
 
+    def _weight(self, index: int, linear: nn.Linear) -> QuantizedWeight:
+        """The quantized weight, computed by one data-parallel rank and shared with the others."""
+        weight = linear.weight
+        templates = [torch.empty(weight.shape, dtype=torch.int8), torch.empty(weight.shape[0]), torch.empty(weight.shape[0])]
+
+        def compute() -> list[torch.Tensor]:
+            quantized = quantize_weight(weight, self.config.qconfig)
+            return [quantized.codes, quantized.scale, quantized.offset]
+
+        codes, scale, offset = computed_once(index, compute, templates)
+        device = weight.device
+        return QuantizedWeight(codes.to(device), scale.to(device), offset.to(device), BITS[self.config.qconfig.weight.dtype])
+
     def preprocess(self, unit: Unit) -> None:
         self._observed = []
-        for site in self._selected_sites(unit):
+        for index, site in enumerate(self._selected_sites(unit)):
+            weight = self._weight(index, site.module)
             if self.kind == "static":
-                observed = ObservedLinear(site.module, self.config.qconfig, self.export_type)
+                observed = ObservedLinear(site.module, self.config.qconfig, self.export_type, weight)
                 site.replace(observed)
                 self._observed.append((site, observed))
             else:
-                site.replace(quantize_linear_data_free(site.module, self.config.qconfig))
+                site.replace(quantize_linear_data_free(site.module, self.config.qconfig, weight))
 
     def needs_forward(self, unit: Unit) -> bool:
         return bool(self._observed)
 
     def postprocess(self, unit: Unit) -> None:
+        for _, observed in self._observed:
+            observed.observer.synchronize()  # a collective: every rank, same order
         for site, observed in self._observed:
             if not observed.calibrated:
                 raise DatasetError(

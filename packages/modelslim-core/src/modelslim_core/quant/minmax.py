@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from modelslim_core.quant.int_affine import compute_qparams
+from modelslim_core.runtime.distributed import all_reduce, is_distributed
 
 
 def minmax_weight_qparams(weight: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,6 +39,22 @@ class MinMaxObserver:
         else:
             self._min, self._max = torch.minimum(self._min, batch_min), torch.maximum(self._max, batch_max)
         self.batches += 1
+
+    def synchronize(self) -> None:
+        """Merge the ranges seen by every data-parallel rank (a collective: all ranks must call it)."""
+        if not is_distributed():
+            return
+        batches = int(all_reduce(torch.tensor(self.batches, dtype=torch.float64), "sum").item())
+        if self.aggregation == "mean":
+            zero = torch.tensor(0.0, dtype=torch.float64)
+            lo = all_reduce(self._min if self._min is not None else zero, "sum")
+            hi = all_reduce(self._max if self._max is not None else zero, "sum")
+        else:
+            lo = all_reduce(self._min if self._min is not None else torch.tensor(float("inf")), "min")
+            hi = all_reduce(self._max if self._max is not None else torch.tensor(float("-inf")), "max")
+        self.batches = batches
+        if batches:
+            self._min, self._max = lo, hi
 
     def range(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(min, max) as float32 scalars on the CPU."""

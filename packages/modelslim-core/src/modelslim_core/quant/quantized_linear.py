@@ -103,11 +103,11 @@ class ObservedLinear(nn.Module):
 
     replaces_linear = True
 
-    def __init__(self, linear: nn.Linear, qconfig: LinearQConfig, export_type: str):
+    def __init__(self, linear: nn.Linear, qconfig: LinearQConfig, export_type: str, weight: QuantizedWeight | None = None):
         super().__init__()
         self.qconfig = qconfig
         self.export_type = export_type
-        self.weight = quantize_weight(linear.weight, qconfig)
+        self.weight = weight if weight is not None else quantize_weight(linear.weight, qconfig)
         self.bias = None if linear.bias is None else linear.bias.detach()
         self.observer = MinMaxObserver(qconfig.act.ext.get("aggregation_type", "max"))
         self.register_buffer("_dequantized", self.weight.dequantize().to(linear.weight.device), persistent=False)
@@ -138,8 +138,9 @@ class ObservedLinear(nn.Module):
         )
 
 
-def quantize_linear_data_free(linear: nn.Linear, qconfig: LinearQConfig) -> QuantizedLinear:
+def quantize_linear_data_free(linear: nn.Linear, qconfig: LinearQConfig, weight: QuantizedWeight | None = None) -> QuantizedLinear:
     """Quantize a linear whose activation needs no calibration (weight-only or dynamic)."""
     kind = act_kind(qconfig)
     act_bits = BITS.get(qconfig.act.dtype, 16)
-    return QuantizedLinear(qconfig.export_type, quantize_weight(linear.weight, qconfig), linear.bias, kind, act_bits)
+    weight = weight if weight is not None else quantize_weight(linear.weight, qconfig)
+    return QuantizedLinear(qconfig.export_type, weight, linear.bias, kind, act_bits)

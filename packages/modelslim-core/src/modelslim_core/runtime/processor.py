@@ -54,6 +54,11 @@ class Processor:
         """Restore what `state_dict` returned."""
 
     @classmethod
+    def supports_distributed(cls, config: ProcessorConfig) -> bool:
+        """Whether data-parallel ranks can run it (their statistics are reduced correctly); refused otherwise."""
+        return False
+
+    @classmethod
     def needs_data(cls, config: ProcessorConfig) -> bool:
         """Whether any unit could need calibration data; False lets a run skip tokenization and forwards."""
         return False

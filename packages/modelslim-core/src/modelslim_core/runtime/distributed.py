@@ -1,0 +1,48 @@
+"""Data-parallel helpers: who am I, reduce calibration statistics, share work that only one rank should do.
+
+Every helper is a no-op in a single process, so processors call them unconditionally. Collectives must be
+called by every rank in the same order: processors call them once per unit in `postprocess` (never per
+sample), so ranks with different sample counts stay in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_distributed() -> bool:
+    return rank_and_world()[1] > 1
+
+
+def all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
+    """`op` in {"min", "max", "sum"}; returns the reduced tensor (the input itself when not distributed)."""
+    if not is_distributed():
+        return tensor
+    reduced = tensor.detach().clone().cpu()
+    dist.all_reduce(reduced, op={"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}[op])
+    return reduced.to(tensor.device)
+
+
+def computed_once(index: int, compute: Callable[[], list[torch.Tensor]], templates: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Work item `index` is computed by rank `index % world` only and broadcast to the others.
+
+    `templates` give the result tensors' shapes and dtypes (used by the receiving ranks).
+    """
+    rank, world = rank_and_world()
+    if world == 1:
+        return compute()
+    owner = index % world
+    results = compute() if rank == owner else [torch.empty_like(t, device="cpu") for t in templates]
+    shared = [r.detach().cpu().contiguous() for r in results]
+    for tensor in shared:
+        dist.broadcast(tensor, src=owner)
+    return [t.to(template.device) for t, template in zip(shared, templates)]
