@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_MODEL = REPO / "examples" / "qwen2-tiny"
+EXAMPLE_MODEL = REPO / "examples" / "qwen2-demo"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 _COMMON = dict(

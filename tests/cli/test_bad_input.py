@@ -64,7 +64,7 @@ def guard(model: Path):
     assert tree_digest(model) == before, "the model directory was modified"
 
 
-def quant_args(model: Path, save: Path, *extra: str, model_type: str = "Qwen2-tiny") -> list[str]:
+def quant_args(model: Path, save: Path, *extra: str, model_type: str = "Qwen2-demo") -> list[str]:
     return ["--model_path", str(model), "--save_path", str(save), "--model_type", model_type, *extra]
 
 
@@ -310,7 +310,7 @@ spec:
     description = json.loads((save / "quant_model_description.json").read_text())
     assert description["model.layers.0.mlp.down_proj.weight"] == "W8A8_DYNAMIC"
     assert description["model.layers.0.self_attn.q_proj.weight"] == "W8A16"
-    exported = (save / "Qwen2-tiny_best_practice.yaml").read_text()
+    exported = (save / "Qwen2-demo_best_practice.yaml").read_text()
     assert "&" not in exported and "*dyn" not in exported  # aliases expanded in the exported config
 
 

@@ -38,7 +38,7 @@ def no_terminal() -> Confirmer:
 def test_exact_verified_model_and_quant_type_runs_without_asking(tiny_models, tmp_path: Path):
     asked: list[str] = []
     save = tmp_path / "out"
-    args = QuantArgs(model_path=str(tiny_models("qwen2")), save_path=str(save), model_type="Qwen2-tiny",
+    args = QuantArgs(model_path=str(tiny_models("qwen2")), save_path=str(save), model_type="Qwen2-demo",
                      quant_type="w8a16", device="cpu")
     assert run_quant(args, confirm=asked.append) == save.resolve()
     assert asked == []
@@ -48,7 +48,7 @@ def test_exact_verified_model_and_quant_type_runs_without_asking(tiny_models, tm
 
 def test_fallback_without_terminal_or_yes_stops_in_a_real_process(tiny_models, tmp_path: Path):
     save = tmp_path / "out"
-    args = ["--model_path", str(tiny_models("qwen2")), "--save_path", str(save), "--model_type", "Qwen2-tiny",
+    args = ["--model_path", str(tiny_models("qwen2")), "--save_path", str(save), "--model_type", "Qwen2-demo",
             "--quant_type", "w4a8", "--device", "cpu"]
     result = run_subprocess(args, cwd=tmp_path)  # stdin is /dev/null: not a terminal
     assert_clean_failure(result, 1, "aborted", "confirmation needed", TIP, "--yes")

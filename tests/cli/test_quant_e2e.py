@@ -39,7 +39,7 @@ spec:
   dataset: {dataset}
 """
 
-MODEL_TYPES = {"qwen2": "Qwen2-tiny", "qwen3": "Qwen3-8B", "llama": "Llama-3.1-8B-Instruct"}
+MODEL_TYPES = {"qwen2": "Qwen2-demo", "qwen3": "Qwen3-8B", "llama": "Llama-3.1-8B-Instruct"}
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -98,9 +98,9 @@ def test_quant_type_uses_the_verified_practice_without_prompt(tiny_models, tmp_p
 def test_sharded_output_matches_the_single_file(tiny_models, small_calib, tmp_path):
     model_dir = tiny_models("qwen2")
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    run_quant(QuantArgs(str(model_dir), str(single), "Qwen2-tiny", config_path=str(write_config(tmp_path, "layer_wise", small_calib))))
+    run_quant(QuantArgs(str(model_dir), str(single), "Qwen2-demo", config_path=str(write_config(tmp_path, "layer_wise", small_calib))))
     config = write_config(tmp_path, "layer_wise", small_calib, part_file_size=0.0002)  # ~210 KB shards
-    run_quant(QuantArgs(str(model_dir), str(sharded), "Qwen2-tiny", config_path=str(config)))
+    run_quant(QuantArgs(str(model_dir), str(sharded), "Qwen2-demo", config_path=str(config)))
     index = json.loads((sharded / "quant_model_weights.safetensors.index.json").read_text())
     shards = sorted(p.name for p in sharded.glob("quant_model_weights-*.safetensors"))
     total = len(shards)
@@ -119,13 +119,13 @@ def test_sharded_output_matches_the_single_file(tiny_models, small_calib, tmp_pa
 def test_rerun_replaces_stale_shards_and_refuses_foreign_weights(tiny_models, small_calib, tmp_path):
     model_dir = tiny_models("qwen2")
     out = tmp_path / "out"
-    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-tiny",
+    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo",
                         config_path=str(write_config(tmp_path, "layer_wise", small_calib, part_file_size=0.0002))))
     assert len(list(out.glob("quant_model_weights-*"))) >= 3
-    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-tiny", config_path=str(write_config(tmp_path, "layer_wise", small_calib))))
+    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(write_config(tmp_path, "layer_wise", small_calib))))
     assert sorted(p.name for p in out.glob("*.safetensors*")) == ["quant_model_weights.safetensors"]
     (out / "model.safetensors").write_bytes(b"not ours")
-    result = run_cli("--model_path", str(model_dir), "--save_path", str(out), "--model_type", "Qwen2-tiny",
+    result = run_cli("--model_path", str(model_dir), "--save_path", str(out), "--model_type", "Qwen2-demo",
                      "--config_path", str(write_config(tmp_path, "layer_wise", small_calib)), "--device", "cpu")
     assert result.returncode == 1
     assert "model.safetensors" in result.stderr and "Traceback" not in result.stderr
@@ -134,8 +134,8 @@ def test_rerun_replaces_stale_shards_and_refuses_foreign_weights(tiny_models, sm
 
 def test_readme_main_command_on_the_shipped_example(tmp_path):
     out = tmp_path / "w8a8"
-    result = run_cli("--model_path", str(REPO / "examples" / "qwen2-tiny"), "--save_path", str(out),
-                     "--model_type", "Qwen2-tiny", "--quant_type", "w8a8", "--device", "cpu", "--yes")
+    result = run_cli("--model_path", str(REPO / "examples" / "qwen2-demo"), "--save_path", str(out),
+                     "--model_type", "Qwen2-demo", "--quant_type", "w8a8", "--device", "cpu", "--yes")
     assert result.returncode == 0, result.stderr
     description = json.loads((out / "quant_model_description.json").read_text())
     assert description["model_quant_type"] == "W8A8"

@@ -50,7 +50,7 @@ def test_plugin_processor_runs_from_a_yaml_config(tiny_models, tmp_path: Path):
     config = tmp_path / "plugin.yaml"
     config.write_text(CONFIG)
     out = tmp_path / "out"
-    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-tiny", config_path=str(config), device="cpu"))
+    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu"))
     saved = load_file(out / "quant_model_weights.safetensors")
     original = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).model.layers[0].mlp
     for name, linear in (("down_proj", original.down_proj), ("up_proj", original.up_proj)):

@@ -45,7 +45,7 @@ def calib(tmp_path_factory) -> Path:
 
 def command(model: Path, out: Path, config: Path) -> list[str]:
     return [sys.executable, "-m", "modelslim.cli.main", "quant", "--model_path", str(model), "--save_path", str(out),
-            "--model_type", "Qwen2-tiny", "--config_path", str(config), "--device", "cpu"]
+            "--model_type", "Qwen2-demo", "--config_path", str(config), "--device", "cpu"]
 
 
 def digest(out: Path) -> dict[str, str]:

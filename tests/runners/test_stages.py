@@ -37,7 +37,7 @@ spec:
 """)
     caplog.set_level(logging.INFO)
     out = tmp_path / "out"
-    run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-tiny", config_path=str(config)))
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", config_path=str(config)))
     loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Calibration dataset")]
     assert any(str(prior_data) in m and "1 samples" in m for m in loaded)
     assert not any(str(small_calib) in m for m in loaded)  # the main stage is data-free: its dataset is not even read
@@ -68,7 +68,7 @@ spec:
   save: [{{type: ascendv1_saver, part_file_size: 0}}]
   dataset: {small_calib}
 """)
-    run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out"), "Qwen2-tiny", config_path=str(config)))
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out"), "Qwen2-demo", config_path=str(config)))
     assert calls == ["model.layers.0", "model.layers.1"]  # one shared forward per unit for the whole group
 
     calls.clear()
@@ -79,7 +79,7 @@ spec:
   save: [{{type: ascendv1_saver, part_file_size: 0}}]
   dataset: does_not_exist.jsonl
 """)
-    run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out2"), "Qwen2-tiny", config_path=str(data_free)))
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out2"), "Qwen2-demo", config_path=str(data_free)))
     assert calls == []  # data-free: no forward, and the (missing) dataset is never opened
 
 
@@ -103,5 +103,5 @@ spec:
   save: [{{type: ascendv1_saver, part_file_size: 0}}]
   dataset: {small_calib}
 """)
-    run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out"), "Qwen2-tiny", config_path=str(config)))
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out"), "Qwen2-demo", config_path=str(config)))
     assert seen and all(device.type == "meta" for device in seen)

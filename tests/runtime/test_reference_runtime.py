@@ -117,7 +117,7 @@ def quantized_run(tiny_models, tmp_path_factory):
     try:
         model_dir = tiny_models("qwen2", torch.float16)
         out = tmp / "out"
-        run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-tiny", config_path=str(config), device="cpu"))
+        run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu"))
     finally:
         ascendv1.AscendV1Saver._write_quantized = original
     return model_dir, out, captured

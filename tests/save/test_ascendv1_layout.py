@@ -50,7 +50,7 @@ def quantize_copy(model_dir: Path, tmp_path: Path, calib: Path) -> Path:
     config_path = tmp_path / "mixed.yaml"
     config_path.write_text(MIXED_CONFIG.format(dataset=calib))
     out = tmp_path / "out"
-    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-tiny", config_path=str(config_path), device="cpu"))
+    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config_path), device="cpu"))
     return out
 
 
@@ -79,7 +79,7 @@ def test_output_files(saved):
     names = sorted(p.name for p in saved["out"].iterdir())
     assert "quant_model_weights.safetensors" in names
     assert "quant_model_weights.safetensors.index.json" not in names  # part_file_size 0: no index
-    assert {"config.json", "tokenizer.json", "tokenizer_config.json", "Qwen2-tiny_best_practice.yaml"} <= set(names)
+    assert {"config.json", "tokenizer.json", "tokenizer_config.json", "Qwen2-demo_best_practice.yaml"} <= set(names)
     assert not any(name.endswith(".partial") for name in names)
 
 

@@ -8,6 +8,7 @@ quantized copies and activations), and the model is processed layer by layer oth
 from __future__ import annotations
 
 import logging
+import os
 
 from modelslim_core import registry
 from modelslim_core.runtime.runner import Runner, Stage
@@ -25,6 +26,8 @@ class AutoRunner(Runner):
     def choose(self) -> tuple[str, str]:
         """The runner name and the reason, for the log."""
         device = self.context.device
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
+            return "dp_layer_wise", f"launched by torchrun with WORLD_SIZE={os.environ['WORLD_SIZE']}"
         if device.indices and len(device.indices) > 1:
             return "dp_layer_wise", f"{len(device.indices)} devices were given ({device})"
         needed = model_bytes_in(self.context.model_path, self.context.adapter.source_dtype, self.context.compute_dtype)

@@ -76,7 +76,8 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.register_buffer("input_scale", input_scale)
         self.register_buffer("input_offset", input_offset)
-        self.register_buffer("_dequantized", weight.dequantize(), persistent=False)
+        # Built on first use: a data-free run never runs a forward, so it never pays for a float copy.
+        self.register_buffer("_dequantized", None, persistent=False)
 
     @property
     def quantized_weight(self) -> QuantizedWeight:
@@ -87,6 +88,8 @@ class QuantizedLinear(nn.Module):
             x = fake_quantize(x, self.input_scale, self.input_offset, self.act_bits)
         elif self.act_kind == "dynamic":
             x = fake_quantize_per_token_sym(x, self.act_bits)
+        if self._dequantized is None:
+            self._dequantized = self.quantized_weight.dequantize()
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self._dequantized.to(x.dtype), bias)
 
