@@ -7,6 +7,7 @@ drops the unit's weights once the savers have written it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,17 +16,22 @@ from torch import nn
 from modelslim_core.runtime.unit import Unit
 
 
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """Apply `fn` to every tensor inside nested tuples/lists/dicts; other values are kept as they are."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(map_tensors(v, fn) for v in value)
+    if isinstance(value, list):
+        return [map_tensors(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: map_tensors(v, fn) for k, v in value.items()}
+    return value
+
+
 def move(value: Any, device: torch.device) -> Any:
     """Move every tensor inside nested tuples/lists/dicts to `device`."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, tuple):
-        return tuple(move(v, device) for v in value)
-    if isinstance(value, list):
-        return [move(v, device) for v in value]
-    if isinstance(value, dict):
-        return {k: move(v, device) for k, v in value.items()}
-    return value
+    return map_tensors(value, lambda tensor: tensor.to(device))
 
 
 class Placement:
