@@ -36,16 +36,30 @@ class DumpConfig(StrictModel):
 
 class _SpecFields(StrictModel):
     runner: str = "layer_wise"
-    prior: list[Any] = Field(default_factory=list, max_length=0)
+    prior: list[Any] = Field(default_factory=list)
     process: list[Any] = Field(default_factory=list)
     save: list[Any]
-    dataset: None = None
+    dataset: str | None = None
     multimodal_sd_config: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("runner")
     @classmethod
     def _check_runner(cls, value: str) -> str:
         return known_runner(value)
+
+    @field_validator("prior")
+    @classmethod
+    def _no_prior(cls, value: list[Any]) -> list[Any]:
+        if value:
+            raise ValueError("prior stages are not supported by multimodal_sd_modelslim_v1; leave the list empty")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _no_dataset(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("a text dataset is not used; the calibration prompts go in model_config.prompt")
+        return value
 
 
 @dataclass
