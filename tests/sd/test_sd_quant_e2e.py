@@ -97,7 +97,7 @@ def test_dynamic_practice_runs_no_generation(runs):
     assert description["blocks.1.ffn.net.2.weight"] == "FLOAT"  # the reference's exclusion
 
 
-@pytest.mark.parametrize("kind, bound", [("static", 0.01), ("dynamic", 0.01)])
+@pytest.mark.parametrize("kind, bound", [("static", 0.005), ("dynamic", 0.005)])  # measured 0.0022, 0.0017
 def test_reloaded_checkpoint_matches_the_float_transformer(runs, float_transformer, tiny_wan, kind, bound):
     quantized = load_mindie_transformer(tiny_wan, runs[kind])
     records = read_calib_file(runs["static"] / CALIB_NAME).records
