@@ -1,13 +1,15 @@
-"""Shared fixtures: tiny models (built once per session) and a tiny calibration set."""
+"""Shared fixtures: tiny models (built once per session), a tiny calibration set, the in-process CLI env."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.cli._helpers import LOG_ENV
 from tests.tiny_models import make_tiny_model
 
 
@@ -38,3 +40,21 @@ def small_calib(tmp_path: Path) -> Path:
     ]
     path.write_text("\n".join(json.dumps({"inputs_pretokenized": t}, ensure_ascii=False) for t in texts) + "\n")
     return path
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch):
+    """In-process CLI runs: a clean log-level env, offline env restored, logging config restored afterwards."""
+    monkeypatch.delenv(LOG_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    names = ("modelslim", "modelslim_core", "modelslim_runners", "modelslim_save_ascend", "modelslim_vlm",
+             "modelslim_sd")
+    saved_levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    for name, level in saved_levels.items():
+        logging.getLogger(name).setLevel(level)

@@ -1,10 +1,11 @@
 """The unit pipeline every runner shares.
 
 For each stage: load the model (the placement decides how), build the stage's processors and savers,
-capture the first unit's inputs (only if some processor needs calibration data), then for each unit run
-every processor's preprocess → forward (only when that processor asks for it) → postprocess, hand the unit
-to the savers, and feed the unit's outputs to the next unit. A unit's forward runs once per data-consuming
-processor and never otherwise, except once to produce the next unit's inputs when no processor ran it.
+capture the first unit's inputs (only if some processor needs calibration data; from the stage's dataset,
+or from model inputs the service prepared), then for each unit run every processor's preprocess →
+forward (only when that processor asks for it) → postprocess, hand the unit to the savers, and feed the
+unit's outputs to the next unit. A unit's forward runs once per data-consuming processor and never
+otherwise, except once to produce the next unit's inputs when no processor ran it.
 Stages do not share weights: a `prior` stage hands its results to later stages through the run context.
 """
 
@@ -60,7 +61,7 @@ class UnitPipeline:
         else:
             point = None
         for stage in stages:  # read every dataset first: a bad dataset must fail before minutes of model loading
-            if stage_needs_data(stage):
+            if stage_needs_data(stage) and stage.samples is None:
                 self._texts(stage.dataset or "")
         for stage in stages:
             self._resume_point = point if point is not None and point.stage == stage.name else None
@@ -86,7 +87,7 @@ class UnitPipeline:
         if not stage_needs_data(stage):
             logger.info("Stage %s is data-free: no calibration forward is run.", stage.name)
             return None
-        samples = self._calibration_samples(stage.dataset or "")
+        samples = stage.samples if stage.samples is not None else self._calibration_samples(stage.dataset or "")
         self.placement.prepare_prefix(model, units)
         try:
             captured = self.adapter.capture_unit_inputs(model, samples)

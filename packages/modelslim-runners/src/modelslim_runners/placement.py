@@ -9,6 +9,7 @@ it; the modules before the first unit are loaded only while the calibration inpu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,17 +23,22 @@ from modelslim_core.runtime.unit import Unit
 logger = logging.getLogger(__name__)
 
 
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """Apply `fn` to every tensor inside nested tuples/lists/dicts; other values are kept as they are."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(map_tensors(v, fn) for v in value)
+    if isinstance(value, list):
+        return [map_tensors(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: map_tensors(v, fn) for k, v in value.items()}
+    return value
+
+
 def move(value: Any, device: torch.device) -> Any:
     """Move every tensor inside nested tuples/lists/dicts to `device`."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, tuple):
-        return tuple(move(v, device) for v in value)
-    if isinstance(value, list):
-        return [move(v, device) for v in value]
-    if isinstance(value, dict):
-        return {k: move(v, device) for k, v in value.items()}
-    return value
+    return map_tensors(value, lambda tensor: tensor.to(device))
 
 
 def outside_units(model: nn.Module, units: list[Unit], skip_modules: set[str]) -> list[str]:

@@ -1,1 +1,1 @@
-"""Savers for Ascend serving engines: `ascendv1_saver` writes the format vLLM-Ascend and MindIE load."""
+"""Savers for Ascend serving engines: `ascendv1_saver` (vLLM-Ascend, MindIE) and `mindie_format_saver` (MindIE-SD)."""

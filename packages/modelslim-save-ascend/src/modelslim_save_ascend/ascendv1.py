@@ -11,22 +11,10 @@ import logging
 from typing import Literal
 
 import torch
-from pydantic import Field
-from torch import nn
 
-from modelslim_core.errors import SaveError
-from modelslim_core.io.safetensors_stream import ShardedSafetensorsWriter
-from modelslim_core.quant.quantized_linear import QuantizedLinear
-from modelslim_core.runtime.saver import Saver, SaverConfig
-from modelslim_core.runtime.unit import Unit
-from modelslim_save_ascend.description import Description
-from modelslim_save_ascend.linear_export import EXPORTERS
-from modelslim_save_ascend.output_dir import (
-    clear_previous_output,
-    copy_side_files,
-    strip_quantization_config,
-    write_json_atomic,
-)
+from modelslim_save_ascend.layer_saver import LayerTreeSaver, ShardedSaverConfig
+from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
+from modelslim_save_ascend.output_dir import copy_side_files, strip_quantization_config, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -34,81 +22,22 @@ WEIGHTS_PREFIX = "quant_model_weights"
 DESCRIPTION_NAME = "quant_model_description.json"
 
 
-class AscendV1SaverConfig(SaverConfig):
+class AscendV1SaverConfig(ShardedSaverConfig):
     type: Literal["ascendv1_saver"] = "ascendv1_saver"
-    part_file_size: float = Field(default=4, ge=0, description="shard size in GiB (fractions allowed); 0 writes one file")
-    ext: dict = Field(default_factory=dict)
 
 
-class AscendV1Saver(Saver):
+class AscendV1Saver(LayerTreeSaver):
     config_class = AscendV1SaverConfig
     config: AscendV1SaverConfig
+    writes = frozenset(EXPORTERS)
+    weights_prefix = WEIGHTS_PREFIX
+    description_pattern = DESCRIPTION_NAME
+    unsupported_hint = "choose a qconfig whose type ascendv1_saver writes (see README.md 'YAML protocol')."
 
-    def __init__(self, config: AscendV1SaverConfig, context):
-        super().__init__(config, context)
-        self.save_path = context.save_path
-        self.source_dtype = context.adapter.source_dtype
-        self.description = Description()
-        self.writer: ShardedSafetensorsWriter | None = None
+    def export_dtypes(self, source: torch.dtype | None) -> ExportDtypes:
+        """deq_scale is float32 for bf16 models, the int64 bit pattern otherwise (what the kernels read)."""
+        return ExportDtypes(source=source, deq_scale_float32=source == torch.bfloat16)
 
-    def pre_run(self, model: nn.Module) -> None:
-        self.save_path.mkdir(parents=True, exist_ok=True)
-        clear_previous_output(self.save_path, WEIGHTS_PREFIX, DESCRIPTION_NAME)
-        self.writer = ShardedSafetensorsWriter(self.save_path, WEIGHTS_PREFIX, 0, limit_bytes=self._limit_bytes)
-
-    @property
-    def _limit_bytes(self) -> int | None:
-        size = self.config.part_file_size
-        return max(1, int(size * 2**30)) if size > 0 else None
-
-    # --- writing ------------------------------------------------------------------------------------------
-    def _write(self, name: str, tensor: torch.Tensor, tag: str) -> None:
-        self.writer.write(name, tensor)
-        self.description.tag(name, tag)
-
-    def _write_float_params(self, prefix: str, module: nn.Module) -> None:
-        for pname, param in module.named_parameters(recurse=False):
-            full = f"{prefix}.{pname}" if prefix else pname
-            value = self.context.weights.read(full) if param.is_meta else param.detach()
-            if self.source_dtype is not None and value.is_floating_point():
-                value = value.to(self.source_dtype)
-            self._write(full, value, "FLOAT")
-        if isinstance(module, nn.Linear):
-            self.description.propose("FLOAT")
-
-    def _write_quantized(self, prefix: str, layer: QuantizedLinear) -> None:
-        exporter = EXPORTERS.get(layer.export_type)
-        if exporter is None:
-            raise SaveError(
-                f"{prefix} is quantized as {layer.export_type}, which ascendv1_saver cannot write.",
-                f"ascendv1_saver writes: {', '.join(EXPORTERS)}.",
-            )
-        for suffix, tensor, tag in exporter(layer, self.source_dtype):
-            self._write(f"{prefix}.{suffix}", tensor, tag)
-        self.description.propose(layer.export_type)
-
-    def _write_tree(self, prefix: str, root: nn.Module, skip_prefixes: tuple[str, ...] = ()) -> None:
-        for path, module in root.named_modules():
-            name = ".".join(part for part in (prefix, path) if part)
-            if any(name == p or name.startswith(p + ".") for p in skip_prefixes):
-                continue
-            if isinstance(module, QuantizedLinear):
-                self._write_quantized(name, module)
-            elif getattr(module, "replaces_linear", False):
-                raise SaveError(
-                    f"{name} is still being calibrated ({type(module).__name__}) when it is saved.",
-                    "this is a processor bug; please report it with MSMODELSLIM_LOG_LEVEL=debug output.",
-                )
-            else:
-                self._write_float_params(name, module)
-
-    def save_unit(self, unit: Unit) -> None:
-        self._write_tree(unit.name, unit.module)
-
-    def save_remaining(self, model: nn.Module, unit_names: list[str]) -> None:
-        self._write_tree("", model, skip_prefixes=tuple(unit_names))
-
-    # --- committing ---------------------------------------------------------------------------------------
     def finish(self) -> None:
         self.writer.close()
         copied = copy_side_files(self.context.model_path, self.save_path, skip={DESCRIPTION_NAME})
@@ -121,16 +50,3 @@ class AscendV1Saver(Saver):
             len(copied),
             self.save_path,
         )
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
-
-    def state_dict(self) -> dict:
-        return {"writer": self.writer.snapshot(), "description": self.description.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.writer = ShardedSafetensorsWriter.resume(self.save_path, WEIGHTS_PREFIX, 0, state["writer"],
-                                                      limit_bytes=self._limit_bytes)
-        self.description.load_state_dict(state["description"])
-

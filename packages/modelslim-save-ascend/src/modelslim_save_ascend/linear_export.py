@@ -7,6 +7,7 @@ Names, dtypes and shapes here are the wire format vLLM-Ascend loads, so they nev
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -15,10 +16,19 @@ from modelslim_core.quant.quantized_linear import QuantizedLinear
 Exported = list[tuple[str, torch.Tensor, str]]
 
 
-def deq_scale_tensor(deq_scale: torch.Tensor, source_dtype: torch.dtype | None) -> torch.Tensor:
-    """float32 for bf16 models; otherwise the float32 bit pattern widened to int64, as the kernels expect."""
+@dataclass(frozen=True)
+class ExportDtypes:
+    """The dtypes a format writes: float tensors in the source model's dtype (None: as they are), and
+    `deq_scale` either as float32 or as the float32 bit pattern widened to int64 (what fp16 kernels read)."""
+
+    source: torch.dtype | None
+    deq_scale_float32: bool
+
+
+def deq_scale_tensor(deq_scale: torch.Tensor, as_float32: bool) -> torch.Tensor:
+    """float32, or the float32 bit pattern widened to int64."""
     deq_scale = deq_scale.float().contiguous()
-    if source_dtype == torch.bfloat16:
+    if as_float32:
         return deq_scale
     return deq_scale.view(torch.int32).to(torch.int64)
 
@@ -31,10 +41,10 @@ def quant_bias_tensor(layer: QuantizedLinear, deq_scale: torch.Tensor) -> torch.
     return torch.round(folded).to(torch.int32)
 
 
-def _float_bias(layer: QuantizedLinear, source_dtype: torch.dtype | None) -> Exported:
+def _float_bias(layer: QuantizedLinear, dtypes: ExportDtypes) -> Exported:
     if layer.bias is None:
         return []
-    return [("bias", layer.bias.to(source_dtype or layer.bias.dtype), "FLOAT")]
+    return [("bias", layer.bias.to(dtypes.source or layer.bias.dtype), "FLOAT")]
 
 
 def _weight_scale_offset(layer: QuantizedLinear, tag: str) -> Exported:
@@ -44,7 +54,7 @@ def _weight_scale_offset(layer: QuantizedLinear, tag: str) -> Exported:
     ]
 
 
-def export_w8a8(layer: QuantizedLinear, source_dtype: torch.dtype | None) -> Exported:
+def export_w8a8(layer: QuantizedLinear, dtypes: ExportDtypes) -> Exported:
     deq_scale = layer.input_scale.float() * layer.weight_scale.float()
     bias = layer.bias.float() if layer.bias is not None else torch.zeros(layer.out_features)
     return [
@@ -52,22 +62,22 @@ def export_w8a8(layer: QuantizedLinear, source_dtype: torch.dtype | None) -> Exp
         ("quant_bias", quant_bias_tensor(layer, deq_scale), "W8A8"),
         ("input_scale", layer.input_scale.float().reshape(1), "W8A8"),
         ("input_offset", layer.input_offset.float().reshape(1), "W8A8"),
-        ("deq_scale", deq_scale_tensor(deq_scale, source_dtype), "W8A8"),
+        ("deq_scale", deq_scale_tensor(deq_scale, dtypes.deq_scale_float32), "W8A8"),
         ("bias", bias, "FLOAT"),
     ]
 
 
-def export_w8a8_dynamic(layer: QuantizedLinear, source_dtype: torch.dtype | None) -> Exported:
+def export_w8a8_dynamic(layer: QuantizedLinear, dtypes: ExportDtypes) -> Exported:
     weight = [("weight", layer.weight_codes.to(torch.int8), "W8A8_DYNAMIC")]
-    return weight + _weight_scale_offset(layer, "W8A8_DYNAMIC") + _float_bias(layer, source_dtype)
+    return weight + _weight_scale_offset(layer, "W8A8_DYNAMIC") + _float_bias(layer, dtypes)
 
 
-def export_w8a16(layer: QuantizedLinear, source_dtype: torch.dtype | None) -> Exported:
+def export_w8a16(layer: QuantizedLinear, dtypes: ExportDtypes) -> Exported:
     weight = [("weight", layer.weight_codes.to(torch.int8), "W8A16")]
-    return weight + _weight_scale_offset(layer, "W8A16") + _float_bias(layer, source_dtype)
+    return weight + _weight_scale_offset(layer, "W8A16") + _float_bias(layer, dtypes)
 
 
-EXPORTERS: dict[str, Callable[[QuantizedLinear, torch.dtype | None], Exported]] = {
+EXPORTERS: dict[str, Callable[[QuantizedLinear, ExportDtypes], Exported]] = {
     "W8A8": export_w8a8,
     "W8A8_DYNAMIC": export_w8a8_dynamic,
     "W8A16": export_w8a16,

@@ -21,8 +21,11 @@ logger = logging.getLogger(__name__)
 SIDE_FILE_SUFFIXES = (".json", ".py", ".txt", ".jinja", ".model", ".tiktoken")
 
 
-def clear_previous_output(save_path: Path, weights_prefix: str, description_name: str) -> None:
-    """Remove our own earlier output; refuse when other weight files are present."""
+def clear_previous_output(save_path: Path, weights_prefix: str, description_pattern: str) -> None:
+    """Remove our own earlier output; refuse when other weight files are present.
+
+    `description_pattern` is a glob: formats whose description name carries the quant type match them all.
+    """
     foreign = [
         p.name for p in save_path.glob("*.safetensors") if not p.name.startswith(weights_prefix)
     ]
@@ -31,18 +34,25 @@ def clear_previous_output(save_path: Path, weights_prefix: str, description_name
             f"save_path {str(save_path)!r} already holds weight files that ModelSlim did not write: {', '.join(sorted(foreign))}.",
             "serving engines would load them together with the quantized weights; choose an empty save_path.",
         )
-    (save_path / description_name).unlink(missing_ok=True)  # first: the output stops looking complete
+    for description in save_path.glob(description_pattern):  # first: the output stops looking complete
+        description.unlink()
     for stale in (*save_path.glob(f"{weights_prefix}*.safetensors"), *save_path.glob(f".{weights_prefix}*.partial")):
         stale.unlink()
     (save_path / f"{weights_prefix}.safetensors.index.json").unlink(missing_ok=True)
 
 
-def copy_side_files(model_path: Path, save_path: Path, skip: set[str]) -> list[str]:
-    """Copy tokenizer/config/code files from the model directory (never weight indexes)."""
+def copy_side_files(
+    model_path: Path, save_path: Path, skip: set[str], suffixes: tuple[str, ...] = SIDE_FILE_SUFFIXES
+) -> list[str]:
+    """Copy tokenizer/config/code files (names ending in `suffixes`) from a model directory, never weight indexes.
+
+    Weight indexes (`*.safetensors.index.json`, `*.bin.index.json`) describe the source's shards, not ours.
+    The reference skips every `*index.json`, which would also drop a diffusers pipeline's model_index.json.
+    """
     copied = []
     for source in sorted(model_path.iterdir()):
         name = source.name
-        if not source.is_file() or name in skip or name.endswith("index.json") or not name.endswith(SIDE_FILE_SUFFIXES):
+        if not source.is_file() or name in skip or name.endswith(".index.json") or not name.endswith(suffixes):
             continue
         shutil.copyfile(source, save_path / name)
         copied.append(name)

@@ -27,6 +27,15 @@ class _FirstUnitReached(Exception):
     """Raised by a pre-forward hook to stop the model once the first unit's inputs are known."""
 
 
+def peek_model_type(model_path: Path) -> str | None:
+    """config.json's `model_type` when the directory has a readable one (adapters validate their own files)."""
+    try:
+        data = json.loads((model_path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("model_type") if isinstance(data, dict) else None
+
+
 def read_config_json(model_path: Path) -> dict[str, Any]:
     config_file = model_path / "config.json"
     if not config_file.is_file():
@@ -63,13 +72,19 @@ class ModelAdapter:
     model_type_prefixes: ClassVar[tuple[str, ...]] = ()
     #: `model_type` values of config.json this adapter understands (empty: any).
     hf_model_types: ClassVar[tuple[str, ...]] = ()
+    #: The config `apiversion`s (services) that can quantize this family.
+    apiversions: ClassVar[tuple[str, ...]] = ("modelslim_v1",)
 
     def __init__(self, model_type: str, model_path: Path, trust_remote_code: bool = False):
         self.model_type = model_type
         self.model_path = Path(model_path)
         self.trust_remote_code = trust_remote_code
-        self.config_json = read_config_json(self.model_path)
+        self.config_json = self.read_model_config()
         self._tokenizer = None
+
+    def read_model_config(self) -> dict[str, Any]:
+        """The configuration of the network being quantized; raises ModelError when the directory lacks it."""
+        return read_config_json(self.model_path)
 
     # --- identity -----------------------------------------------------------------------------------------
     @property
@@ -79,6 +94,11 @@ class ModelAdapter:
     @property
     def hf_model_type(self) -> str | None:
         return self.config_json.get("model_type")
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """The directory holding the quantized network's config and weights (a pipeline's component folder)."""
+        return self.model_path
 
     @property
     def source_dtype(self) -> torch.dtype | None:
@@ -173,7 +193,7 @@ class ModelAdapter:
         return [dict(tokenizer(text, return_tensors="pt")) for text in texts]
 
     @torch.no_grad()
-    def capture_unit_inputs(self, model: nn.Module, samples: list[dict[str, torch.Tensor]]) -> list[UnitInput]:
+    def capture_unit_inputs(self, model: nn.Module, samples: list[Any]) -> list[UnitInput]:
         """Run each sample up to the first unit and record that unit's (args, kwargs)."""
         first = self.units(model)[0].module
         captured: list[UnitInput] = []
@@ -187,7 +207,7 @@ class ModelAdapter:
         try:
             for sample in samples:
                 try:
-                    model(**{k: v.to(device) for k, v in sample.items()}, use_cache=False)
+                    self.forward_sample(model, sample, device)
                 except _FirstUnitReached:
                     continue
         finally:
@@ -198,6 +218,10 @@ class ModelAdapter:
                 "this architecture needs its own model adapter; see README.md 'Plugins'.",
             )
         return captured
+
+    def forward_sample(self, model: nn.Module, sample: Any, device: torch.device) -> Any:
+        """Run the whole model on one calibration sample (here: a tokenized text) placed on `device`."""
+        return model(**{k: v.to(device) for k, v in sample.items()}, use_cache=False)
 
     def next_unit_input(self, output: Any, previous: UnitInput) -> UnitInput:
         """The next unit gets this unit's hidden states and the same keyword arguments (mask, positions)."""

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from modelslim_core import registry
-from modelslim_core.models.base import ModelAdapter, read_config_json
+from modelslim_core.models.base import ModelAdapter, peek_model_type
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,9 @@ def adapter_class_for(model_type: str, hf_model_type: str | None) -> tuple[type[
 
 
 def create_adapter(model_type: str, model_path: Path, trust_remote_code: bool) -> ModelAdapter:
-    """Read config.json, pick the adapter and construct it."""
-    hf_model_type = read_config_json(model_path).get("model_type")
+    """Pick the adapter (config.json's model_type helps when present) and construct it; the adapter checks
+    that the directory holds what it needs (config.json for LLMs, model_index.json for diffusers pipelines)."""
+    hf_model_type = peek_model_type(model_path)
     cls, reason = adapter_class_for(model_type, hf_model_type)
     logger.info("Model adapter: %s (%s).", cls.family, reason)
     return cls(model_type, model_path, trust_remote_code)

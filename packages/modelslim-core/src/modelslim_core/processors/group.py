@@ -29,6 +29,9 @@ class GroupConfig(ProcessorConfig):
         config.configs = parse_processor_list(config.configs, f"{path}.configs")
         return config
 
+    def export_types(self) -> frozenset[str]:
+        return frozenset().union(*(child.export_types() for child in self.configs))
+
 
 class GroupProcessor(Processor):
     config_class = GroupConfig

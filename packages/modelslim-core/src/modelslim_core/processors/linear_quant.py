@@ -35,6 +35,9 @@ class LinearQuantConfig(ProcessorConfig, LayerSelection):
     type: Literal["linear_quant"] = "linear_quant"
     qconfig: LinearQConfig
 
+    def export_types(self) -> frozenset[str]:
+        return frozenset({self.qconfig.export_type})
+
 
 class LinearQuantProcessor(Processor):
     config_class = LinearQuantConfig

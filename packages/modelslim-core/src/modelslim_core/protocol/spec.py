@@ -56,6 +56,31 @@ def parse_saver_list(items: Any, path: str) -> list[SaverConfig]:
     return _parse_items(items, path, registry.SAVERS, "savers", "`- type: ascendv1_saver`", allow_empty=False)
 
 
+def _saver_writes(name: str, tags: list[str]) -> bool:
+    writes = registry.load(registry.SAVERS, name).writes
+    return writes is None or set(tags) <= writes
+
+
+def check_savers_can_write(process: list[ProcessorConfig], save: list[SaverConfig], path: str) -> None:
+    """Refuse, at load time, a saver that cannot write a layer type some processor produces."""
+    produced: dict[str, str] = {}
+    for index, config in enumerate(process):
+        for tag in sorted(config.export_types()):
+            produced.setdefault(tag, f"{path}.process[{index}]")
+    for index, config in enumerate(save):
+        missing = [tag for tag in produced if not _saver_writes(config.type, [tag])]
+        if not missing:
+            continue
+        writes = registry.load(registry.SAVERS, config.type).writes or frozenset()
+        able = [name for name in registry.names(registry.SAVERS) if _saver_writes(name, missing)]
+        raise ConfigError(
+            f"{path}.save[{index}].type: {config.type} cannot write "
+            + ", ".join(f"{tag} layers (from {produced[tag]})" for tag in missing)
+            + f"; it writes {', '.join(sorted(writes))}.",
+            f"use {' or '.join(able) if able else 'another saver'} for these types, or change the qconfig.",
+        )
+
+
 def processor_class(config: ProcessorConfig) -> type[Processor]:
     return registry.load(registry.PROCESSORS, config.type)
 

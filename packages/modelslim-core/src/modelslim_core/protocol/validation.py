@@ -58,15 +58,22 @@ def format_validation_error(exc: ValidationError, prefix: str) -> str:
     return "; ".join(dict.fromkeys(problems))
 
 
-def validate(model: type[M], data: Any, prefix: str) -> M:
+def validate(model: type[M], data: Any, prefix: str, hint: str | None = None) -> M:
     """Validate `data` against `model`; failures raise ConfigError naming the YAML path of each problem."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
             f"invalid configuration: {format_validation_error(exc, prefix)}.",
-            "fix the value at that path; see README.md 'YAML protocol' for the allowed fields.",
+            hint or "fix the value at that path; see README.md 'YAML protocol' for the allowed fields.",
         ) from None
+
+
+def describe_fields(model: type[BaseModel]) -> str:
+    """`name (description), ...` of a model's fields: the valid keys and their ranges, for error hints."""
+    return "; ".join(
+        f"{name} ({info.description})" if info.description else name for name, info in model.model_fields.items()
+    )
 
 
 class PluginConfig(StrictModel):

@@ -20,6 +20,10 @@ from modelslim_core.runtime.unit import Unit
 class ProcessorConfig(PluginConfig):
     """Base of processor configs; each subclass declares `type: Literal['<its name>']`."""
 
+    def export_types(self) -> frozenset[str]:
+        """Checkpoint tags this processor can give layers, so a saver that cannot write one fails at load time."""
+        return frozenset()
+
 
 class Processor:
     """Base class: every hook is a no-op so a processor implements only what it needs."""

@@ -22,6 +22,8 @@ class SaverConfig(PluginConfig):
 
 class Saver:
     config_class: ClassVar[type[SaverConfig]]
+    #: Layer tags (W8A8, W8A8_DYNAMIC, ...) this saver can write; None: any.
+    writes: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, config: SaverConfig, context: RunContext):
         self.config = config

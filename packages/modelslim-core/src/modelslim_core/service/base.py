@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from modelslim_core.errors import ConfigError
 from modelslim_core.models.base import ModelAdapter
 from modelslim_core.runtime.context import DeviceSpec
 
@@ -33,6 +34,20 @@ class QuantService(ABC):
     @abstractmethod
     def parse_spec(cls, spec: Any, path: str) -> Any:
         """Validate the `spec` mapping; errors are ConfigError naming the YAML path."""
+
+    @classmethod
+    def check_request(cls, spec: Any, request: QuantRequest) -> None:
+        """Checks that need the model as well as the spec, done before anything is written or loaded.
+
+        The base check: the model's adapter must be one this service can quantize.
+        """
+        adapter = request.adapter
+        if cls.apiversion not in adapter.apiversions:
+            raise ConfigError(
+                f"apiversion: {cls.apiversion} cannot quantize model type {adapter.model_type!r} "
+                f"(model adapter {adapter.family}).",
+                f"use apiversion {' or '.join(adapter.apiversions)} for this model.",
+            )
 
     @abstractmethod
     def run(self, spec: Any, request: QuantRequest) -> None:

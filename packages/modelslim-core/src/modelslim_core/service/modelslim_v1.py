@@ -15,7 +15,7 @@ import torch
 from pydantic import Field, field_validator
 
 from modelslim_core import registry
-from modelslim_core.protocol.spec import parse_processor_list, parse_saver_list
+from modelslim_core.protocol.spec import check_savers_can_write, parse_processor_list, parse_saver_list
 from modelslim_core.protocol.validation import StrictModel, validate
 from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.fingerprint import run_fingerprint
@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_DATASET = "mix_calib.jsonl"
 
 
-def _known_runner(name: str) -> str:
+def known_runner(name: str) -> str:
+    """`name` if it is a registered runner; a ValueError listing the known ones otherwise."""
     known = registry.names(registry.RUNNERS)
     if name not in known:
         raise ValueError(f"unknown runner {name!r}; known runners: {', '.join(known)}")
@@ -51,7 +52,7 @@ class _SpecFields(StrictModel):
     @field_validator("runner")
     @classmethod
     def _check_runner(cls, value: str) -> str:
-        return _known_runner(value)
+        return known_runner(value)
 
 
 @dataclass
@@ -87,13 +88,10 @@ class ModelslimV1Service(QuantService):
             stage_path = f"{path}.prior[{index}]"
             stage = validate(_PriorStageFields, raw_stage, stage_path)
             prior.append(PriorStage(parse_processor_list(stage.process, f"{stage_path}.process"), stage.dataset))
-        return ModelslimV1Spec(
-            runner=fields.runner,
-            process=parse_processor_list(fields.process, f"{path}.process"),
-            save=parse_saver_list(fields.save, f"{path}.save"),
-            dataset=fields.dataset,
-            prior=prior,
-        )
+        process = parse_processor_list(fields.process, f"{path}.process")
+        save = parse_saver_list(fields.save, f"{path}.save")
+        check_savers_can_write(process, save, path)
+        return ModelslimV1Spec(runner=fields.runner, process=process, save=save, dataset=fields.dataset, prior=prior)
 
     @staticmethod
     def stages(spec: ModelslimV1Spec) -> list[Stage]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from modelslim_core.devices import resolve_device
+from modelslim_core.errors import ConfigError
 from modelslim_core.models.resolve import create_adapter
 from modelslim_core.practice import PracticeLibrary, select_practice
 from modelslim_core.protocol.config import QuantConfig, parse_quant_config
@@ -79,11 +80,15 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     adapter = create_adapter(args.model_type, model_path, args.trust_remote_code)
     raw, source = choose_config(args, adapter.pedigree, confirm or Confirmer(args.yes))
     config: QuantConfig = parse_quant_config(raw, source)
+    request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug)
+    try:
+        config.service.check_request(config.spec, request)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
     save_path.mkdir(parents=True, exist_ok=True)
     exported = export_config(raw, save_path, args.model_type)
     logger.info("Config written to %s.", exported)
-    request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug,
-                           config_digest=hashlib.sha256(exported.read_bytes()).hexdigest())
+    request.config_digest = hashlib.sha256(exported.read_bytes()).hexdigest()
     config.service().run(config.spec, request)
     logger.info("Done in %.1f s: %s", time.perf_counter() - started, save_path)
     return save_path

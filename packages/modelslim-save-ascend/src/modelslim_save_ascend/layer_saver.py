@@ -1,0 +1,133 @@
+"""What the Ascend savers share: stream every unit's tensors as soon as it is finished, tag each tensor.
+
+A unit's float parameters are written in the source model's dtype and tagged FLOAT; a quantized linear
+contributes the tensors of its export tag (linear_export.py). The formats differ only in file names,
+the `deq_scale` dtype, the types they can represent and what they write when they commit, so subclasses
+supply those and `finish`.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from modelslim_core.errors import SaveError
+from modelslim_core.io.safetensors_stream import ShardedSafetensorsWriter
+from modelslim_core.quant.quantized_linear import QuantizedLinear
+from modelslim_core.runtime.saver import Saver, SaverConfig
+from modelslim_core.runtime.unit import Unit
+from modelslim_save_ascend.description import Description
+from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
+from modelslim_save_ascend.output_dir import clear_previous_output
+
+logger = logging.getLogger(__name__)
+
+
+class ShardedSaverConfig(SaverConfig):
+    """`part_file_size` (GiB per shard, fractions allowed; 0 = one file) and the reference's unread `ext`."""
+
+    part_file_size: float = Field(default=4, ge=0, description="shard size in GiB (fractions allowed); 0 writes one file")
+    ext: dict = Field(default_factory=dict)
+
+
+class LayerTreeSaver(Saver, ABC):
+    """Base of the Ascend savers: writes units as they finish, then everything outside them."""
+
+    config: ShardedSaverConfig
+    #: File name prefix of the weights (`<prefix>.safetensors`, `<prefix>-0000i-of-0000N.safetensors`).
+    weights_prefix: ClassVar[str]
+    #: Glob matching this format's description files, removed before a run so stale output never looks complete.
+    description_pattern: ClassVar[str]
+    #: How to go on when a layer's type cannot be written.
+    unsupported_hint: ClassVar[str]
+
+    def __init__(self, config: ShardedSaverConfig, context):
+        super().__init__(config, context)
+        self.save_path = context.save_path
+        self.dtypes = self.export_dtypes(context.adapter.source_dtype)
+        self.description = Description()
+        self.writer: ShardedSafetensorsWriter | None = None
+
+    @abstractmethod
+    def export_dtypes(self, source: torch.dtype | None) -> ExportDtypes:
+        """The dtypes this format writes for a model whose checkpoint is in `source`."""
+
+    @property
+    def sharded(self) -> bool:
+        return self.config.part_file_size > 0
+
+    def pre_run(self, model: nn.Module) -> None:
+        self.save_path.mkdir(parents=True, exist_ok=True)
+        clear_previous_output(self.save_path, self.weights_prefix, self.description_pattern)
+        self.writer = ShardedSafetensorsWriter(self.save_path, self.weights_prefix, 0, limit_bytes=self._limit_bytes)
+
+    @property
+    def _limit_bytes(self) -> int | None:
+        size = self.config.part_file_size
+        return max(1, int(size * 2**30)) if size > 0 else None
+
+    # --- writing ------------------------------------------------------------------------------------------
+    def _write(self, name: str, tensor: torch.Tensor, tag: str) -> None:
+        self.writer.write(name, tensor)
+        self.description.tag(name, tag)
+
+    def _write_float_params(self, prefix: str, module: nn.Module) -> None:
+        for pname, param in module.named_parameters(recurse=False):
+            full = f"{prefix}.{pname}" if prefix else pname
+            value = self.context.weights.read(full) if param.is_meta else param.detach()  # lazy runs: from the source
+            if self.dtypes.source is not None and value.is_floating_point():
+                value = value.to(self.dtypes.source)
+            self._write(full, value, "FLOAT")
+        if isinstance(module, nn.Linear):
+            self.description.propose("FLOAT")
+
+    def _write_quantized(self, prefix: str, layer: QuantizedLinear) -> None:
+        exporter = EXPORTERS.get(layer.export_type)
+        if exporter is None or (self.writes is not None and layer.export_type not in self.writes):
+            writable = sorted(self.writes) if self.writes is not None else sorted(EXPORTERS)
+            raise SaveError(
+                f"{prefix} is quantized as {layer.export_type}, which {self.config.type} cannot write "
+                f"(it writes {', '.join(writable)}).",
+                self.unsupported_hint,
+            )
+        for suffix, tensor, tag in exporter(layer, self.dtypes):
+            self._write(f"{prefix}.{suffix}", tensor, tag)
+        self.description.propose(layer.export_type)
+
+    def _write_tree(self, prefix: str, root: nn.Module, skip_prefixes: tuple[str, ...] = ()) -> None:
+        for path, module in root.named_modules():
+            name = ".".join(part for part in (prefix, path) if part)
+            if any(name == p or name.startswith(p + ".") for p in skip_prefixes):
+                continue
+            if isinstance(module, QuantizedLinear):
+                self._write_quantized(name, module)
+            elif getattr(module, "replaces_linear", False):
+                raise SaveError(
+                    f"{name} is still being calibrated ({type(module).__name__}) when it is saved.",
+                    "this is a processor bug; please report it with MSMODELSLIM_LOG_LEVEL=debug output.",
+                )
+            else:
+                self._write_float_params(name, module)
+
+    def save_unit(self, unit: Unit) -> None:
+        self._write_tree(unit.name, unit.module)
+
+    def save_remaining(self, model: nn.Module, unit_names: list[str]) -> None:
+        self._write_tree("", model, skip_prefixes=tuple(unit_names))
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+    def state_dict(self) -> dict:
+        return {"writer": self.writer.snapshot(), "description": self.description.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.writer = ShardedSafetensorsWriter.resume(self.save_path, self.weights_prefix, 0, state["writer"],
+                                                      limit_bytes=self._limit_bytes)
+        self.description.load_state_dict(state["description"])

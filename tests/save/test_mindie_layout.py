@@ -1,0 +1,103 @@
+"""mindie_format_saver on its own: file names with and without shards, deq_scale always float32, side files,
+types it cannot write refused with a pointer to ascendv1_saver (shared/spec/format-and-runners.md §2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from modelslim_core.errors import SaveError
+from modelslim_core.protocol.qconfig import LinearQConfig
+from modelslim_core.quant.quantized_linear import ObservedLinear, quantize_linear_data_free
+from modelslim_core.runtime.context import DeviceSpec, RunContext
+from modelslim_core.runtime.unit import Unit
+from modelslim_save_ascend.mindie import MindieFormatSaver, MindieFormatSaverConfig
+
+WEIGHT = {"scope": "per_channel", "dtype": "int8", "symmetric": True, "method": "minmax"}
+STATIC = LinearQConfig.model_validate({"act": {"scope": "per_tensor", "dtype": "int8", "symmetric": False,
+                                               "method": "minmax"}, "weight": WEIGHT})
+W8A16 = LinearQConfig.model_validate({"weight": WEIGHT})
+
+
+def model_dir(tmp_path: Path) -> Path:
+    """A pipeline-like directory: top-level model_index.json and a component folder with its config."""
+    root = tmp_path / "model"
+    (root / "transformer").mkdir(parents=True)
+    (root / "model_index.json").write_text('{"_class_name": "WanPipeline"}')
+    (root / "README.txt").write_text("not copied: MindIE-SD takes .json and .py only")
+    (root / "transformer" / "config.json").write_text('{"num_layers": 1}')
+    (root / "transformer" / "diffusion_pytorch_model.safetensors.index.json").write_text("{}")
+    return root
+
+
+def save(tmp_path: Path, layer: nn.Module, part_file_size: float, source: torch.dtype = torch.float16) -> Path:
+    root = model_dir(tmp_path)
+    adapter = SimpleNamespace(source_dtype=source, checkpoint_dir=root / "transformer")
+    out = tmp_path / "out"
+    context = RunContext(adapter=adapter, model_path=root, save_path=out, device=DeviceSpec("cpu"),
+                         compute_dtype=torch.float32)
+    saver = MindieFormatSaver(MindieFormatSaverConfig(part_file_size=part_file_size), context)
+    block = nn.Module()
+    block.proj = layer
+    block.norm = nn.LayerNorm(16)
+    saver.pre_run(block)
+    try:
+        saver.save_unit(Unit("blocks.0", block, 0))
+        saver.finish()
+    except BaseException:
+        saver.abort()
+        raise
+    return out
+
+
+def static_layer() -> nn.Module:
+    torch.manual_seed(0)
+    observed = ObservedLinear(nn.Linear(16, 24), STATIC, "W8A8")
+    observed(torch.randn(4, 16))
+    return observed.finish()
+
+
+def test_single_file_names_carry_the_type_and_deq_scale_is_float32(tmp_path):
+    out = save(tmp_path, static_layer(), part_file_size=0)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "model_index.json", "quant_model_description_w8a8.json", "quant_model_weight_w8a8.safetensors",
+    ]
+    tensors = load_file(out / "quant_model_weight_w8a8.safetensors")
+    assert tensors["blocks.0.proj.deq_scale"].dtype == torch.float32  # ascendv1 would write int64 for fp16
+    assert tensors["blocks.0.norm.weight"].dtype == torch.float16
+    description = json.loads((out / "quant_model_description_w8a8.json").read_text())
+    assert description == {
+        "blocks.0.proj.weight": "W8A8", "blocks.0.proj.quant_bias": "W8A8", "blocks.0.proj.input_scale": "W8A8",
+        "blocks.0.proj.input_offset": "W8A8", "blocks.0.proj.deq_scale": "W8A8", "blocks.0.proj.bias": "FLOAT",
+        "blocks.0.norm.weight": "FLOAT", "blocks.0.norm.bias": "FLOAT", "model_quant_type": "W8A8",
+    }
+
+
+def test_shards_keep_the_plain_prefix_and_get_an_index(tmp_path):
+    out = save(tmp_path, static_layer(), part_file_size=300 / 2**30)  # ~300 bytes: several shards
+    shards = sorted(p.name for p in out.glob("quant_model_weight-*.safetensors"))
+    assert len(shards) >= 2 and all(name.endswith(f"-of-{len(shards):05d}.safetensors") for name in shards)
+    index = json.loads((out / "quant_model_weight.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(shards)
+    assert (out / "quant_model_description_w8a8.json").is_file()
+    assert not (out / "quant_model_weight_w8a8.safetensors").exists()
+
+
+def test_unquantized_output_has_no_type_suffix(tmp_path):
+    out = save(tmp_path, nn.Linear(16, 8), part_file_size=0)
+    assert (out / "quant_model_weight.safetensors").is_file()
+    assert json.loads((out / "quant_model_description.json").read_text())["model_quant_type"] == "FLOAT"
+
+
+def test_w8a16_is_refused_naming_ascendv1_saver(tmp_path):
+    layer = quantize_linear_data_free(nn.Linear(16, 8), W8A16)
+    with pytest.raises(SaveError, match="mindie_format_saver cannot write.*ascendv1_saver") as error:
+        save(tmp_path, layer, part_file_size=0)
+    assert "blocks.0.proj is quantized as W8A16" in str(error.value)
+    assert not list((tmp_path / "out").glob("*.safetensors"))
