@@ -20,7 +20,7 @@ from modelslim_core.reference_runtime import load_quantized_model
 from modelslim_core.reference_runtime.int_gemm import int8_matmul
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
 from modelslim_save_ascend import ascendv1
-from modelslim_save_ascend.linear_export import EXPORTERS
+from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
 
 ACT = {
     "static": {"scope": "per_tensor", "dtype": "int8", "symmetric": False, "method": "minmax"},
@@ -60,7 +60,7 @@ def quantized(kind: str, source_dtype: torch.dtype, bias: bool) -> tuple[Quantiz
 @pytest.mark.parametrize("kind, bias", [("static", True), ("static", False), ("dynamic", True), ("dynamic", False), ("w8a16", True)])
 def test_kernel_from_saved_tensors_equals_the_quantizer_simulation(kind, bias, source_dtype):
     layer, x = quantized(kind, source_dtype, bias)
-    exported = {suffix: tensor for suffix, tensor, _ in EXPORTERS[layer.export_type](layer, source_dtype)}
+    exported = {suffix: tensor for suffix, tensor, _ in EXPORTERS[layer.export_type](layer, ExportDtypes(source_dtype, source_dtype == torch.bfloat16))}
     shape = LinearShape(layer.out_features, layer.in_features, bias, source_dtype)
     kernel = KERNELS[layer.export_type]
     assert {k: (v.dtype, tuple(v.shape)) for k, v in exported.items()} == {

@@ -1,9 +1,8 @@
-"""Interim reference runtime for MindIE-SD checkpoints: a Wan2.1 transformer rebuilt from the SAVED tensors.
+"""MindIE-SD checkpoints through the reference runtime: a Wan2.1 transformer rebuilt from the SAVED tensors.
 
-It stands in for the verifier's shared reference runtime until that lands; to switch, replace
-`load_mindie_transformer`. Every quantized linear computes what the Ascend kernels compute, in exact
-integer arithmetic (int products summed in float64, exact far beyond int32 range), from nothing but the
-checkpoint's tensors:
+The mindie file layout (names, description) is read here; every quantized linear is the shared reference
+runtime's kernel (modelslim_core.reference_runtime.kernels), which computes what the Ascend kernels
+compute, in exact integer arithmetic, from nothing but the checkpoint's tensors:
 - W8A8 (static): x_q = clamp(round(x / input_scale) + input_offset, -128, 127);
   y = deq_scale * (x_q · W_qᵀ + quant_bias)   (the float bias is folded into quant_bias, `bias` is unused)
 - W8A8_DYNAMIC: per token s = max|x| / 127, x_q = clamp(round(x / s), -128, 127);
@@ -20,41 +19,15 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
+
 QUANTIZED_TAGS = ("W8A8", "W8A8_DYNAMIC")
 
 
-class AscendW8A8Linear(nn.Module):
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        super().__init__()
-        self.weight_q = tensors["weight"]
-        self.quant_bias = tensors["quant_bias"]
-        self.input_scale = tensors["input_scale"]
-        self.input_offset = tensors["input_offset"]
-        self.deq_scale = tensors["deq_scale"]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_q = torch.clamp(torch.round(x.float() / self.input_scale) + self.input_offset, -128, 127)
-        acc = x_q.double() @ self.weight_q.double().T + self.quant_bias.double()
-        return (acc * self.deq_scale.double()).to(x.dtype)
-
-
-class AscendW8A8DynamicLinear(nn.Module):
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        super().__init__()
-        self.weight_q = tensors["weight"]
-        self.weight_scale = tensors["weight_scale"]
-        self.bias_f = tensors.get("bias")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = torch.clamp(x.float().abs().amax(dim=-1, keepdim=True) / 127, min=torch.finfo(torch.float32).eps)
-        x_q = torch.clamp(torch.round(x.float() / scale), -128, 127)
-        y = (x_q.double() @ self.weight_q.double().T) * scale.double() * self.weight_scale.double().T
-        if self.bias_f is not None:
-            y = y + self.bias_f.double()
-        return y.to(x.dtype)
-
-
-_MODULES = {"W8A8": AscendW8A8Linear, "W8A8_DYNAMIC": AscendW8A8DynamicLinear}
+def _kernel_module(tag: str, linear: nn.Linear, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """The shared reference runtime's kernel for `tag`, built from the saved tensors."""
+    shape = LinearShape(linear.out_features, linear.in_features, linear.bias is not None, None)
+    return KERNELS[tag].build(tensors, shape)
 
 
 def read_mindie_checkpoint(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -84,7 +57,7 @@ def load_mindie_transformer(model_dir: Path, out_dir: Path) -> nn.Module:
         own = {key[len(name) + 1:]: value for key, value in tensors.items() if key.startswith(f"{name}.")}
         used.update(f"{name}.{suffix}" for suffix in own)
         parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent), attr, _MODULES[tag](own))
+        setattr(model.get_submodule(parent), attr, _kernel_module(tag, module, own))
     float_params = {key: value for key, value in tensors.items() if key not in used}
     missing = set(dict(model.named_parameters())) - set(float_params)
     assert not missing, f"checkpoint lacks float parameters: {sorted(missing)[:5]}"
