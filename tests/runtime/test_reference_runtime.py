@@ -15,7 +15,7 @@ from torch import nn
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.errors import CheckpointError
 from modelslim_core.protocol.qconfig import LinearQConfig
-from modelslim_core.quant.quantized_linear import ObservedLinear, QuantizedLinear, quantize_linear_data_free
+from modelslim_core.quant.quantized_linear import LinearQuantizer, QuantizedLinear
 from modelslim_core.reference_runtime import load_quantized_model
 from modelslim_core.reference_runtime.int_gemm import int8_matmul
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
@@ -47,21 +47,21 @@ def quantized(kind: str, source_dtype: torch.dtype, bias: bool) -> tuple[Quantiz
     x[..., 5] *= 8
     if kind == "w8a16":
         qconfig = LinearQConfig.model_validate({"weight": {**WEIGHT, "symmetric": False}})
-        return quantize_linear_data_free(linear, qconfig), x
-    qconfig = LinearQConfig.model_validate({"act": ACT[kind], "weight": WEIGHT})
+        return LinearQuantizer(qconfig).quantize("layer", linear), x
+    quantizer = LinearQuantizer(LinearQConfig.model_validate({"act": ACT[kind], "weight": WEIGHT}))
     if kind == "dynamic":
-        return quantize_linear_data_free(linear, qconfig), x
-    observed = ObservedLinear(linear, qconfig, qconfig.export_type)
-    observed(x)
-    return observed.finish(), x
+        return quantizer.quantize("layer", linear), x
+    calibrating = quantizer.calibrating("layer", linear)
+    calibrating(x)
+    return calibrating.finish(), x
 
 
 @pytest.mark.parametrize("source_dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kind, bias", [("static", True), ("static", False), ("dynamic", True), ("dynamic", False), ("w8a16", True)])
 def test_kernel_from_saved_tensors_equals_the_quantizer_simulation(kind, bias, source_dtype):
     layer, x = quantized(kind, source_dtype, bias)
-    exported = {suffix: tensor for suffix, tensor, _ in EXPORTERS[layer.export_type](layer, source_dtype)}
-    shape = LinearShape(layer.out_features, layer.in_features, bias, source_dtype)
+    exported = {suffix: tensor for suffix, tensor, _ in EXPORTERS[layer.export_type]("layer", layer, source_dtype)}
+    shape = LinearShape(layer.out_features, layer.in_features, bias, source_dtype, "layer")
     kernel = KERNELS[layer.export_type]
     assert {k: (v.dtype, tuple(v.shape)) for k, v in exported.items()} == {
         k: (spec.dtypes[0], spec.shape) for k, spec in kernel.expected(shape).items()
@@ -69,7 +69,7 @@ def test_kernel_from_saved_tensors_equals_the_quantizer_simulation(kind, bias, s
     runtime = kernel.build({k: v.to(source_dtype) if k == "bias" and kind != "static" else v for k, v in exported.items()}, shape)
     simulated, integer = layer(x), runtime(x)
     if kind == "static":  # quant_bias rounds bias/deq_scale and the zero-point term: at most half a deq_scale step
-        tolerance = 0.5 * layer.input_scale * layer.weight_scale + 1e-5
+        tolerance = 0.5 * layer.act.scale * layer.qweight.scale.reshape(-1) + 1e-5
         bias_rounding = 0 if layer.bias is None else (layer.bias - layer.bias.to(source_dtype).float()).abs()
         assert ((integer - simulated).abs() <= tolerance + bias_rounding).all()
     else:
@@ -168,7 +168,7 @@ Q = "model.layers.0.self_attn.q_proj"
         (lambda t, d: t.__setitem__(f"{Q}.quant_bias", t[f"{Q}.quant_bias"][:10]), f"{Q}.quant_bias is int32 [10], expected int32 [64]"),
         (lambda t, d: (t.__setitem__(f"{Q}.scale_typo", t.pop(f"{Q}.input_scale")),
                        d.__setitem__(f"{Q}.scale_typo", d.pop(f"{Q}.input_scale"))), f"{Q}.input_scale is missing"),
-        (lambda t, d: d.__setitem__(f"{Q}.weight", "W4A8_DYNAMIC"), "tagged 'W4A8_DYNAMIC', a type the reference runtime does not know"),
+        (lambda t, d: d.__setitem__(f"{Q}.weight", "W4A4_MXFP4_DUALSCALE"), "tagged 'W4A4_MXFP4_DUALSCALE', a type the reference runtime does not know"),
         (lambda t, d: t.pop("model.norm.weight"), "model.norm.weight is described"),
     ],
 )

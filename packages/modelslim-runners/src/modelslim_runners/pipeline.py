@@ -4,7 +4,7 @@ For each stage: build its processors and savers, capture the first unit's inputs
 needs calibration data), then for each unit run every processor's preprocess → forward (only when that
 processor asks for it) → postprocess, hand the unit to the savers, and feed the unit's outputs to the next
 unit. A unit's forward runs once per data-consuming processor and never otherwise, except once to produce
-the next unit's inputs when no processor ran it.
+the next unit's inputs when no processor ran it or the last one that did reports its outputs stale.
 """
 
 from __future__ import annotations
@@ -111,6 +111,8 @@ class UnitPipeline:
             if inputs is not None and processor.needs_forward(unit):
                 outputs = self._forward(unit, inputs)
             processor.postprocess(unit)
+            if processor.outputs_stale(unit):
+                outputs = None  # recomputed below from the unit as it is now
         if inputs is not None and not is_last and outputs is None:
             outputs = self._forward(unit, inputs)
         for saver in savers:

@@ -79,9 +79,11 @@ class AscendV1Saver(Saver):
                 f"{prefix} is quantized as {layer.export_type}, which ascendv1_saver cannot write.",
                 f"ascendv1_saver writes: {', '.join(EXPORTERS)}.",
             )
-        for suffix, tensor, tag in exporter(layer, self.source_dtype):
+        for suffix, tensor, tag in exporter(prefix, layer, self.source_dtype):
             self._write(f"{prefix}.{suffix}", tensor, tag)
         self.description.propose(layer.export_type)
+        if layer.group_size:
+            self.description.group_size = layer.group_size  # last writer wins, as vLLM-Ascend reads one global
 
     def _write_tree(self, prefix: str, root: nn.Module, skip_prefixes: tuple[str, ...] = ()) -> None:
         for path, module in root.named_modules():

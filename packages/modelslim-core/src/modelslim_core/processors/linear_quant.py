@@ -1,9 +1,11 @@
 """`linear_quant`: quantize the weights (and activations) of matching linear layers.
 
 The first `linear_quant` that matches a layer wins; a later one that also matches is skipped with a
-warning (two quantization settings for one layer is always a config mistake). Weight-only and dynamic
-schemes are data-free and done before any forward; static activation ranges are measured during the
-unit's single calibration forward.
+warning (two quantization settings for one layer is always a config mistake). Layers whose scheme is
+data-free (weight-only or dynamic activations with minmax/ssz weights) are quantized in `preprocess`,
+before any forward. Static activation ranges and GPTQ Hessians are collected during the unit's single
+calibration forward and turned into quantized layers in `postprocess`; because GPTQ's calibration forward
+ran with float weights, the unit is then run once more so the next unit calibrates on quantized outputs.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from torch import nn
 
 from modelslim_core.errors import DatasetError
 from modelslim_core.protocol.qconfig import LinearQConfig
-from modelslim_core.quant.quantized_linear import ObservedLinear, act_kind, quantize_linear_data_free
+from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer
 from modelslim_core.runtime.matching import LayerSelection
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 
 logger = logging.getLogger(__name__)
+
 
 class LinearQuantConfig(ProcessorConfig, LayerSelection):
     type: Literal["linear_quant"] = "linear_quant"
@@ -34,13 +37,13 @@ class LinearQuantProcessor(Processor):
     def __init__(self, config: LinearQuantConfig, context):
         super().__init__(config, context)
         self.filter = config.name_filter()
-        self.kind = act_kind(config.qconfig)
-        self.export_type = config.qconfig.export_type
-        self._observed: list[tuple[LinearSite, ObservedLinear]] = []
+        self.quantizer = LinearQuantizer(config.qconfig, f"{config.yaml_path}.qconfig")
+        self._calibrating: list[tuple[LinearSite, CalibratingLinear]] = []
+        self._stale = False
 
     @classmethod
     def needs_data(cls, config: LinearQuantConfig) -> bool:
-        return act_kind(config.qconfig) == "static"
+        return LinearQuantizer(config.qconfig).needs_data
 
     def _selected_sites(self, unit: Unit) -> list[LinearSite]:
         selected = []
@@ -52,34 +55,42 @@ class LinearQuantProcessor(Processor):
                     "%s is matched by linear_quant (%s) but was already quantized by an earlier processor; "
                     "the earlier setting is kept.",
                     site.name,
-                    self.export_type,
+                    self.quantizer.export_type,
                 )
                 continue
+            self.quantizer.check(site.name, site.module)
             selected.append(site)
         return selected
 
     def preprocess(self, unit: Unit) -> None:
-        self._observed = []
+        self._calibrating = []
+        self._stale = False
         for site in self._selected_sites(unit):
-            if self.kind == "static":
-                observed = ObservedLinear(site.module, self.config.qconfig, self.export_type)
-                site.replace(observed)
-                self._observed.append((site, observed))
+            if self.quantizer.needs_data:
+                calibrating = self.quantizer.calibrating(site.name, site.module)
+                site.replace(calibrating)
+                self._calibrating.append((site, calibrating))
             else:
-                site.replace(quantize_linear_data_free(site.module, self.config.qconfig))
+                site.replace(self.quantizer.quantize(site.name, site.module))
 
     def needs_forward(self, unit: Unit) -> bool:
-        return bool(self._observed)
+        return bool(self._calibrating)
 
     def postprocess(self, unit: Unit) -> None:
-        for site, observed in self._observed:
-            if not observed.calibrated:
+        for site, calibrating in self._calibrating:
+            if not calibrating.calibrated:
                 raise DatasetError(
-                    f"{site.name} received no calibration data, so its static activation range is unknown.",
-                    "use a dynamic (per_token) activation scheme for it, or calibration data that reaches it.",
+                    f"{site.name} received no calibration data, so its {self.quantizer.export_type} parameters "
+                    "(static activation range or GPTQ Hessian) cannot be computed.",
+                    "use calibration data that reaches it, or a data-free scheme for it (dynamic per_token "
+                    "activations with minmax or ssz weights).",
                 )
-            site.replace(observed.finish())
-        self._observed = []
+            site.replace(calibrating.finish())
+        self._stale = bool(self._calibrating) and self.quantizer.weight.needs_data
+        self._calibrating = []
+
+    def outputs_stale(self, unit: Unit) -> bool:
+        return self._stale
 
     def post_run(self) -> None:
         self.filter.warn_unmatched("linear_quant")

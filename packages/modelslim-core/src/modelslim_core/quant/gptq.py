@@ -1,0 +1,162 @@
+"""GPTQ: integer weights that minimise the layer's output error on its calibration inputs.
+
+With H = (2/n)·Σ xᵀx over the layer's calibration tokens, GPTQ quantizes one input column at a time and
+spreads each column's rounding error over the columns not yet quantized, using the upper Cholesky factor
+U of H⁻¹ (error e = (w − q)/U_jj, update W[:, j:] −= e ⊗ U[j, j:]). Columns are processed in blocks of
+`ext.block_size` (128): inside a block the update is a rank-1 step per column; the block's accumulated
+error reaches the later columns in one matrix product.
+
+Details that matter:
+- Dead inputs (H_jj = 0: the column never saw a non-zero input) get H_jj = 1 and a zero weight column.
+- Damping adds `ext.percdamp` (0.01) · mean(diag H) to the diagonal before the Cholesky factorisations;
+  if H is still not positive definite the damping is multiplied by 10 (up to 4 times, with a warning).
+- per_channel: each row's scale/offset come once from the (dead-column-zeroed) weight's range.
+  per_group: a group's scale/offset are computed when the loop reaches the group's first column, from the
+  group's current (error-updated) weights, so they see the error already pushed into that group; the
+  reference uses only the updates of earlier blocks there, this also uses those made inside the block.
+- Everything is float32; the Hessian is accumulated as a running float32 sum of xᵀx.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from modelslim_core.errors import QuantizationError
+from modelslim_core.quant.base import WeightQuantizer
+from modelslim_core.quant.int_affine import compute_qparams, qrange
+from modelslim_core.quant.schemes import BITS
+from modelslim_core.quant.weight_formats import IntWeight
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PERCDAMP = 0.01
+DEFAULT_BLOCK_SIZE = 128
+_DAMPING_RETRIES = 4
+
+
+class HessianAccumulator:
+    """Σ xᵀx of a linear's inputs over every calibration token, in float32 on the inputs' device."""
+
+    def __init__(self, in_features: int, device: torch.device):
+        self.sum = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
+        self.tokens = 0
+
+    def update(self, x: torch.Tensor) -> None:
+        rows = x.detach().reshape(-1, x.shape[-1]).float()
+        self.sum.addmm_(rows.T, rows)
+        self.tokens += rows.shape[0]
+
+    def hessian(self) -> torch.Tensor:
+        """H = (2/n) Σ xᵀx (the scale does not change GPTQ's result; it is the textbook definition)."""
+        return self.sum * (2.0 / max(self.tokens, 1))
+
+
+def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float, name: str) -> torch.Tensor:
+    """Upper Cholesky factor of (H + damping·I)⁻¹, with growing damping if H is not positive definite."""
+    identity = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    damp = percdamp * torch.diag(hessian).mean()
+    for attempt in range(_DAMPING_RETRIES + 1):
+        lower, info = torch.linalg.cholesky_ex(hessian + damp * identity)
+        if info == 0:
+            inverse = torch.cholesky_inverse(lower)
+            upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
+            if info == 0:
+                return upper
+        if attempt < _DAMPING_RETRIES:
+            logger.warning("%s: the calibration Hessian is not positive definite; retrying GPTQ with 10x damping.", name)
+            damp = damp * 10
+    raise QuantizationError(
+        f"{name}: GPTQ cannot factorise the Hessian of its calibration inputs even with {10**_DAMPING_RETRIES}x "
+        "the configured damping (the inputs are degenerate or contain NaN/Inf).",
+        "raise ext.percdamp, use more calibration data, or quantize this layer with minmax/ssz.",
+    )
+
+
+class _Grid:
+    """Per-row integer grids: per channel (fixed) or per group (set when a group starts)."""
+
+    def __init__(self, out: int, in_features: int, bits: int, symmetric: bool, group_size: int, device: torch.device):
+        self.bits, self.symmetric = bits, symmetric
+        self.group_size = group_size or in_features
+        groups = in_features // self.group_size
+        self.scale = torch.zeros(out, groups, device=device)
+        self.offset = torch.zeros(out, groups, device=device)
+
+    def start_group(self, weight_columns: torch.Tensor, group: int) -> None:
+        scale, offset = compute_qparams(weight_columns.amin(dim=1), weight_columns.amax(dim=1), self.bits, self.symmetric)
+        self.scale[:, group], self.offset[:, group] = scale, offset
+
+    def quantize(self, column: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes, dequantized values) of one weight column."""
+        lo, hi = qrange(self.bits)
+        scale, offset = self.scale[:, group], self.offset[:, group]
+        codes = torch.clamp(torch.round(column / scale + offset), lo, hi)
+        return codes, (codes - offset) * scale
+
+
+def _group_columns(block: torch.Tensor, w: torch.Tensor, i: int, end: int, size: int) -> torch.Tensor:
+    """The current values of the `size` columns starting at block column i: updated block columns first,
+    then columns of later blocks (which so far hold the updates of earlier blocks only)."""
+    inside = block[:, i : i + size]
+    missing = size - inside.shape[1]
+    return torch.cat((inside, w[:, end : end + missing]), dim=1) if missing > 0 else inside
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int,
+    symmetric: bool,
+    group_size: int = 0,
+    percdamp: float = DEFAULT_PERCDAMP,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    name: str = "weight",
+) -> IntWeight:
+    """GPTQ-quantized IntWeight of a [out, in] weight given the Hessian [in, in] of its inputs."""
+    w = weight.detach().float().clone()
+    h = hessian.detach().float().clone()
+    out, in_features = w.shape
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    u = inverse_hessian_factor(h, percdamp, name)
+    grid = _Grid(out, in_features, bits, symmetric, group_size, w.device)
+    codes = torch.zeros_like(w)
+    for start in range(0, in_features, block_size):
+        end = min(start + block_size, in_features)
+        block = w[:, start:end].clone()
+        errors = torch.zeros_like(block)
+        for i in range(end - start):
+            column = start + i
+            group = column // grid.group_size
+            if column % grid.group_size == 0:
+                grid.start_group(_group_columns(block, w, i, end, grid.group_size), group)
+            codes[:, column], quantized = grid.quantize(block[:, i], group)
+            error = (block[:, i] - quantized) / u[column, column]
+            block[:, i:] -= error[:, None] * u[column, column:end][None, :]
+            errors[:, i] = error
+        w[:, end:] -= errors @ u[start:end, end:]
+    return IntWeight(codes.to(torch.int8), grid.scale, grid.offset, bits, group_size)
+
+
+class GPTQWeight(WeightQuantizer):
+    """gptq for int8/int4, per channel or per group, symmetric or asymmetric."""
+
+    needs_data = True
+
+    def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
+        if hessian is None:
+            raise ValueError("GPTQ needs the Hessian of the layer's calibration inputs")
+        return gptq_quantize(
+            weight,
+            hessian,
+            BITS[self.qconfig.dtype],
+            self.qconfig.symmetric,
+            self.group_size,
+            self.qconfig.ext.get("percdamp", DEFAULT_PERCDAMP),
+            self.qconfig.ext.get("block_size", DEFAULT_BLOCK_SIZE),
+            name or "weight",
+        )
