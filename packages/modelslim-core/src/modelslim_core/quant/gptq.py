@@ -12,8 +12,9 @@ Details that matter:
   if H is still not positive definite the damping is multiplied by 10 (up to 4 times, with a warning).
 - per_channel: each row's scale/offset come once from the (dead-column-zeroed) weight's range.
   per_group: a group's scale/offset are computed when the loop reaches the group's first column, from the
-  group's current (error-updated) weights, so they see the error already pushed into that group; the
-  reference uses only the updates of earlier blocks there, this also uses those made inside the block.
+  group's weights as updated by every column quantized so far (the current block's pending update is
+  applied to the group's columns first). The reference uses only the updates of earlier blocks there,
+  which makes its result depend on block_size; here block_size only reorders the arithmetic.
 - Everything is float32; the Hessian is accumulated as a running float32 sum of xᵀx.
 """
 
@@ -97,12 +98,18 @@ class _Grid:
         return codes, (codes - offset) * scale
 
 
-def _group_columns(block: torch.Tensor, w: torch.Tensor, i: int, end: int, size: int) -> torch.Tensor:
-    """The current values of the `size` columns starting at block column i: updated block columns first,
-    then columns of later blocks (which so far hold the updates of earlier blocks only)."""
+def _group_columns(
+    block: torch.Tensor, w: torch.Tensor, errors: torch.Tensor, u: torch.Tensor, start: int, i: int, size: int
+) -> torch.Tensor:
+    """The `size` columns starting at block column i, as updated by every column quantized so far: the block's
+    own columns carry their intra-block updates; later blocks get this block's pending update applied here."""
+    end = start + block.shape[1]
     inside = block[:, i : i + size]
     missing = size - inside.shape[1]
-    return torch.cat((inside, w[:, end : end + missing]), dim=1) if missing > 0 else inside
+    if missing <= 0:
+        return inside
+    later = w[:, end : end + missing] - errors[:, :i] @ u[start : start + i, end : end + missing]
+    return torch.cat((inside, later), dim=1)
 
 
 def gptq_quantize(
@@ -133,7 +140,7 @@ def gptq_quantize(
             column = start + i
             group = column // grid.group_size
             if column % grid.group_size == 0:
-                grid.start_group(_group_columns(block, w, i, end, grid.group_size), group)
+                grid.start_group(_group_columns(block, w, errors, u, start, i, grid.group_size), group)
             codes[:, column], quantized = grid.quantize(block[:, i], group)
             error = (block[:, i] - quantized) / u[column, column]
             block[:, i:] -= error[:, None] * u[column, column:end][None, :]

@@ -13,7 +13,7 @@ last batch's min/max):
    with bin masses m at bin centres c, M_in the mass inside [a, b] and s the grid step of that range
    (rounding error uniform over a step). Prefix sums make each candidate O(1). Asymmetric schemes search
    (a, b) over bin edges; symmetric ones search a threshold T with [a, b] = [−T, T]. A coarse pass over
-   every 8th edge is refined at full resolution around its best candidate.
+   every 16th edge is refined at full resolution around its best candidate.
 
 A constant input (zero-width range) skips the search and uses that value.
 """
@@ -27,7 +27,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 BINS = 2048
-_COARSE_STRIDE = 8
+_COARSE_STRIDE = 16
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
@@ -113,7 +113,7 @@ class HistogramObserver:
         return best // len(highs), best % len(highs)
 
     def _search(self, grid: torch.Tensor, paired: bool) -> tuple[float, float]:
-        """Coarse search over every 8th grid point, refined at full resolution around the winner."""
+        """Coarse search over every 16th grid point, refined at full resolution around the winner."""
         coarse = torch.arange(0, len(grid), _COARSE_STRIDE)
         if coarse[-1] != len(grid) - 1:
             coarse = torch.cat((coarse, torch.tensor([len(grid) - 1])))
