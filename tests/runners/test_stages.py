@@ -104,3 +104,27 @@ spec:
 """)
     run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out"), "Qwen2-tiny", config_path=str(config)))
     assert seen and all(device.type == "meta" for device in seen)
+
+
+def test_gptq_reruns_the_unit_so_the_next_one_calibrates_on_quantized_outputs(tiny_models, small_calib, tmp_path, monkeypatch):
+    calls: list[str] = []
+    original = UnitPipeline._forward
+
+    def counting(self, unit, inputs):
+        calls.append(unit.name)
+        return original(self, unit, inputs)
+
+    monkeypatch.setattr(UnitPipeline, "_forward", counting)
+    gptq = "{act: {scope: per_token, dtype: int8, symmetric: true, method: minmax}, weight: {scope: per_channel, dtype: int4, symmetric: true, method: gptq}}"
+    config = write(tmp_path, "gptq.yaml", f"""\
+apiversion: modelslim_v1
+spec:
+  runner: layer_wise
+  process:
+    - {{type: linear_quant, qconfig: {gptq}, include: ["*mlp*"]}}
+  save: [{{type: ascendv1_saver, part_file_size: 0}}]
+  dataset: {small_calib}
+""")
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out"), "Qwen2-tiny", config_path=str(config)))
+    # calibration forward (Hessians, float weights), then a rerun with the int4 weights; the last unit needs no rerun
+    assert calls == ["model.layers.0", "model.layers.0", "model.layers.1"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -12,15 +11,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.errors import CheckpointError
 from modelslim_core.protocol.qconfig import LinearQConfig
 from modelslim_core.quant.quantized_linear import LinearQuantizer, QuantizedLinear
 from modelslim_core.reference_runtime import load_quantized_model
 from modelslim_core.reference_runtime.int_gemm import int8_matmul
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
-from modelslim_save_ascend import ascendv1
 from modelslim_save_ascend.linear_export import EXPORTERS
+from tests.quant_runs import flow, quantize_capturing
 
 ACT = {
     "static": {"scope": "per_tensor", "dtype": "int8", "symmetric": False, "method": "minmax"},
@@ -94,10 +92,6 @@ spec:
 """
 
 
-def flow(mapping: dict) -> str:
-    return "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in mapping.items()) + "}"
-
-
 @pytest.fixture(scope="module")
 def quantized_run(tiny_models, tmp_path_factory):
     """A mixed W8A8 / W8A8_DYNAMIC / W8A16 checkpoint of a tiny fp16 Qwen2, and the quantizer's own modules."""
@@ -106,21 +100,9 @@ def quantized_run(tiny_models, tmp_path_factory):
     dataset.write_text('{"text": "Runtime calibration text, with numbers 1 2 3."}\n{"text": "第二个样本。"}\n')
     config = tmp / "mixed.yaml"
     config.write_text(MIXED.format(static=flow(ACT["static"]), dynamic=flow(ACT["dynamic"]), weight=flow(WEIGHT), dataset=dataset))
-    captured: dict[str, QuantizedLinear] = {}
-    original = ascendv1.AscendV1Saver._write_quantized
-
-    def spy(self, prefix, layer):
-        captured[prefix] = copy.deepcopy(layer)  # layer_wise releases the original after saving
-        original(self, prefix, layer)
-
-    ascendv1.AscendV1Saver._write_quantized = spy
-    try:
-        model_dir = tiny_models("qwen2", torch.float16)
-        out = tmp / "out"
-        run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-tiny", config_path=str(config), device="cpu"))
-    finally:
-        ascendv1.AscendV1Saver._write_quantized = original
-    return model_dir, out, captured
+    model_dir = tiny_models("qwen2", torch.float16)
+    out = tmp / "out"
+    return model_dir, out, quantize_capturing(model_dir, config, out)
 
 
 def test_runtime_layers_reproduce_the_quantizer_per_layer(quantized_run):

@@ -66,9 +66,8 @@ def _check_method(qc: QConfig, table: dict[Scheme, dict[str, frozenset[str]]], r
     if unknown:
         names = ", ".join(sorted(allowed)) or "none"
         raise ValueError(f"{role} ext keys {sorted(unknown)} are not used by method {qc.method!r} for {qc.scheme}; allowed: {names}")
-    missing = REQUIRED_EXT_BY_SCOPE.get(qc.scope, frozenset()) - set(qc.ext)
-    if missing:
-        raise ValueError(f"{role} scope {qc.scope} needs ext keys {sorted(missing)}, e.g. `ext: {{group_size: 128}}`")
+    for key in sorted(REQUIRED_EXT_BY_SCOPE.get(qc.scope, frozenset()) - set(qc.ext)):
+        raise ValueError(f"{role} scope {qc.scope} needs ext.{key}, {EXT_KEYS[key].rule}")
     for key, value in qc.ext.items():
         if not EXT_KEYS[key].valid(value):
             raise ValueError(f"{role} ext.{key} must be {EXT_KEYS[key].rule}, got {value!r}")

@@ -1,0 +1,32 @@
+"""Running a quantization in a test and keeping the quantizer's own layers to compare the checkpoint against."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from modelslim.app.quick_quant import QuantArgs, run_quant
+from modelslim_core.quant.quantized_linear import QuantizedLinear
+from modelslim_save_ascend import ascendv1
+
+
+def flow(mapping: dict) -> str:
+    """A one-line YAML flow mapping of a flat dict."""
+    return "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in mapping.items()) + "}"
+
+
+def quantize_capturing(model_dir: Path, config: Path, out: Path) -> dict[str, QuantizedLinear]:
+    """Run `msmodelslim quant` with `config`; returns a copy of every QuantizedLinear as it was saved."""
+    captured: dict[str, QuantizedLinear] = {}
+    original = ascendv1.AscendV1Saver._write_quantized
+
+    def spy(self, prefix, layer):
+        captured[prefix] = copy.deepcopy(layer)  # layer_wise releases the original after saving
+        original(self, prefix, layer)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ascendv1.AscendV1Saver, "_write_quantized", spy)
+        run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-tiny", config_path=str(config), device="cpu"))
+    return captured
