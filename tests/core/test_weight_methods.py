@@ -8,7 +8,7 @@ import torch
 
 from modelslim_core.errors import QuantizationError
 from modelslim_core.protocol.qconfig import QConfig
-from modelslim_core.quant.gptq import GPTQWeight, HessianAccumulator, gptq_quantize
+from modelslim_core.quant.gptq import GPTQWeight, GramCache, HessianAccumulator, gptq_quantize
 from modelslim_core.quant.minmax import MinMaxIntWeight, minmax_weight_qparams, quantize_int_weight
 from modelslim_core.quant.ssz import SSZWeight, ssz_scales
 from modelslim_core.quant.weight_formats import IntWeight
@@ -59,6 +59,24 @@ def test_gptq_output_error_is_lower_than_minmax(layer, bits, symmetric, group_si
 def test_gptq_hessian_is_the_mean_outer_product_over_all_batches(layer):
     _, x, hessian = layer
     assert torch.allclose(hessian, 2 * x.T @ x / TOKENS, rtol=1e-4, atol=1e-3)
+
+
+def test_linears_reading_one_input_tensor_share_its_gram_product(layer):
+    _, x, hessian = layer
+    cache = GramCache()
+    q_proj, k_proj = (HessianAccumulator(IN, torch.device("cpu"), cache) for _ in range(2))
+    for batch in x.split(300):
+        raw = batch.clone()
+        q_proj.update(raw, key=raw)
+        k_proj.update(torch.zeros_like(raw), key=raw)  # same raw input: the cached product is reused, not recomputed
+    assert torch.allclose(q_proj.hessian(), hessian, rtol=1e-4, atol=1e-3)
+    assert torch.equal(k_proj.sum, q_proj.sum) and k_proj.tokens == TOKENS
+    raw = x[:10].clone()
+    q_proj.update(raw, key=raw)
+    raw.mul_(2)  # changed in place: its version moves, so the next linear computes its own product
+    before = k_proj.sum.clone()
+    k_proj.update(raw, key=raw)
+    assert torch.allclose(k_proj.sum - before, raw.T @ raw, rtol=1e-5, atol=1e-4)
 
 
 def test_gptq_is_deterministic_and_block_size_only_reorders_the_arithmetic(layer):

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import pytest
 import torch
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
@@ -19,6 +20,20 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+@pytest.fixture
+def forward_calls(monkeypatch) -> list[str]:
+    """The names of the units the pipeline runs forward, in order."""
+    calls: list[str] = []
+    original = UnitPipeline._forward
+
+    def counting(self, unit, inputs):
+        calls.append(unit.name)
+        return original(self, unit, inputs)
+
+    monkeypatch.setattr(UnitPipeline, "_forward", counting)
+    return calls
 
 
 def test_prior_stage_calibrates_on_its_own_dataset(tiny_models, small_calib, tmp_path, caplog):
@@ -47,15 +62,8 @@ spec:
     assert any("already quantized" in r.getMessage() for r in caplog.records)  # overlap is warned about
 
 
-def test_forward_runs_once_per_unit_and_processor_that_needs_it(tiny_models, small_calib, tmp_path, monkeypatch):
-    calls: list[str] = []
-    original = UnitPipeline._forward
-
-    def counting(self, unit, inputs):
-        calls.append(unit.name)
-        return original(self, unit, inputs)
-
-    monkeypatch.setattr(UnitPipeline, "_forward", counting)
+def test_forward_runs_once_per_unit_and_processor_that_needs_it(tiny_models, small_calib, tmp_path, forward_calls):
+    calls = forward_calls
     config = write(tmp_path, "g.yaml", f"""\
 apiversion: modelslim_v1
 spec:
@@ -106,15 +114,8 @@ spec:
     assert seen and all(device.type == "meta" for device in seen)
 
 
-def test_gptq_reruns_the_unit_so_the_next_one_calibrates_on_quantized_outputs(tiny_models, small_calib, tmp_path, monkeypatch):
-    calls: list[str] = []
-    original = UnitPipeline._forward
-
-    def counting(self, unit, inputs):
-        calls.append(unit.name)
-        return original(self, unit, inputs)
-
-    monkeypatch.setattr(UnitPipeline, "_forward", counting)
+def test_gptq_reruns_the_unit_so_the_next_one_calibrates_on_quantized_outputs(tiny_models, small_calib, tmp_path, forward_calls):
+    calls = forward_calls
     gptq = "{act: {scope: per_token, dtype: int8, symmetric: true, method: minmax}, weight: {scope: per_channel, dtype: int4, symmetric: true, method: gptq}}"
     config = write(tmp_path, "gptq.yaml", f"""\
 apiversion: modelslim_v1

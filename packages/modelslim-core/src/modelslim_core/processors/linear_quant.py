@@ -17,6 +17,7 @@ from torch import nn
 
 from modelslim_core.errors import DatasetError
 from modelslim_core.protocol.qconfig import LinearQConfig
+from modelslim_core.quant.gptq import GramCache
 from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer
 from modelslim_core.runtime.matching import LayerSelection
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
@@ -40,6 +41,7 @@ class LinearQuantProcessor(Processor):
         self.quantizer = LinearQuantizer(config.qconfig, f"{config.yaml_path}.qconfig")
         self._calibrating: list[tuple[LinearSite, CalibratingLinear]] = []
         self._stale = False
+        self._grams = GramCache()
 
     @classmethod
     def needs_data(cls, config: LinearQuantConfig) -> bool:
@@ -67,7 +69,7 @@ class LinearQuantProcessor(Processor):
         self._stale = False
         for site in self._selected_sites(unit):
             if self.quantizer.needs_data:
-                calibrating = self.quantizer.calibrating(site.name, site.module)
+                calibrating = self.quantizer.calibrating(site.name, site.module, self._grams)
                 site.replace(calibrating)
                 self._calibrating.append((site, calibrating))
             else:
@@ -86,6 +88,7 @@ class LinearQuantProcessor(Processor):
                     "activations with minmax or ssz weights).",
                 )
             site.replace(calibrating.finish())
+        self._grams.clear()
         self._stale = bool(self._calibrating) and self.quantizer.weight.needs_data
         self._calibrating = []
 

@@ -40,17 +40,48 @@ DEFAULT_BLOCK_SIZE = 128
 _DAMPING_RETRIES = 4
 
 
+class GramCache:
+    """xᵀx of the most recent input tensor, shared by the linears of one unit that read the very same tensor.
+
+    q/k/v (and gate/up) receive one and the same input object; with one activation quantizer config their
+    quantized inputs are equal too, so the first of them computes the [in, in] product over all tokens and
+    the others only add it. The cache keeps a reference to that input, so its identity cannot be reused by a
+    new tensor while the entry lives; an in-place change of the tensor (its version) also invalidates it.
+    """
+
+    def __init__(self) -> None:
+        self._key: torch.Tensor | None = None
+        self._version = -1
+        self._gram: torch.Tensor | None = None
+
+    def gram(self, key: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Σ xᵀx over the rows of x, reused while `key` (the raw input x was computed from) is unchanged."""
+        if self._gram is None or key is not self._key or key._version != self._version:
+            rows = x.detach().reshape(-1, x.shape[-1]).float()
+            self._gram = rows.T @ rows
+            self._key, self._version = key, key._version
+        return self._gram
+
+    def clear(self) -> None:
+        self._key = self._gram = None
+
+
 class HessianAccumulator:
     """Σ xᵀx of a linear's inputs over every calibration token, in float32 on the inputs' device."""
 
-    def __init__(self, in_features: int, device: torch.device):
+    def __init__(self, in_features: int, device: torch.device, cache: GramCache | None = None):
         self.sum = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
         self.tokens = 0
+        self.cache = cache
 
-    def update(self, x: torch.Tensor) -> None:
+    def update(self, x: torch.Tensor, key: torch.Tensor | None = None) -> None:
+        """Add the rows of x; `key` is the raw input x was derived from, to share the product through the cache."""
+        self.tokens += x.numel() // x.shape[-1]
+        if self.cache is not None and key is not None:
+            self.sum += self.cache.gram(key, x)
+            return
         rows = x.detach().reshape(-1, x.shape[-1]).float()
         self.sum.addmm_(rows.T, rows)
-        self.tokens += rows.shape[0]
 
     def hessian(self) -> torch.Tensor:
         """H = (2/n) Σ xᵀx (the scale does not change GPTQ's result; it is the textbook definition)."""

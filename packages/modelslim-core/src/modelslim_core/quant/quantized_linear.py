@@ -19,7 +19,7 @@ from torch import nn
 
 from modelslim_core.errors import ConfigError
 from modelslim_core.protocol.qconfig import LinearQConfig
-from modelslim_core.quant.gptq import HessianAccumulator
+from modelslim_core.quant.gptq import GramCache, HessianAccumulator
 from modelslim_core.quant.methods import build_dynamic_act, build_observer, build_static_act, build_weight_quantizer, is_static
 from modelslim_core.quant.packing import layout_problems
 
@@ -90,8 +90,9 @@ class LinearQuantizer:
         qweight = self.weight.quantize(linear.weight, name=name)
         return QuantizedLinear(self.export_type, qweight, build_dynamic_act(self.qconfig.act), linear.bias)
 
-    def calibrating(self, name: str, linear: nn.Linear) -> "CalibratingLinear":
-        return CalibratingLinear(name, linear, self)
+    def calibrating(self, name: str, linear: nn.Linear, cache: GramCache | None = None) -> "CalibratingLinear":
+        """A calibrating stand-in; linears of one unit that share `cache` share the Hessian work of equal inputs."""
+        return CalibratingLinear(name, linear, self, cache)
 
 
 class CalibratingLinear(nn.Module):
@@ -105,7 +106,7 @@ class CalibratingLinear(nn.Module):
 
     replaces_linear = True
 
-    def __init__(self, name: str, linear: nn.Linear, quantizer: LinearQuantizer):
+    def __init__(self, name: str, linear: nn.Linear, quantizer: LinearQuantizer, cache: GramCache | None = None):
         super().__init__()
         self.name = name
         self.quantizer = quantizer
@@ -116,7 +117,7 @@ class CalibratingLinear(nn.Module):
         device = linear.weight.device
         if quantizer.weight.needs_data:
             self.qweight = None
-            self.hessian: HessianAccumulator | None = HessianAccumulator(linear.in_features, device)
+            self.hessian: HessianAccumulator | None = HessianAccumulator(linear.in_features, device, cache)
             self.register_buffer("weight", linear.weight.detach())
         else:
             self.qweight = quantizer.weight.quantize(linear.weight, name=name)
@@ -127,9 +128,9 @@ class CalibratingLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:
             self.observer.update(x)
-        x = self.act(x)
+        raw, x = x, self.act(x)
         if self.hessian is not None:
-            self.hessian.update(x)
+            self.hessian.update(x, key=raw)
         self.tokens += x.numel() // x.shape[-1]
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.weight.to(x.dtype), bias)
