@@ -11,7 +11,7 @@ Printed: seconds per layer split into forwards, Hessian accumulation and the GPT
 for layer 0, the output error tr(ΔW·H·ΔWᵀ)/tr(W·H·Wᵀ) of GPTQ against minmax on the calibration inputs.
 
 Usage (from the repository root):
-    .venv/bin/python tools/bench_gptq.py [--layers 4] [--samples 64] [--seq_len 512] [--group_size 0]
+    .venv/bin/python tools/bench_gptq.py [--layers 4] [--samples 64] [--seq_len 512] [--group_size 0] [--threads N]
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ class Timings:
     def install(self) -> None:
         update, solve = gptq.HessianAccumulator.update, gptq.gptq_quantize
 
-        def timed_update(accumulator, x):
+        def timed_update(accumulator, x, key=None):
             started = time.perf_counter()
-            update(accumulator, x)
+            update(accumulator, x, key)
             self.seconds["hessian"] += time.perf_counter() - started
 
         def timed_solve(weight, hessian, *args, name="weight", **kwargs):
@@ -112,7 +112,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--seq_len", type=int, default=512)
     parser.add_argument("--group_size", type=int, default=0, help="0 = per channel")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
