@@ -206,3 +206,15 @@ def test_a_layer_whose_shape_does_not_fit_is_refused_naming_the_yaml_path_and_la
     assert "spec.process[0].configs[0].qconfig: model.layers.0.mlp.gate_proj ([128, 64]) cannot be quantized as W8A8_DYNAMIC" in message
     assert "ext.group_size 48 does not divide its input dimension 64" in message
     assert not (tmp_path / "out" / "quant_model_description.json").exists()
+
+
+def test_two_group_sizes_in_one_checkpoint_are_refused(tiny_models, tmp_path):
+    from modelslim_core.errors import SaveError
+
+    dataset = tmp_path / "calib.jsonl"
+    dataset.write_text('{"text": "never read"}\n')
+    config = tmp_path / "two.yaml"
+    config.write_text(config_text({"self_attn": (None, scheme("int8", "per_group", True, group_size=32)),
+                                   "mlp": (None, scheme("int8", "per_group", True, group_size=64))}, dataset))
+    with pytest.raises(SaveError, match="model.layers.0.mlp.gate_proj .W8A16. has group size 64, but an earlier layer"):
+        quantize_capturing(tiny_models("qwen2"), config, tmp_path / "out")
