@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.quant.quantized_linear import QuantizedLinear
@@ -30,3 +33,16 @@ def quantize_capturing(model_dir: Path, config: Path, out: Path) -> dict[str, Qu
         patch.setattr(ascendv1.AscendV1Saver, "_write_quantized", spy)
         run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-tiny", config_path=str(config), device="cpu"))
     return captured
+
+
+def corrupt(out: Path, tmp_path: Path, edit) -> Path:
+    """A copy of checkpoint `out` after `edit(tensors, description)` changed it in place."""
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    weights = broken / "quant_model_weights.safetensors"
+    tensors = load_file(weights)
+    description = json.loads((broken / "quant_model_description.json").read_text())
+    edit(tensors, description)
+    save_file(tensors, weights)
+    (broken / "quant_model_description.json").write_text(json.dumps(description))
+    return broken

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from modelslim_core.errors import CheckpointError
@@ -18,7 +13,7 @@ from modelslim_core.reference_runtime import load_quantized_model
 from modelslim_core.reference_runtime.int_gemm import int8_matmul
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
 from modelslim_save_ascend.linear_export import EXPORTERS
-from tests.quant_runs import flow, quantize_capturing
+from tests.quant_runs import corrupt, flow, quantize_capturing
 
 ACT = {
     "static": {"scope": "per_tensor", "dtype": "int8", "symmetric": False, "method": "minmax"},
@@ -126,18 +121,6 @@ def test_runtime_logits_match_the_float_model(quantized_run):
     reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)(input_ids=ids).logits
     logits = load_quantized_model(model_dir, out)(input_ids=ids).logits
     assert ((logits - reference).norm() / reference.norm()).item() < 0.05
-
-
-def corrupt(out: Path, tmp_path: Path, edit) -> Path:
-    broken = tmp_path / "broken"
-    shutil.copytree(out, broken)
-    weights = broken / "quant_model_weights.safetensors"
-    tensors = load_file(weights)
-    description = json.loads((broken / "quant_model_description.json").read_text())
-    edit(tensors, description)
-    save_file(tensors, weights)
-    (broken / "quant_model_description.json").write_text(json.dumps(description))
-    return broken
 
 
 Q = "model.layers.0.self_attn.q_proj"

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from modelslim_core.quant.packing import fp4_codes, unpack_fp4, unpack_int4_rows
 from modelslim_core.reference_runtime import load_quantized_model
-from tests.quant_runs import flow, quantize_capturing
+from tests.quant_runs import corrupt, flow, quantize_capturing
 
 
 def scheme(dtype: str, scope: str, symmetric: bool, method: str = "minmax", **ext) -> str:
@@ -218,3 +218,34 @@ def test_two_group_sizes_in_one_checkpoint_are_refused(tiny_models, tmp_path):
                                    "mlp": (None, scheme("int8", "per_group", True, group_size=64))}, dataset))
     with pytest.raises(SaveError, match="model.layers.0.mlp.gate_proj .W8A16. has group size 64, but an earlier layer"):
         quantize_capturing(tiny_models("qwen2"), config, tmp_path / "out")
+
+
+def _set(tensors: dict, name: str, value) -> None:
+    tensors[f"{PREFIX}.{name}"] = value
+
+
+@pytest.mark.parametrize(
+    "which, edit, message",
+    [
+        ("integer_types", lambda t, d: _set(t, "mlp.gate_proj.scale_bias", t[f"{PREFIX}.mlp.gate_proj.scale_bias"] + 1),
+         "mlp.gate_proj.scale_bias does not equal 8"),
+        ("integer_types", lambda t, d: _set(t, "mlp.up_proj.weight", torch.full_like(t[f"{PREFIX}.mlp.up_proj.weight"], 9)),
+         "mlp.up_proj.weight holds values outside the int4 range"),
+        ("integer_types", lambda t, d: _set(t, "self_attn.v_proj.weight_scale", torch.ones(32, 4)),
+         "self_attn.v_proj.weight_scale is float32 [32, 4], expected float32 [32, 1] or [32, 2]"),
+        ("integer_types", lambda t, d: d.__setitem__("group_size", 0), "self_attn.v_proj.weight_scale is float32 [32, 2], expected float32 [32, 1]"),
+        ("integer_types", lambda t, d: _set(t, "mlp.down_proj.scale_bias", t[f"{PREFIX}.mlp.down_proj.scale_bias"][:, :1].contiguous()),
+         "mlp.down_proj.scale_bias is float32 [64, 1], expected float32 [64, 16]"),
+        ("float_types", lambda t, d: _set(t, "self_attn.o_proj.weight_scale", torch.full_like(t[f"{PREFIX}.self_attn.o_proj.weight_scale"], 255)),
+         "self_attn.o_proj.weight_scale holds the E8M0 NaN code 255"),
+        ("float_types", lambda t, d: _set(t, "self_attn.v_proj.weight", t[f"{PREFIX}.self_attn.v_proj.weight"].view(torch.int8)),
+         "self_attn.v_proj.weight is int8 [32, 32], expected uint8 [32, 32]"),
+    ],
+)
+def test_a_corrupted_new_type_is_named_on_reload(which, edit, message, request, tmp_path):
+    from modelslim_core.errors import CheckpointError
+
+    saved = request.getfixturevalue(which)
+    with pytest.raises(CheckpointError) as info:
+        load_quantized_model(saved["model_dir"], corrupt(saved["out"], tmp_path, edit))
+    assert message in str(info.value)
