@@ -93,7 +93,7 @@ def measure(name: str, items: list[Item], args: argparse.Namespace, work: Path) 
     quantize_seconds = time.perf_counter() - started
     report = run_eval(EvalArgs(args.model_path, str(out), args.dataset, "cpu", args.max_samples))
     return {"name": name, "float": report["float"], "quantized": report["quantized"], "ratio": report["ratio"],
-            "tokens": report["tokens"], "quantize_seconds": round(quantize_seconds, 1)}
+            "tokens": report["tokens"], "quantize_seconds": round(quantize_seconds, 2)}
 
 
 def main() -> None:
