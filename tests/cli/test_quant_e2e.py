@@ -139,3 +139,37 @@ def test_readme_main_command_on_the_shipped_example(tmp_path):
     assert result.returncode == 0, result.stderr
     description = json.loads((out / "quant_model_description.json").read_text())
     assert description["model_quant_type"] == "W8A8"
+
+
+@pytest.mark.parametrize(
+    "family, model_type",
+    [("qwen2", "Qwen2-7B-Instruct"), ("qwen2_5", "Qwen2.5-7B-Instruct"), ("qwen3", "Qwen3-8B"), ("llama", "Llama-3.1-8B-Instruct")],
+)
+def test_w4a8_practice_of_every_dense_family(family, model_type):
+    from modelslim_core.practice import PracticeLibrary, select_practice
+    from modelslim_core.protocol.config import parse_quant_config
+
+    selection = select_practice(PracticeLibrary.discover(), family, model_type, "w4a8", None)
+    assert selection.tip is None  # an explicit, verified hit: no confirmation
+    practice = selection.practice
+    assert practice.metadata.config_id == f"{family.replace('_', '.')}-w4a8"
+    assert (practice.metadata.label.w_bit, practice.metadata.label.a_bit) == (4, 8)
+    attention, mlp = parse_quant_config(practice.data, str(practice.path)).spec.process[0].configs
+    assert (attention.include, attention.qconfig.export_type) == (["*self_attn*"], "W8A8_DYNAMIC")
+    assert (mlp.include, mlp.qconfig.export_type, mlp.qconfig.weight.method) == (["*mlp*"], "W4A8_DYNAMIC", "gptq")
+
+
+def test_quant_type_w4a8_runs_and_reloads(tiny_models, tmp_path):
+    from modelslim_core.reference_runtime import load_quantized_model
+
+    def no_prompt(tip: str) -> None:
+        raise AssertionError(f"unexpected confirmation: {tip}")
+
+    out = tmp_path / "w4a8"
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", quant_type="w4a8", device="cpu"), confirm=no_prompt)
+    description = json.loads((out / "quant_model_description.json").read_text())
+    assert description["model.layers.1.mlp.down_proj.scale_bias"] == "W4A8_DYNAMIC"
+    assert description["model.layers.1.self_attn.q_proj.weight"] == "W8A8_DYNAMIC"
+    assert description["model_quant_type"] == "W8A8_DYNAMIC"  # W4A8_DYNAMIC is hidden from the ranking
+    model = load_quantized_model(tiny_models("qwen2"), out)
+    assert type(model.model.layers[0].mlp.up_proj).__name__ == "DynamicIntLinear"

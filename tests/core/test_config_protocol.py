@@ -75,7 +75,7 @@ def test_non_mapping_item_hints_at_indentation():
     "qconfig, fragment",
     [
         ({**W8A8_DYNAMIC, "act": {**W8A8_DYNAMIC["act"], "symmetric": False}}, "act scheme int8/per_token/asym is not supported"),
-        ({**W8A8_DYNAMIC, "weight": {**W8A8_DYNAMIC["weight"], "method": "ssz"}}, "weight method 'ssz' is not available"),
+        ({**W8A8_DYNAMIC, "weight": {**W8A8_DYNAMIC["weight"], "method": "histogram"}}, "weight method 'histogram' is not available"),
         ({**W8A8_DYNAMIC, "weight": {**W8A8_DYNAMIC["weight"], "ext": {"step": 10}}}, "ext keys ['step'] are not used"),
         ({"act": {"scope": "per_tensor", "dtype": "int8", "symmetric": True, "method": "minmax"},
           "weight": {"scope": "per_channel", "dtype": "int8", "symmetric": False, "method": "minmax"}}, "cannot be exported"),

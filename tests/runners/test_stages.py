@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import pytest
 import torch
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
@@ -19,6 +20,20 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+@pytest.fixture
+def forward_calls(monkeypatch) -> list[str]:
+    """The names of the units the pipeline runs forward, in order."""
+    calls: list[str] = []
+    original = UnitPipeline._forward
+
+    def counting(self, unit, inputs):
+        calls.append(unit.name)
+        return original(self, unit, inputs)
+
+    monkeypatch.setattr(UnitPipeline, "_forward", counting)
+    return calls
 
 
 def test_prior_stage_calibrates_on_its_own_dataset(tiny_models, small_calib, tmp_path, caplog):
@@ -47,15 +62,8 @@ spec:
     assert any("Stage prior[0]: 2 units" in r.getMessage() for r in caplog.records)
 
 
-def test_forward_runs_once_per_unit_and_processor_that_needs_it(tiny_models, small_calib, tmp_path, monkeypatch):
-    calls: list[str] = []
-    original = UnitPipeline._forward
-
-    def counting(self, unit, inputs):
-        calls.append(unit.name)
-        return original(self, unit, inputs)
-
-    monkeypatch.setattr(UnitPipeline, "_forward", counting)
+def test_forward_runs_once_per_unit_and_processor_that_needs_it(tiny_models, small_calib, tmp_path, forward_calls):
+    calls = forward_calls
     config = write(tmp_path, "g.yaml", f"""\
 apiversion: modelslim_v1
 spec:
@@ -105,3 +113,20 @@ spec:
 """)
     run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out"), "Qwen2-demo", config_path=str(config)))
     assert seen and all(device.type == "meta" for device in seen)
+
+
+def test_gptq_reruns_the_unit_so_the_next_one_calibrates_on_quantized_outputs(tiny_models, small_calib, tmp_path, forward_calls):
+    calls = forward_calls
+    gptq = "{act: {scope: per_token, dtype: int8, symmetric: true, method: minmax}, weight: {scope: per_channel, dtype: int4, symmetric: true, method: gptq}}"
+    config = write(tmp_path, "gptq.yaml", f"""\
+apiversion: modelslim_v1
+spec:
+  runner: layer_wise
+  process:
+    - {{type: linear_quant, qconfig: {gptq}, include: ["*mlp*"]}}
+  save: [{{type: ascendv1_saver, part_file_size: 0}}]
+  dataset: {small_calib}
+""")
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out"), "Qwen2-demo", config_path=str(config)))
+    # calibration forward (Hessians, float weights), then a rerun with the int4 weights; the last unit needs no rerun
+    assert calls == ["model.layers.0", "model.layers.0", "model.layers.1"]

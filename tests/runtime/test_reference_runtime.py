@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import copy
-import json
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.errors import CheckpointError
 from modelslim_core.protocol.qconfig import LinearQConfig
-from modelslim_core.quant.quantized_linear import ObservedLinear, QuantizedLinear, quantize_linear_data_free
+from modelslim_core.quant.quantized_linear import LinearQuantizer, QuantizedLinear
 from modelslim_core.reference_runtime import load_quantized_model
 from modelslim_core.reference_runtime.int_gemm import int8_matmul
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
-from modelslim_save_ascend import ascendv1
 from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
+from tests.quant_runs import corrupt, flow, quantize_capturing
 
 ACT = {
     "static": {"scope": "per_tensor", "dtype": "int8", "symmetric": False, "method": "minmax"},
@@ -47,21 +40,21 @@ def quantized(kind: str, source_dtype: torch.dtype, bias: bool) -> tuple[Quantiz
     x[..., 5] *= 8
     if kind == "w8a16":
         qconfig = LinearQConfig.model_validate({"weight": {**WEIGHT, "symmetric": False}})
-        return quantize_linear_data_free(linear, qconfig), x
-    qconfig = LinearQConfig.model_validate({"act": ACT[kind], "weight": WEIGHT})
+        return LinearQuantizer(qconfig).quantize("layer", linear), x
+    quantizer = LinearQuantizer(LinearQConfig.model_validate({"act": ACT[kind], "weight": WEIGHT}))
     if kind == "dynamic":
-        return quantize_linear_data_free(linear, qconfig), x
-    observed = ObservedLinear(linear, qconfig, qconfig.export_type)
-    observed(x)
-    return observed.finish(), x
+        return quantizer.quantize("layer", linear), x
+    calibrating = quantizer.calibrating("layer", linear)
+    calibrating(x)
+    return calibrating.finish(), x
 
 
 @pytest.mark.parametrize("source_dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kind, bias", [("static", True), ("static", False), ("dynamic", True), ("dynamic", False), ("w8a16", True)])
 def test_kernel_from_saved_tensors_equals_the_quantizer_simulation(kind, bias, source_dtype):
     layer, x = quantized(kind, source_dtype, bias)
-    exported = {suffix: tensor for suffix, tensor, _ in EXPORTERS[layer.export_type](layer, ExportDtypes(source_dtype, source_dtype == torch.bfloat16))}
-    shape = LinearShape(layer.out_features, layer.in_features, bias, source_dtype)
+    exported = {suffix: tensor for suffix, tensor, _ in EXPORTERS[layer.export_type]("layer", layer, ExportDtypes(source_dtype, source_dtype == torch.bfloat16))}
+    shape = LinearShape(layer.out_features, layer.in_features, bias, source_dtype, "layer")
     kernel = KERNELS[layer.export_type]
     assert {k: (v.dtype, tuple(v.shape)) for k, v in exported.items()} == {
         k: (spec.dtypes[0], spec.shape) for k, spec in kernel.expected(shape).items()
@@ -69,7 +62,7 @@ def test_kernel_from_saved_tensors_equals_the_quantizer_simulation(kind, bias, s
     runtime = kernel.build({k: v.to(source_dtype) if k == "bias" and kind != "static" else v for k, v in exported.items()}, shape)
     simulated, integer = layer(x), runtime(x)
     if kind == "static":  # quant_bias rounds bias/deq_scale and the zero-point term: at most half a deq_scale step
-        tolerance = 0.5 * layer.input_scale * layer.weight_scale + 1e-5
+        tolerance = 0.5 * layer.act.scale * layer.qweight.scale.reshape(-1) + 1e-5
         bias_rounding = 0 if layer.bias is None else (layer.bias - layer.bias.to(source_dtype).float()).abs()
         assert ((integer - simulated).abs() <= tolerance + bias_rounding).all()
     else:
@@ -94,10 +87,6 @@ spec:
 """
 
 
-def flow(mapping: dict) -> str:
-    return "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in mapping.items()) + "}"
-
-
 @pytest.fixture(scope="module")
 def quantized_run(tiny_models, tmp_path_factory):
     """A mixed W8A8 / W8A8_DYNAMIC / W8A16 checkpoint of a tiny fp16 Qwen2, and the quantizer's own modules."""
@@ -106,21 +95,9 @@ def quantized_run(tiny_models, tmp_path_factory):
     dataset.write_text('{"text": "Runtime calibration text, with numbers 1 2 3."}\n{"text": "第二个样本。"}\n')
     config = tmp / "mixed.yaml"
     config.write_text(MIXED.format(static=flow(ACT["static"]), dynamic=flow(ACT["dynamic"]), weight=flow(WEIGHT), dataset=dataset))
-    captured: dict[str, QuantizedLinear] = {}
-    original = ascendv1.AscendV1Saver._write_quantized
-
-    def spy(self, prefix, layer):
-        captured[prefix] = copy.deepcopy(layer)  # layer_wise releases the original after saving
-        original(self, prefix, layer)
-
-    ascendv1.AscendV1Saver._write_quantized = spy
-    try:
-        model_dir = tiny_models("qwen2", torch.float16)
-        out = tmp / "out"
-        run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu"))
-    finally:
-        ascendv1.AscendV1Saver._write_quantized = original
-    return model_dir, out, captured
+    model_dir = tiny_models("qwen2", torch.float16)
+    out = tmp / "out"
+    return model_dir, out, quantize_capturing(model_dir, config, out)
 
 
 def test_runtime_layers_reproduce_the_quantizer_per_layer(quantized_run):
@@ -146,18 +123,6 @@ def test_runtime_logits_match_the_float_model(quantized_run):
     assert ((logits - reference).norm() / reference.norm()).item() < 0.05
 
 
-def corrupt(out: Path, tmp_path: Path, edit) -> Path:
-    broken = tmp_path / "broken"
-    shutil.copytree(out, broken)
-    weights = broken / "quant_model_weights.safetensors"
-    tensors = load_file(weights)
-    description = json.loads((broken / "quant_model_description.json").read_text())
-    edit(tensors, description)
-    save_file(tensors, weights)
-    (broken / "quant_model_description.json").write_text(json.dumps(description))
-    return broken
-
-
 Q = "model.layers.0.self_attn.q_proj"
 
 
@@ -168,7 +133,7 @@ Q = "model.layers.0.self_attn.q_proj"
         (lambda t, d: t.__setitem__(f"{Q}.quant_bias", t[f"{Q}.quant_bias"][:10]), f"{Q}.quant_bias is int32 [10], expected int32 [64]"),
         (lambda t, d: (t.__setitem__(f"{Q}.scale_typo", t.pop(f"{Q}.input_scale")),
                        d.__setitem__(f"{Q}.scale_typo", d.pop(f"{Q}.input_scale"))), f"{Q}.input_scale is missing"),
-        (lambda t, d: d.__setitem__(f"{Q}.weight", "W4A8_DYNAMIC"), "tagged 'W4A8_DYNAMIC', a type the reference runtime does not know"),
+        (lambda t, d: d.__setitem__(f"{Q}.weight", "W4A4_MXFP4_DUALSCALE"), "tagged 'W4A4_MXFP4_DUALSCALE', a type the reference runtime does not know"),
         (lambda t, d: t.pop("model.norm.weight"), "model.norm.weight is described"),
     ],
 )

@@ -14,7 +14,7 @@ from torch import nn
 
 from modelslim_core.errors import SaveError
 from modelslim_core.protocol.qconfig import LinearQConfig
-from modelslim_core.quant.quantized_linear import ObservedLinear, quantize_linear_data_free
+from modelslim_core.quant.quantized_linear import LinearQuantizer
 from modelslim_core.runtime.context import DeviceSpec, RunContext
 from modelslim_core.runtime.unit import Unit
 from modelslim_save_ascend.mindie import MindieFormatSaver, MindieFormatSaverConfig
@@ -58,9 +58,9 @@ def save(tmp_path: Path, layer: nn.Module, part_file_size: float, source: torch.
 
 def static_layer() -> nn.Module:
     torch.manual_seed(0)
-    observed = ObservedLinear(nn.Linear(16, 24), STATIC, "W8A8")
-    observed(torch.randn(4, 16))
-    return observed.finish()
+    calibrating = LinearQuantizer(STATIC).calibrating("blocks.0.proj", nn.Linear(16, 24))
+    calibrating(torch.randn(4, 16))
+    return calibrating.finish()
 
 
 def test_single_file_names_carry_the_type_and_deq_scale_is_float32(tmp_path):
@@ -96,7 +96,7 @@ def test_unquantized_output_has_no_type_suffix(tmp_path):
 
 
 def test_w8a16_is_refused_naming_ascendv1_saver(tmp_path):
-    layer = quantize_linear_data_free(nn.Linear(16, 8), W8A16)
+    layer = LinearQuantizer(W8A16).quantize("blocks.0.proj", nn.Linear(16, 8))
     with pytest.raises(SaveError, match="mindie_format_saver cannot write.*ascendv1_saver") as error:
         save(tmp_path, layer, part_file_size=0)
     assert "blocks.0.proj is quantized as W8A16" in str(error.value)

@@ -24,9 +24,9 @@ from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
 QUANTIZED_TAGS = ("W8A8", "W8A8_DYNAMIC")
 
 
-def _kernel_module(tag: str, linear: nn.Linear, tensors: dict[str, torch.Tensor]) -> nn.Module:
+def _kernel_module(tag: str, name: str, linear: nn.Linear, tensors: dict[str, torch.Tensor]) -> nn.Module:
     """The shared reference runtime's kernel for `tag`, built from the saved tensors."""
-    shape = LinearShape(linear.out_features, linear.in_features, linear.bias is not None, None)
+    shape = LinearShape(linear.out_features, linear.in_features, linear.bias is not None, None, name)
     return KERNELS[tag].build(tensors, shape)
 
 
@@ -57,7 +57,7 @@ def load_mindie_transformer(model_dir: Path, out_dir: Path) -> nn.Module:
         own = {key[len(name) + 1:]: value for key, value in tensors.items() if key.startswith(f"{name}.")}
         used.update(f"{name}.{suffix}" for suffix in own)
         parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent), attr, _kernel_module(tag, module, own))
+        setattr(model.get_submodule(parent), attr, _kernel_module(tag, name, module, own))
     float_params = {key: value for key, value in tensors.items() if key not in used}
     missing = set(dict(model.named_parameters())) - set(float_params)
     assert not missing, f"checkpoint lacks float parameters: {sorted(missing)[:5]}"

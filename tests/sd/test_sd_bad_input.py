@@ -127,7 +127,7 @@ def test_wan_under_the_llm_apiversion_names_the_sd_service(tiny_wan, guard, tmp_
 
 def test_llm_under_the_sd_apiversion_names_modelslim_v1(tiny_models, tmp_path, capsys):
     result, save = run_config(practice_config(DYNAMIC_PRACTICE), tiny_models("qwen2"), tmp_path, capsys,
-                              model_type="Qwen2-tiny")
+                              model_type="Qwen2-demo")
     assert_clean_failure(result, 1, "multimodal_sd_modelslim_v1 cannot quantize", "use apiversion modelslim_v1")
     assert not save.exists()
 

@@ -86,3 +86,9 @@ class AbortedError(ModelSlimError):
     """The user declined (or could not be asked) to confirm a fallback."""
 
     kind = "aborted"
+
+
+class QuantizationError(ModelSlimError):
+    """A layer cannot be quantized as configured (numerically degenerate calibration data, ...)."""
+
+    kind = "quantization error"

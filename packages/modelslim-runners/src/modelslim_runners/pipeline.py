@@ -5,7 +5,8 @@ capture the first unit's inputs (only if some processor needs calibration data; 
 or from model inputs the service prepared), then for each unit run every processor's preprocess →
 forward (only when that processor asks for it) → postprocess, hand the unit to the savers, and feed the
 unit's outputs to the next unit. A unit's forward runs once per data-consuming processor and never
-otherwise, except once to produce the next unit's inputs when no processor ran it.
+otherwise, except once to produce the next unit's inputs when no processor ran it or the last one that did
+reports its outputs stale (GPTQ calibrates on float weights).
 Stages do not share weights: a `prior` stage hands its results to later stages through the run context.
 """
 
@@ -178,6 +179,8 @@ class UnitPipeline:
             if inputs is not None and processor.needs_forward(unit):
                 outputs = self._forward(unit, inputs)
             processor.postprocess(unit)
+            if processor.outputs_stale(unit):
+                outputs = None  # recomputed below from the unit as it is now
         if inputs is not None and not is_last and outputs is None:
             outputs = self._forward(unit, inputs)
         for saver in savers:

@@ -95,9 +95,24 @@ class LayerTreeSaver(Saver, ABC):
                 f"(it writes {', '.join(writable)}).",
                 self.unsupported_hint,
             )
-        for suffix, tensor, tag in exporter(layer, self.dtypes):
+        self._record_group_size(prefix, layer)
+        for suffix, tensor, tag in exporter(prefix, layer, self.dtypes):
             self._write(f"{prefix}.{suffix}", tensor, tag)
         self.description.propose(layer.export_type)
+
+    def _record_group_size(self, prefix: str, layer: QuantizedLinear) -> None:
+        """The format has ONE global group_size (MX layers count as 32). The reference lets the last layer win,
+        which leaves every layer with another group size unreadable; a second, different size is refused."""
+        current = self.description.group_size
+        if layer.group_size and current and layer.group_size != current:
+            raise SaveError(
+                f"{prefix} ({layer.export_type}) has group size {layer.group_size}, but an earlier layer of this "
+                f"checkpoint has {current}; quant_model_description.json holds a single group_size, so serving "
+                "engines would read one of them wrongly.",
+                "use one ext.group_size for every per_group linear_quant (MX types always use 32).",
+            )
+        if layer.group_size:
+            self.description.group_size = layer.group_size
 
     def _write_tree(self, prefix: str, root: nn.Module, skip_prefixes: tuple[str, ...] = ()) -> None:
         for path, module in root.named_modules():

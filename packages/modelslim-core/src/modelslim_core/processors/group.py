@@ -26,6 +26,7 @@ class GroupConfig(ProcessorConfig):
         from modelslim_core.protocol.spec import parse_processor_list
 
         config = validate(cls, data, path)
+        config._yaml_path = path
         config.configs = parse_processor_list(config.configs, f"{path}.configs")
         return config
 
@@ -69,6 +70,9 @@ class GroupProcessor(Processor):
     def postprocess(self, unit: Unit) -> None:
         for child in self.children:
             child.postprocess(unit)
+
+    def outputs_stale(self, unit: Unit) -> bool:
+        return any(child.outputs_stale(unit) for child in self.children)
 
     def post_run(self) -> None:
         for child in self.children:

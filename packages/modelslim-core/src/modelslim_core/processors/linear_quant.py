@@ -1,9 +1,11 @@
 """`linear_quant`: quantize the weights (and activations) of matching linear layers.
 
 The first `linear_quant` that matches a layer wins; a later one that also matches is skipped with a
-warning (two quantization settings for one layer is always a config mistake). Weight-only and dynamic
-schemes are data-free and done before any forward; static activation ranges are measured during the
-unit's single calibration forward.
+warning (two quantization settings for one layer is always a config mistake). Layers whose scheme is
+data-free (weight-only or dynamic activations with minmax/ssz weights) are quantized in `preprocess`,
+before any forward. Static activation ranges and GPTQ Hessians are collected during the unit's single
+calibration forward and turned into quantized layers in `postprocess`; because GPTQ's calibration forward
+ran with float weights, the unit is then run once more so the next unit calibrates on quantized outputs.
 """
 
 from __future__ import annotations
@@ -11,25 +13,22 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-import torch
 from torch import nn
 
 from modelslim_core.errors import DatasetError
 from modelslim_core.protocol.qconfig import LinearQConfig
-from modelslim_core.quant.quantized_linear import (
-    ObservedLinear,
-    QuantizedWeight,
-    act_kind,
-    quantize_linear_data_free,
-    quantize_weight,
-)
-from modelslim_core.quant.schemes import BITS
-from modelslim_core.runtime.distributed import computed_once
+from modelslim_core.quant.gptq import GramCache
+from modelslim_core.quant.minmax import MinMaxObserver
+from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer
 from modelslim_core.runtime.matching import LayerSelection
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 
 logger = logging.getLogger(__name__)
+
+#: Weight methods that need no calibration data: every data-parallel rank computes the same result.
+DATA_FREE_WEIGHT_METHODS = ("minmax", "ssz")
+
 
 class LinearQuantConfig(ProcessorConfig, LayerSelection):
     type: Literal["linear_quant"] = "linear_quant"
@@ -46,17 +45,19 @@ class LinearQuantProcessor(Processor):
     def __init__(self, config: LinearQuantConfig, context):
         super().__init__(config, context)
         self.filter = config.name_filter()
-        self.kind = act_kind(config.qconfig)
-        self.export_type = config.qconfig.export_type
-        self._observed: list[tuple[LinearSite, ObservedLinear]] = []
+        self.quantizer = LinearQuantizer(config.qconfig, f"{config.yaml_path}.qconfig")
+        self._calibrating: list[tuple[LinearSite, CalibratingLinear]] = []
+        self._stale = False
+        self._grams = GramCache()
 
     @classmethod
     def needs_data(cls, config: LinearQuantConfig) -> bool:
-        return act_kind(config.qconfig) == "static"
+        return LinearQuantizer(config.qconfig).needs_data
 
     @classmethod
     def supports_distributed(cls, config: LinearQuantConfig) -> bool:
-        return True  # minmax: ranges are all-reduced, weights computed once and broadcast
+        """Data-free weight methods and minmax activation ranges (all-reduced); not GPTQ or histogram."""
+        return config.qconfig.weight.method in DATA_FREE_WEIGHT_METHODS and config.qconfig.act.method in ("none", "minmax")
 
     def _selected_sites(self, unit: Unit) -> list[LinearSite]:
         selected = []
@@ -68,50 +69,46 @@ class LinearQuantProcessor(Processor):
                     "%s is matched by linear_quant (%s) but was already quantized by an earlier processor; "
                     "the earlier setting is kept.",
                     site.name,
-                    self.export_type,
+                    self.quantizer.export_type,
                 )
                 continue
+            self.quantizer.check(site.name, site.module)
             selected.append(site)
         return selected
 
-    def _weight(self, index: int, linear: nn.Linear) -> QuantizedWeight:
-        """The quantized weight, computed by one data-parallel rank and shared with the others."""
-        weight = linear.weight
-        templates = [torch.empty(weight.shape, dtype=torch.int8), torch.empty(weight.shape[0]), torch.empty(weight.shape[0])]
-
-        def compute() -> list[torch.Tensor]:
-            quantized = quantize_weight(weight, self.config.qconfig)
-            return [quantized.codes, quantized.scale, quantized.offset]
-
-        codes, scale, offset = computed_once(index, compute, templates)
-        device = weight.device
-        return QuantizedWeight(codes.to(device), scale.to(device), offset.to(device), BITS[self.config.qconfig.weight.dtype])
-
     def preprocess(self, unit: Unit) -> None:
-        self._observed = []
-        for index, site in enumerate(self._selected_sites(unit)):
-            weight = self._weight(index, site.module)
-            if self.kind == "static":
-                observed = ObservedLinear(site.module, self.config.qconfig, self.export_type, weight)
-                site.replace(observed)
-                self._observed.append((site, observed))
+        self._calibrating = []
+        self._stale = False
+        for site in self._selected_sites(unit):
+            if self.quantizer.needs_data:
+                calibrating = self.quantizer.calibrating(site.name, site.module, self._grams)
+                site.replace(calibrating)
+                self._calibrating.append((site, calibrating))
             else:
-                site.replace(quantize_linear_data_free(site.module, self.config.qconfig, weight))
+                site.replace(self.quantizer.quantize(site.name, site.module))
 
     def needs_forward(self, unit: Unit) -> bool:
-        return bool(self._observed)
+        return bool(self._calibrating)
 
     def postprocess(self, unit: Unit) -> None:
-        for _, observed in self._observed:
-            observed.observer.synchronize()  # a collective: every rank, same order
-        for site, observed in self._observed:
-            if not observed.calibrated:
+        for _, calibrating in self._calibrating:
+            if isinstance(calibrating.observer, MinMaxObserver):
+                calibrating.observer.synchronize()  # a collective: every rank, same order
+        for site, calibrating in self._calibrating:
+            if not calibrating.calibrated:
                 raise DatasetError(
-                    f"{site.name} received no calibration data, so its static activation range is unknown.",
-                    "use a dynamic (per_token) activation scheme for it, or calibration data that reaches it.",
+                    f"{site.name} received no calibration data, so its {self.quantizer.export_type} parameters "
+                    "(static activation range or GPTQ Hessian) cannot be computed.",
+                    "use calibration data that reaches it, or a data-free scheme for it (dynamic per_token "
+                    "activations with minmax or ssz weights).",
                 )
-            site.replace(observed.finish())
-        self._observed = []
+            site.replace(calibrating.finish())
+        self._grams.clear()
+        self._stale = bool(self._calibrating) and self.quantizer.weight.needs_data
+        self._calibrating = []
+
+    def outputs_stale(self, unit: Unit) -> bool:
+        return self._stale
 
     def state_dict(self) -> dict:
         return {"used_patterns": self.filter.used_patterns}

@@ -15,6 +15,8 @@ from modelslim_core.protocol.validation import StrictModel
 from modelslim_core.quant.schemes import (
     ACT_METHODS,
     EXPORT_TYPES,
+    EXT_KEYS,
+    REQUIRED_EXT_BY_SCOPE,
     WEIGHT_METHODS,
     Scheme,
     describe_methods,
@@ -59,13 +61,16 @@ def _check_method(qc: QConfig, table: dict[Scheme, dict[str, frozenset[str]]], r
         raise ValueError(
             f"{role} method {qc.method!r} is not available for {qc.scheme}; available: {', '.join(sorted(methods))}"
         )
-    unknown = set(qc.ext) - methods[qc.method]
+    allowed = methods[qc.method]
+    unknown = set(qc.ext) - allowed
     if unknown:
-        allowed = ", ".join(sorted(methods[qc.method])) or "none"
-        raise ValueError(f"{role} ext keys {sorted(unknown)} are not used by method {qc.method!r}; allowed: {allowed}")
-    aggregation = qc.ext.get("aggregation_type", "max")
-    if aggregation not in ("max", "mean"):
-        raise ValueError(f"{role} ext.aggregation_type must be 'max' or 'mean', got {aggregation!r}")
+        names = ", ".join(sorted(allowed)) or "none"
+        raise ValueError(f"{role} ext keys {sorted(unknown)} are not used by method {qc.method!r} for {qc.scheme}; allowed: {names}")
+    for key in sorted(REQUIRED_EXT_BY_SCOPE.get(qc.scope, frozenset()) - set(qc.ext)):
+        raise ValueError(f"{role} scope {qc.scope} needs ext.{key}, {EXT_KEYS[key].rule}")
+    for key, value in qc.ext.items():
+        if not EXT_KEYS[key].valid(value):
+            raise ValueError(f"{role} ext.{key} must be {EXT_KEYS[key].rule}, got {value!r}")
 
 
 class LinearQConfig(StrictModel):

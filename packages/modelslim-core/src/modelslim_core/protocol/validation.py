@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from modelslim_core.errors import ConfigError
 
@@ -80,8 +80,16 @@ class PluginConfig(StrictModel):
     """Base of every `type`-keyed YAML item (processors, savers): the type names the plugin."""
 
     type: str
+    _yaml_path: str = PrivateAttr(default="")
+
+    @property
+    def yaml_path(self) -> str:
+        """Where this item stands in the YAML (`spec.process[0].configs[1]`), for messages raised at run time."""
+        return self._yaml_path or self.type
 
     @classmethod
     def from_yaml(cls, data: Any, path: str) -> "PluginConfig":
         """Validate one YAML item; containers override this to parse their children with their own paths."""
-        return validate(cls, data, path)
+        config = validate(cls, data, path)
+        config._yaml_path = path
+        return config

@@ -61,3 +61,15 @@ def fake_quantize_per_token_sym(x: torch.Tensor, bits: int) -> torch.Tensor:
     scale = torch.clamp(xf.abs().amax(dim=-1, keepdim=True) / hi, min=SCALE_EPS)
     codes = torch.clamp(torch.round(xf / scale), -hi - 1, hi)
     return (codes * scale).to(x.dtype)
+
+
+def group_view(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """[out, in] -> [out, groups, in/groups]: consecutive input columns of a row form a group (1 = per channel)."""
+    return x.reshape(x.shape[0], groups, -1)
+
+
+def dequantize_grouped(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """Float32 [out, in] of grouped codes; scale/offset are [out, groups] (groups = 1 for per-channel)."""
+    groups = scale.shape[1]
+    values = (group_view(codes.float(), groups) - offset[..., None]) * scale[..., None]
+    return values.reshape(codes.shape)

@@ -1,17 +1,61 @@
-"""MinMax: weight parameters from each output channel's range; activation parameters from a running range."""
+"""MinMax: weight parameters from each output channel's (or group's) range; activation parameters from a running range."""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from modelslim_core.quant.int_affine import compute_qparams
+from modelslim_core.quant.base import WeightQuantizer
+from modelslim_core.quant.fp8 import fp8_channel_quantize
+from modelslim_core.quant.int_affine import compute_qparams, group_view, quantize
 from modelslim_core.runtime.distributed import all_reduce, is_distributed
+from modelslim_core.quant.mx import MX_FORMATS, mx_quantize
+from modelslim_core.quant.schemes import BITS
+from modelslim_core.quant.weight_formats import FP8Weight, IntWeight, MXWeight
 
 
-def minmax_weight_qparams(weight: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-output-channel scale and offset (shape [out]) of a [out, in] weight."""
+def minmax_weight_qparams(
+    weight: torch.Tensor, bits: int, symmetric: bool, group_size: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and offset of a [out, in] weight: per output channel ([out]) or per group ([out, in/group_size])."""
     w = weight.detach().float()
+    if group_size:
+        grouped = group_view(w, w.shape[1] // group_size)
+        return compute_qparams(grouped.amin(dim=-1), grouped.amax(dim=-1), bits, symmetric)
     return compute_qparams(w.amin(dim=1), w.amax(dim=1), bits, symmetric)
+
+
+def quantize_int_weight(weight: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int, group_size: int) -> IntWeight:
+    """Codes of `weight` on the grid (scale, offset), which are [out] or [out, groups]."""
+    out = weight.shape[0]
+    scale, offset = scale.reshape(out, -1), offset.reshape(out, -1)
+    groups = scale.shape[1]
+    codes = quantize(group_view(weight.detach(), groups), scale[..., None], offset[..., None], bits)
+    return IntWeight(codes.reshape(weight.shape), scale, offset, bits, group_size)
+
+
+class MinMaxIntWeight(WeightQuantizer):
+    """int8/int4, per channel or per group, symmetric or asymmetric: the range of each row (or group)."""
+
+    def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
+        bits = BITS[self.qconfig.dtype]
+        scale, offset = minmax_weight_qparams(weight, bits, self.qconfig.symmetric, self.group_size)
+        return quantize_int_weight(weight, scale, offset, bits, self.group_size)
+
+
+class MinMaxFP8Weight(WeightQuantizer):
+    """fp8_e4m3 per channel: each row's absolute maximum maps to 448."""
+
+    def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
+        return FP8Weight(*fp8_channel_quantize(weight))
+
+
+class MinMaxMXWeight(WeightQuantizer):
+    """MXFP8 / MXFP4: each block of 32 input columns gets the exponent of its absolute maximum."""
+
+    def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
+        elements, exponents = mx_quantize(weight.detach(), MX_FORMATS[self.qconfig.dtype])
+        return MXWeight(elements, exponents, self.qconfig.dtype)
 
 
 class MinMaxObserver:

@@ -1,95 +1,58 @@
-"""The linear layer after quantization, and its calibrating predecessor.
+"""The linear layer after quantization, its calibrating predecessor, and the per-config quantizer that makes both.
 
-`QuantizedLinear` keeps exactly what a saver needs (integer weight codes, scales, offsets, activation
-parameters, bias and the export tag) and simulates the deployed arithmetic in float so later units can
-calibrate on quantized outputs. `ObservedLinear` stands in for a linear whose static activation range is
-still being measured.
+`LinearQuantizer` is what one `linear_quant` qconfig does to a layer: a pluggable weight method
+(`methods.WEIGHT_QUANTIZERS`) and a pluggable activation kind (float, dynamic, or static with an observer).
+Layers that need no data are quantized at once (`quantize`). The others get a `CalibratingLinear` for the
+unit's single calibration forward, which feeds a static observer and/or the GPTQ Hessian, and is turned
+into the final `QuantizedLinear` afterwards (`finish`).
+
+`QuantizedLinear` keeps exactly what a saver needs (the weight container, the activation module with its
+parameters, the bias, the export tag) and simulates the deployed arithmetic in float so later units
+calibrate on quantized outputs.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modelslim_core.errors import ConfigError
 from modelslim_core.protocol.qconfig import LinearQConfig
-from modelslim_core.quant.int_affine import compute_qparams, dequantize, fake_quantize, fake_quantize_per_token_sym, quantize
-from modelslim_core.quant.minmax import MinMaxObserver, minmax_weight_qparams
-from modelslim_core.quant.schemes import BITS, STATIC_ACT_SCOPES
-
-
-@dataclass(frozen=True)
-class QuantizedWeight:
-    """Integer codes [out, in] (int8 container) with per-channel scale and offset [out] (float32)."""
-
-    codes: torch.Tensor
-    scale: torch.Tensor
-    offset: torch.Tensor
-    bits: int
-
-    def dequantize(self) -> torch.Tensor:
-        return dequantize(self.codes, self.scale[:, None], self.offset[:, None])
-
-
-def quantize_weight(weight: torch.Tensor, qconfig: LinearQConfig) -> QuantizedWeight:
-    """Quantize a [out, in] weight with the configured weight scheme (per_channel minmax)."""
-    bits = BITS[qconfig.weight.dtype]
-    scale, offset = minmax_weight_qparams(weight, bits, qconfig.weight.symmetric)
-    codes = quantize(weight, scale[:, None], offset[:, None], bits)
-    return QuantizedWeight(codes=codes, scale=scale, offset=offset, bits=bits)
+from modelslim_core.quant.gptq import GramCache, HessianAccumulator
+from modelslim_core.quant.methods import build_dynamic_act, build_observer, build_static_act, build_weight_quantizer, is_static
+from modelslim_core.quant.packing import layout_problems
 
 
 def act_kind(qconfig: LinearQConfig) -> str:
-    """'float' (weight-only), 'dynamic' (computed per token at run time) or 'static' (calibrated)."""
+    """'float' (weight-only), 'dynamic' (computed per token/block at run time) or 'static' (calibrated)."""
     if qconfig.act.dtype == "float":
         return "float"
-    return "static" if qconfig.act.scope in STATIC_ACT_SCOPES else "dynamic"
+    return "static" if is_static(qconfig.act) else "dynamic"
 
 
 class QuantizedLinear(nn.Module):
-    """A quantized linear: integer weights plus parameters, simulated in float."""
+    """A quantized linear: a weight container, an activation module and the float bias, simulated in float."""
 
     replaces_linear = True
 
-    def __init__(
-        self,
-        export_type: str,
-        weight: QuantizedWeight,
-        bias: torch.Tensor | None,
-        act_kind: str,
-        act_bits: int = 8,
-        input_scale: torch.Tensor | None = None,
-        input_offset: torch.Tensor | None = None,
-    ):
+    def __init__(self, export_type: str, weight: nn.Module, act: nn.Module, bias: torch.Tensor | None):
         super().__init__()
         self.export_type = export_type
-        self.act_kind = act_kind
-        self.act_bits = act_bits
-        self.weight_bits = weight.bits
-        self.in_features = weight.codes.shape[1]
-        self.out_features = weight.codes.shape[0]
-        self.register_buffer("weight_codes", weight.codes)
-        self.register_buffer("weight_scale", weight.scale)
-        self.register_buffer("weight_offset", weight.offset)
+        self.qweight = weight
+        self.act = act
+        dequantized = weight.dequantize()
+        self.out_features, self.in_features = dequantized.shape
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        self.register_buffer("input_scale", input_scale)
-        self.register_buffer("input_offset", input_offset)
-        # Built on first use: a data-free run never runs a forward, so it never pays for a float copy.
-        self.register_buffer("_dequantized", None, persistent=False)
+        self.register_buffer("_dequantized", dequantized, persistent=False)
 
     @property
-    def quantized_weight(self) -> QuantizedWeight:
-        return QuantizedWeight(self.weight_codes, self.weight_scale, self.weight_offset, self.weight_bits)
+    def group_size(self) -> int:
+        """What the checkpoint's global `group_size` records for this layer (0: not grouped)."""
+        return self.qweight.group_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act_kind == "static":
-            x = fake_quantize(x, self.input_scale, self.input_offset, self.act_bits)
-        elif self.act_kind == "dynamic":
-            x = fake_quantize_per_token_sym(x, self.act_bits)
-        if self._dequantized is None:
-            self._dequantized = self.quantized_weight.dequantize()
+        x = self.act(x)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self._dequantized.to(x.dtype), bias)
 
@@ -97,53 +60,91 @@ class QuantizedLinear(nn.Module):
         return f"{self.in_features} -> {self.out_features}, {self.export_type}"
 
 
-class ObservedLinear(nn.Module):
-    """A linear whose static activation range is being calibrated.
+class LinearQuantizer:
+    """Everything one `linear_quant` qconfig does to a linear; built once per processor."""
 
-    Its forward already uses the quantized weight (data-free, known up front) and float activations, so the
-    outputs handed to the next unit reflect weight quantization without a second forward pass.
+    def __init__(self, qconfig: LinearQConfig, yaml_path: str = "qconfig"):
+        self.qconfig = qconfig
+        self.yaml_path = yaml_path
+        self.export_type = qconfig.export_type
+        self.weight = build_weight_quantizer(qconfig.weight)
+        self.kind = act_kind(qconfig)
+
+    @property
+    def needs_data(self) -> bool:
+        """Static activations and data-dependent weight methods (GPTQ) need the calibration forward."""
+        return self.kind == "static" or self.weight.needs_data
+
+    def check(self, name: str, linear: nn.Linear) -> None:
+        """Refuse, before any work, a layer whose shape this config cannot quantize or save."""
+        out, inp = linear.out_features, linear.in_features
+        problems = self.weight.shape_problems(out, inp) + layout_problems(self.export_type, name, out, inp)
+        if problems:
+            raise ConfigError(
+                f"{self.yaml_path}: {name} ([{out}, {inp}]) cannot be quantized as {self.export_type}: {'; '.join(problems)}.",
+                "exclude this layer from that linear_quant, or choose a group size / scheme that fits its shape.",
+            )
+
+    def quantize(self, name: str, linear: nn.Linear) -> QuantizedLinear:
+        """A data-free layer, quantized at once."""
+        qweight = self.weight.quantize(linear.weight, name=name)
+        return QuantizedLinear(self.export_type, qweight, build_dynamic_act(self.qconfig.act), linear.bias)
+
+    def calibrating(self, name: str, linear: nn.Linear, cache: GramCache | None = None) -> "CalibratingLinear":
+        """A calibrating stand-in; linears of one unit that share `cache` share the Hessian work of equal inputs."""
+        return CalibratingLinear(name, linear, self, cache)
+
+
+class CalibratingLinear(nn.Module):
+    """A linear during its unit's calibration forward.
+
+    It feeds the static observer (if any) with its float inputs, and the GPTQ Hessian (if any) with its
+    inputs as the deployed activation quantizer will see them (dynamic quantization applied; static
+    activations are still float at this point). Its output uses the quantized weight when the weight
+    method is data-free, else the float weight, which GPTQ has not replaced yet.
     """
 
     replaces_linear = True
 
-    def __init__(self, linear: nn.Linear, qconfig: LinearQConfig, export_type: str, weight: QuantizedWeight | None = None):
+    def __init__(self, name: str, linear: nn.Linear, quantizer: LinearQuantizer, cache: GramCache | None = None):
         super().__init__()
-        self.qconfig = qconfig
-        self.export_type = export_type
-        self.weight = weight if weight is not None else quantize_weight(linear.weight, qconfig)
+        self.name = name
+        self.quantizer = quantizer
+        act_qconfig = quantizer.qconfig.act
+        self.observer = build_observer(act_qconfig) if quantizer.kind == "static" else None
+        self.act = build_dynamic_act(act_qconfig) if quantizer.kind != "static" else nn.Identity()
         self.bias = None if linear.bias is None else linear.bias.detach()
-        self.observer = MinMaxObserver(qconfig.act.ext.get("aggregation_type", "max"))
-        self.register_buffer("_dequantized", self.weight.dequantize().to(linear.weight.device), persistent=False)
+        device = linear.weight.device
+        if quantizer.weight.needs_data:
+            self.qweight = None
+            self.hessian: HessianAccumulator | None = HessianAccumulator(linear.in_features, device, cache)
+            self.register_buffer("weight", linear.weight.detach())
+        else:
+            self.qweight = quantizer.weight.quantize(linear.weight, name=name)
+            self.hessian = None
+            self.register_buffer("weight", self.qweight.dequantize().to(device))
+        self.tokens = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.observer.update(x)
+        if self.observer is not None:
+            self.observer.update(x)
+        raw, x = x, self.act(x)
+        if self.hessian is not None:
+            self.hessian.update(x, key=raw)
+        self.tokens += x.numel() // x.shape[-1]
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self._dequantized.to(x.dtype), bias)
+        return F.linear(x, self.weight.to(x.dtype), bias)
 
     @property
     def calibrated(self) -> bool:
-        return self.observer.batches > 0
+        return self.tokens > 0
 
     def finish(self) -> QuantizedLinear:
-        """The final quantized layer with the calibrated activation parameters."""
-        bits = BITS[self.qconfig.act.dtype]
-        lo, hi = self.observer.range()
-        scale, offset = compute_qparams(lo, hi, bits, self.qconfig.act.symmetric)
-        device = self._dequantized.device
-        return QuantizedLinear(
-            self.export_type,
-            self.weight,
-            self.bias,
-            "static",
-            bits,
-            scale.reshape(1).to(device),
-            offset.reshape(1).to(device),
-        )
-
-
-def quantize_linear_data_free(linear: nn.Linear, qconfig: LinearQConfig, weight: QuantizedWeight | None = None) -> QuantizedLinear:
-    """Quantize a linear whose activation needs no calibration (weight-only or dynamic)."""
-    kind = act_kind(qconfig)
-    act_bits = BITS.get(qconfig.act.dtype, 16)
-    weight = weight if weight is not None else quantize_weight(linear.weight, qconfig)
-    return QuantizedLinear(qconfig.export_type, weight, linear.bias, kind, act_bits)
+        """The final quantized layer: calibrated activation parameters and (for GPTQ) the weight quantized now."""
+        act = self.act
+        if self.observer is not None:
+            act = build_static_act(self.quantizer.qconfig.act, self.observer, self.weight.device)
+        qweight = self.qweight
+        if qweight is None:
+            qweight = self.quantizer.weight.quantize(self.weight, self.hessian.hessian(), name=self.name)
+        return QuantizedLinear(self.quantizer.export_type, qweight, act, self.bias)

@@ -18,3 +18,13 @@ def int8_matmul(x_codes: torch.Tensor, w_codes: torch.Tensor) -> torch.Tensor:
     k = w_codes.shape[-1]
     dtype = torch.float32 if k <= _FLOAT32_EXACT_K else torch.float64
     return (x_codes.to(dtype) @ w_codes.to(dtype).T).double()
+
+
+def grouped_int_matmul(x_codes: torch.Tensor, w_codes: torch.Tensor, groups: int) -> torch.Tensor:
+    """Per-group integer products: x_codes [..., k] with w_codes [n, k] split into `groups` runs of k/groups
+    consecutive columns -> [..., n, groups] exact integers (float64). groups = 1 is a plain int8_matmul."""
+    if groups == 1:
+        return int8_matmul(x_codes, w_codes)[..., None]
+    x = x_codes.double().reshape(*x_codes.shape[:-1], groups, -1)
+    w = w_codes.double().reshape(w_codes.shape[0], groups, -1)
+    return torch.einsum("...gk,ngk->...ng", x, w)

@@ -45,12 +45,17 @@ def build_skeleton(model_path: Path, dtype: torch.dtype) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def _linear_shape(linear: nn.Linear, source_dtype: torch.dtype | None) -> LinearShape:
-    return LinearShape(linear.out_features, linear.in_features, linear.bias is not None, source_dtype)
+def _group_size(checkpoint: SavedCheckpoint) -> int:
+    value = checkpoint.description.get("group_size", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise CheckpointError(f"{checkpoint.path}: group_size must be a non-negative integer, got {value!r}.",
+                              "re-run the quantization.")
+    return value
 
 
 def plan_for(model: nn.Module, checkpoint: SavedCheckpoint, source_dtype: torch.dtype | None) -> Plan:
     plan = Plan()
+    group_size = _group_size(checkpoint)
     covered: set[str] = set()
     for name, module in model.named_modules():
         tag = checkpoint.tags.get(f"{name}.weight")
@@ -62,7 +67,7 @@ def plan_for(model: nn.Module, checkpoint: SavedCheckpoint, source_dtype: torch.
                 f"{name}.weight is tagged {tag!r}, a type the reference runtime does not know.",
                 f"known types: FLOAT, {', '.join(KERNELS)}.",
             )
-        shape = _linear_shape(module, source_dtype)
+        shape = LinearShape(module.out_features, module.in_features, module.bias is not None, source_dtype, name, group_size)
         plan.quantized[name] = (tag, shape)
         for suffix, spec in kernel.expected(shape).items():
             plan.specs[f"{name}.{suffix}"] = spec
@@ -81,7 +86,7 @@ def _problems(plan: Plan, checkpoint: SavedCheckpoint) -> list[str]:
         if name not in saved:
             continue
         dtype, shape = checkpoint.meta(name)
-        if dtype not in spec.dtypes or shape != spec.shape:
+        if dtype not in spec.dtypes or not spec.allows(shape):
             found = f"{str(dtype).removeprefix('torch.')} {list(shape)}"
             problems.append(f"{name} is {found}, expected {spec.describe()}")
         expected_tag = next((tag for linear, (tag, _) in plan.quantized.items() if name.startswith(linear + ".")), "FLOAT")

@@ -7,8 +7,6 @@ sample), so ranks with different sample counts stay in step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.distributed as dist
 
@@ -31,18 +29,3 @@ def all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
     dist.all_reduce(reduced, op={"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}[op])
     return reduced.to(tensor.device)
 
-
-def computed_once(index: int, compute: Callable[[], list[torch.Tensor]], templates: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Work item `index` is computed by rank `index % world` only and broadcast to the others.
-
-    `templates` give the result tensors' shapes and dtypes (used by the receiving ranks).
-    """
-    rank, world = rank_and_world()
-    if world == 1:
-        return compute()
-    owner = index % world
-    results = compute() if rank == owner else [torch.empty_like(t, device="cpu") for t in templates]
-    shared = [r.detach().cpu().contiguous() for r in results]
-    for tensor in shared:
-        dist.broadcast(tensor, src=owner)
-    return [t.to(template.device) for t, template in zip(shared, templates)]

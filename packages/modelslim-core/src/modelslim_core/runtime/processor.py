@@ -2,6 +2,8 @@
 
 A runner drives every processor through the same lifecycle: `pre_run` once, then for each unit
 `preprocess` → (one calibration forward of the unit if `needs_forward`) → `postprocess`, then `post_run`.
+If a processor reports `outputs_stale` after its postprocess, the unit is run once more to produce the
+next unit's inputs.
 Data-free work happens in `preprocess`/`postprocess`; a processor that needs activations installs hooks or
 calibrating modules in `preprocess` and turns what they saw into its result in `postprocess`.
 """
@@ -46,6 +48,11 @@ class Processor:
 
     def postprocess(self, unit: Unit) -> None:
         """After the unit's calibration forward (or right after preprocess for data-free work)."""
+
+    def outputs_stale(self, unit: Unit) -> bool:
+        """After postprocess: whether the calibration forward's outputs no longer reflect the unit (e.g. its
+        weights were quantized only now), so the runner must run the unit again for the next unit's inputs."""
+        return False
 
     def post_run(self) -> None:
         """Once, after the last unit."""

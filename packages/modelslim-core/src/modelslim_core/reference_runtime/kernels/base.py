@@ -8,27 +8,40 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from modelslim_core.errors import CheckpointError
+
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Allowed dtypes and exact shape of one saved tensor."""
+    """Allowed dtypes and exact shape of one saved tensor (or one of a few alternative shapes)."""
 
     dtypes: tuple[torch.dtype, ...]
     shape: tuple[int, ...]
+    alternatives: tuple[tuple[int, ...], ...] = ()
+
+    def allows(self, shape: tuple[int, ...]) -> bool:
+        return shape == self.shape or shape in self.alternatives
 
     def describe(self) -> str:
         names = "|".join(str(d).removeprefix("torch.") for d in self.dtypes)
-        return f"{names} {list(self.shape)}"
+        shapes = " or ".join(str(list(s)) for s in (self.shape, *self.alternatives))
+        return f"{names} {shapes}"
 
 
 @dataclass(frozen=True)
 class LinearShape:
-    """The float architecture's view of one linear, plus model-level facts the format depends on."""
+    """The float architecture's view of one linear, plus model-level facts the format depends on.
+
+    `name` is the linear's full module name (W4A8_DYNAMIC's scale_bias layout depends on its role) and
+    `group_size` the checkpoint's global group size (per-group scales are `[out, in/group_size]`).
+    """
 
     out_features: int
     in_features: int
     has_bias: bool
     source_dtype: torch.dtype | None
+    name: str = ""
+    group_size: int = 0
 
 
 class LinearKernel(ABC):
@@ -50,11 +63,23 @@ def float_bias_spec(shape: LinearShape) -> dict[str, TensorSpec]:
     return {"bias": TensorSpec((shape.source_dtype or torch.float32,), (shape.out_features,))}
 
 
-def per_channel_weight_specs(shape: LinearShape) -> dict[str, TensorSpec]:
-    """int8 codes plus per-output-channel float32 scale and offset."""
+def int_weight_specs(shape: LinearShape) -> dict[str, TensorSpec]:
+    """int8 codes plus float32 scale and offset, per output channel `[out, 1]` or, when the checkpoint has a
+    group size that divides the input dim, per group `[out, in/group_size]`."""
     column = (shape.out_features, 1)
+    groups = shape.in_features // shape.group_size if shape.group_size and shape.in_features % shape.group_size == 0 else 1
+    alternatives = ((shape.out_features, groups),) if groups > 1 else ()
     return {
         "weight": TensorSpec((torch.int8,), (shape.out_features, shape.in_features)),
-        "weight_scale": TensorSpec((torch.float32,), column),
-        "weight_offset": TensorSpec((torch.float32,), column),
+        "weight_scale": TensorSpec((torch.float32,), column, alternatives),
+        "weight_offset": TensorSpec((torch.float32,), column, alternatives),
     }
+
+
+def check_same_shape(tensors: dict[str, torch.Tensor], first: str, second: str, linear: str) -> None:
+    """Two tensors of one linear that must agree in shape (e.g. weight_scale and weight_offset)."""
+    if tensors[first].shape != tensors[second].shape:
+        raise CheckpointError(
+            f"{linear}.{first} is {list(tensors[first].shape)} but {linear}.{second} is {list(tensors[second].shape)}.",
+            "they must have the same shape; the checkpoint is corrupted, re-run the quantization.",
+        )

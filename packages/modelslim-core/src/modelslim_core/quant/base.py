@@ -1,0 +1,38 @@
+"""The interface every weight quantization method implements.
+
+A method turns a float `[out, in]` weight into one of the containers of `weight_formats.py`. Data-free
+methods (minmax, ssz) need nothing else and run before any calibration forward; data-dependent ones
+(GPTQ) set `needs_data` and receive the Hessian of the layer's calibration inputs, collected during the
+unit's single calibration forward. `shape_problems` lets a run refuse a layer up front (e.g. a group size
+that does not divide its input dim) with a message naming the layer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from modelslim_core.protocol.qconfig import QConfig
+
+
+class WeightQuantizer(ABC):
+    """One weight quantization method, configured by the weight half of a qconfig."""
+
+    needs_data: ClassVar[bool] = False
+
+    def __init__(self, qconfig: QConfig):
+        self.qconfig = qconfig
+        self.group_size: int = qconfig.ext.get("group_size", 0)
+
+    def shape_problems(self, out_features: int, in_features: int) -> list[str]:
+        """Why a `[out, in]` weight cannot be quantized by this method (empty when it can)."""
+        if self.group_size and in_features % self.group_size:
+            return [f"ext.group_size {self.group_size} does not divide its input dimension {in_features}"]
+        return []
+
+    @abstractmethod
+    def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
+        """The quantized weight container; `hessian` is given iff `needs_data`; `name` is for messages."""

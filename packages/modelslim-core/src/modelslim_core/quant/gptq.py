@@ -1,0 +1,224 @@
+"""GPTQ: integer weights that minimise the layer's output error on its calibration inputs.
+
+With H = (2/n)·Σ xᵀx over the layer's calibration tokens, GPTQ quantizes one input column at a time and
+spreads each column's rounding error over the columns not yet quantized, using the upper Cholesky factor
+U of H⁻¹ (error e = (w − q)/U_jj, update W[:, j:] −= e ⊗ U[j, j:]). Columns are processed in blocks of
+`ext.block_size` (128): inside a block the update is a rank-1 step per column; the block's accumulated
+error reaches the later columns in one matrix product.
+
+Details that matter:
+- Dead inputs (H_jj = 0: the column never saw a non-zero input) get H_jj = 1 and a zero weight column.
+- Damping adds `ext.percdamp` (0.01) · mean(diag H) to the diagonal before the Cholesky factorisations;
+  if H is still not positive definite the damping is multiplied by 10 (up to 4 times, with a warning).
+- per_channel: each row's scale/offset come once from the (dead-column-zeroed) weight's range.
+  per_group: a group's scale/offset are computed when the loop reaches the group's first column, from the
+  group's weights as updated by every column quantized so far (the current block's pending update is
+  applied to the group's columns first). The reference uses only the updates of earlier blocks there,
+  which makes its result depend on block_size; here block_size only reorders the arithmetic.
+- Everything is float32; the Hessian is accumulated as a running float32 sum of xᵀx.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from modelslim_core.errors import QuantizationError
+from modelslim_core.quant.base import WeightQuantizer
+from modelslim_core.quant.int_affine import compute_qparams, qrange
+from modelslim_core.quant.schemes import BITS
+from modelslim_core.quant.weight_formats import IntWeight
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PERCDAMP = 0.01
+DEFAULT_BLOCK_SIZE = 128
+_DAMPING_RETRIES = 4
+
+
+class GramCache:
+    """xᵀx of the most recent input tensor, shared by the linears of one unit that read the very same tensor.
+
+    q/k/v (and gate/up) receive one and the same input object; with one activation quantizer config their
+    quantized inputs are equal too, so the first of them computes the [in, in] product over all tokens and
+    the others only add it. The cache keeps a reference to that input, so its identity cannot be reused by a
+    new tensor while the entry lives; an in-place change of the tensor (its version) also invalidates it.
+    """
+
+    def __init__(self) -> None:
+        self._key: torch.Tensor | None = None
+        self._version = -1
+        self._gram: torch.Tensor | None = None
+
+    def gram(self, key: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Σ xᵀx over the rows of x, reused while `key` (the raw input x was computed from) is unchanged."""
+        if self._gram is None or key is not self._key or key._version != self._version:
+            rows = x.detach().reshape(-1, x.shape[-1]).float()
+            self._gram = rows.T @ rows
+            self._key, self._version = key, key._version
+        return self._gram
+
+    def clear(self) -> None:
+        self._key = self._gram = None
+
+
+class HessianAccumulator:
+    """Σ xᵀx of a linear's inputs over every calibration token, in float32 on the inputs' device."""
+
+    def __init__(self, in_features: int, device: torch.device, cache: GramCache | None = None):
+        self.sum = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
+        self.tokens = 0
+        self.cache = cache
+
+    def update(self, x: torch.Tensor, key: torch.Tensor | None = None) -> None:
+        """Add the rows of x; `key` is the raw input x was derived from, to share the product through the cache."""
+        self.tokens += x.numel() // x.shape[-1]
+        if self.cache is not None and key is not None:
+            self.sum += self.cache.gram(key, x)
+            return
+        rows = x.detach().reshape(-1, x.shape[-1]).float()
+        self.sum.addmm_(rows.T, rows)
+
+    def hessian(self) -> torch.Tensor:
+        """H = (2/n) Σ xᵀx (the scale does not change GPTQ's result; it is the textbook definition)."""
+        return self.sum * (2.0 / max(self.tokens, 1))
+
+
+def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float, name: str) -> torch.Tensor:
+    """Upper Cholesky factor of (H + damping·I)⁻¹, with growing damping if H is not positive definite."""
+    identity = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    damp = percdamp * torch.diag(hessian).mean()
+    for attempt in range(_DAMPING_RETRIES + 1):
+        lower, info = torch.linalg.cholesky_ex(hessian + damp * identity)
+        if info == 0:
+            inverse = torch.cholesky_inverse(lower)
+            upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
+            if info == 0:
+                return upper
+        if attempt < _DAMPING_RETRIES:
+            logger.warning("%s: the calibration Hessian is not positive definite; retrying GPTQ with 10x damping.", name)
+            damp = damp * 10
+    raise QuantizationError(
+        f"{name}: GPTQ cannot factorise the Hessian of its calibration inputs even with {10**_DAMPING_RETRIES}x "
+        "the configured damping (the inputs are degenerate or contain NaN/Inf).",
+        "raise ext.percdamp, use more calibration data, or quantize this layer with minmax/ssz.",
+    )
+
+
+class _Grid:
+    """Per-row integer grids: per channel (fixed) or per group (set when a group starts)."""
+
+    def __init__(self, out: int, in_features: int, bits: int, symmetric: bool, group_size: int, device: torch.device):
+        self.bits, self.symmetric = bits, symmetric
+        self.group_size = group_size or in_features
+        groups = in_features // self.group_size
+        self.scale = torch.zeros(out, groups, device=device)
+        self.offset = torch.zeros(out, groups, device=device)
+
+    def start_group(self, weight_columns: torch.Tensor, group: int) -> None:
+        scale, offset = compute_qparams(weight_columns.amin(dim=1), weight_columns.amax(dim=1), self.bits, self.symmetric)
+        self.scale[:, group], self.offset[:, group] = scale, offset
+
+    def quantize(self, column: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes, dequantized values) of one weight column."""
+        lo, hi = qrange(self.bits)
+        scale, offset = self.scale[:, group], self.offset[:, group]
+        codes = torch.clamp(torch.round(column / scale + offset), lo, hi)
+        return codes, (codes - offset) * scale
+
+
+def _group_columns(
+    block: torch.Tensor, w: torch.Tensor, errors: torch.Tensor, u: torch.Tensor, start: int, i: int, size: int
+) -> torch.Tensor:
+    """The `size` columns starting at block column i, as updated by every column quantized so far: the block's
+    own columns carry their intra-block updates; later blocks get this block's pending update applied here."""
+    end = start + block.shape[1]
+    inside = block[:, i : i + size]
+    missing = size - inside.shape[1]
+    if missing <= 0:
+        return inside
+    later = w[:, end : end + missing] - errors[:, :i] @ u[start : start + i, end : end + missing]
+    return torch.cat((inside, later), dim=1)
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int,
+    symmetric: bool,
+    group_size: int = 0,
+    percdamp: float = DEFAULT_PERCDAMP,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    name: str = "weight",
+) -> IntWeight:
+    """GPTQ-quantized IntWeight of a [out, in] weight given the Hessian [in, in] of its inputs."""
+    w = weight.detach().float().clone()
+    h = hessian.detach().float().clone()
+    out, in_features = w.shape
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    u = inverse_hessian_factor(h, percdamp, name)
+    grid = _Grid(out, in_features, bits, symmetric, group_size, w.device)
+    codes = torch.zeros_like(w)
+    for start in range(0, in_features, block_size):
+        end = min(start + block_size, in_features)
+        block = w[:, start:end].clone()
+        errors = torch.zeros_like(block)
+        with _one_intra_op_thread():
+            _quantize_block(block, errors, w, u, codes, grid, start)
+        w[:, end:] -= errors @ u[start:end, end:]
+    return IntWeight(codes.to(torch.int8), grid.scale, grid.offset, bits, group_size)
+
+
+@contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    """The column loop is hundreds of small, memory-bound ops: intra-op threads add only fork/join cost
+    (measured 3-7x slower with 2 threads on a busy 2-core machine), so it runs on one; the block-level
+    matrix products outside it keep every thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _quantize_block(
+    block: torch.Tensor, errors: torch.Tensor, w: torch.Tensor, u: torch.Tensor, codes: torch.Tensor, grid: _Grid, start: int
+) -> None:
+    """Quantize the columns of one block in order, spreading each column's error over the rest of the block."""
+    end = start + block.shape[1]
+    for i in range(end - start):
+        column = start + i
+        group = column // grid.group_size
+        if column % grid.group_size == 0:
+            grid.start_group(_group_columns(block, w, errors, u, start, i, grid.group_size), group)
+        codes[:, column], quantized = grid.quantize(block[:, i], group)
+        error = (block[:, i] - quantized) / u[column, column]
+        block[:, i:].addr_(error, u[column, column:end], alpha=-1)
+        errors[:, i] = error
+
+
+class GPTQWeight(WeightQuantizer):
+    """gptq for int8/int4, per channel or per group, symmetric or asymmetric."""
+
+    needs_data = True
+
+    def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
+        if hessian is None:
+            raise ValueError("GPTQ needs the Hessian of the layer's calibration inputs")
+        return gptq_quantize(
+            weight,
+            hessian,
+            BITS[self.qconfig.dtype],
+            self.qconfig.symmetric,
+            group_size=self.group_size,
+            percdamp=self.qconfig.ext.get("percdamp", DEFAULT_PERCDAMP),
+            block_size=self.qconfig.ext.get("block_size", DEFAULT_BLOCK_SIZE),
+            name=name or "weight",
+        )

@@ -1,0 +1,47 @@
+"""Dynamic per-token integer activations against integer weights: the arithmetic W8A8_DYNAMIC, W4A8_DYNAMIC,
+W4A4_DYNAMIC and W8A8_MIX's prefill share.
+
+x_q = clamp(round(x / s_x), −2^(b−1), 2^(b−1)−1) with s_x = max|x_token| / (2^(b−1)−1); for each weight group
+G (the whole row when per channel): y += s_w[n,G] · s_x · (Σ_{k∈G} x_q[k]·W_q[n,k] − z_w[n,G] · Σ_{k∈G} x_q[k]),
+then the float bias. The integer sums are exact (int_gemm).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from modelslim_core.quant.int_affine import SCALE_EPS
+from modelslim_core.reference_runtime.int_gemm import grouped_int_matmul
+
+
+def quantize_per_token(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes and per-token scales, as the dynamic-quant kernel computes them at run time."""
+    hi = 2 ** (bits - 1) - 1
+    x = x.float()
+    scale = torch.clamp(x.abs().amax(dim=-1, keepdim=True) / hi, min=SCALE_EPS)
+    return torch.clamp(torch.round(x / scale), -hi - 1, hi), scale
+
+
+class DynamicIntLinear(nn.Module):
+    """Per-token `act_bits` activations × int codes [out, in] with scale/offset [out, groups]."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bias: torch.Tensor | None, act_bits: int):
+        super().__init__()
+        self.act_bits = act_bits
+        self.groups = scale.shape[1]
+        self.register_buffer("codes", codes.to(torch.int8))
+        self.register_buffer("scale", scale.double())
+        self.register_buffer("offset", offset.double())
+        self.register_buffer("bias", None if bias is None else bias.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_codes, x_scale = quantize_per_token(x, self.act_bits)
+        products = grouped_int_matmul(x_codes, self.codes, self.groups)  # [..., out, groups]
+        if bool((self.offset != 0).any()):
+            group_sums = x_codes.double().reshape(*x_codes.shape[:-1], 1, self.groups, -1).sum(dim=-1)
+            products = products - self.offset * group_sums
+        y = ((products * self.scale).sum(dim=-1) * x_scale.double()).float()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype)

@@ -1,0 +1,159 @@
+"""Weight methods: GPTQ against minmax on correlated inputs, its structure (blocks, groups, dead columns,
+damping), determinism, and SSZ's per-row refit (algorithms.md §3.4–3.5)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modelslim_core.errors import QuantizationError
+from modelslim_core.protocol.qconfig import QConfig
+from modelslim_core.quant.gptq import GPTQWeight, GramCache, HessianAccumulator, gptq_quantize
+from modelslim_core.quant.minmax import MinMaxIntWeight, minmax_weight_qparams, quantize_int_weight
+from modelslim_core.quant.ssz import SSZWeight, ssz_scales
+from modelslim_core.quant.weight_formats import IntWeight
+
+OUT, IN, TOKENS = 48, 128, 1024
+
+
+@pytest.fixture(scope="module")
+def layer() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random weight and correlated inputs (a shared low-rank component plus one loud channel), and H."""
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.eye(IN) + 2 * torch.randn(IN, IN, generator=generator) / IN**0.5
+    x = torch.randn(TOKENS, IN, generator=generator) @ mixing
+    x[:, 5] *= 8
+    weight = 0.05 * torch.randn(OUT, IN, generator=generator)
+    accumulator = HessianAccumulator(IN, torch.device("cpu"))
+    for batch in x.split(300):
+        accumulator.update(batch)
+    return weight, x, accumulator.hessian()
+
+
+def output_error(x: torch.Tensor, weight: torch.Tensor, quantized: IntWeight) -> float:
+    reference = x @ weight.T
+    return ((x @ quantized.dequantize().T - reference).norm() / reference.norm()).item()
+
+
+def minmax(weight: torch.Tensor, bits: int, symmetric: bool, group_size: int) -> IntWeight:
+    return quantize_int_weight(weight, *minmax_weight_qparams(weight, bits, symmetric, group_size), bits, group_size)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+@pytest.mark.parametrize("group_size", [0, 32], ids=["per_channel", "per_group32"])
+def test_gptq_output_error_is_lower_than_minmax(layer, bits, symmetric, group_size):
+    weight, x, hessian = layer
+    gptq = gptq_quantize(weight, hessian, bits, symmetric, group_size)
+    baseline = output_error(x, weight, minmax(weight, bits, symmetric, group_size))
+    assert output_error(x, weight, gptq) < 0.8 * baseline
+    lo, hi = (-8, 7) if bits == 4 else (-128, 127)
+    assert gptq.codes.dtype == torch.int8 and lo <= gptq.codes.min() and gptq.codes.max() <= hi
+    groups = IN // group_size if group_size else 1
+    assert gptq.scale.shape == gptq.offset.shape == (OUT, groups)
+    assert gptq.group_size == group_size
+    if symmetric:
+        assert gptq.offset.abs().sum() == 0
+
+
+def test_gptq_hessian_is_the_mean_outer_product_over_all_batches(layer):
+    _, x, hessian = layer
+    assert torch.allclose(hessian, 2 * x.T @ x / TOKENS, rtol=1e-4, atol=1e-3)
+
+
+def test_linears_reading_one_input_tensor_share_its_gram_product(layer):
+    _, x, hessian = layer
+    cache = GramCache()
+    q_proj, k_proj = (HessianAccumulator(IN, torch.device("cpu"), cache) for _ in range(2))
+    for batch in x.split(300):
+        raw = batch.clone()
+        q_proj.update(raw, key=raw)
+        k_proj.update(torch.zeros_like(raw), key=raw)  # same raw input: the cached product is reused, not recomputed
+    assert torch.allclose(q_proj.hessian(), hessian, rtol=1e-4, atol=1e-3)
+    assert torch.equal(k_proj.sum, q_proj.sum) and k_proj.tokens == TOKENS
+    raw = x[:10].clone()
+    q_proj.update(raw, key=raw)
+    raw.mul_(2)  # changed in place: its version moves, so the next linear computes its own product
+    before = k_proj.sum.clone()
+    k_proj.update(raw, key=raw)
+    assert torch.allclose(k_proj.sum - before, raw.T @ raw, rtol=1e-5, atol=1e-4)
+
+
+def test_gptq_is_deterministic_and_block_size_only_reorders_the_arithmetic(layer):
+    weight, _, hessian = layer
+    first = gptq_quantize(weight, hessian, 4, False, 32, block_size=128)
+    again = gptq_quantize(weight, hessian, 4, False, 32, block_size=128)
+    assert torch.equal(first.codes, again.codes) and torch.equal(first.scale, again.scale)
+    # lazy block updates (and group parameters taken after the pending update) are an exact reformulation:
+    # a block size that does not even divide the group size changes only float rounding, not one code
+    small_blocks = gptq_quantize(weight, hessian, 4, False, 32, block_size=7)
+    assert torch.equal(small_blocks.codes, first.codes)
+    assert torch.allclose(small_blocks.scale, first.scale, rtol=1e-5)
+
+
+def test_gptq_dead_input_columns_get_zero_weights(layer):
+    weight, x, _ = layer
+    x = x.clone()
+    x[:, [3, 70]] = 0
+    accumulator = HessianAccumulator(IN, torch.device("cpu"))
+    accumulator.update(x)
+    quantized = gptq_quantize(weight, accumulator.hessian(), 4, False, 0)
+    assert quantized.dequantize()[:, [3, 70]].abs().max() == 0
+    assert output_error(x, weight, quantized) < output_error(x, weight, minmax(weight, 4, False, 0))
+
+
+def test_gptq_per_group_parameters_follow_the_updated_weights(layer):
+    weight, _, hessian = layer
+    quantized = gptq_quantize(weight, hessian, 4, True, 32)
+    # every group's scale fits its own (updated) columns: codes use the full int4 range somewhere in the group
+    codes = quantized.codes.reshape(OUT, IN // 32, 32).abs()
+    assert (codes.amax(dim=-1) >= 7).float().mean() > 0.9
+    assert not torch.allclose(quantized.scale, minmax_weight_qparams(weight, 4, True, 32)[0])
+
+
+def test_gptq_damping_rescues_a_singular_hessian_and_degenerate_data_is_named(layer, caplog):
+    weight, _, _ = layer
+    rank_one = torch.ones(IN, IN)  # singular: plain Cholesky fails without damping
+    quantized = gptq_quantize(weight, rank_one, 8, True, 0, percdamp=1e-9, name="model.layers.0.mlp.up_proj")
+    assert torch.isfinite(quantized.dequantize()).all()
+    assert "not positive definite" in caplog.text
+    with pytest.raises(QuantizationError, match="model.layers.0.mlp.up_proj: GPTQ cannot factorise"):
+        gptq_quantize(weight, torch.full((IN, IN), float("nan")), 8, True, 0, name="model.layers.0.mlp.up_proj")
+
+
+def test_gptq_quantizer_reads_its_ext_keys(layer):
+    weight, x, hessian = layer
+    qconfig = QConfig(dtype="int4", scope="per_group", symmetric=False, method="gptq",
+                      ext={"percdamp": 0.1, "block_size": 16, "group_size": 64})
+    method = GPTQWeight(qconfig)
+    assert method.needs_data
+    assert method.shape_problems(OUT, 96) == ["ext.group_size 64 does not divide its input dimension 96"]
+    quantized = method.quantize(weight, hessian)
+    expected = gptq_quantize(weight, hessian, 4, False, 64, percdamp=0.1, block_size=16)
+    assert torch.equal(quantized.codes, expected.codes) and quantized.scale.shape == (OUT, 2)
+
+
+def test_ssz_refit_never_loses_to_minmax_per_row(layer):
+    weight, _, _ = layer
+    weight = weight.clone()
+    weight[:, 0] *= 6  # an outlier column: minmax wastes int4 resolution on it
+    for bits in (4, 8):
+        minmax_scale = minmax_weight_qparams(weight, bits, True)[0]
+        scale = ssz_scales(weight, bits)
+        def row_mse(s):
+            q = quantize_int_weight(weight, s, torch.zeros_like(s), bits, 0)
+            return (q.dequantize() - weight).pow(2).mean(dim=1)
+        assert (row_mse(scale) <= row_mse(minmax_scale) + 1e-12).all()
+        assert row_mse(scale).mean() < 0.95 * row_mse(minmax_scale).mean() or bits == 8
+    one_step = ssz_scales(weight, 4, steps=1)
+    assert not torch.equal(one_step, ssz_scales(weight, 4))
+
+
+def test_ssz_and_minmax_quantizers_are_data_free(layer):
+    weight, _, _ = layer
+    ssz = SSZWeight(QConfig(dtype="int4", scope="per_channel", symmetric=True, method="ssz", ext={"step": 10}))
+    assert not ssz.needs_data
+    quantized = ssz.quantize(weight)
+    assert torch.equal(quantized.scale[:, 0], ssz_scales(weight, 4, steps=10))
+    grouped = MinMaxIntWeight(QConfig(dtype="int8", scope="per_group", symmetric=False, method="minmax", ext={"group_size": 32}))
+    assert grouped.quantize(weight).scale.shape == (OUT, IN // 32)

@@ -1,0 +1,48 @@
+"""Running a quantization in a test and keeping the quantizer's own layers to compare the checkpoint against."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from modelslim.app.quick_quant import QuantArgs, run_quant
+from modelslim_core.quant.quantized_linear import QuantizedLinear
+from modelslim_save_ascend import ascendv1
+
+
+def flow(mapping: dict) -> str:
+    """A one-line YAML flow mapping of a flat dict."""
+    return "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in mapping.items()) + "}"
+
+
+def quantize_capturing(model_dir: Path, config: Path, out: Path) -> dict[str, QuantizedLinear]:
+    """Run `msmodelslim quant` with `config`; returns a copy of every QuantizedLinear as it was saved."""
+    captured: dict[str, QuantizedLinear] = {}
+    original = ascendv1.AscendV1Saver._write_quantized
+
+    def spy(self, prefix, layer):
+        captured[prefix] = copy.deepcopy(layer)  # layer_wise releases the original after saving
+        original(self, prefix, layer)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ascendv1.AscendV1Saver, "_write_quantized", spy)
+        run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu"))
+    return captured
+
+
+def corrupt(out: Path, tmp_path: Path, edit) -> Path:
+    """A copy of checkpoint `out` after `edit(tensors, description)` changed it in place."""
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    weights = broken / "quant_model_weights.safetensors"
+    tensors = load_file(weights)
+    description = json.loads((broken / "quant_model_description.json").read_text())
+    edit(tensors, description)
+    save_file(tensors, weights)
+    (broken / "quant_model_description.json").write_text(json.dumps(description))
+    return broken
