@@ -90,13 +90,14 @@ class HessianAccumulator:
 
 def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float, name: str) -> torch.Tensor:
     """Upper Cholesky factor of (H + damping·I)⁻¹, with growing damping if H is not positive definite."""
-    identity = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
     damp = percdamp * torch.diag(hessian).mean()
     for attempt in range(_DAMPING_RETRIES + 1):
-        lower, info = torch.linalg.cholesky_ex(hessian + damp * identity)
+        damped = hessian.clone()
+        damped.diagonal().add_(damp)
+        lower, info = torch.linalg.cholesky_ex(damped)
+        del damped
         if info == 0:
-            inverse = torch.cholesky_inverse(lower)
-            upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
+            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
             if info == 0:
                 return upper
         if attempt < _DAMPING_RETRIES:
