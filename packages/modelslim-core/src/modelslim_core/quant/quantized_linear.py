@@ -41,10 +41,10 @@ class QuantizedLinear(nn.Module):
         self.export_type = export_type
         self.qweight = weight
         self.act = act
-        dequantized = weight.dequantize()
-        self.out_features, self.in_features = dequantized.shape
+        self.out_features, self.in_features = weight.shape
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        self.register_buffer("_dequantized", dequantized, persistent=False)
+        # Built on first use: a data-free run never runs a forward, so it never pays for a float copy.
+        self.register_buffer("_dequantized", None, persistent=False)
 
     @property
     def group_size(self) -> int:
@@ -53,6 +53,8 @@ class QuantizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(x)
+        if self._dequantized is None:
+            self._dequantized = self.qweight.dequantize()
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self._dequantized.to(x.dtype), bias)
 

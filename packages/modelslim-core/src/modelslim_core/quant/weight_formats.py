@@ -31,6 +31,11 @@ class IntWeight(nn.Module):
         self.register_buffer("scale", scale.float().reshape(out, -1))
         self.register_buffer("offset", offset.float().reshape(out, -1))
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """[out, in] of the original weight."""
+        return tuple(self.codes.shape)
+
     def dequantize(self) -> torch.Tensor:
         return dequantize_grouped(self.codes, self.scale, self.offset)
 
@@ -44,6 +49,11 @@ class FP8Weight(nn.Module):
         super().__init__()
         self.register_buffer("values", values.to(torch.float8_e4m3fn))
         self.register_buffer("scale", scale.float().reshape(-1, 1))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """[out, in] of the original weight."""
+        return tuple(self.values.shape)
 
     def dequantize(self) -> torch.Tensor:
         return self.values.float() * self.scale
@@ -64,6 +74,11 @@ class MXWeight(nn.Module):
         self.fmt = MX_FORMATS[fmt]
         self.register_buffer("elements", elements.to(torch.float8_e4m3fn))
         self.register_buffer("exponents", exponents.to(torch.uint8))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """[out, in] of the original weight."""
+        return tuple(self.elements.shape)
 
     def dequantize(self) -> torch.Tensor:
         return mx_dequantize(self.elements.float(), self.exponents)
