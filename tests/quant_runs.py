@@ -15,6 +15,29 @@ from modelslim_core.quant.quantized_linear import QuantizedLinear
 from modelslim_save_ascend import ascendv1
 
 
+STATIC_ACT = "{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}"
+DYNAMIC_ACT = "{scope: per_token, dtype: int8, symmetric: true, method: minmax}"
+WEIGHT_SYM = "{scope: per_channel, dtype: int8, symmetric: true, method: minmax}"
+WEIGHT_ASYM = "{scope: per_channel, dtype: int8, symmetric: false, method: minmax}"
+
+
+def mixed_config(dataset: Path, down_weight: str = WEIGHT_SYM) -> str:
+    """One checkpoint with every foundation type: attention W8A8, gate/up W8A8_DYNAMIC, down_proj W8A16."""
+    return f"""\
+apiversion: modelslim_v1
+spec:
+  runner: layer_wise
+  process:
+    - type: group
+      configs:
+        - {{type: linear_quant, qconfig: {{act: {STATIC_ACT}, weight: {WEIGHT_SYM}}}, include: ["*self_attn*"]}}
+        - {{type: linear_quant, qconfig: {{act: {DYNAMIC_ACT}, weight: {WEIGHT_SYM}}}, include: ["*gate_proj", "*up_proj"]}}
+        - {{type: linear_quant, qconfig: {{weight: {down_weight}}}, include: ["*down_proj"]}}
+  save: [{{type: ascendv1_saver, part_file_size: 0}}]
+  dataset: {dataset}
+"""
+
+
 def flow(mapping: dict) -> str:
     """A one-line YAML flow mapping of a flat dict."""
     return "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in mapping.items()) + "}"

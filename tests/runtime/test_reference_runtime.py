@@ -13,7 +13,7 @@ from modelslim_core.reference_runtime import load_quantized_model
 from modelslim_core.reference_runtime.int_gemm import int8_matmul
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
 from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
-from tests.quant_runs import corrupt, flow, quantize_capturing
+from tests.quant_runs import corrupt, mixed_config, quantize_capturing
 
 ACT = {
     "static": {"scope": "per_tensor", "dtype": "int8", "symmetric": False, "method": "minmax"},
@@ -72,19 +72,6 @@ def test_kernel_from_saved_tensors_equals_the_quantizer_simulation(kind, bias, s
 
 # --- whole checkpoints -----------------------------------------------------------------------------------
 
-MIXED = """\
-apiversion: modelslim_v1
-spec:
-  runner: layer_wise
-  process:
-    - type: group
-      configs:
-        - {{type: linear_quant, qconfig: {{act: {static}, weight: {weight}}}, include: ["*self_attn*"]}}
-        - {{type: linear_quant, qconfig: {{act: {dynamic}, weight: {weight}}}, include: ["*gate_proj", "*up_proj"]}}
-        - {{type: linear_quant, qconfig: {{weight: {weight}}}, include: ["*down_proj"]}}
-  save: [{{type: ascendv1_saver, part_file_size: 0}}]
-  dataset: {dataset}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +81,7 @@ def quantized_run(tiny_models, tmp_path_factory):
     dataset = tmp / "calib.jsonl"
     dataset.write_text('{"text": "Runtime calibration text, with numbers 1 2 3."}\n{"text": "第二个样本。"}\n')
     config = tmp / "mixed.yaml"
-    config.write_text(MIXED.format(static=flow(ACT["static"]), dynamic=flow(ACT["dynamic"]), weight=flow(WEIGHT), dataset=dataset))
+    config.write_text(mixed_config(dataset))
     model_dir = tiny_models("qwen2", torch.float16)
     out = tmp / "out"
     return model_dir, out, quantize_capturing(model_dir, config, out)

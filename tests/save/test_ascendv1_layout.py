@@ -14,33 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_save_ascend.output_dir import strip_quantization_config
+from tests.quant_runs import WEIGHT_ASYM, mixed_config
 
-MIXED_CONFIG = """\
-apiversion: modelslim_v1
-spec:
-  runner: layer_wise
-  process:
-    - type: group
-      configs:
-        - type: linear_quant
-          qconfig:
-            act: {{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}}
-            weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
-          include: ["*self_attn*"]
-        - type: linear_quant
-          qconfig:
-            act: {{scope: per_token, dtype: int8, symmetric: true, method: minmax}}
-            weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
-          include: ["*gate_proj", "*up_proj"]
-        - type: linear_quant
-          qconfig:
-            weight: {{scope: per_channel, dtype: int8, symmetric: false, method: minmax}}
-          include: ["*down_proj"]
-  save:
-    - type: ascendv1_saver
-      part_file_size: 0
-  dataset: {dataset}
-"""
 
 PREFIX = "model.layers.0"
 
@@ -48,7 +23,7 @@ PREFIX = "model.layers.0"
 def quantize_copy(model_dir: Path, tmp_path: Path, calib: Path) -> Path:
     """Quantize a tiny model with the mixed config."""
     config_path = tmp_path / "mixed.yaml"
-    config_path.write_text(MIXED_CONFIG.format(dataset=calib))
+    config_path.write_text(mixed_config(calib, down_weight=WEIGHT_ASYM))
     out = tmp_path / "out"
     run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config_path), device="cpu"))
     return out
