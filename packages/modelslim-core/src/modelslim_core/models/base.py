@@ -186,6 +186,10 @@ class ModelAdapter:
     def linear_sites(self, unit: Unit) -> list[LinearSite]:
         return module_linear_sites(unit.module, unit.name)
 
+    def unit_notes(self, unit: Unit) -> list[str]:
+        """Lines for the run summary about a processed unit (e.g. MoE routing counts); read before it is released."""
+        return []
+
     # --- calibration data ---------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:
         """One model input per text, batch size 1, special tokens as the tokenizer adds them by default."""
