@@ -32,7 +32,14 @@ class Plan:
 
 
 def build_skeleton(model_path: Path, dtype: torch.dtype) -> nn.Module:
-    """The float model's architecture (weights are overwritten from the checkpoint)."""
+    """The float model's architecture (weights are overwritten from the checkpoint).
+
+    MoE experts are split into per-expert linears (models/moe.py): the checkpoint stores, and vLLM-Ascend
+    loads, one tensor set per expert, and each quantized expert needs its own kernel; the split module
+    computes exactly what the fused one does, so the logits stay comparable with the float model.
+    """
+    from modelslim_core.models.moe import prepare_moe_model
+
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     try:
@@ -41,7 +48,7 @@ def build_skeleton(model_path: Path, dtype: torch.dtype) -> nn.Module:
         raise ModelError(f"cannot read the model config in {str(model_path)!r}: {exc}", "pass the float model's directory.") from None
     causal = any(arch.endswith("ForCausalLM") for arch in (getattr(config, "architectures", None) or []))
     factory = AutoModelForCausalLM if causal else AutoModel
-    model = factory.from_config(config, dtype=dtype)
+    model = prepare_moe_model(factory.from_config(config, dtype=dtype))
     return model.eval().requires_grad_(False)
 
 
