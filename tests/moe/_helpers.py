@@ -25,7 +25,7 @@ MODEL_TYPES = {"qwen3_moe": "Qwen3-30B-A3B", "deepseek_v3": "DeepSeek-V3"}
 def tiny_practice(arch: str, quant_type: str, last_layer: int, dataset: Path, runner: str, target: Path) -> Path:
     """The shipped practice, retargeted: its last-layer rule names the tiny model's last layer."""
     text = PRACTICES[arch, quant_type].read_text(encoding="utf-8")
-    text = re.sub(r"model\.layers\.\d+\.mlp\.experts", f"model.layers.{last_layer}.mlp.experts", text)
+    text = re.sub(r"model\.layers\.\d+\.(mlp\.experts\.|)\*", f"model.layers.{last_layer}.\\1*", text)
     data = yaml.safe_load(text)
     data["spec"]["runner"] = runner
     data["spec"]["save"][0]["part_file_size"] = 0
