@@ -69,3 +69,24 @@ def make_tiny_model(target: Path, arch: str = "qwen2", dtype: torch.dtype = torc
                 buffer.normal_(0, 0.1)
     model.to(dtype).save_pretrained(target, safe_serialization=True)
     return target
+
+
+#: A tiny WordPiece vocabulary: special tokens, letters, digits, punctuation and a few word pieces.
+ENCODER_VOCAB = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz0123456789.,:;!?'\"()-*+=/")
+                 + ["the", "quick", "brown", "fox", "every", "token", "##s", "##ing", "##ed", "##er"]
+                 + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"])
+
+
+def make_tiny_encoder(target: Path, dtype: torch.dtype = torch.float32, seed: int = 0) -> Path:
+    """A tiny random BERT encoder (BertModel, no LM head) with a WordPiece tokenizer built offline from a vocab list."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    target.mkdir(parents=True, exist_ok=True)
+    vocab_file = target / "vocab.txt"
+    vocab_file.write_text("\n".join(ENCODER_VOCAB) + "\n", encoding="utf-8")
+    BertTokenizer(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(target)
+    config = BertConfig(vocab_size=len(ENCODER_VOCAB), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=128)
+    torch.manual_seed(seed)
+    BertModel(config).to(dtype).save_pretrained(target, safe_serialization=True)
+    return target

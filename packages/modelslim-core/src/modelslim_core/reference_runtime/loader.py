@@ -38,17 +38,17 @@ def build_skeleton(model_path: Path, dtype: torch.dtype) -> nn.Module:
     loads, one tensor set per expert, and each quantized expert needs its own kernel; the split module
     computes exactly what the fused one does, so the logits stay comparable with the float model.
     """
-    from modelslim_core.models.moe import prepare_moe_model
+    from transformers import AutoConfig
 
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from modelslim_core.models.base import instantiate_from_config
+    from modelslim_core.models.default import model_class_for
+    from modelslim_core.models.moe import prepare_moe_model
 
     try:
         config = AutoConfig.from_pretrained(model_path, local_files_only=True)
     except Exception as exc:
         raise ModelError(f"cannot read the model config in {str(model_path)!r}: {exc}", "pass the float model's directory.") from None
-    causal = any(arch.endswith("ForCausalLM") for arch in (getattr(config, "architectures", None) or []))
-    factory = AutoModelForCausalLM if causal else AutoModel
-    model = prepare_moe_model(factory.from_config(config, dtype=dtype))
+    model = prepare_moe_model(instantiate_from_config(model_class_for(config), config, dtype))
     return model.eval().requires_grad_(False)
 
 
