@@ -11,6 +11,7 @@ import yaml
 from safetensors import safe_open
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
+from tests.quant_runs import STATIC_ACT, WEIGHT_SYM
 
 REPO = Path(__file__).resolve().parents[2]
 PRACTICES = {
@@ -20,6 +21,13 @@ PRACTICES = {
     ("deepseek_v3", "w4a8"): REPO / "practices/deepseek_v3/deepseek_v3-w4a8.yaml",
 }
 MODEL_TYPES = {"qwen3_moe": "Qwen3-30B-A3B", "deepseek_v3": "DeepSeek-V3"}
+
+
+def static_w8a8_config(include: str, runner: str, dataset: Path) -> str:
+    """One linear_quant with static per-tensor activations (needs calibration data) on `include`."""
+    return (f"apiversion: modelslim_v1\nspec:\n  runner: {runner}\n  process:\n"
+            f"    - {{type: linear_quant, qconfig: {{act: {STATIC_ACT}, weight: {WEIGHT_SYM}}}, include: [{include!r}]}}\n"
+            f"  save: [{{type: ascendv1_saver, part_file_size: 0}}]\n  dataset: {dataset}\n")
 
 
 def tiny_practice(arch: str, quant_type: str, last_layer: int, dataset: Path, runner: str, target: Path) -> Path:

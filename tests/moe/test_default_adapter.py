@@ -12,21 +12,9 @@ from transformers import AutoModel
 from modelslim_core.models.default import DefaultAdapter, largest_block_stack
 from modelslim_core.models.resolve import adapter_class_for
 from modelslim_core.reference_runtime import load_quantized_model
-from tests.moe._helpers import quantize, saved
+from tests.moe._helpers import quantize, saved, static_w8a8_config
 from tests.tiny_models import make_tiny_encoder
 
-STATIC_CONFIG = """\
-apiversion: modelslim_v1
-spec:
-  runner: {runner}
-  process:
-    - type: linear_quant
-      qconfig:
-        act: {{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}}
-        weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
-  save: [{{type: ascendv1_saver, part_file_size: 0}}]
-  dataset: {dataset}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +50,7 @@ def test_encoder_quantizes_end_to_end_with_static_activations(encoder, tmp_path,
     dataset = tmp_path / "calib.jsonl"
     dataset.write_text('{"text": "the quick brown fox"}\n{"text": "every token, 1 2 3!"}\n')
     config = tmp_path / "static.yaml"
-    config.write_text(STATIC_CONFIG.format(runner=runner, dataset=dataset))
+    config.write_text(static_w8a8_config("*", runner, dataset))
     caplog.set_level(logging.INFO)
     out = quantize(encoder, tmp_path / "out", "my-bert-encoder", config)
     assert "the units are the 2 BertLayer blocks of encoder.layer" in caplog.text

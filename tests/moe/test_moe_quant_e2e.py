@@ -110,3 +110,21 @@ def test_quant_type_reaches_the_moe_practices(tiny_models, tmp_path, caplog):
     assert "matched no layer" in caplog.text  # the 30B practice's layer 47 does not exist in the 2-layer model
     out = quantize(tiny_models("deepseek_v3", torch.bfloat16), tmp_path / "ds", "DeepSeek-R1", quant_type="w4a8")
     assert "deepseek_v3-w4a8" in (out / "DeepSeek-R1_best_practice.yaml").read_text()
+
+
+def test_deepseek_mtp_layer_is_left_out_and_said_so(tiny_models, tmp_path, caplog):
+    """Hub DeepSeek checkpoints carry an MTP layer after the last decoder layer; it is not in the output."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "with-mtp"
+    shutil.copytree(tiny_models("deepseek_v3", torch.bfloat16), model)
+    tensors = load_file(model / "model.safetensors")
+    tensors["model.layers.3.eh_proj.weight"] = torch.zeros(H, 2 * H, dtype=torch.bfloat16)
+    tensors["model.layers.3.enorm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    caplog.set_level(logging.INFO)
+    out = quantize(model, tmp_path / "out", "DeepSeek-V3", quant_type="w4a8")
+    assert "2 tensors of the multi-token-prediction layer (e.g. model.layers.3." in caplog.text
+    assert not [name for name in saved(out)[0] if name.startswith("model.layers.3.")]
