@@ -128,3 +128,35 @@ def test_deepseek_mtp_layer_is_left_out_and_said_so(tiny_models, tmp_path, caplo
     out = quantize(model, tmp_path / "out", "DeepSeek-V3", quant_type="w4a8")
     assert "2 tensors of the multi-token-prediction layer (e.g. model.layers.3." in caplog.text
     assert not [name for name in saved(out)[0] if name.startswith("model.layers.3.")]
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_layer_wise_reads_experts_from_a_fused_checkpoint(runs, tmp_path, caplog, transposed):
+    """Checkpoints that store experts fused ([E, 2I, H] / [E, H, I], or transposed as Qwen3-VL-MoE does) are
+    sliced per expert while loading layer by layer: the result equals the run on the per-expert checkpoint."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    source, reference = runs("qwen3_moe", "w8a8")
+    fused_dir = tmp_path / "fused"
+    shutil.copytree(source, fused_dir)
+    tensors = load_file(fused_dir / "model.safetensors")
+    for layer in moe_layers("qwen3_moe"):
+        prefix = f"model.layers.{layer}.mlp.experts"
+        per = {proj: torch.stack([tensors.pop(f"{prefix}.{e}.{proj}.weight") for e in range(4)])
+               for proj in ("gate_proj", "up_proj", "down_proj")}
+        gate_up, down = torch.cat([per["gate_proj"], per["up_proj"]], dim=1), per["down_proj"]
+        if transposed:
+            gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
+        tensors[f"{prefix}.gate_up_proj"], tensors[f"{prefix}.down_proj"] = gate_up.contiguous(), down.contiguous()
+    save_file(tensors, fused_dir / "model.safetensors", metadata={"format": "pt"})
+    config = tmp_path / "practice.yaml"
+    config.write_text((reference / "Qwen3-30B-A3B_best_practice.yaml").read_text().replace("runner: model_wise", "runner: layer_wise"))
+    caplog.set_level(logging.INFO)
+    out = quantize(fused_dir, tmp_path / "out", "Qwen3-30B-A3B", config)
+    assert "Checkpoint keys differ" not in caplog.text  # really layer by layer, not a whole-model fallback
+    expected, got = load_file(reference / "quant_model_weights.safetensors"), load_file(out / "quant_model_weights.safetensors")
+    assert set(got) == set(expected)
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
