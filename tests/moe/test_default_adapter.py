@@ -12,7 +12,7 @@ from transformers import AutoModel
 from modelslim_core.models.default import DefaultAdapter, largest_block_stack
 from modelslim_core.models.resolve import adapter_class_for
 from modelslim_core.reference_runtime import load_quantized_model
-from tests.moe._helpers import quantize, saved, static_w8a8_config
+from tests.moe._helpers import quantize, relative_logit_error, saved, static_w8a8_config
 from tests.tiny_models import make_tiny_encoder
 
 
@@ -72,3 +72,16 @@ def test_encoder_with_the_default_w8a8_practice(encoder, tmp_path):
     description, _ = saved(out)
     assert description["encoder.layer.0.attention.self.key.weight"] == "W8A8_DYNAMIC"
     load_quantized_model(encoder, out)  # strict conformance of every tensor
+
+
+def test_an_unknown_decoder_quantizes_through_the_default_adapter(tiny_models, tmp_path, caplog):
+    model = tiny_models("mistral", torch.bfloat16)
+    dataset = tmp_path / "calib.jsonl"
+    dataset.write_text('{"text": "An architecture without a family adapter."}\n')
+    config = tmp_path / "static.yaml"
+    config.write_text(static_w8a8_config("*", "layer_wise", dataset))
+    caplog.set_level(logging.INFO)
+    out = quantize(model, tmp_path / "out", "my-mistral", config)
+    assert "the units are the 2 MistralDecoderLayer blocks of model.layers" in caplog.text
+    assert saved(out)[0]["model.layers.1.mlp.down_proj.weight"] == "W8A8"
+    assert 0 < relative_logit_error(model, out, torch.arange(3, 40).reshape(1, -1)) < 0.05

@@ -51,12 +51,18 @@ def largest_block_stack(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
     return max(stacks, key=lambda item: (_parameter_count(item[1]), -stacks.index(item)))
 
 
-def model_class_for(config: Any) -> Any:
-    """The class to instantiate: the config's own architecture, else causal LM for decoders, else the base model."""
+def model_class_for(config: Any, trust_remote_code: bool = False) -> Any:
+    """The class to instantiate: the config's own architecture, else causal LM for decoders, else the base model.
+
+    A model that ships its own code (`auto_map`) and is trusted goes through the auto classes, which load it.
+    """
     import transformers
     from transformers import AutoModel, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+    auto_map = getattr(config, "auto_map", None) or {}
+    if trust_remote_code and auto_map:
+        return AutoModelForCausalLM if "AutoModelForCausalLM" in auto_map else AutoModel
     for architecture in getattr(config, "architectures", None) or []:
         cls = getattr(transformers, architecture, None)
         if cls is not None and hasattr(cls, "from_pretrained"):
@@ -79,7 +85,7 @@ class DefaultAdapter(MoEAdapterMixin, ModelAdapter):
                              "check config.json, or pass --trust_remote_code true for a model that ships its own code.") from None
 
     def model_class(self) -> Any:
-        return model_class_for(self._config())
+        return model_class_for(self._config(), self.trust_remote_code)
 
     def units(self, model: nn.Module) -> list[Unit]:
         found = largest_block_stack(model)
