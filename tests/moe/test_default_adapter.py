@@ -85,3 +85,26 @@ def test_an_unknown_decoder_quantizes_through_the_default_adapter(tiny_models, t
     assert "the units are the 2 MistralDecoderLayer blocks of model.layers" in caplog.text
     assert saved(out)[0]["model.layers.1.mlp.down_proj.weight"] == "W8A8"
     assert 0 < relative_logit_error(model, out, torch.arange(3, 40).reshape(1, -1)) < 0.05
+
+
+def test_blocks_that_pass_state_to_each_other_are_refused_not_miscalibrated(encoder, tmp_path):
+    """T5 blocks hand `position_bias` from block 0 to the next ones: chaining hidden states alone would be wrong."""
+    from transformers import T5Config, T5EncoderModel
+
+    from modelslim_core.errors import ModelError
+
+    model_dir = tmp_path / "t5"
+    model_dir.mkdir()
+    for name in ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
+        if (encoder / name).is_file():
+            (model_dir / name).write_bytes((encoder / name).read_bytes())
+    config = T5Config(vocab_size=200, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    T5EncoderModel(config).save_pretrained(model_dir)
+    dataset = tmp_path / "calib.jsonl"
+    dataset.write_text('{"text": "the quick brown fox"}\n')
+    static = tmp_path / "static.yaml"
+    static.write_text(static_w8a8_config("*", "model_wise", dataset))
+    with pytest.raises(ModelError, match="pass each other more than their hidden states"):
+        quantize(model_dir, tmp_path / "out", "my-t5-encoder", static)
+    out = quantize(model_dir, tmp_path / "dynamic", "my-t5-encoder", quant_type="w8a8")  # data-free: fine
+    assert saved(out)[0]["encoder.block.1.layer.1.DenseReluDense.wi.weight"] == "W8A8_DYNAMIC"
