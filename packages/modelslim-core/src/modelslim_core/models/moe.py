@@ -213,7 +213,8 @@ class RoutingStats:
     routed_tokens: list[int]
     seen_tokens: int
     all_token_tokens: int
-    notes: list[str] = field(default_factory=list)
+    #: Export type of each expert linear ("FLOAT" when not quantized), by relative name `<e>.<proj>`.
+    expert_types: dict[str, str] = field(default_factory=dict)
 
     @property
     def unrouted(self) -> list[int]:
@@ -226,12 +227,27 @@ def routing_stats(root: nn.Module, prefix: str) -> list[RoutingStats]:
     for path, module in root.named_modules():
         if isinstance(module, PerExpertMoE):
             name = f"{prefix}.{path}" if path else prefix
-            stats.append(RoutingStats(name, list(module.routed_tokens), module.seen_tokens, module.all_token_tokens))
+            types = {f"{e}.{proj}": getattr(getattr(expert, proj), "export_type", "FLOAT")
+                     for e, expert in enumerate(module) for proj in ("gate_proj", "up_proj", "down_proj")}
+            stats.append(RoutingStats(name, list(module.routed_tokens), module.seen_tokens, module.all_token_tokens, types))
     return stats
+
+
+def mixed_types_warning(stats: RoutingStats) -> str | None:
+    """vLLM-Ascend runs all experts of a layer with ONE MoE kernel, so their linears must share one type."""
+    kinds = sorted(set(stats.expert_types.values()))
+    if len(kinds) < 2:
+        return None
+    examples = ", ".join(f"{name}: {next(n for n, t in stats.expert_types.items() if t == name)}" for name in kinds)
+    return (f"{stats.name}: its experts have different quantization types ({', '.join(kinds)}; e.g. {examples}); "
+            "vLLM-Ascend loads a layer's experts with one kernel, so give every expert of a layer the same qconfig.")
 
 
 def routing_report(stats: RoutingStats) -> list[str]:
     """Log lines for one MoE layer: per-expert routed token counts and what happened to never-chosen experts."""
+    warning = mixed_types_warning(stats)
+    if warning:
+        logger.warning("%s", warning)
     if stats.seen_tokens == 0:
         return [f"{stats.name}: no calibration forward ran (data-free quantization); experts were quantized from "
                 "their weights alone."]
