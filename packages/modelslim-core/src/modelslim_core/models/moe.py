@@ -264,6 +264,16 @@ def routing_report(stats: RoutingStats) -> list[str]:
     return lines
 
 
+def expert_up_down_pairs(root: nn.Module) -> list[tuple[str, str, tuple[str, ...]]]:
+    """("up-down", `<experts>.<e>.up_proj`, (`<experts>.<e>.down_proj`,)) for every routed expert under `root`."""
+    pairs = []
+    for path, module in root.named_modules():
+        if isinstance(module, PerExpertMoE):
+            base = f"{path}." if path else ""
+            pairs += [("up-down", f"{base}{e}.up_proj", (f"{base}{e}.down_proj",)) for e in range(len(module))]
+    return pairs
+
+
 class MoEAdapterMixin:
     """Adds the MoE layout to any model adapter (text or multimodal): put it before the adapter base class.
 
@@ -276,6 +286,21 @@ class MoEAdapterMixin:
 
     def build_skeleton(self, dtype: torch.dtype) -> nn.Module:
         return prepare_moe_model(super().build_skeleton(dtype))
+
+    #: Extra (kind, source, targets) smoothing pairs of the family, relative to a unit (e.g. MLA's norms).
+    #: Norm -> expert pairs are never listed: the router reads the same normalised activations, so
+    #: rescaling the norm would change routing.
+    family_smoothing_pairs: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    def smoothing_subgraphs(self, unit) -> list:
+        """The dense patterns (modules a layer lacks are skipped), the family's pairs, shared experts' up->down
+        and every routed expert's up->down (shared/spec/cli-and-practices.md §4.3)."""
+        from modelslim_core.models.subgraphs import SubgraphPattern, attention_heads, resolve_subgraphs
+
+        pairs = list(self.family_smoothing_pairs) + [("up-down", "mlp.shared_experts.up_proj", ("mlp.shared_experts.down_proj",))]
+        pairs += expert_up_down_pairs(unit.module)
+        extra = tuple(SubgraphPattern(kind, source, targets) for kind, source, targets in pairs)
+        return super().smoothing_subgraphs(unit) + resolve_subgraphs(unit, extra, attention_heads(self.config_json))
 
     def unit_notes(self, unit) -> list[str]:
         lines = super().unit_notes(unit)
