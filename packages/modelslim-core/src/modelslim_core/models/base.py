@@ -178,6 +178,10 @@ class ModelAdapter:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         return {name for name, module in model.named_modules() if head is not None and module is head}
 
+    def unit_notes(self, unit: Unit) -> list[str]:
+        """Lines for the run summary about a processed unit (e.g. MoE routing counts); read before it is released."""
+        return []
+
     # --- structure ----------------------------------------------------------------------------------------
     def units(self, model: nn.Module) -> list[Unit]:
         """Decoder layers, found by class name, outermost only, in `named_modules` order."""
@@ -197,10 +201,6 @@ class ModelAdapter:
 
     def linear_sites(self, unit: Unit) -> list[LinearSite]:
         return module_linear_sites(unit.module, unit.name)
-
-    def unit_notes(self, unit: Unit) -> list[str]:
-        """Lines for the run summary about a processed unit (e.g. MoE routing counts); read before it is released."""
-        return []
 
     # --- calibration data ---------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:
