@@ -121,6 +121,7 @@ class UnitPipeline:
         processors = [build_processor(config, self.context) for config in stage.processors]
         savers = [build_saver(config, self.context) for config in stage.savers] if self.rank == 0 else []
         summary = RunSummary(stage.name, self.placement.device)
+        self._summary = summary  # units add the adapter's notes (MoE routing) before they are released
         checkpointed = False
         try:
             units = self.adapter.units(model)
@@ -129,7 +130,7 @@ class UnitPipeline:
                             isinstance(self.placement, LayerWisePlacement))
             for unit in self._progress(units[start:], stage):
                 started = time.perf_counter()
-                inputs = self._run_unit(unit, processors, savers, inputs, is_last=unit is units[-1], summary=summary)
+                inputs = self._run_unit(unit, processors, savers, inputs, is_last=unit is units[-1])
                 summary.add(unit.name, time.perf_counter() - started, rss_bytes())
                 if unit is not units[-1]:
                     self._checkpoint(stage, unit.index + 1, inputs, processors, savers)
@@ -171,7 +172,6 @@ class UnitPipeline:
         savers: list[Saver],
         inputs: list[UnitInput] | None,
         is_last: bool,
-        summary: RunSummary | None = None,
     ) -> list[UnitInput] | None:
         self.placement.enter(unit)
         outputs = None
@@ -186,8 +186,8 @@ class UnitPipeline:
             outputs = self._forward(unit, inputs)
         for saver in savers:
             saver.save_unit(unit)
-        if summary is not None:
-            summary.note(self.adapter.unit_notes(unit))
+        if getattr(self, "_summary", None) is not None:
+            self._summary.note(self.adapter.unit_notes(unit))
         self.placement.leave(unit)
         if inputs is None or is_last:
             return None
