@@ -178,10 +178,6 @@ class ModelAdapter:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         return {name for name, module in model.named_modules() if head is not None and module is head}
 
-    def unit_notes(self, unit: Unit) -> list[str]:
-        """Lines for the run summary about a processed unit (e.g. MoE routing counts); read before it is released."""
-        return []
-
     # --- structure ----------------------------------------------------------------------------------------
     def units(self, model: nn.Module) -> list[Unit]:
         """Decoder layers, found by class name, outermost only, in `named_modules` order."""
@@ -245,3 +241,7 @@ class ModelAdapter:
         if previous.args:
             return UnitInput(args=(hidden, *previous.args[1:]), kwargs=previous.kwargs)
         return UnitInput(args=(), kwargs={**previous.kwargs, "hidden_states": hidden})
+
+    def unit_notes(self, unit: Unit) -> list[str]:
+        """Lines for the run summary about a processed unit (e.g. MoE routing counts); read before it is released."""
+        return []
