@@ -121,7 +121,6 @@ class UnitPipeline:
         processors = [build_processor(config, self.context) for config in stage.processors]
         savers = [build_saver(config, self.context) for config in stage.savers] if self.rank == 0 else []
         summary = RunSummary(stage.name, self.placement.device)
-        self._summary = summary  # units add the adapter's notes (MoE routing) before they are released
         checkpointed = False
         try:
             units = self.adapter.units(model)
@@ -132,6 +131,7 @@ class UnitPipeline:
                 started = time.perf_counter()
                 inputs = self._run_unit(unit, processors, savers, inputs, is_last=unit is units[-1])
                 summary.add(unit.name, time.perf_counter() - started, rss_bytes())
+                summary.note(self.adapter.unit_notes(unit))  # e.g. MoE routing counts (kept past release)
                 if unit is not units[-1]:
                     self._checkpoint(stage, unit.index + 1, inputs, processors, savers)
                     checkpointed = checkpointed or bool(savers and self.store)
@@ -186,8 +186,6 @@ class UnitPipeline:
             outputs = self._forward(unit, inputs)
         for saver in savers:
             saver.save_unit(unit)
-        if getattr(self, "_summary", None) is not None:
-            self._summary.note(self.adapter.unit_notes(unit))
         self.placement.leave(unit)
         if inputs is None or is_last:
             return None
