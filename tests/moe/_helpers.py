@@ -19,8 +19,10 @@ PRACTICES = {
     ("qwen3_moe", "w4a8"): REPO / "practices/qwen3_moe/qwen3_moe-30b-w4a8.yaml",
     ("deepseek_v3", "w8a8"): REPO / "practices/deepseek_v3/deepseek_v3-w8a8.yaml",
     ("deepseek_v3", "w4a8"): REPO / "practices/deepseek_v3/deepseek_v3-w4a8.yaml",
+    ("deepseek_v32", "w8a8"): REPO / "practices/deepseek_v3_2/deepseek_v3_2-w8a8.yaml",
+    ("deepseek_v32", "w4a8"): REPO / "practices/deepseek_v3_2/deepseek_v3_2-w4a8.yaml",
 }
-MODEL_TYPES = {"qwen3_moe": "Qwen3-30B-A3B", "deepseek_v3": "DeepSeek-V3"}
+MODEL_TYPES = {"qwen3_moe": "Qwen3-30B-A3B", "deepseek_v3": "DeepSeek-V3", "deepseek_v32": "DeepSeek-V3.2-Exp"}
 
 
 def static_w8a8_config(include: str, runner: str, dataset: Path) -> str:

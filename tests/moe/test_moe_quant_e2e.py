@@ -48,7 +48,7 @@ def runs(tiny_models, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3"])
+@pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3", "deepseek_v32"])
 @pytest.mark.parametrize("quant_type", ["w8a8", "w4a8"])
 def test_every_expert_has_its_tensors(runs, arch, quant_type):
     _, out = runs(arch, quant_type)
@@ -69,6 +69,14 @@ def test_every_expert_has_its_tensors(runs, arch, quant_type):
     assert description["model_quant_type"] == ("W8A8" if quant_type == "w8a8" else "W8A8_DYNAMIC")
 
 
+def test_deepseek_v32_keeps_the_indexer_float(runs):
+    _, out = runs("deepseek_v32", "w8a8")
+    description = saved(out)[0]
+    for name in ("wq_b", "wk", "weights_proj"):
+        assert description[f"model.layers.1.self_attn.indexer.{name}.weight"] == "FLOAT"
+    assert description["model.layers.1.self_attn.q_b_proj.weight"] == "W8A8"
+
+
 def test_deepseek_specific_tensors(runs):
     _, out = runs("deepseek_v3", "w4a8")
     description, metas = saved(out)
@@ -83,7 +91,7 @@ def test_deepseek_specific_tensors(runs):
     assert saved(w8a8)[0]["model.layers.1.self_attn.q_a_proj.weight"] == "W8A8"  # static attention
 
 
-@pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3"])
+@pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3", "deepseek_v32"])
 @pytest.mark.parametrize("quant_type, bound", [("w8a8", 0.05), ("w4a8", 0.25)])
 def test_reference_runtime_reloads_and_matches_float(runs, arch, quant_type, bound):
     model, out = runs(arch, quant_type)
