@@ -73,6 +73,7 @@ class LayerTreeSaver(Saver, ABC):
 
     # --- writing ------------------------------------------------------------------------------------------
     def _write(self, name: str, tensor: torch.Tensor, tag: str) -> None:
+        name = self.context.adapter.saved_tensor_name(name)  # checkpoint names can differ from module names (VLMs)
         self.writer.write(name, tensor)
         self.description.tag(name, tag)
 

@@ -166,6 +166,14 @@ class ModelAdapter:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         return {name for name, module in model.named_modules() if head is not None and module is head}
 
+    def saved_tensor_name(self, name: str) -> str:
+        """The name a tensor of module path `name` has in the checkpoint format serving engines load.
+
+        The same as the module path for text LLMs; multimodal families whose transformers modules are nested
+        differently from their checkpoints on disk (and the Omni thinker's `thinker.` prefix) map it back.
+        """
+        return name
+
     # --- structure ----------------------------------------------------------------------------------------
     def units(self, model: nn.Module) -> list[Unit]:
         """Decoder layers, found by class name, outermost only, in `named_modules` order."""
