@@ -53,8 +53,10 @@ def read_config_json(model_path: Path) -> dict[str, Any]:
 
 
 def source_dtype_of(config_json: dict[str, Any]) -> torch.dtype | None:
-    """The checkpoint's dtype from config.json (`dtype`/`torch_dtype`, also inside text_config)."""
-    for holder in (config_json, config_json.get("text_config") or {}):
+    """The checkpoint's dtype from config.json (`dtype`/`torch_dtype`, also inside text_config, and inside an
+    Omni release's thinker_config)."""
+    thinker = config_json.get("thinker_config") or {}
+    for holder in (config_json, config_json.get("text_config") or {}, thinker, thinker.get("text_config") or {}):
         for key in ("dtype", "torch_dtype"):
             if holder.get(key) in _DTYPES:
                 return _DTYPES[holder[key]]

@@ -19,6 +19,7 @@ from modelslim_core.errors import CheckpointError, ModelError
 from modelslim_core.models.base import read_config_json, source_dtype_of
 from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape, TensorSpec
+from modelslim_core.reference_runtime.multimodal import multimodal_class, saved_to_module_name
 
 MAX_LISTED = 5
 
@@ -39,6 +40,11 @@ def build_skeleton(model_path: Path, dtype: torch.dtype) -> nn.Module:
         config = AutoConfig.from_pretrained(model_path, local_files_only=True)
     except Exception as exc:
         raise ModelError(f"cannot read the model config in {str(model_path)!r}: {exc}", "pass the float model's directory.") from None
+    multimodal = multimodal_class(config)
+    if multimodal is not None:
+        cls, own_config = multimodal
+        model = cls._from_config(own_config, dtype=dtype)
+        return model.eval().requires_grad_(False)
     causal = any(arch.endswith("ForCausalLM") for arch in (getattr(config, "architectures", None) or []))
     factory = AutoModelForCausalLM if causal else AutoModel
     model = factory.from_config(config, dtype=dtype)
@@ -127,6 +133,7 @@ def load_quantized_model(
     checkpoint = SavedCheckpoint(quant_path)
     source_dtype = source_dtype_of(read_config_json(model_path))
     model = build_skeleton(model_path, dtype)
+    checkpoint.rename(saved_to_module_name(model))
     plan = plan_for(model, checkpoint, source_dtype)
     validate(plan, checkpoint)
     kernel_params = {n for n in plan.specs if any(n.startswith(linear + ".") for linear in plan.quantized)}

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from modelslim_core.models.base import source_dtype_of
 from modelslim_vlm.models.base import VlmAdapter
 
 FULL_MODEL_TYPE = "qwen2_5_omni"
@@ -34,16 +31,6 @@ class Qwen25OmniThinkerAdapter(VlmAdapter):
         ("model.language_model", "thinker.model"),
         ("lm_head", "thinker.lm_head"),
     )
-
-    @property
-    def thinker_config_json(self) -> dict[str, Any]:
-        if self.hf_model_type == FULL_MODEL_TYPE:
-            return self.config_json.get("thinker_config") or {}
-        return self.config_json
-
-    @property
-    def source_dtype(self) -> torch.dtype | None:
-        return source_dtype_of(self.config_json) or source_dtype_of(self.thinker_config_json)
 
     def pretrained_kwargs(self) -> dict[str, Any]:
         if self.hf_model_type != FULL_MODEL_TYPE:
