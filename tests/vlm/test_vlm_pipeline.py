@@ -1,0 +1,75 @@
+"""The layer-wise VLM pipeline feeds every decoder layer what the model's own forward feeds it.
+
+Capture (media features scattered into the text stream, multimodal position ids), the hand-over between
+layers (Qwen3-VL's DeepStack additions) and the towers' recorded calls are checked against hooks on a full
+float forward; a run that quantizes the vision tower captures the first layer's inputs again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from modelslim_core.models.resolve import create_adapter
+from modelslim_core.reference_runtime import load_quantized_model
+from modelslim_vlm.pipeline import VlmUnitPipeline
+from tests.vlm._helpers import MODEL_TYPES, multimodal_prompt, practice_config, quantize, relative_error
+
+FAMILIES = ["qwen2_5_vl", "qwen3_vl", "qwen2_5_omni_thinker"]
+
+
+def _layer_inputs_of_full_forward(model, adapter, inputs) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    hooks = [layer.register_forward_pre_hook(lambda _m, args, kwargs: seen.append(
+        (args[0] if args else kwargs["hidden_states"]).clone()), with_kwargs=True)
+        for layer in adapter.decoder_layers(model)]
+    try:
+        with torch.no_grad():
+            model(**inputs, use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layer_by_layer_inputs_equal_the_full_forward(family: str, tiny_vlms, media_index: Path):
+    model_path = tiny_vlms(family)
+    adapter = create_adapter(MODEL_TYPES[family], model_path, False)
+    model = adapter.load_model(torch.float32)
+    inputs = multimodal_prompt(family, model_path, media_index)
+    expected = _layer_inputs_of_full_forward(model, adapter, inputs)
+    (item,) = adapter.capture_unit_inputs(model, [inputs])
+    assert set(item.tower_calls) == set(adapter.tower_paths)
+    assert len(item.tower_calls["model.visual"]) == 2  # the image and the video are two calls of one tower
+    if family == "qwen3_vl":
+        assert len(item.extras["deepstack_visual_embeds"]) == 1 and item.extras["visual_pos_masks"].any()
+    with torch.no_grad():
+        for index, layer in enumerate(adapter.decoder_layers(model)):
+            torch.testing.assert_close(item.args[0], expected[index], rtol=1e-5, atol=1e-5)
+            item = adapter.next_unit_input(layer(*item.args, **item.kwargs), item)
+
+
+def test_a_quantized_vision_tower_is_recaptured(tiny_vlms, media_index: Path, tmp_path: Path, monkeypatch):
+    """Quantizing the tower too: the decoder layers are calibrated on the quantized tower's features."""
+    family = "qwen3_vl"
+    config = practice_config(family, media_index)
+    config["spec"]["process"][0]["configs"].append({
+        "type": "linear_quant", "include": ["model.visual.blocks.*"],
+        "qconfig": {"act": {"scope": "per_token", "dtype": "int8", "symmetric": True, "method": "minmax"},
+                    "weight": {"scope": "per_channel", "dtype": "int8", "symmetric": True, "method": "minmax"}}})
+    recaptures = []
+    original = VlmUnitPipeline._recapture
+    monkeypatch.setattr(VlmUnitPipeline, "_recapture", lambda self: recaptures.append(1) or original(self))
+    out = quantize(family, tiny_vlms(family), tmp_path / "out", config)
+    assert recaptures == [1]
+    description = (out / "quant_model_description.json").read_text()
+    assert '"model.visual.blocks.0.attn.qkv.weight": "W8A8_DYNAMIC"' in description
+    model_path = tiny_vlms(family)
+    inputs = multimodal_prompt(family, model_path, media_index)
+    float_model = create_adapter(MODEL_TYPES[family], model_path, False).load_model(torch.float32)
+    with torch.no_grad():
+        error = relative_error(float_model(**inputs).logits, load_quantized_model(model_path, out)(**inputs).logits)
+    assert error < 0.05
