@@ -63,6 +63,13 @@ def source_dtype_of(config_json: dict[str, Any]) -> torch.dtype | None:
     return None
 
 
+def instantiate_from_config(factory: Any, config: Any, dtype: torch.dtype, trust_remote_code: bool = False) -> nn.Module:
+    """A randomly initialised model from an auto class (`from_config`) or a concrete model class (`_from_config`)."""
+    if hasattr(factory, "from_config"):
+        return factory.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    return factory._from_config(config, dtype=dtype)
+
+
 class ModelAdapter:
     """Adapter for transformers causal LMs whose decoder layers are the units."""
 
@@ -123,14 +130,19 @@ class ModelAdapter:
                 ) from None
         return self._tokenizer
 
-    def load_model(self, dtype: torch.dtype) -> nn.Module:
+    def model_class(self) -> Any:
+        """The transformers class (or auto class) that builds this model; families of causal LMs keep the default."""
         from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    def load_model(self, dtype: torch.dtype) -> nn.Module:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own per-layer progress is the one users watch
 
         try:
-            model = AutoModelForCausalLM.from_pretrained(
+            model = self.model_class().from_pretrained(
                 self.model_path,
                 dtype=dtype,
                 local_files_only=True,
@@ -150,13 +162,13 @@ class ModelAdapter:
 
     def build_skeleton(self, dtype: torch.dtype) -> nn.Module:
         """The architecture with every parameter on `meta` (no memory), for lazy layer-wise loading."""
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig
 
         from modelslim_core.models.weights import parameters_on_meta
 
         config = AutoConfig.from_pretrained(self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code)
         with parameters_on_meta():
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=self.trust_remote_code)
+            model = instantiate_from_config(self.model_class(), config, dtype, self.trust_remote_code)
         model.eval()
         model.requires_grad_(False)
         if getattr(model.config, "use_cache", None):
@@ -195,6 +207,10 @@ class ModelAdapter:
 
     def linear_sites(self, unit: Unit) -> list[LinearSite]:
         return module_linear_sites(unit.module, unit.name)
+
+    def unit_notes(self, unit: Unit) -> list[str]:
+        """Lines for the run summary about a processed unit (e.g. MoE routing counts); read before it is released."""
+        return []
 
     # --- calibration data ---------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:

@@ -43,6 +43,10 @@ class SourceWeights:
     def available(self) -> bool:
         return bool(self._file_of)
 
+    def names(self) -> list[str]:
+        """Every tensor name of the checkpoint."""
+        return list(self._file_of)
+
     def __contains__(self, name: str) -> bool:
         return name in self._file_of
 

@@ -1,4 +1,4 @@
-"""Multimodal checkpoints in the reference runtime: which architecture to build and how saved names map to it.
+"""Multimodal checkpoints in the reference runtime: the Omni thinker, and how saved names map to modules.
 
 Vision-language checkpoints name tensors as their releases do on disk, which can differ from the module
 paths of current transformers (Qwen2.5-VL: `visual.*` / `model.layers.*` vs `model.visual.*` /
@@ -17,17 +17,14 @@ from torch import nn
 OMNI_THINKERS = {"qwen2_5_omni": "Qwen2_5OmniThinkerForConditionalGeneration"}
 
 
-def multimodal_class(config: Any) -> tuple[type[nn.Module], Any] | None:
-    """(model class, its config) for Omni releases and `*ForConditionalGeneration` architectures; None otherwise."""
+def omni_thinker(config: Any) -> tuple[type[nn.Module], Any] | None:
+    """(thinker class, thinker config) for a full Omni release; None for every other model."""
     import transformers
 
     thinker = OMNI_THINKERS.get(getattr(config, "model_type", ""))
-    if thinker is not None:
-        return getattr(transformers, thinker), config.thinker_config
-    for arch in getattr(config, "architectures", None) or []:
-        if arch.endswith("ForConditionalGeneration") and hasattr(transformers, arch):
-            return getattr(transformers, arch), config
-    return None
+    if thinker is None:
+        return None
+    return getattr(transformers, thinker), config.thinker_config
 
 
 def saved_to_module_name(model: nn.Module) -> Callable[[str], str]:
