@@ -91,9 +91,9 @@ class VlmUnitPipeline(UnitPipeline):
                 unit.module(*move(call.args, device), **move(call.kwargs, device))
 
     def _run_unit(self, unit: Unit, processors: list[Processor], savers: list[Saver],
-                  inputs: list[UnitInput] | None, is_last: bool) -> list[UnitInput] | None:
+                  inputs: list[UnitInput] | None, is_last: bool, **kwargs: Any) -> list[UnitInput] | None:
         if not self.adapter.is_tower(unit):
-            return super()._run_unit(unit, processors, savers, inputs, is_last)
+            return super()._run_unit(unit, processors, savers, inputs, is_last, **kwargs)
         self.placement.enter(unit)
         for processor in processors:
             processor.preprocess(unit)
