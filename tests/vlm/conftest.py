@@ -13,6 +13,7 @@ BUILDERS = {
     "qwen2_5_vl": make_qwen2_5_vl,
     "qwen3_vl": make_qwen3_vl,
     "qwen2_5_omni_thinker": make_qwen2_5_omni_thinker,
+    "qwen3_vl_moe": lambda target: make_qwen3_vl(target, moe=True),
 }
 
 

@@ -17,7 +17,7 @@ from modelslim_core.reference_runtime import load_quantized_model
 from modelslim_vlm.pipeline import VlmUnitPipeline
 from tests.vlm._helpers import MODEL_TYPES, multimodal_prompt, practice_config, quantize, relative_error
 
-FAMILIES = ["qwen2_5_vl", "qwen3_vl", "qwen2_5_omni_thinker"]
+FAMILIES = ["qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen2_5_omni_thinker"]
 
 
 def _layer_inputs_of_full_forward(model, adapter, inputs) -> list[torch.Tensor]:
@@ -44,7 +44,7 @@ def test_layer_by_layer_inputs_equal_the_full_forward(family: str, tiny_vlms, me
     (item,) = adapter.capture_unit_inputs(model, [inputs])
     assert set(item.tower_calls) == set(adapter.tower_paths)
     assert len(item.tower_calls["model.visual"]) == 2  # the image and the video are two calls of one tower
-    if family == "qwen3_vl":
+    if family.startswith("qwen3_vl"):
         assert len(item.extras["deepstack_visual_embeds"]) == 1 and item.extras["visual_pos_masks"].any()
     with torch.no_grad():
         for index, layer in enumerate(adapter.decoder_layers(model)):

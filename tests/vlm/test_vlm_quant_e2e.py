@@ -21,11 +21,23 @@ CHECKPOINT_LAYOUT = {
     "qwen2_5_vl": {"tower": "visual.", "layers": "model.layers.", "other": ("model.embed_tokens.", "model.norm.", "lm_head.")},
     "qwen3_vl": {"tower": "model.visual.", "layers": "model.language_model.layers.",
                  "other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")},
+    "qwen3_vl_moe": {"tower": "model.visual.", "layers": "model.language_model.layers.",
+                     "other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")},
     "qwen2_5_omni_thinker": {"tower": "thinker.visual.", "layers": "thinker.model.layers.",
                              "other": ("thinker.audio_tower.", "thinker.model.embed_tokens.", "thinker.model.norm.",
                                        "thinker.lm_head.")},
 }
 FAMILIES = list(CHECKPOINT_LAYOUT)
+
+
+def test_moe_experts_are_saved_per_expert_and_router_float(outputs: dict[str, Path]):
+    description = json.loads((outputs["qwen3_vl_moe"] / "quant_model_description.json").read_text())
+    layer = "model.language_model.layers.0.mlp"
+    assert description[f"{layer}.gate.weight"] == "FLOAT"
+    for expert in range(4):
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            assert description[f"{layer}.experts.{expert}.{proj}.weight_scale"] == "W8A8_DYNAMIC"
+    assert not any(k.endswith(("experts.gate_up_proj", "experts.down_proj")) for k in description)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +64,8 @@ def test_checkpoint_uses_on_disk_names_and_tags(family: str, outputs: dict[str, 
     layers = layout["layers"]
     assert description[f"{layers}0.self_attn.q_proj.weight"] == "W8A8"
     assert description[f"{layers}1.self_attn.o_proj.deq_scale"] == "W8A8"
-    assert description[f"{layers}1.mlp.down_proj.weight"] == "W8A8_DYNAMIC"
+    mlp = f"{layers}1.mlp.experts.3" if family == "qwen3_vl_moe" else f"{layers}1.mlp"
+    assert description[f"{mlp}.down_proj.weight"] == description[f"{mlp}.gate_proj.weight"] == "W8A8_DYNAMIC"
     assert {description[n] for n in names if n.startswith(layout["tower"])} == {"FLOAT"}  # towers stay float
     assert description["model_quant_type"] == "W8A8" and description["version"] == "1.0.0"  # globals unprefixed
     first = next(iter(description))  # the description keeps write order: towers first, then the layers
