@@ -174,3 +174,15 @@ def test_corrupt_media_is_an_error_naming_the_file(tmp_path: Path, field: str, n
     with pytest.raises(DatasetError) as info:
         decode_sample(sample, sampling_rate=16000)
     assert f"{bad.resolve()} cannot be decoded as {what}" in str(info.value)
+
+
+def test_mp3_audio_decodes_and_resamples(tmp_path: Path):
+    import soundfile
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    tone = (0.3 * np.sin(np.arange(22050) / 7.0)).astype(np.float32)
+    soundfile.write(str(folder / "tone.mp3"), tone, 22050, format="MP3")
+    sample = load_vlm_dataset(str(write_index(folder, [{"audio": "tone.mp3"}])), DEFAULT)[0]
+    decoded = decode_sample(sample, sampling_rate=16000)
+    assert abs(decoded.audio.shape[0] - 16000) < 1200  # ~1 s at 16 kHz (mp3 framing pads a little)
