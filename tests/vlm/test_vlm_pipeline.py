@@ -73,3 +73,13 @@ def test_a_quantized_vision_tower_is_recaptured(tiny_vlms, media_index: Path, tm
     with torch.no_grad():
         error = relative_error(float_model(**inputs).logits, load_quantized_model(model_path, out)(**inputs).logits)
     assert error < 0.05
+
+
+def test_float_towers_are_not_forwarded_again(tiny_vlms, media_index: Path, tmp_path: Path, monkeypatch):
+    """With the shipped practice no processor touches the towers: they run once per sample, in the capture."""
+    calls = []
+    monkeypatch.setattr(VlmUnitPipeline, "_forward_tower", lambda self, unit, inputs: calls.append(unit.name))
+    monkeypatch.setattr(VlmUnitPipeline, "_recapture", lambda self: pytest.fail("recaptured with float towers"))
+    family = "qwen2_5_omni_thinker"
+    quantize(family, tiny_vlms(family), tmp_path / "out", practice_config(family, media_index))
+    assert calls == []

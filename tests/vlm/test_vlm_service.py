@@ -115,3 +115,13 @@ def test_data_free_process_reads_no_dataset(tiny_vlms, tmp_path: Path, cli_env):
     out = run_quant(QuantArgs(str(tiny_vlms("qwen3_vl")), str(tmp_path / "out"), MODEL_TYPES["qwen3_vl"],
                               config_path=str(path), device="cpu"))
     assert '"model_quant_type": "W8A8_DYNAMIC"' in (out / "quant_model_description.json").read_text()
+
+
+@pytest.mark.parametrize(("model_type", "family"), [
+    ("Qwen3-VL-8B-Instruct", "qwen3_vl"), ("Qwen3-VL-30B-A3B-Instruct", "qwen3_vl_moe"),
+    ("Qwen3-VL-Custom", "qwen3_vl"), ("Qwen2.5-VL-7B-Instruct", "qwen2_5_vl"), ("Qwen2.5-Omni-7B", "qwen2_5_omni_thinker"),
+])
+def test_adapter_resolution(tiny_vlms, model_type: str, family: str):
+    config_family = "qwen3_vl_moe" if family == "qwen3_vl_moe" else family
+    adapter = create_adapter(model_type, tiny_vlms(config_family), False)
+    assert adapter.family == family and adapter.apiversions == ("multimodal_vlm_modelslim_v1",)

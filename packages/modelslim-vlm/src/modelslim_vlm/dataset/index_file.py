@@ -9,12 +9,12 @@ the index file's folder (absolute paths are accepted), with an accepted suffix, 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from modelslim_core.errors import DatasetError
+from modelslim_vlm.dataset.json_entries import read_entries
 from modelslim_vlm.dataset.sample import MEDIA_FIELDS, MediaSample
 
 logger = logging.getLogger(__name__)
@@ -26,30 +26,6 @@ _FORMAT_HINT = (
     'each entry is a JSON object like {"image": "a.jpg", "audio": "a.wav", "video": "a.mp4", "text": "..."}; '
     "media paths are relative to the index file's folder."
 )
-
-
-def _entries(path: Path) -> list[tuple[str, Any]]:
-    """(where, raw entry) pairs; `where` is 'line N' for jsonl and 'entry N' for json."""
-    try:
-        content = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read the calibration index {path}: {exc}.", "check the file's permissions and encoding (UTF-8).") from None
-    if path.suffix == ".jsonl":
-        entries = []
-        for number, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                entries.append((f"line {number}", json.loads(line)))
-            except ValueError as exc:
-                raise DatasetError(f"{path} line {number} is not valid JSON: {exc}.", "write one JSON object per line.") from None
-        return entries
-    try:
-        data = json.loads(content)
-    except ValueError as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc}.", "index.json holds one object or a list of objects.") from None
-    items = data if isinstance(data, list) else [data]
-    return [(f"entry {i + 1}", item) for i, item in enumerate(items)]
 
 
 def _text(entry: dict[str, Any], where: str, default_text: str) -> str:
@@ -89,7 +65,7 @@ def load_index(path: Path, default_text: str) -> list[MediaSample]:
     folder = path.parent
     samples = []
     ignored: set[str] = set()
-    for place, entry in _entries(path):
+    for place, entry in read_entries(path, strict=True, hint="index.json holds one object or a list of objects."):
         where = f"{path} {place}"
         if not isinstance(entry, dict):
             raise DatasetError(f"{where} is a JSON {type(entry).__name__}, not an object.", _FORMAT_HINT)

@@ -10,12 +10,12 @@ These forms only carry images and text; new sets should use an index file (index
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from modelslim_core.errors import DatasetError
+from modelslim_vlm.dataset.json_entries import read_entries
 from modelslim_vlm.dataset.sample import IMAGE_SUFFIXES, MediaSample
 
 logger = logging.getLogger(__name__)
@@ -24,26 +24,8 @@ JSON_SUFFIXES = (".json", ".jsonl")
 
 
 def _raw_items(path: Path) -> list[tuple[str, Any]]:
-    try:
-        content = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read {path}: {exc}.", "check the file's permissions and encoding (UTF-8).") from None
-    if path.suffix.lower() == ".jsonl":
-        items = []
-        for number, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append((f"{path} line {number}", json.loads(line)))
-            except ValueError:
-                logger.warning("%s line %d is not valid JSON; skipped.", path, number)
-        return items
-    try:
-        data = json.loads(content)
-    except ValueError as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc}.", "fix the file, or convert the set to index.jsonl.") from None
-    data = data if isinstance(data, list) else [data]
-    return [(f"{path} entry {i + 1}", item) for i, item in enumerate(data)]
+    return [(f"{path} {place}", item) for place, item in
+            read_entries(path, strict=False, hint="fix the file, or convert the set to index.jsonl.")]
 
 
 def _usable_text(value: Any) -> str | None:
