@@ -32,7 +32,7 @@ def _move_outside(module: nn.Module, prefix: str, skip: set[str], device: torch.
     """Move the parameters and buffers of `module`'s subtree to `device`, except the subtrees named in `skip`."""
     if prefix in skip:
         return
-    for name, param in module.named_parameters(recurse=False):
+    for _, param in module.named_parameters(recurse=False):
         param.data = param.data.to(device)
     for name, buffer in module.named_buffers(recurse=False):
         module._buffers[name] = buffer.to(device)
