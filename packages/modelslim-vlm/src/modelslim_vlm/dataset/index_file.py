@@ -2,7 +2,8 @@
 
 Strict on purpose: one bad entry aborts the run with its line (jsonl) or position (json) and field named,
 because a silently dropped sample changes the calibration without anyone noticing.
-Rules: `text` missing or null or "" -> the spec's default_text; whitespace-only or not a string -> error.
+Rules: `text` missing (or null) -> the spec's default_text; empty, whitespace-only or not a string -> error
+(the reference quietly replaces "" by default_text, hiding entries whose prompt was lost).
 `image` (.jpg/.jpeg/.png), `audio` (.wav/.mp3), `video` (.mp4) are optional non-empty strings, relative to
 the index file's folder (absolute paths are accepted), with an accepted suffix, and must exist.
 """
@@ -30,13 +31,13 @@ _FORMAT_HINT = (
 
 def _text(entry: dict[str, Any], where: str, default_text: str) -> str:
     text = entry.get("text")
-    if text is None or text == "":
+    if text is None:
         return default_text
     if not isinstance(text, str):
         raise DatasetError(f"{where}: field 'text' must be a string, got {type(text).__name__}.",
                            "write the prompt as a JSON string, or leave the field out to use spec.default_text.")
     if not text.strip():
-        raise DatasetError(f"{where}: field 'text' holds only whitespace.",
+        raise DatasetError(f"{where}: field 'text' is empty" + (" (only whitespace)." if text else "."),
                            "write a real prompt, or leave the field out to use spec.default_text.")
     return text.strip()
 
