@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, DeepseekV3Config, LlamaConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig
+from transformers import (AutoModelForCausalLM, DeepseekV3Config, DeepseekV32Config, LlamaConfig, MistralConfig, Qwen2Config,
+                          Qwen3Config, Qwen3MoeConfig)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_MODEL = REPO / "examples" / "qwen2-demo"
@@ -29,6 +30,7 @@ CONFIGS = {
     "qwen2": lambda vocab, **kw: Qwen2Config(vocab_size=vocab, **{**_COMMON, **kw}),
     "qwen3": lambda vocab, **kw: Qwen3Config(vocab_size=vocab, head_dim=16, **{**_COMMON, **kw}),
     "llama": lambda vocab, **kw: LlamaConfig(vocab_size=vocab, **{**_COMMON, **kw}),
+    "mistral": lambda vocab, **kw: MistralConfig(vocab_size=vocab, head_dim=16, **{**_COMMON, **kw}),  # no family adapter
     # MoE: 4 routed experts, 2 per token; intermediate sizes divisible by 16 (W4A8 down_proj scale_bias chunks).
     "qwen3_moe": lambda vocab, **kw: Qwen3MoeConfig(
         vocab_size=vocab, head_dim=16, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
@@ -40,6 +42,11 @@ CONFIGS = {
             "n_group": 2, "topk_group": 1, "first_k_dense_replace": 1, "q_lora_rank": 32, "kv_lora_rank": 32,
             "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 16, "rope_interleave": True, **kw}}),
 }
+# DeepSeek-V3.2: the V3 geometry plus the lightning indexer (its own small q/k projections); index_topk is
+# above the test sequence lengths, so the sparse selection keeps every token and logits stay comparable.
+_DEEPSEEK = CONFIGS["deepseek_v3"]
+CONFIGS["deepseek_v32"] = lambda vocab, **kw: DeepseekV32Config(
+    **{**_DEEPSEEK(vocab).to_dict(), "index_topk": 64, "index_head_dim": 16, "index_n_heads": 2, **kw})
 
 
 def copy_tokenizer(target: Path) -> int:

@@ -11,6 +11,7 @@ import yaml
 from safetensors import safe_open
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
+from tests.quant_runs import STATIC_ACT, WEIGHT_SYM
 
 REPO = Path(__file__).resolve().parents[2]
 PRACTICES = {
@@ -18,8 +19,17 @@ PRACTICES = {
     ("qwen3_moe", "w4a8"): REPO / "practices/qwen3_moe/qwen3_moe-30b-w4a8.yaml",
     ("deepseek_v3", "w8a8"): REPO / "practices/deepseek_v3/deepseek_v3-w8a8.yaml",
     ("deepseek_v3", "w4a8"): REPO / "practices/deepseek_v3/deepseek_v3-w4a8.yaml",
+    ("deepseek_v32", "w8a8"): REPO / "practices/deepseek_v3_2/deepseek_v3_2-w8a8.yaml",
+    ("deepseek_v32", "w4a8"): REPO / "practices/deepseek_v3_2/deepseek_v3_2-w4a8.yaml",
 }
-MODEL_TYPES = {"qwen3_moe": "Qwen3-30B-A3B", "deepseek_v3": "DeepSeek-V3"}
+MODEL_TYPES = {"qwen3_moe": "Qwen3-30B-A3B", "deepseek_v3": "DeepSeek-V3", "deepseek_v32": "DeepSeek-V3.2-Exp"}
+
+
+def static_w8a8_config(include: str, runner: str, dataset: Path) -> str:
+    """One linear_quant with static per-tensor activations (needs calibration data) on `include`."""
+    return (f"apiversion: modelslim_v1\nspec:\n  runner: {runner}\n  process:\n"
+            f"    - {{type: linear_quant, qconfig: {{act: {STATIC_ACT}, weight: {WEIGHT_SYM}}}, include: [{include!r}]}}\n"
+            f"  save: [{{type: ascendv1_saver, part_file_size: 0}}]\n  dataset: {dataset}\n")
 
 
 def tiny_practice(arch: str, quant_type: str, last_layer: int, dataset: Path, runner: str, target: Path) -> Path:

@@ -12,21 +12,9 @@ from transformers import AutoModel
 from modelslim_core.models.default import DefaultAdapter, largest_block_stack
 from modelslim_core.models.resolve import adapter_class_for
 from modelslim_core.reference_runtime import load_quantized_model
-from tests.moe._helpers import quantize, saved
+from tests.moe._helpers import quantize, relative_logit_error, saved, static_w8a8_config
 from tests.tiny_models import make_tiny_encoder
 
-STATIC_CONFIG = """\
-apiversion: modelslim_v1
-spec:
-  runner: {runner}
-  process:
-    - type: linear_quant
-      qconfig:
-        act: {{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}}
-        weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
-  save: [{{type: ascendv1_saver, part_file_size: 0}}]
-  dataset: {dataset}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +50,7 @@ def test_encoder_quantizes_end_to_end_with_static_activations(encoder, tmp_path,
     dataset = tmp_path / "calib.jsonl"
     dataset.write_text('{"text": "the quick brown fox"}\n{"text": "every token, 1 2 3!"}\n')
     config = tmp_path / "static.yaml"
-    config.write_text(STATIC_CONFIG.format(runner=runner, dataset=dataset))
+    config.write_text(static_w8a8_config("*", runner, dataset))
     caplog.set_level(logging.INFO)
     out = quantize(encoder, tmp_path / "out", "my-bert-encoder", config)
     assert "the units are the 2 BertLayer blocks of encoder.layer" in caplog.text
@@ -84,3 +72,39 @@ def test_encoder_with_the_default_w8a8_practice(encoder, tmp_path):
     description, _ = saved(out)
     assert description["encoder.layer.0.attention.self.key.weight"] == "W8A8_DYNAMIC"
     load_quantized_model(encoder, out)  # strict conformance of every tensor
+
+
+def test_an_unknown_decoder_quantizes_through_the_default_adapter(tiny_models, tmp_path, caplog):
+    model = tiny_models("mistral", torch.bfloat16)
+    dataset = tmp_path / "calib.jsonl"
+    dataset.write_text('{"text": "An architecture without a family adapter."}\n')
+    config = tmp_path / "static.yaml"
+    config.write_text(static_w8a8_config("*", "layer_wise", dataset))
+    caplog.set_level(logging.INFO)
+    out = quantize(model, tmp_path / "out", "my-mistral", config)
+    assert "the units are the 2 MistralDecoderLayer blocks of model.layers" in caplog.text
+    assert saved(out)[0]["model.layers.1.mlp.down_proj.weight"] == "W8A8"
+    assert 0 < relative_logit_error(model, out, torch.arange(3, 40).reshape(1, -1)) < 0.05
+
+
+def test_blocks_that_pass_state_to_each_other_are_refused_not_miscalibrated(encoder, tmp_path):
+    """T5 blocks hand `position_bias` from block 0 to the next ones: chaining hidden states alone would be wrong."""
+    from transformers import T5Config, T5EncoderModel
+
+    from modelslim_core.errors import ModelError
+
+    model_dir = tmp_path / "t5"
+    model_dir.mkdir()
+    for name in ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"):
+        if (encoder / name).is_file():
+            (model_dir / name).write_bytes((encoder / name).read_bytes())
+    config = T5Config(vocab_size=200, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    T5EncoderModel(config).save_pretrained(model_dir)
+    dataset = tmp_path / "calib.jsonl"
+    dataset.write_text('{"text": "the quick brown fox"}\n')
+    static = tmp_path / "static.yaml"
+    static.write_text(static_w8a8_config("*", "model_wise", dataset))
+    with pytest.raises(ModelError, match="pass each other more than their hidden states"):
+        quantize(model_dir, tmp_path / "out", "my-t5-encoder", static)
+    out = quantize(model_dir, tmp_path / "dynamic", "my-t5-encoder", quant_type="w8a8")  # data-free: fine
+    assert saved(out)[0]["encoder.block.1.layer.1.DenseReluDense.wi.weight"] == "W8A8_DYNAMIC"

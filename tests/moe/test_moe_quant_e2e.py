@@ -48,7 +48,7 @@ def runs(tiny_models, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3"])
+@pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3", "deepseek_v32"])
 @pytest.mark.parametrize("quant_type", ["w8a8", "w4a8"])
 def test_every_expert_has_its_tensors(runs, arch, quant_type):
     _, out = runs(arch, quant_type)
@@ -69,6 +69,14 @@ def test_every_expert_has_its_tensors(runs, arch, quant_type):
     assert description["model_quant_type"] == ("W8A8" if quant_type == "w8a8" else "W8A8_DYNAMIC")
 
 
+def test_deepseek_v32_keeps_the_indexer_float(runs):
+    _, out = runs("deepseek_v32", "w8a8")
+    description = saved(out)[0]
+    for name in ("wq_b", "wk", "weights_proj"):
+        assert description[f"model.layers.1.self_attn.indexer.{name}.weight"] == "FLOAT"
+    assert description["model.layers.1.self_attn.q_b_proj.weight"] == "W8A8"
+
+
 def test_deepseek_specific_tensors(runs):
     _, out = runs("deepseek_v3", "w4a8")
     description, metas = saved(out)
@@ -83,8 +91,8 @@ def test_deepseek_specific_tensors(runs):
     assert saved(w8a8)[0]["model.layers.1.self_attn.q_a_proj.weight"] == "W8A8"  # static attention
 
 
-@pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3"])
-@pytest.mark.parametrize("quant_type, bound", [("w8a8", 0.05), ("w4a8", 0.25)])
+@pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3", "deepseek_v32"])
+@pytest.mark.parametrize("quant_type, bound", [("w8a8", 0.05), ("w4a8", 0.08)])
 def test_reference_runtime_reloads_and_matches_float(runs, arch, quant_type, bound):
     model, out = runs(arch, quant_type)
     error = relative_logit_error(model, out, IDS)
@@ -110,3 +118,53 @@ def test_quant_type_reaches_the_moe_practices(tiny_models, tmp_path, caplog):
     assert "matched no layer" in caplog.text  # the 30B practice's layer 47 does not exist in the 2-layer model
     out = quantize(tiny_models("deepseek_v3", torch.bfloat16), tmp_path / "ds", "DeepSeek-R1", quant_type="w4a8")
     assert "deepseek_v3-w4a8" in (out / "DeepSeek-R1_best_practice.yaml").read_text()
+
+
+def test_deepseek_mtp_layer_is_left_out_and_said_so(tiny_models, tmp_path, caplog):
+    """Hub DeepSeek checkpoints carry an MTP layer after the last decoder layer; it is not in the output."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / "with-mtp"
+    shutil.copytree(tiny_models("deepseek_v3", torch.bfloat16), model)
+    tensors = load_file(model / "model.safetensors")
+    tensors["model.layers.3.eh_proj.weight"] = torch.zeros(H, 2 * H, dtype=torch.bfloat16)
+    tensors["model.layers.3.enorm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
+    caplog.set_level(logging.INFO)
+    out = quantize(model, tmp_path / "out", "DeepSeek-V3", quant_type="w4a8")
+    assert "2 tensors of the multi-token-prediction layer (e.g. model.layers.3." in caplog.text
+    assert not [name for name in saved(out)[0] if name.startswith("model.layers.3.")]
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_layer_wise_reads_experts_from_a_fused_checkpoint(runs, tmp_path, caplog, transposed):
+    """Checkpoints that store experts fused ([E, 2I, H] / [E, H, I], or transposed as Qwen3-VL-MoE does) are
+    sliced per expert while loading layer by layer: the result equals the run on the per-expert checkpoint."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    source, reference = runs("qwen3_moe", "w8a8")
+    fused_dir = tmp_path / "fused"
+    shutil.copytree(source, fused_dir)
+    tensors = load_file(fused_dir / "model.safetensors")
+    for layer in moe_layers("qwen3_moe"):
+        prefix = f"model.layers.{layer}.mlp.experts"
+        per = {proj: torch.stack([tensors.pop(f"{prefix}.{e}.{proj}.weight") for e in range(4)])
+               for proj in ("gate_proj", "up_proj", "down_proj")}
+        gate_up, down = torch.cat([per["gate_proj"], per["up_proj"]], dim=1), per["down_proj"]
+        if transposed:
+            gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
+        tensors[f"{prefix}.gate_up_proj"], tensors[f"{prefix}.down_proj"] = gate_up.contiguous(), down.contiguous()
+    save_file(tensors, fused_dir / "model.safetensors", metadata={"format": "pt"})
+    config = tmp_path / "practice.yaml"
+    config.write_text((reference / "Qwen3-30B-A3B_best_practice.yaml").read_text().replace("runner: model_wise", "runner: layer_wise"))
+    caplog.set_level(logging.INFO)
+    out = quantize(fused_dir, tmp_path / "out", "Qwen3-30B-A3B", config)
+    assert "Checkpoint keys differ" not in caplog.text  # really layer by layer, not a whole-model fallback
+    expected, got = load_file(reference / "quant_model_weights.safetensors"), load_file(out / "quant_model_weights.safetensors")
+    assert set(got) == set(expected)
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name

@@ -81,3 +81,17 @@ def test_without_observers_only_routed_tokens_are_computed(tiny_models):
     experts.route_all_tokens = False
     experts(torch.randn(4, 64), torch.tensor([[0, 1]] * 4), torch.full((4, 2), 0.5))
     assert calls == []
+
+
+def test_experts_of_one_layer_with_different_types_are_warned_about(tiny_models, caplog):
+    from modelslim_core.protocol.qconfig import LinearQConfig
+    from modelslim_core.quant.quantized_linear import LinearQuantizer
+
+    experts = _moe(tiny_models)
+    quantizer = LinearQuantizer(LinearQConfig.model_validate(
+        {"weight": {"scope": "per_channel", "dtype": "int8", "symmetric": True, "method": "minmax"}}))
+    experts[1].down_proj = quantizer.quantize("x", experts[1].down_proj)
+    stats = routing_stats(experts, "model.layers.0.mlp.experts")[0]
+    assert stats.expert_types["1.down_proj"] == "W8A16" and stats.expert_types["0.down_proj"] == "FLOAT"
+    routing_report(stats)
+    assert "its experts have different quantization types (FLOAT, W8A16" in caplog.text

@@ -10,22 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.moe._helpers import quantize, relative_logit_error, saved
+from tests.moe._helpers import quantize, relative_logit_error, saved, static_w8a8_config
 
 DEAD = [2, 3]  # one whole routing group (n_group=2, topk_group=1)
-CONFIG = """\
-apiversion: modelslim_v1
-spec:
-  runner: {runner}
-  process:
-    - type: linear_quant
-      qconfig:
-        act: {{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}}
-        weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
-      include: ["*mlp.experts.*"]
-  save: [{{type: ascendv1_saver, part_file_size: 0}}]
-  dataset: {dataset}
-"""
 
 
 def with_dead_expert(source: Path, target: Path) -> Path:
@@ -45,7 +32,7 @@ def test_an_expert_never_routed_is_calibrated_on_all_tokens_and_reported(tiny_mo
     dataset = tmp_path / "calib.jsonl"
     dataset.write_text('{"text": "Every expert must see tokens, even the one the router ignores."}\n')
     config = tmp_path / "static-experts.yaml"
-    config.write_text(CONFIG.format(runner=runner, dataset=dataset))
+    config.write_text(static_w8a8_config("*mlp.experts.*", runner, dataset))
     caplog.set_level(logging.INFO)
     out = quantize(model, tmp_path / "out", "DeepSeek-V3", config)  # static experts: no data would be an error
     for layer in (1, 2):
@@ -72,6 +59,6 @@ def test_without_all_token_calibration_an_unrouted_expert_is_an_error_not_garbag
     dataset = tmp_path / "calib.jsonl"
     dataset.write_text('{"text": "Only routed tokens this time."}\n')
     config = tmp_path / "static-experts.yaml"
-    config.write_text(CONFIG.format(runner="model_wise", dataset=dataset))
+    config.write_text(static_w8a8_config("*mlp.experts.*", "model_wise", dataset))
     with pytest.raises(DatasetError, match=r"model.layers.1.mlp.experts.2.gate_proj received no calibration data"):
         quantize(model, tmp_path / "out", "DeepSeek-V3", config)

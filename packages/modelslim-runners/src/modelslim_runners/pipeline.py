@@ -129,8 +129,9 @@ class UnitPipeline:
                             isinstance(self.placement, LayerWisePlacement))
             for unit in self._progress(units[start:], stage):
                 started = time.perf_counter()
-                inputs = self._run_unit(unit, processors, savers, inputs, is_last=unit is units[-1], summary=summary)
+                inputs = self._run_unit(unit, processors, savers, inputs, is_last=unit is units[-1])
                 summary.add(unit.name, time.perf_counter() - started, rss_bytes())
+                summary.note(self.adapter.unit_notes(unit))  # e.g. MoE routing counts (kept past release)
                 if unit is not units[-1]:
                     self._checkpoint(stage, unit.index + 1, inputs, processors, savers)
                     checkpointed = checkpointed or bool(savers and self.store)
@@ -171,7 +172,6 @@ class UnitPipeline:
         savers: list[Saver],
         inputs: list[UnitInput] | None,
         is_last: bool,
-        summary: RunSummary | None = None,
     ) -> list[UnitInput] | None:
         self.placement.enter(unit)
         outputs = None
@@ -186,8 +186,6 @@ class UnitPipeline:
             outputs = self._forward(unit, inputs)
         for saver in savers:
             saver.save_unit(unit)
-        if summary is not None:
-            summary.note(self.adapter.unit_notes(unit))
         self.placement.leave(unit)
         if inputs is None or is_last:
             return None

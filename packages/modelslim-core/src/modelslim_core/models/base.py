@@ -208,10 +208,6 @@ class ModelAdapter:
     def linear_sites(self, unit: Unit) -> list[LinearSite]:
         return module_linear_sites(unit.module, unit.name)
 
-    def unit_notes(self, unit: Unit) -> list[str]:
-        """Lines for the run summary about a processed unit (e.g. MoE routing counts); read before it is released."""
-        return []
-
     # --- calibration data ---------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:
         """One model input per text, batch size 1, special tokens as the tokenizer adds them by default."""
@@ -255,3 +251,7 @@ class ModelAdapter:
         if previous.args:
             return UnitInput(args=(hidden, *previous.args[1:]), kwargs=previous.kwargs)
         return UnitInput(args=(), kwargs={**previous.kwargs, "hidden_states": hidden})
+
+    def unit_notes(self, unit: Unit) -> list[str]:
+        """Lines for the run summary about a processed unit (e.g. MoE routing counts); read before it is released."""
+        return []

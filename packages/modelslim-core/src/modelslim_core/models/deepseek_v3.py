@@ -37,6 +37,12 @@ class DeepseekV3Adapter(MoEAdapterMixin, ModelAdapter):
     )
     model_type_prefixes = ("DeepSeek-V3", "DeepSeek-R1")
     hf_model_types = ("deepseek_v3",)
+    #: MLA: the input norm feeds both down-projections, the q latent norm feeds q_b_proj. kv_b_proj stays
+    #: float in the practices (vLLM-Ascend absorbs it), so its norm is not smoothed.
+    family_smoothing_pairs = (
+        ("norm-linear", "input_layernorm", ("self_attn.q_a_proj", "self_attn.kv_a_proj_with_mqa")),
+        ("norm-linear", "self_attn.q_a_layernorm", ("self_attn.q_b_proj",)),
+    )
 
     def mtp_keys(self) -> list[str]:
         """Checkpoint keys of the MTP layer(s): layer indices at or beyond num_hidden_layers."""
