@@ -53,8 +53,10 @@ def read_config_json(model_path: Path) -> dict[str, Any]:
 
 
 def source_dtype_of(config_json: dict[str, Any]) -> torch.dtype | None:
-    """The checkpoint's dtype from config.json (`dtype`/`torch_dtype`, also inside text_config)."""
-    for holder in (config_json, config_json.get("text_config") or {}):
+    """The checkpoint's dtype from config.json (`dtype`/`torch_dtype`, also inside text_config, and inside an
+    Omni release's thinker_config)."""
+    thinker = config_json.get("thinker_config") or {}
+    for holder in (config_json, config_json.get("text_config") or {}, thinker, thinker.get("text_config") or {}):
         for key in ("dtype", "torch_dtype"):
             if holder.get(key) in _DTYPES:
                 return _DTYPES[holder[key]]
@@ -177,6 +179,14 @@ class ModelAdapter:
         """Modules used only after the last unit (the LM head), which the prefix forward does not need."""
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         return {name for name, module in model.named_modules() if head is not None and module is head}
+
+    def saved_tensor_name(self, name: str) -> str:
+        """The name a tensor of module path `name` has in the checkpoint format serving engines load.
+
+        The same as the module path for text LLMs; multimodal families whose transformers modules are nested
+        differently from their checkpoints on disk (and the Omni thinker's `thinker.` prefix) map it back.
+        """
+        return name
 
     # --- structure ----------------------------------------------------------------------------------------
     def units(self, model: nn.Module) -> list[Unit]:

@@ -19,6 +19,7 @@ from modelslim_core.errors import CheckpointError, ModelError
 from modelslim_core.models.base import read_config_json, source_dtype_of
 from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape, TensorSpec
+from modelslim_core.reference_runtime.multimodal import omni_thinker, saved_to_module_name
 
 MAX_LISTED = 5
 
@@ -48,7 +49,9 @@ def build_skeleton(model_path: Path, dtype: torch.dtype) -> nn.Module:
         config = AutoConfig.from_pretrained(model_path, local_files_only=True)
     except Exception as exc:
         raise ModelError(f"cannot read the model config in {str(model_path)!r}: {exc}", "pass the float model's directory.") from None
-    model = prepare_moe_model(instantiate_from_config(model_class_for(config), config, dtype))
+    served = omni_thinker(config)  # an Omni release serves (and quantizes) only its thinker
+    cls, config = served if served is not None else (model_class_for(config), config)
+    model = prepare_moe_model(instantiate_from_config(cls, config, dtype))
     return model.eval().requires_grad_(False)
 
 
@@ -134,6 +137,7 @@ def load_quantized_model(
     checkpoint = SavedCheckpoint(quant_path)
     source_dtype = source_dtype_of(read_config_json(model_path))
     model = build_skeleton(model_path, dtype)
+    checkpoint.rename(saved_to_module_name(model))
     plan = plan_for(model, checkpoint, source_dtype)
     validate(plan, checkpoint)
     kernel_params = {n for n in plan.specs if any(n.startswith(linear + ".") for linear in plan.quantized)}
