@@ -81,13 +81,24 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--max_samples", type=positive_int, help="use only the first N samples")
 
 
+def _add_convert_config(subparsers: argparse._SubParsersAction) -> None:
+    convert = subparsers.add_parser(
+        "convert-config",
+        help="print the modelslim_v1 translation of a deprecated modelslim_v0 YAML config",
+        description="Translate a modelslim_v0 config (anti-outlier method, calibration settings, disabled layers) "
+        "into the equivalent modelslim_v1 config and print it as YAML; fields without an equivalent are refused.",
+    )
+    convert.add_argument("config", help="the modelslim_v0 YAML file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msmodelslim",
         description="ModelSlim: post-training quantization for LLMs and multimodal models.",
         epilog="Environment: MSMODELSLIM_LOG_LEVEL=INFO|DEBUG, MSMODELSLIM_CUSTOM_PRACTICE_REPO=<dir>.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval}")
+    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,convert-config}")
     _add_quant(subparsers)
     _add_eval(subparsers)
+    _add_convert_config(subparsers)
     return parser
