@@ -42,6 +42,7 @@ class QuantArgs:
     trust_remote_code: bool = False
     debug: bool = False
     yes: bool = False
+    dry_run: bool = False
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> "QuantArgs":
@@ -56,6 +57,7 @@ class QuantArgs:
             trust_remote_code=ns.trust_remote_code,
             debug=ns.debug,
             yes=ns.yes,
+            dry_run=getattr(ns, "dry_run", False),
         )
 
 
@@ -96,6 +98,11 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
         config.service.check_request(config.spec, request)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
+    if args.dry_run:
+        from modelslim.app.dry_run import build_plan, format_plan  # noqa: PLC0415
+
+        print(format_plan(build_plan(config, source, request)), flush=True)
+        return save_path
     save_path.mkdir(parents=True, exist_ok=True)
     exported = export_config(raw, save_path, args.model_type)
     logger.info("Config written to %s.", exported)

@@ -51,7 +51,11 @@ def _add_quant(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument("--tag", nargs="*", default=None, help="scenario tags, e.g. vLLM-Ascend Atlas_A2_Inference")
     quant.add_argument("--trust_remote_code", type=parse_bool, nargs="?", const=True, default=False,
                        help="allow the model's own Python code to run (true/false; default false)")
-    quant.add_argument("--debug", action="store_true", help="verbose DEBUG logging of every step")
+    quant.add_argument("--debug", action="store_true",
+                       help="verbose DEBUG logging, and save_path/debug_info/ with what the processors computed")
+    quant.add_argument("--dry-run", dest="dry_run", action="store_true",
+                       help="print the plan (config, runner, scheme of every linear, output, memory) and exit; "
+                       "loads no weights and writes nothing")
     quant.add_argument("-y", "--yes", action="store_true",
                        help="accept a fallback practice without asking (needed when stdin is not a terminal)")
 
