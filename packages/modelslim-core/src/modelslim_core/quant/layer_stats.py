@@ -16,6 +16,7 @@ from modelslim_core.debug.recorder import Recorder
 
 STATS_SECTION = "layers"
 DEBUG_NAMESPACE = "linear_quant"
+TOKENS_SECTION = "calib_tokens"
 
 
 def record_weight(recorder: Recorder, name: str, export_type: str, weight: torch.Tensor, qweight: nn.Module) -> None:
@@ -40,10 +41,10 @@ def record_weight(recorder: Recorder, name: str, export_type: str, weight: torch
 
 
 def record_activation(recorder: Recorder, name: str, tokens: int, act: nn.Module) -> None:
-    """Calibration tokens seen and the calibrated activation parameters (static schemes' scale/offset)."""
+    """Calibration tokens seen (section `calib_tokens`, summed over data-parallel ranks) and the calibrated
+    activation parameters (static schemes' scale/offset, identical on every rank after the all-reduce)."""
+    recorder.stat(TOKENS_SECTION, name, tokens, combine="sum")
     entry = recorder.stats.get(STATS_SECTION, {}).get(name)
-    if entry is not None:
-        entry["calib_tokens"] = tokens
     for buffer_name, value in act.named_buffers():
         if value is not None and value.numel() <= 16:
             flat = value.detach().float().flatten().tolist()
