@@ -20,6 +20,7 @@ from torch import nn
 
 from modelslim_core import registry
 from modelslim_core.calib.text import load_texts
+from modelslim_core.errors import UnsupportedError
 from modelslim_core.protocol.config import QuantConfig
 from modelslim_core.protocol.yaml_io import dump_yaml
 from modelslim_core.quant.quantized_linear import LinearQuantizer
@@ -156,6 +157,9 @@ def build_plan(config: QuantConfig, source: str, request: QuantRequest) -> Plan:
     from modelslim_runners.pipeline import stage_needs_data  # noqa: PLC0415
     from modelslim_runners.report import memory_plan  # noqa: PLC0415
 
+    if config.apiversion != "modelslim_v1":
+        raise UnsupportedError(f"{source}: --dry-run plans modelslim_v1 configs; this one is {config.apiversion}.",
+                               "run without --dry-run, or plan the equivalent modelslim_v1 config.")
     spec, adapter = config.spec, request.adapter
     compute_dtype = compute_dtype_for(request.device.type, adapter.source_dtype)
     context = RunContext(adapter, request.model_path, request.save_path, request.device, compute_dtype)
