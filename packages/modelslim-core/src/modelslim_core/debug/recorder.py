@@ -5,7 +5,7 @@ Two kinds of record, both keyed by (namespace, key):
 - `recorder.debug(namespace, key, value)`: kept only under `--debug` (otherwise a no-op, so processors call
   it unconditionally; check `recorder.debug_enabled` first only when building the value is itself costly).
   Values may be CPU or device tensors (copied to CPU at once, so later in-place edits do not change the
-  record), numbers, strings, None, and lists/tuples/dicts of those. Written after the run to
+  record), numbers, strings, None, and lists/tuples/dicts of those; anything else is kept as `str(value)`. Written after the run to
   `save_path/debug_info/` (persistence.py).
 - `recorder.stat(section, key, value)`: always kept; JSON scalars or small dicts of them (no tensors). They
   become sections of `quant_report.json` (e.g. `layers`: per-linear quantization error).
@@ -87,7 +87,9 @@ class Recorder:
             return {str(k): self._to_cpu(v, depth + 1) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self._to_cpu(v, depth + 1) for v in value]
-        return value
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        return str(value)  # anything else as text now: records stay loadable from a resume state
 
     # --- resume ---------------------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
