@@ -123,3 +123,20 @@ def test_unsupported_scheme_is_refused_at_config_load(tiny_models, small_calib, 
     with pytest.raises(ConfigError, match="compressed_tensors_saver cannot write W8A8_MIX"):
         quantize(tiny_models("qwen2"), tmp_path, "ct", text)
     assert not (tmp_path / "ct").exists()
+
+
+def test_sharded_export_loads_through_its_index(tiny_models, small_calib, tmp_path, cli_env):
+    text = config_text(SCHEMES["w8a16_group_asym"][0], "compressed_tensors_saver", small_calib)
+    text = text.replace("part_file_size: 0}", "part_file_size: 0.0003}")  # ~315 KiB shards
+    model = tiny_models("qwen2")
+    out = quantize(model, tmp_path, "ct", text)
+    shards = sorted(p.name for p in out.glob("model-*.safetensors"))
+    assert len(shards) >= 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    assert (out / "model.safetensors.index.json").is_file() and not (out / "model.safetensors").exists()
+    single = quantize(model, tmp_path, "single", config_text(SCHEMES["w8a16_group_asym"][0], "compressed_tensors_saver",
+                                                              small_calib))
+    input_ids = torch.randint(0, 200, (1, 8))
+    with torch.no_grad():
+        sharded_logits = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)(input_ids=input_ids).logits
+        single_logits = AutoModelForCausalLM.from_pretrained(single, dtype=torch.float32)(input_ids=input_ids).logits
+    assert torch.equal(sharded_logits, single_logits)
