@@ -9,33 +9,31 @@ import pytest
 from modelslim.cli.main import main
 from modelslim_core.models import base as adapter_base
 from tests.cli._helpers import tree_digest
+from tests.quant_runs import STATIC_ACT, WEIGHT_SYM
 
-CONFIG = """\
+def config_text(runner: str, dataset) -> str:
+    return f"""\
 apiversion: modelslim_v1
 spec:
+  dataset: {dataset}
   runner: {runner}
+  save: [{{type: ascendv1_saver, part_file_size: 0}}]
   process:
     - type: group
       configs:
+        - {{type: linear_quant, qconfig: {{act: {STATIC_ACT}, weight: {WEIGHT_SYM}}},
+            include: ["*self_attn*"], exclude: ["*o_proj", "*no_such_layer*"]}}
         - type: linear_quant
           qconfig:
-            act: {{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}}
-            weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
-          include: ["*self_attn*"]
-          exclude: ["*o_proj", "*no_such_layer*"]
-        - type: linear_quant
-          qconfig:
-            weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
+            weight: {WEIGHT_SYM}
           include: ["*mlp*", "*typo_proj"]
-  save: [{{type: ascendv1_saver, part_file_size: 0}}]
-  dataset: {dataset}
 """
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_models, small_calib, tmp_path, capsys, cli_env, monkeypatch):
     model = tiny_models("qwen2")
     config = tmp_path / "c.yaml"
-    config.write_text(CONFIG.format(runner="layer_wise", dataset=small_calib))
+    config.write_text(config_text("layer_wise", small_calib))
     out = tmp_path / "out"
     before = tree_digest(model)
 
@@ -74,15 +72,15 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_models, small_calib, tm
 def test_auto_runner_reason_and_validation_errors_surface(tiny_models, small_calib, tmp_path, capsys, cli_env):
     model = tiny_models("qwen2")
     config = tmp_path / "c.yaml"
-    config.write_text(CONFIG.format(runner="auto", dataset=small_calib))
+    config.write_text(config_text("auto", small_calib))
     args = ["quant", "--model_path", str(model), "--save_path", str(tmp_path / "out"), "--model_type", "Qwen2-demo",
             "--config_path", str(config), "--device", "cpu", "--dry-run"]
     capsys.readouterr()
     assert main(args) == 0
     assert "Runner: model_wise (model needs" in capsys.readouterr().out
 
-    config.write_text(CONFIG.format(runner="auto", dataset=small_calib).replace(
-        "weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}\n          include: [\"*mlp*\"",
+    config.write_text(config_text("auto", small_calib).replace(
+        f"weight: {WEIGHT_SYM}\n          include: [\"*mlp*\"",
         "weight: {scope: per_group, dtype: int8, symmetric: true, method: minmax, ext: {group_size: 48}}\n"
         "          include: [\"*mlp*\""))
     assert "group_size: 48" in config.read_text()
