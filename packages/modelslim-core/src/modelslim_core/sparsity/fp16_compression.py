@@ -22,6 +22,7 @@ MIN_EXPONENT = -14
 #: Up to this exponent only the power of two is kept.
 POWER_OF_TWO_MAX_EXPONENT = -9
 _FP16_MAX = torch.finfo(torch.float16).max
+_FP16_MAX_EXPONENT = 15
 
 
 def to_fp16(weight: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,8 @@ def round_mantissa(weight: torch.Tensor, mantissa_bits: int = MANTISSA_BITS) -> 
     rounded = torch.where(small, power_of_two, rounded)
     result = torch.sign(w) * rounded * torch.exp2(exponent)
     result = torch.where(nonzero & (exponent >= MIN_EXPONENT), result, torch.zeros_like(result))
-    return to_fp16(result)
+    largest = (2 - 2.0**-mantissa_bits) * 2.0**_FP16_MAX_EXPONENT  # rounding up past 65504 stays on the grid
+    return to_fp16(result.clamp(-largest, largest))
 
 
 def compress_fp16(

@@ -1,0 +1,55 @@
+"""Bad sparse configs fail when the YAML is loaded, naming the field; neither processor runs data-parallel."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from modelslim_core.errors import ConfigError
+from modelslim_core.processors.float_sparse import FloatSparseConfig, FloatSparseProcessor
+from modelslim_core.processors.sparse_quant import SparseQuantConfig, SparseQuantProcessor
+from modelslim_core.protocol.config import parse_quant_config
+
+W8A8_STATIC = ("{act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}, "
+               "weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}}")
+W8A8_DYNAMIC = ("{act: {scope: per_token, dtype: int8, symmetric: true, method: minmax}, "
+                "weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}}")
+W8A8_GPTQ = ("{act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}, "
+             "weight: {scope: per_channel, dtype: int8, symmetric: true, method: gptq}}")
+
+
+def parse(process: str):
+    raw = yaml.safe_load(f"apiversion: modelslim_v1\nspec:\n  process:\n    - {process}\n  save: [{{type: ascendv1_saver}}]\n")
+    return parse_quant_config(raw, "c.yaml")
+
+
+@pytest.mark.parametrize("process,needles", [
+    ("{type: float_sparse, sparse_ratio: 1.5}", ["spec.process[0].sparse_ratio", "less than or equal to 1"]),
+    ("{type: float_sparse, sparse_ratio: -0.1}", ["spec.process[0].sparse_ratio"]),
+    ("{type: float_sparse, ratio: 0.3}", ["spec.process[0].ratio", "unknown field"]),
+    (f"{{type: sparse_quant, qconfig: {W8A8_DYNAMIC}}}", ["spec.process[0]", "W8A8 pair", "W8A8_DYNAMIC"]),
+    (f"{{type: sparse_quant, qconfig: {W8A8_GPTQ}}}", ["spec.process[0]", "weight.method", "gptq"]),
+    ("{type: sparse_quant}", ["spec.process[0].qconfig", "required"]),
+])
+def test_bad_fields_are_named(process, needles):
+    with pytest.raises(ConfigError) as error:
+        parse(process)
+    for needle in needles:
+        assert needle in str(error.value), str(error.value)
+
+
+def test_defaults_and_exports():
+    config = parse("{type: float_sparse}").spec.process[0]
+    assert (config.sparse_ratio, config.include, config.exclude) == (0.3, [], [])
+    assert config.name_filter()("model.layers.0.mlp.up_proj")  # empty include selects every linear
+    assert config.export_types() == {"W16A16S"}
+    assert parse(f"{{type: sparse_quant, qconfig: {W8A8_STATIC}}}").spec.process[0].export_types() == {"W8A8S"}
+
+
+def test_both_need_data_and_refuse_data_parallel_runs():
+    sparse = FloatSparseConfig()
+    quant = parse(f"{{type: sparse_quant, qconfig: {W8A8_STATIC}}}").spec.process[0]
+    assert isinstance(quant, SparseQuantConfig)
+    assert FloatSparseProcessor.needs_data(sparse) and SparseQuantProcessor.needs_data(quant)
+    assert not FloatSparseProcessor.supports_distributed(sparse)
+    assert not SparseQuantProcessor.supports_distributed(quant)
