@@ -53,3 +53,17 @@ def test_both_need_data_and_refuse_data_parallel_runs():
     assert FloatSparseProcessor.needs_data(sparse) and SparseQuantProcessor.needs_data(quant)
     assert not FloatSparseProcessor.supports_distributed(sparse)
     assert not SparseQuantProcessor.supports_distributed(quant)
+
+
+def test_a_multi_device_run_is_refused_before_any_work(tiny_models, small_calib, tmp_path):
+    from tests.runners.test_data_parallel import quant, write_config
+
+    process = ("    - {type: float_sparse}\n"
+               f"    - {{type: sparse_quant, qconfig: {W8A8_STATIC}}}\n"
+               "    - {type: autoround_quant, strategies: [{qconfig: {weight: "
+               "{scope: per_channel, dtype: int8, symmetric: true, method: autoround}}}]}\n")
+    config = write_config(tmp_path, "sparse", process, small_calib)
+    result = quant(tiny_models("qwen2"), tmp_path / "out", config, "cpu:0,1")
+    assert result.returncode == 1
+    assert "autoround_quant, float_sparse, sparse_quant cannot run data-parallel" in result.stderr
+    assert "Traceback" not in result.stderr and "Starting" not in result.stderr
