@@ -9,15 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from modelslim_core.errors import ConfigError
 from modelslim_core.processors.autoround_quant import AutoRoundProcessor
-from modelslim_core.protocol.config import parse_quant_config
 from modelslim_core.reference_runtime import load_quantized_model
-from tests.quant_runs import quantize_capturing
+from tests.quant_runs import assert_config_error, parse_process_item as parse, quantize_capturing
 
 TOKEN8 = "{scope: per_token, dtype: int8, symmetric: true, method: minmax}"
 TOKEN4 = "{scope: per_token, dtype: int4, symmetric: true, method: minmax}"
@@ -108,11 +105,6 @@ def test_runs_are_deterministic(runs):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
-def parse(process: str):
-    raw = yaml.safe_load(f"apiversion: modelslim_v1\nspec:\n  process:\n    - {process}\n  save: [{{type: ascendv1_saver}}]\n")
-    return parse_quant_config(raw, "c.yaml").spec.process[0]
-
-
 def strategy(act: str, weight: str) -> str:
     return f"{{type: autoround_quant, strategies: [{{qconfig: {{act: {act}, weight: {weight}}}}}]}}"
 
@@ -135,10 +127,7 @@ STATIC = "{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}"
      ["spec.process[0].configs[0].type", "cannot run inside a group"]),
 ])
 def test_bad_strategies_are_named_when_the_yaml_is_loaded(process, needles):
-    with pytest.raises(ConfigError) as error:
-        parse(process)
-    for needle in needles:
-        assert needle in str(error.value), str(error.value)
+    assert_config_error(process, *needles)
 
 
 def test_defaults_export_types_and_capabilities():

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
-from modelslim_core.errors import ConfigError
 from modelslim_core.processors.float_sparse import FloatSparseConfig, FloatSparseProcessor
 from modelslim_core.processors.sparse_quant import SparseQuantConfig, SparseQuantProcessor
-from modelslim_core.protocol.config import parse_quant_config
+from tests.quant_runs import assert_config_error, parse_process_item
 
 W8A8_STATIC = ("{act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}, "
                "weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}}")
@@ -16,11 +14,6 @@ W8A8_DYNAMIC = ("{act: {scope: per_token, dtype: int8, symmetric: true, method: 
                 "weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}}")
 W8A8_GPTQ = ("{act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}, "
              "weight: {scope: per_channel, dtype: int8, symmetric: true, method: gptq}}")
-
-
-def parse(process: str):
-    raw = yaml.safe_load(f"apiversion: modelslim_v1\nspec:\n  process:\n    - {process}\n  save: [{{type: ascendv1_saver}}]\n")
-    return parse_quant_config(raw, "c.yaml")
 
 
 @pytest.mark.parametrize("process,needles", [
@@ -32,23 +25,20 @@ def parse(process: str):
     ("{type: sparse_quant}", ["spec.process[0].qconfig", "required"]),
 ])
 def test_bad_fields_are_named(process, needles):
-    with pytest.raises(ConfigError) as error:
-        parse(process)
-    for needle in needles:
-        assert needle in str(error.value), str(error.value)
+    assert_config_error(process, *needles)
 
 
 def test_defaults_and_exports():
-    config = parse("{type: float_sparse}").spec.process[0]
+    config = parse_process_item("{type: float_sparse}")
     assert (config.sparse_ratio, config.include, config.exclude) == (0.3, [], [])
     assert config.name_filter()("model.layers.0.mlp.up_proj")  # empty include selects every linear
     assert config.export_types() == {"W16A16S"}
-    assert parse(f"{{type: sparse_quant, qconfig: {W8A8_STATIC}}}").spec.process[0].export_types() == {"W8A8S"}
+    assert parse_process_item(f"{{type: sparse_quant, qconfig: {W8A8_STATIC}}}").export_types() == {"W8A8S"}
 
 
 def test_both_need_data_and_refuse_data_parallel_runs():
     sparse = FloatSparseConfig()
-    quant = parse(f"{{type: sparse_quant, qconfig: {W8A8_STATIC}}}").spec.process[0]
+    quant = parse_process_item(f"{{type: sparse_quant, qconfig: {W8A8_STATIC}}}")
     assert isinstance(quant, SparseQuantConfig)
     assert FloatSparseProcessor.needs_data(sparse) and SparseQuantProcessor.needs_data(quant)
     assert not FloatSparseProcessor.supports_distributed(sparse)

@@ -24,7 +24,7 @@ from modelslim_core.quant.activations import FloatAct
 from modelslim_core.quant.gptq import GramCache
 from modelslim_core.quant.quantized_linear import QuantizedLinear
 from modelslim_core.quant.weight_formats import FP16Weight
-from modelslim_core.runtime.matching import NameFilter
+from modelslim_core.runtime.matching import NameFilter, TracksPatternUse
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 from modelslim_core.sparsity.admm import admm_prune
@@ -49,7 +49,7 @@ class FloatSparseConfig(ProcessorConfig):
         return frozenset({W16A16S})
 
 
-class FloatSparseProcessor(Processor):
+class FloatSparseProcessor(TracksPatternUse, Processor):
     """Also the base of other prune-then-export processors: they change how a layer calibrates and finishes."""
 
     config_class = FloatSparseConfig
@@ -118,12 +118,3 @@ class FloatSparseProcessor(Processor):
 
     def outputs_stale(self, unit: Unit) -> bool:
         return self._stale
-
-    def state_dict(self) -> dict:
-        return {"used_patterns": self.filter.used_patterns}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.filter.mark_used(state.get("used_patterns", []))
-
-    def post_run(self) -> None:
-        self.filter.warn_unmatched(self.config.type)
