@@ -2,9 +2,14 @@
 
 Per unit: the first strategy whose include/exclude matches a linear owns it (a later matching strategy
 is ignored with a warning). During the unit's single calibration forward the processor records the
-unit's inputs and its float outputs; afterwards every owned linear becomes a `SignRoundLinear`, the
-unit is tuned for `iters` SignSGD iterations against the float outputs (the pipeline runs without
-gradients; tuning enables them locally), and each linear is replaced by a `QuantizedLinear` of its
+unit's inputs (the outputs of the already quantized units before it). The tuning target is the FLOAT
+model's output of this unit: the processor carries its own float stream of hidden states from unit to
+unit (one extra forward of the float unit on the float stream), so a unit's rounding also corrects the
+error its quantized predecessors left in its inputs, as AutoRound does (the stream restarts from the
+quantized inputs after a unit it does not tune). Afterwards every owned linear becomes a
+`SignRoundLinear`, the unit is tuned for `iters` SignSGD iterations from the quantized inputs towards the
+float outputs (the pipeline runs without gradients; tuning enables them locally), and each linear is
+replaced by a `QuantizedLinear` of its
 strategy's export type (W4A8_DYNAMIC, W4A4_DYNAMIC, W8A8_DYNAMIC, W8A16), saved by the usual exporters.
 The unit is then run again so the next unit calibrates on quantized outputs. Not data-parallel (the
 tuning would need every rank's samples), and it must not sit in a `group`: it runs the unit itself,
@@ -126,6 +131,7 @@ class AutoRoundProcessor(Processor):
         self._owned: list[_Owned] = []
         self._inputs: list[UnitInput] = []
         self._targets: list[torch.Tensor] = []
+        self._float_stream: list[UnitInput] | None = None  # the float model's inputs of the next unit
         self._hooks: list[RemovableHandle] = []
         self._stale = False
 
@@ -176,18 +182,20 @@ class AutoRoundProcessor(Processor):
             hook.remove()
         self._hooks = []
         if not self._owned:
+            self._float_stream = None
             return
         if not self._targets:
             raise DatasetError(
                 f"{unit.name} received no calibration data, so autoround_quant cannot tune its linears.",
                 "use a calibration dataset with at least one sample.",
             )
+        targets = self._float_targets(unit)
         for owned in self._owned:
             owned.tuned = SignRoundLinear(owned.site.module, owned.strategy.qconfig.grid(),
                                           tune_rounding=self.config.enable_round_tuning,
                                           tune_range=self.config.enable_minmax_tuning)
             owned.site.replace(owned.tuned)
-        result = tune_signround(self._forward(unit), self._targets, [o.tuned for o in self._owned],
+        result = tune_signround(self._forward(unit), targets, [o.tuned for o in self._owned],
                                 self.config.iters, seed=unit.index)
         logger.info("%s: autoround output MSE %.4g -> %.4g (best at iteration %d of %d).",
                     unit.name, result.initial_loss, result.best_loss, result.best_iteration, self.config.iters)
@@ -197,13 +205,24 @@ class AutoRoundProcessor(Processor):
         self._owned, self._inputs, self._targets = [], [], []
         self._stale = True
 
-    def _forward(self, unit: Unit):
-        def run(index: int) -> torch.Tensor:
-            item = self._inputs[index]
-            output = unit.module(*item.args, **item.kwargs)
-            return output[0] if isinstance(output, (tuple, list)) else output
+    def _float_targets(self, unit: Unit) -> list[torch.Tensor]:
+        """The float unit's outputs on the float stream (the recorded outputs when the stream starts here),
+        and the float stream advanced to the next unit."""
+        if self._float_stream is None:
+            float_inputs, targets = self._inputs, self._targets
+        else:
+            float_inputs = self._float_stream
+            targets = [self._output(unit, item).detach() for item in float_inputs]
+        self._float_stream = [self.context.adapter.next_unit_input(out, item) for out, item in zip(targets, float_inputs)]
+        return targets
 
-        return run
+    @staticmethod
+    def _output(unit: Unit, item: UnitInput) -> torch.Tensor:
+        output = unit.module(*item.args, **item.kwargs)
+        return output[0] if isinstance(output, (tuple, list)) else output
+
+    def _forward(self, unit: Unit):
+        return lambda index: self._output(unit, self._inputs[index])
 
     def outputs_stale(self, unit: Unit) -> bool:
         return self._stale
