@@ -115,3 +115,23 @@ def test_reference_runtime_reproduces_each_layer_and_stays_close_to_float(sparse
         reference, quantized = float_model(ids).logits, reloaded(ids).logits
     cosine = torch.nn.functional.cosine_similarity(reference.flatten(), quantized.flatten(), dim=0).item()
     assert cosine > 0.98, cosine
+
+
+def test_excluded_layers_stay_float_and_a_bf16_model_gets_fp16_sparse_layers(tiny_models, tmp_path):
+    dataset = tmp_path / "calib.jsonl"
+    dataset.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in TEXTS))
+    config = tmp_path / "mlp.yaml"
+    config.write_text(config_text('{type: float_sparse, sparse_ratio: 0.5, exclude: ["*self_attn*"]}', dataset))
+    model_dir, out = tiny_models("qwen2", torch.bfloat16), tmp_path / "out"
+    quantize_capturing(model_dir, config, out)
+    tensors = load_file(out / "quant_model_weights.safetensors")
+    description = json.loads((out / "quant_model_description.json").read_text())
+    for layer in range(2):
+        prefix = f"model.layers.{layer}"
+        assert description[f"{prefix}.self_attn.q_proj.bias"] == "FLOAT"
+        assert tensors[f"{prefix}.self_attn.q_proj.weight"].dtype == torch.bfloat16
+        down = tensors[f"{prefix}.mlp.down_proj.weight"]
+        assert (down.dtype, description[f"{prefix}.mlp.down_proj.weight"]) == (torch.float16, "W16A16S")
+        assert int((down == 0).sum()) >= prune_count(down.numel(), 0.5)
+    assert description["model_quant_type"] == "W16A16S"
+    load_quantized_model(model_dir, out)  # strict: every tensor accounted for
