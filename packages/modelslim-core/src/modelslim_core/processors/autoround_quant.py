@@ -6,7 +6,7 @@ unit's inputs (the outputs of the already quantized units before it). The tuning
 model's output of this unit: the processor carries its own float stream of hidden states from unit to
 unit (one extra forward of the float unit on the float stream), so a unit's rounding also corrects the
 error its quantized predecessors left in its inputs, as AutoRound does (the stream restarts from the
-quantized inputs after a unit it does not tune). Afterwards every owned linear becomes a
+quantized inputs after a unit it does not tune, and after a resume). Afterwards every owned linear becomes a
 `SignRoundLinear`, the unit is tuned for `iters` SignSGD iterations from the quantized inputs towards the
 float outputs (the pipeline runs without gradients; tuning enables them locally), and each linear is
 replaced by a `QuantizedLinear` of its
