@@ -21,7 +21,7 @@ from modelslim_core.quant.gptq import GramCache
 from modelslim_core.quant.layer_stats import record_activation, record_weight
 from modelslim_core.quant.minmax import MinMaxObserver
 from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer
-from modelslim_core.runtime.matching import LayerSelection
+from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 
@@ -39,7 +39,7 @@ class LinearQuantConfig(ProcessorConfig, LayerSelection):
         return frozenset({self.qconfig.export_type})
 
 
-class LinearQuantProcessor(Processor):
+class LinearQuantProcessor(TracksPatternUse, Processor):
     config_class = LinearQuantConfig
     config: LinearQuantConfig
 
@@ -121,12 +121,3 @@ class LinearQuantProcessor(Processor):
 
     def outputs_stale(self, unit: Unit) -> bool:
         return self._stale
-
-    def state_dict(self) -> dict:
-        return {"used_patterns": self.filter.used_patterns}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.filter.mark_used(state.get("used_patterns", []))
-
-    def post_run(self) -> None:
-        self.filter.warn_unmatched("linear_quant")
