@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
 from modelslim_runners.placement import LayerWisePlacement, Placement, move
 from modelslim_runners.report import RunSummary, log_memory_plan
 from modelslim_runners.resume import ResumePoint, ResumeStore
+from modelslim_runners.spill import ActivationSpill
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +55,15 @@ class UnitPipeline:
         self.rank, self.world = rank_and_world()
         resumable = context.fingerprint and self.world == 1
         self.store = ResumeStore(context.save_path, context.fingerprint) if resumable else None
+        self.spill = ActivationSpill.for_run(context.save_path, self.rank)
 
     def run(self, stages: list[Stage]) -> None:
+        try:
+            self._run_stages(stages)
+        finally:
+            self.spill.cleanup()
+
+    def _run_stages(self, stages: list[Stage]) -> None:
         point = self.store.load() if self.store else None
         if point is not None and point.stage in [s.name for s in stages]:
             stages = stages[[s.name for s in stages].index(point.stage):]  # earlier stages' results are in the state
@@ -84,7 +93,7 @@ class UnitPipeline:
         return self._samples[dataset]
 
     @torch.no_grad()
-    def _capture(self, model: nn.Module, units: list[Unit], stage: Stage) -> list[UnitInput] | None:
+    def _capture(self, model: nn.Module, units: list[Unit], stage: Stage) -> Sequence[UnitInput] | None:
         if not stage_needs_data(stage):
             logger.info("Stage %s is data-free: no calibration forward is run.", stage.name)
             return None
@@ -94,10 +103,10 @@ class UnitPipeline:
             captured = self.adapter.capture_unit_inputs(model, samples)
         finally:
             self.placement.finish_prefix(model, units)
-        return [move(item, self.placement.activation_device) for item in captured]
+        return self.spill.keep(move(item, self.placement.activation_device) for item in captured)
 
     def _start(self, model: nn.Module, units: list[Unit], stage: Stage, processors: list[Processor],
-               savers: list[Saver]) -> tuple[int, list[UnitInput] | None]:
+               savers: list[Saver]) -> tuple[int, Sequence[UnitInput] | None]:
         """First unit to process and its inputs: from scratch, or from the resume point."""
         point = self._resume_point
         for processor in processors:
@@ -169,9 +178,9 @@ class UnitPipeline:
         unit: Unit,
         processors: list[Processor],
         savers: list[Saver],
-        inputs: list[UnitInput] | None,
+        inputs: Sequence[UnitInput] | None,
         is_last: bool,
-    ) -> list[UnitInput] | None:
+    ) -> Sequence[UnitInput] | None:
         self.placement.enter(unit)
         outputs = None
         for processor in processors:
@@ -188,14 +197,16 @@ class UnitPipeline:
         self.placement.leave(unit)
         if inputs is None or is_last:
             return None
-        return [self.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, inputs)]
+        return self.spill.keep(self.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, inputs))
 
-    def _forward(self, unit: Unit, inputs: list[UnitInput]) -> list[Any]:
+    def _forward(self, unit: Unit, inputs: Sequence[UnitInput]) -> Sequence[Any]:
         device = self.placement.device
         back = self.placement.activation_device
-        outputs = []
-        for item in inputs:
-            output = unit.module(*move(item.args, device), **move(item.kwargs, device))
-            hidden = output[0] if isinstance(output, (tuple, list)) else output
-            outputs.append(hidden.to(back))
-        return outputs
+
+        def outputs() -> Iterator[Any]:
+            for item in inputs:
+                output = unit.module(*move(item.args, device), **move(item.kwargs, device))
+                hidden = output[0] if isinstance(output, (tuple, list)) else output
+                yield hidden.to(back)
+
+        return self.spill.keep(outputs())
