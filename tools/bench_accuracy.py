@@ -59,6 +59,7 @@ def configurations(group_size: int) -> dict[str, list[Item]]:
         "W4A8_DYNAMIC minmax": everywhere(token8, int4_pc),
         "W4A8_DYNAMIC ssz": everywhere(token8, q("int4", "per_channel", True, "ssz")),
         "W4A8_DYNAMIC gptq": everywhere(token8, q("int4", "per_channel", True, "gptq")),
+        "W4A8_DYNAMIC gptq act_order": everywhere(token8, q("int4", "per_channel", True, "gptq", act_order=True)),
         "w4a8 practice (attn W8A8_DYNAMIC, MLP W4A8_DYNAMIC gptq)": [
             ("*self_attn*", token8, int8_pc),
             ("*mlp*", token8, q("int4", "per_channel", True, "gptq", percdamp=0.01, block_size=128)),
@@ -67,6 +68,8 @@ def configurations(group_size: int) -> dict[str, list[Item]]:
         "W4A4_DYNAMIC gptq": everywhere(token4, q("int4", "per_channel", True, "gptq")),
         f"W4A4_DYNAMIC per_group {group_size} minmax": everywhere(token4, q("int4", "per_group", True, group_size=group_size)),
         f"W4A4_DYNAMIC per_group {group_size} gptq": everywhere(token4, q("int4", "per_group", True, "gptq", group_size=group_size)),
+        f"W4A4_DYNAMIC per_group {group_size} gptq act_order": everywhere(
+            token4, q("int4", "per_group", True, "gptq", group_size=group_size, act_order=True)),
         "WFP8AFP8_DYNAMIC": everywhere(q("fp8_e4m3", "per_token", True), q("fp8_e4m3", "per_channel", True)),
         "W8A8_MXFP8": everywhere(mx8, mx8),
         "W4A8_MXFP": everywhere(mx8, mx4),
