@@ -53,8 +53,8 @@ class UnitPipeline:
         self._texts_by_dataset: dict[str, list[str]] = {}
         self._samples: dict[str, list[dict[str, torch.Tensor]]] = {}
         self.rank, self.world = rank_and_world()
-        resumable = context.fingerprint and self.world == 1
-        self.store = ResumeStore(context.save_path, context.fingerprint) if resumable else None
+        resumable = bool(context.fingerprint)
+        self.store = ResumeStore(context.save_path, context.fingerprint, self.rank, self.world) if resumable else None
         self.spill = ActivationSpill.for_run(context.save_path, self.rank)
 
     def run(self, stages: list[Stage]) -> None:
@@ -122,7 +122,7 @@ class UnitPipeline:
         return point.next_unit, point.inputs
 
     def _checkpoint(self, stage: Stage, next_unit: int, inputs, processors: list[Processor], savers: list[Saver]) -> None:
-        if self.store is not None and savers:
+        if self.store is not None and stage.savers:  # every rank: each keeps its own inputs; rank 0 the savers'
             self.store.save(ResumePoint(stage.name, next_unit, inputs, [p.state_dict() for p in processors],
                                         [s.state_dict() for s in savers], self.context.state))
 
@@ -142,7 +142,7 @@ class UnitPipeline:
                 summary.add(unit.name, time.perf_counter() - started, rss_bytes())
                 if unit is not units[-1]:
                     self._checkpoint(stage, unit.index + 1, inputs, processors, savers)
-                    checkpointed = checkpointed or bool(savers and self.store)
+                    checkpointed = checkpointed or bool(stage.savers and self.store)
             for processor in processors:
                 processor.post_run()
             for saver in savers:

@@ -90,7 +90,10 @@ class ActivationSpill:
 
     @classmethod
     def for_run(cls, save_path: Path, rank: int) -> "ActivationSpill":
-        return cls(Path(save_path) / SPILL_DIR / f"rank{rank}-{os.getpid()}", spill_threshold())
+        """This rank's spill, with any files a killed earlier run into the same save_path left behind removed."""
+        root = Path(save_path) / SPILL_DIR / f"rank{rank}"
+        shutil.rmtree(root, ignore_errors=True)
+        return cls(root, spill_threshold())
 
     def keep(self, items: Iterable[Any]) -> list[Any] | SpilledList:
         """The items, in memory while their total stays at or under the threshold, else on disk."""
