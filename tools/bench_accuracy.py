@@ -9,6 +9,12 @@ sequences, i.e. on its dynamic prefill path.
 Usage (from the repository root):
     .venv/bin/python tools/bench_accuracy.py --model_path examples/qwen2-demo --group_size 32
     .venv/bin/python tools/bench_accuracy.py --model_path DIR --only gptq,W4A8   # substring filter
+    .venv/bin/python tools/bench_accuracy.py --model_path examples/qwen2-demo --dataset demo_heldout.jsonl \
+        --group_size 128 --per_group_exclude '*down_proj*' --only per_group
+
+A per-group row quantizes every decoder linear whose input dim the group size divides; a run refuses any
+other layer, so such layers must be named in `--per_group_exclude` (they then stay float in that row, for
+minmax and GPTQ alike, and the row's name says so).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ def configurations(group_size: int) -> dict[str, list[Item]]:
         "W4A8_DYNAMIC minmax": everywhere(token8, int4_pc),
         "W4A8_DYNAMIC ssz": everywhere(token8, q("int4", "per_channel", True, "ssz")),
         "W4A8_DYNAMIC gptq": everywhere(token8, q("int4", "per_channel", True, "gptq")),
+        "W4A8_DYNAMIC gptq act_order": everywhere(token8, q("int4", "per_channel", True, "gptq", act_order=True)),
         "w4a8 practice (attn W8A8_DYNAMIC, MLP W4A8_DYNAMIC gptq)": [
             ("*self_attn*", token8, int8_pc),
             ("*mlp*", token8, q("int4", "per_channel", True, "gptq", percdamp=0.01, block_size=128)),
@@ -61,6 +68,8 @@ def configurations(group_size: int) -> dict[str, list[Item]]:
         "W4A4_DYNAMIC gptq": everywhere(token4, q("int4", "per_channel", True, "gptq")),
         f"W4A4_DYNAMIC per_group {group_size} minmax": everywhere(token4, q("int4", "per_group", True, group_size=group_size)),
         f"W4A4_DYNAMIC per_group {group_size} gptq": everywhere(token4, q("int4", "per_group", True, "gptq", group_size=group_size)),
+        f"W4A4_DYNAMIC per_group {group_size} gptq act_order": everywhere(
+            token4, q("int4", "per_group", True, "gptq", group_size=group_size, act_order=True)),
         "WFP8AFP8_DYNAMIC": everywhere(q("fp8_e4m3", "per_token", True), q("fp8_e4m3", "per_channel", True)),
         "W8A8_MXFP8": everywhere(mx8, mx8),
         "W4A8_MXFP": everywhere(mx8, mx4),
@@ -68,11 +77,14 @@ def configurations(group_size: int) -> dict[str, list[Item]]:
     }
 
 
-def config_document(items: list[Item], calib: str) -> dict[str, Any]:
+def config_document(items: list[Item], calib: str, per_group_exclude: list[str] | None = None) -> dict[str, Any]:
     configs = []
     for include, act, weight in items:
         qconfig = {"weight": weight, **({"act": act} if act else {})}
-        configs.append({"type": "linear_quant", "qconfig": qconfig, "include": [include]})
+        config: dict[str, Any] = {"type": "linear_quant", "qconfig": qconfig, "include": [include]}
+        if per_group_exclude and weight["scope"] == "per_group":
+            config["exclude"] = list(per_group_exclude)
+        configs.append(config)
     return {
         "apiversion": "modelslim_v1",
         "spec": {
@@ -87,7 +99,8 @@ def config_document(items: list[Item], calib: str) -> dict[str, Any]:
 def measure(name: str, items: list[Item], args: argparse.Namespace, work: Path) -> dict[str, Any]:
     slug = "".join(c if c.isalnum() else "_" for c in name)
     config, out = work / f"{slug}.yaml", work / slug
-    config.write_text(dump_yaml(config_document(items, args.calib)), encoding="utf-8")
+    document = config_document(items, args.calib, args.per_group_exclude)
+    config.write_text(dump_yaml(document), encoding="utf-8")
     started = time.perf_counter()
     run_quant(QuantArgs(args.model_path, str(out), args.model_type, config_path=str(config), device="cpu", yes=True))
     quantize_seconds = time.perf_counter() - started
@@ -103,6 +116,8 @@ def main() -> None:
     parser.add_argument("--calib", default="mix_calib.jsonl", help="calibration dataset (short name in calib/ or a path)")
     parser.add_argument("--dataset", default="heldout_eval.jsonl", help="evaluation dataset")
     parser.add_argument("--group_size", type=int, default=128)
+    parser.add_argument("--per_group_exclude", type=lambda text: [p for p in text.split(",") if p], default=[],
+                        help="comma-separated patterns of layers the per-group rows leave float (input dim not a multiple)")
     parser.add_argument("--max_samples", type=int, default=None, help="evaluation samples (default: all)")
     parser.add_argument("--only", default="", help="comma-separated substrings; run only matching configurations")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -110,7 +125,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     wanted = [part.strip() for part in args.only.split(",") if part.strip()]
-    selected = {n: i for n, i in configurations(args.group_size).items() if not wanted or any(w in n for w in wanted)}
+    named = configurations(args.group_size)
+    if args.per_group_exclude:
+        suffix = f" (float: {', '.join(args.per_group_exclude)})"
+        named = {n + suffix if f"per_group {args.group_size}" in n else n: i for n, i in named.items()}
+    selected = {n: i for n, i in named.items() if not wanted or any(w in n for w in wanted)}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, items in selected.items():

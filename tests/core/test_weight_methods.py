@@ -111,6 +111,29 @@ def test_gptq_per_group_parameters_follow_the_updated_weights(layer):
     assert not torch.allclose(quantized.scale, minmax_weight_qparams(weight, 4, True, 32)[0])
 
 
+@pytest.mark.parametrize("group_size", [0, 32], ids=["per_channel", "per_group32"])
+def test_gptq_act_order_uses_static_groups_in_the_saved_layout_and_lowers_the_error(layer, group_size):
+    weight, x, hessian = layer
+    ordered = gptq_quantize(weight, hessian, 4, True, group_size, act_order=True)
+    plain = gptq_quantize(weight, hessian, 4, True, group_size)
+    assert output_error(x, weight, ordered) < output_error(x, weight, plain)
+    assert output_error(x, weight, ordered) < 0.8 * output_error(x, weight, minmax(weight, 4, True, group_size))
+    # static groups: every group's scale is minmax's of the ORIGINAL weight's contiguous columns
+    assert torch.equal(ordered.scale, minmax_weight_qparams(weight, 4, True, group_size)[0].reshape(ordered.scale.shape))
+    assert ordered.codes.shape == (OUT, IN) and ordered.group_size == group_size
+
+
+def test_gptq_act_order_with_an_already_sorted_hessian_changes_nothing_per_channel():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(512, 16, generator=generator) * torch.exp(-0.3 * torch.arange(16))  # diag(H) decreasing
+    weight = torch.randn(8, 16, generator=generator)
+    hessian = x.T @ x * (2 / 512)
+    assert torch.equal(torch.argsort(torch.diag(hessian), descending=True), torch.arange(16))
+    ordered = gptq_quantize(weight, hessian, 4, False, 0, act_order=True)
+    plain = gptq_quantize(weight, hessian, 4, False, 0)
+    assert torch.equal(ordered.codes, plain.codes) and torch.equal(ordered.scale, plain.scale)
+
+
 def test_gptq_damping_rescues_a_singular_hessian_and_degenerate_data_is_named(layer, caplog):
     weight, _, _ = layer
     rank_one = torch.ones(IN, IN)  # singular: plain Cholesky fails without damping
@@ -124,12 +147,12 @@ def test_gptq_damping_rescues_a_singular_hessian_and_degenerate_data_is_named(la
 def test_gptq_quantizer_reads_its_ext_keys(layer):
     weight, x, hessian = layer
     qconfig = QConfig(dtype="int4", scope="per_group", symmetric=False, method="gptq",
-                      ext={"percdamp": 0.1, "block_size": 16, "group_size": 64})
+                      ext={"percdamp": 0.1, "block_size": 16, "group_size": 64, "act_order": True})
     method = GPTQWeight(qconfig)
     assert method.needs_data
     assert method.shape_problems(OUT, 96) == ["ext.group_size 64 does not divide its input dimension 96"]
     quantized = method.quantize(weight, hessian)
-    expected = gptq_quantize(weight, hessian, 4, False, 64, percdamp=0.1, block_size=16)
+    expected = gptq_quantize(weight, hessian, 4, False, 64, percdamp=0.1, block_size=16, act_order=True)
     assert torch.equal(quantized.codes, expected.codes) and quantized.scale.shape == (OUT, 2)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ from modelslim_runners.placement import LayerWisePlacement, Placement, move
 from modelslim_runners.report import RunSummary, log_memory_plan
 from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
+from modelslim_runners.spill import ActivationSpill
 
 logger = logging.getLogger(__name__)
 #: Where a resume point keeps the recorder's records (report statistics of the units already finished).
@@ -55,11 +57,18 @@ class UnitPipeline:
         self._texts_by_dataset: dict[str, list[str]] = {}
         self._samples: dict[str, list[dict[str, torch.Tensor]]] = {}
         self.rank, self.world = rank_and_world()
-        resumable = context.fingerprint and self.world == 1
-        self.store = ResumeStore(context.save_path, context.fingerprint) if resumable else None
+        resumable = bool(context.fingerprint)
+        self.store = ResumeStore(context.save_path, context.fingerprint, self.rank, self.world) if resumable else None
         self.summaries: list[RunSummary] = []
+        self.spill = ActivationSpill.for_run(context.save_path, self.rank)
 
     def run(self, stages: list[Stage]) -> None:
+        try:
+            self._run_stages(stages)
+        finally:
+            self.spill.cleanup()
+
+    def _run_stages(self, stages: list[Stage]) -> None:
         point = self.store.load() if self.store else None
         if point is not None and point.stage in [s.name for s in stages]:
             stages = stages[[s.name for s in stages].index(point.stage):]  # earlier stages' results are in the state
@@ -90,7 +99,7 @@ class UnitPipeline:
         return self._samples[dataset]
 
     @torch.no_grad()
-    def _capture(self, model: nn.Module, units: list[Unit], stage: Stage) -> list[UnitInput] | None:
+    def _capture(self, model: nn.Module, units: list[Unit], stage: Stage) -> Sequence[UnitInput] | None:
         if not stage_needs_data(stage):
             logger.info("Stage %s is data-free: no calibration forward is run.", stage.name)
             return None
@@ -100,10 +109,10 @@ class UnitPipeline:
             captured = self.adapter.capture_unit_inputs(model, samples)
         finally:
             self.placement.finish_prefix(model, units)
-        return [move(item, self.placement.activation_device) for item in captured]
+        return self.spill.keep(move(item, self.placement.activation_device) for item in captured)
 
     def _start(self, model: nn.Module, units: list[Unit], stage: Stage, processors: list[Processor],
-               savers: list[Saver]) -> tuple[int, list[UnitInput] | None]:
+               savers: list[Saver]) -> tuple[int, Sequence[UnitInput] | None]:
         """First unit to process and its inputs: from scratch, or from the resume point."""
         point = self._resume_point
         for processor in processors:
@@ -119,7 +128,7 @@ class UnitPipeline:
         return point.next_unit, point.inputs
 
     def _checkpoint(self, stage: Stage, next_unit: int, inputs, processors: list[Processor], savers: list[Saver]) -> None:
-        if self.store is not None and savers:
+        if self.store is not None and stage.savers:  # every rank: each keeps its own inputs; rank 0 the savers'
             context_state = {**self.context.state, RECORDER_STATE_KEY: self.context.recorder.snapshot()}
             self.store.save(ResumePoint(stage.name, next_unit, inputs, [p.state_dict() for p in processors],
                                         [s.state_dict() for s in savers], context_state))
@@ -142,7 +151,7 @@ class UnitPipeline:
                 summary.note(self.adapter.unit_notes(unit))  # e.g. MoE routing counts (kept past release)
                 if unit is not units[-1]:
                     self._checkpoint(stage, unit.index + 1, inputs, processors, savers)
-                    checkpointed = checkpointed or bool(savers and self.store)
+                    checkpointed = checkpointed or bool(stage.savers and self.store)
             for processor in processors:
                 processor.post_run()
             for saver in savers:
@@ -192,9 +201,9 @@ class UnitPipeline:
         unit: Unit,
         processors: list[Processor],
         savers: list[Saver],
-        inputs: list[UnitInput] | None,
+        inputs: Sequence[UnitInput] | None,
         is_last: bool,
-    ) -> list[UnitInput] | None:
+    ) -> Sequence[UnitInput] | None:
         self.placement.enter(unit)
         outputs = None
         for processor in processors:
@@ -211,14 +220,16 @@ class UnitPipeline:
         self.placement.leave(unit)
         if inputs is None or is_last:
             return None
-        return [self.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, inputs)]
+        return self.spill.keep(self.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, inputs))
 
-    def _forward(self, unit: Unit, inputs: list[UnitInput]) -> list[Any]:
+    def _forward(self, unit: Unit, inputs: Sequence[UnitInput]) -> Sequence[Any]:
         device = self.placement.device
         back = self.placement.activation_device
-        outputs = []
-        for item in inputs:
-            output = unit.module(*move(item.args, device), **move(item.kwargs, device))
-            hidden = output[0] if isinstance(output, (tuple, list)) else output
-            outputs.append(hidden.to(back))
-        return outputs
+
+        def outputs() -> Iterator[Any]:
+            for item in inputs:
+                output = unit.module(*move(item.args, device), **move(item.kwargs, device))
+                hidden = output[0] if isinstance(output, (tuple, list)) else output
+                yield hidden.to(back)
+
+        return self.spill.keep(outputs())

@@ -5,6 +5,13 @@ processors' and savers' states (the savers' partial files stay on disk) and the 
 under `save_path/.modelslim_resume/`, atomically (the state file is renamed into place last). A later run
 with the same fingerprint (config, model files, dtype, version) continues from there and writes exactly
 the checkpoint an uninterrupted run would; a run with another fingerprint says so and starts over.
+
+Data-parallel runs: every rank writes its own payload (its share of the calibration inputs, its processors'
+and context state) as `unit-NNNNN-rankR.pt`; after a barrier (every rank's payload for that unit exists)
+rank 0, which alone has savers, commits `state.json` with the savers' state. A rank deletes a payload only
+once a newer unit is committed, so the committed unit's payloads always exist. On resume all ranks read the
+committed state and agree (one all-reduce) to resume only if every rank found its payload; the number of
+ranks is part of the state, since the samples' split depends on it.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
+from modelslim_core.runtime.distributed import all_reduce
 from modelslim_core.runtime.unit import UnitInput
 
 logger = logging.getLogger(__name__)
@@ -38,46 +47,72 @@ class ResumePoint:
 
 
 class ResumeStore:
-    def __init__(self, save_path: Path, fingerprint: str):
+    def __init__(self, save_path: Path, fingerprint: str, rank: int = 0, world: int = 1):
         self.directory = Path(save_path) / STATE_DIR
         self.fingerprint = fingerprint
+        self.rank, self.world = rank, world
+
+    def _payload_name(self, next_unit: int) -> str:
+        return f"unit-{next_unit:05d}.pt" if self.world == 1 else f"unit-{next_unit:05d}-rank{self.rank}.pt"
 
     def load(self) -> ResumePoint | None:
+        """The committed resume point (every rank's own share), or None to start from scratch on every rank."""
+        point = self._read()
+        if self.world > 1:  # resume only if every rank can; else all start over
+            if all_reduce(torch.tensor([int(point is not None)]), "min").item() == 0:
+                point = None
+                dist.barrier()  # nobody is still reading when rank 0 clears
+                if self.rank == 0:
+                    self.clear()
+        if point is not None:
+            logger.info("Resuming stage %s at unit %d (state in %s).", point.stage, point.next_unit, self.directory)
+        return point
+
+    def _read(self) -> ResumePoint | None:
         state_file = self.directory / STATE_FILE
         if not state_file.is_file():
             return None
         try:
             state = json.loads(state_file.read_text(encoding="utf-8"))
-            if state.get("fingerprint") != self.fingerprint:
-                logger.warning("Found the state of an interrupted run with a different config, model or version in %s; "
-                               "starting from scratch.", self.directory)
-                self.clear()
+            if state.get("fingerprint") != self.fingerprint or state.get("world", 1) != self.world:
+                logger.warning("Found the state of an interrupted run with a different config, model or version (or "
+                               "number of devices) in %s; starting from scratch.", self.directory)
+                self._clear_alone()
                 return None
-            payload = torch.load(self.directory / state["payload"], weights_only=True)
+            payload = torch.load(self.directory / self._payload_name(state["next_unit"]), weights_only=True)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             logger.warning("Cannot read the resume state in %s (%s); starting from scratch.", self.directory, exc)
-            self.clear()
+            self._clear_alone()
             return None
         inputs = None if payload["inputs"] is None else [UnitInput(a, k) for a, k in payload["inputs"]]
-        logger.info("Resuming stage %s at unit %d (state in %s).", state["stage"], state["next_unit"], self.directory)
-        return ResumePoint(state["stage"], state["next_unit"], inputs, state["processors"], state["savers"],
-                           payload["context_state"])
+        return ResumePoint(state["stage"], state["next_unit"], inputs, payload["processors"],
+                           state["savers"] if self.rank == 0 else [], payload["context_state"])
+
+    def _clear_alone(self) -> None:
+        """Clear now if no other rank may still read the directory (data-parallel: `load` clears after a barrier)."""
+        if self.world == 1:
+            self.clear()
 
     def save(self, point: ResumePoint) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        payload_name = f"unit-{point.next_unit:05d}.pt"
+        payload_name = self._payload_name(point.next_unit)
         inputs = None if point.inputs is None else [(i.args, i.kwargs) for i in point.inputs]
         partial = self.directory / f".{payload_name}.partial"
-        torch.save({"inputs": inputs, "context_state": point.context_state}, partial)
+        torch.save({"inputs": inputs, "processors": point.processors, "context_state": point.context_state}, partial)
         os.replace(partial, self.directory / payload_name)
-        state = {"fingerprint": self.fingerprint, "stage": point.stage, "next_unit": point.next_unit,
-                 "payload": payload_name, "processors": point.processors, "savers": point.savers}
-        partial_state = self.directory / f".{STATE_FILE}.partial"
-        partial_state.write_text(json.dumps(state), encoding="utf-8")
-        os.replace(partial_state, self.directory / STATE_FILE)
-        for old in self.directory.glob("unit-*.pt"):
-            if old.name != payload_name:
-                old.unlink()
+        if self.world > 1:
+            dist.barrier()  # every rank's payload for this unit is on disk before it is committed
+        if self.rank == 0:
+            state = {"fingerprint": self.fingerprint, "world": self.world, "stage": point.stage,
+                     "next_unit": point.next_unit, "savers": point.savers}
+            partial_state = self.directory / f".{STATE_FILE}.partial"
+            partial_state.write_text(json.dumps(state), encoding="utf-8")
+            os.replace(partial_state, self.directory / STATE_FILE)
+        # Data-parallel: the previous unit may still be the committed one (rank 0 commits after the barrier).
+        keep = {payload_name} if self.world == 1 else {payload_name, self._payload_name(point.next_unit - 1)}
+        for old in self.directory.glob(self._payload_name(0).replace("00000", "*")):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -6,6 +6,10 @@ data-free (weight-only or dynamic activations with minmax/ssz weights) are quant
 before any forward. Static activation ranges and GPTQ Hessians are collected during the unit's single
 calibration forward and turned into quantized layers in `postprocess`; because GPTQ's calibration forward
 ran with float weights, the unit is then run once more so the next unit calibrates on quantized outputs.
+
+Data-parallel: each data-free weight is quantized by one rank (round robin over the unit's layers, starting
+at a rank that moves with the unit index) and broadcast, so every rank holds the same containers while
+the work is split.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from modelslim_core.quant.gptq import GramCache
 from modelslim_core.quant.layer_stats import record_activation, record_weight
 from modelslim_core.quant.minmax import MinMaxObserver
 from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer
+from modelslim_core.runtime.distributed import compute_once, is_distributed
 from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 
 logger = logging.getLogger(__name__)
 
-#: Weight methods that need no calibration data: every data-parallel rank computes the same result.
+#: Weight methods that need no calibration data: one data-parallel rank computes each weight and broadcasts it.
 DATA_FREE_WEIGHT_METHODS = ("minmax", "ssz")
 
 
@@ -77,20 +82,34 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
             selected.append(site)
         return selected
 
+    def _data_free_weights(self, unit: Unit, sites: list[LinearSite]) -> list[nn.Module | None]:
+        """Each site's weight container when the weight method is data-free (one rank computes each), else None."""
+        if self.quantizer.weight.needs_data:
+            return [None] * len(sites)
+        to_cpu = is_distributed()  # results travel pickled; each rank moves them back to its own device
+
+        def compute(index: int) -> nn.Module:
+            qweight = self.quantizer.quantize_weight(sites[index].name, sites[index].module)
+            return qweight.cpu() if to_cpu else qweight
+
+        weights = compute_once(len(sites), compute, first_owner=unit.index)
+        return [qweight.to(site.module.weight.device) for qweight, site in zip(weights, sites, strict=True)]
+
     def preprocess(self, unit: Unit) -> None:
         self._calibrating = []
         self._stale = False
         recorder = self.context.recorder
         export_type = self.quantizer.export_type
-        for site in self._selected_sites(unit):
+        sites = self._selected_sites(unit)
+        for site, qweight in zip(sites, self._data_free_weights(unit, sites), strict=True):
             if self.quantizer.needs_data:
-                calibrating = self.quantizer.calibrating(site.name, site.module, self._grams)
+                calibrating = self.quantizer.calibrating(site.name, site.module, self._grams, qweight)
                 if calibrating.qweight is not None:  # data-free weight: its error is known now
                     record_weight(recorder, site.name, export_type, site.module.weight, calibrating.qweight)
                 site.replace(calibrating)
                 self._calibrating.append((site, calibrating))
             else:
-                quantized = self.quantizer.quantize(site.name, site.module)
+                quantized = self.quantizer.quantize(site.name, site.module, qweight)
                 record_weight(recorder, site.name, export_type, site.module.weight, quantized.qweight)
                 site.replace(quantized)
 

@@ -15,6 +15,11 @@ Details that matter:
   group's weights as updated by every column quantized so far (the current block's pending update is
   applied to the group's columns first). The reference uses only the updates of earlier blocks there,
   which makes its result depend on block_size; here block_size only reorders the arithmetic.
+- `ext.act_order: true` (our key; the reference has no act-order): columns are quantized in order of
+  decreasing H_jj, so the inputs that matter most are rounded first, while the most columns are left to
+  absorb their error. Groups then stay the layout's contiguous input ranges ("static groups"): every
+  group's parameters are computed up front from the original weights, and each column uses the
+  parameters of the group it belongs to in the saved layout, so the export is unchanged.
 - Everything is float32; the Hessian is accumulated as a running float32 sum of xᵀx.
 """
 
@@ -111,7 +116,11 @@ def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float, name: str) ->
 
 
 class _Grid:
-    """Per-row integer grids: per channel (fixed) or per group (set when a group starts)."""
+    """Per-row integer grids: per channel (fixed) or per group (set when a group starts, or all up front).
+
+    `group_of[j]` is the group of the j-th column in processing order: its saved column's group, which
+    differs from j // group_size when act-order permutes the columns.
+    """
 
     def __init__(self, out: int, in_features: int, bits: int, symmetric: bool, group_size: int, device: torch.device):
         self.bits, self.symmetric = bits, symmetric
@@ -119,6 +128,15 @@ class _Grid:
         groups = in_features // self.group_size
         self.scale = torch.zeros(out, groups, device=device)
         self.offset = torch.zeros(out, groups, device=device)
+        self.group_of = [column // self.group_size for column in range(in_features)]
+        self.static = False
+
+    def set_static(self, weight: torch.Tensor, order: torch.Tensor) -> None:
+        """Every group's parameters from `weight` (original column order) now; columns processed in `order`."""
+        for group in range(self.scale.shape[1]):
+            self.start_group(weight[:, group * self.group_size : (group + 1) * self.group_size], group)
+        self.group_of = (order // self.group_size).tolist()
+        self.static = True
 
     def start_group(self, weight_columns: torch.Tensor, group: int) -> None:
         scale, offset = compute_qparams(weight_columns.amin(dim=1), weight_columns.amax(dim=1), self.bits, self.symmetric)
@@ -155,6 +173,7 @@ def gptq_quantize(
     percdamp: float = DEFAULT_PERCDAMP,
     block_size: int = DEFAULT_BLOCK_SIZE,
     name: str = "weight",
+    act_order: bool = False,
 ) -> IntWeight:
     """GPTQ-quantized IntWeight of a [out, in] weight given the Hessian [in, in] of its inputs."""
     w = weight.detach().float().clone()
@@ -163,8 +182,13 @@ def gptq_quantize(
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    u = inverse_hessian_factor(h, percdamp, name)
     grid = _Grid(out, in_features, bits, symmetric, group_size, w.device)
+    order = None
+    if act_order:
+        order = torch.argsort(torch.diag(h), descending=True, stable=True)
+        grid.set_static(w, order)
+        w, h = w[:, order], h[order][:, order]
+    u = inverse_hessian_factor(h, percdamp, name)
     codes = torch.zeros_like(w)
     for start in range(0, in_features, block_size):
         end = min(start + block_size, in_features)
@@ -173,6 +197,8 @@ def gptq_quantize(
         with _one_intra_op_thread():
             _quantize_block(block, errors, w, u, codes, grid, start)
         w[:, end:] -= errors @ u[start:end, end:]
+    if order is not None:
+        codes = codes[:, torch.argsort(order)]  # back to the saved column order
     return IntWeight(codes.to(torch.int8), grid.scale, grid.offset, bits, group_size)
 
 
@@ -196,8 +222,8 @@ def _quantize_block(
     end = start + block.shape[1]
     for i in range(end - start):
         column = start + i
-        group = column // grid.group_size
-        if column % grid.group_size == 0:
+        group = grid.group_of[column]
+        if not grid.static and column % grid.group_size == 0:
             grid.start_group(_group_columns(block, w, errors, u, start, i, grid.group_size), group)
         codes[:, column], quantized = grid.quantize(block[:, i], group)
         error = (block[:, i] - quantized) / u[column, column]
@@ -222,4 +248,5 @@ class GPTQWeight(WeightQuantizer):
             percdamp=self.qconfig.ext.get("percdamp", DEFAULT_PERCDAMP),
             block_size=self.qconfig.ext.get("block_size", DEFAULT_BLOCK_SIZE),
             name=name or "weight",
+            act_order=self.qconfig.ext.get("act_order", False),
         )

@@ -87,14 +87,21 @@ class LinearQuantizer:
                 "exclude this layer from that linear_quant, or choose a group size / scheme that fits its shape.",
             )
 
-    def quantize(self, name: str, linear: nn.Linear) -> QuantizedLinear:
-        """A data-free layer, quantized at once."""
-        qweight = self.weight.quantize(linear.weight, name=name)
+    def quantize_weight(self, name: str, linear: nn.Linear) -> nn.Module:
+        """The weight container of a data-free weight method (minmax, ssz, fp8, MX)."""
+        return self.weight.quantize(linear.weight, name=name)
+
+    def quantize(self, name: str, linear: nn.Linear, qweight: nn.Module | None = None) -> QuantizedLinear:
+        """A data-free layer, quantized at once (`qweight`: its weight container, if already computed)."""
+        qweight = self.quantize_weight(name, linear) if qweight is None else qweight
         return QuantizedLinear(self.export_type, qweight, build_dynamic_act(self.qconfig.act), linear.bias)
 
-    def calibrating(self, name: str, linear: nn.Linear, cache: GramCache | None = None) -> "CalibratingLinear":
-        """A calibrating stand-in; linears of one unit that share `cache` share the Hessian work of equal inputs."""
-        return CalibratingLinear(name, linear, self, cache)
+    def calibrating(
+        self, name: str, linear: nn.Linear, cache: GramCache | None = None, qweight: nn.Module | None = None
+    ) -> "CalibratingLinear":
+        """A calibrating stand-in; linears of one unit that share `cache` share the Hessian work of equal inputs.
+        `qweight`: the data-free weight container, if already computed (e.g. by another rank)."""
+        return CalibratingLinear(name, linear, self, cache, qweight)
 
 
 class CalibratingLinear(nn.Module):
@@ -110,7 +117,14 @@ class CalibratingLinear(nn.Module):
     #: It collects statistics from its inputs: MoE layers then feed it every token, not only routed ones.
     observes_inputs = True
 
-    def __init__(self, name: str, linear: nn.Linear, quantizer: LinearQuantizer, cache: GramCache | None = None):
+    def __init__(
+        self,
+        name: str,
+        linear: nn.Linear,
+        quantizer: LinearQuantizer,
+        cache: GramCache | None = None,
+        qweight: nn.Module | None = None,
+    ):
         super().__init__()
         self.name = name
         self.quantizer = quantizer
@@ -124,7 +138,7 @@ class CalibratingLinear(nn.Module):
             self.hessian: HessianAccumulator | None = HessianAccumulator(linear.in_features, device, cache)
             self.register_buffer("weight", linear.weight.detach())
         else:
-            self.qweight = quantizer.weight.quantize(linear.weight, name=name)
+            self.qweight = quantizer.quantize_weight(name, linear) if qweight is None else qweight
             self.hessian = None
             self.register_buffer("weight", self.qweight.dequantize().to(device))
         self.tokens = 0

@@ -50,6 +50,7 @@ EXT_KEYS: dict[str, ExtKey] = {
     "percdamp": ExtKey("a number > 0 (damping, as a fraction of the mean Hessian diagonal)", _positive_number),
     "block_size": ExtKey("an integer > 0 (columns per GPTQ block)", _positive_int),
     "group_size": ExtKey("an integer > 0 (input columns per group)", _positive_int),
+    "act_order": ExtKey("true or false (GPTQ: quantize columns by decreasing Hessian diagonal)", lambda v: isinstance(v, bool)),
     "axes": ExtKey("-1 (MX blocks run along the input dimension)", lambda v: v == -1 and not isinstance(v, bool)),
 }
 
@@ -60,7 +61,7 @@ _NONE: frozenset[str] = frozenset()
 _AGGREGATION = frozenset({"aggregation_type"})
 _GROUP = frozenset({"group_size"})
 _SSZ = frozenset({"step"})
-_GPTQ = frozenset({"percdamp", "block_size"})
+_GPTQ = frozenset({"percdamp", "block_size", "act_order"})
 _MX = frozenset({"axes"})
 
 

@@ -7,8 +7,13 @@ sample), so ranks with different sample counts stay in step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -29,3 +34,26 @@ def all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
     dist.all_reduce(reduced, op={"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}[op])
     return reduced.to(tensor.device)
 
+
+
+def compute_once(count: int, compute: Callable[[int], T], first_owner: int = 0) -> list[T]:
+    """[compute(0), ..., compute(count-1)] on every rank, each item computed by one rank only.
+
+    Item i belongs to rank (first_owner + i) % world, round robin, so consecutive units (pass the unit
+    index as `first_owner`) spread their work over all ranks. Each rank computes its own items, then every
+    rank in turn broadcasts its results (pickled, so `compute` must return CPU objects); the values every
+    rank ends with are the owner's bit for bit. One broadcast per rank that owns something: every rank must
+    call this with the same `count` and `first_owner`, at the same point of the run.
+    """
+    rank, world = rank_and_world()
+    if world == 1:
+        return [compute(index) for index in range(count)]
+    owners = [(first_owner + index) % world for index in range(count)]
+    results: list = [compute(index) if owner == rank else None for index, owner in enumerate(owners)]
+    for source in sorted(set(owners)):
+        indices = [index for index, owner in enumerate(owners) if owner == source]
+        payload = [[results[index] for index in indices] if source == rank else None]
+        dist.broadcast_object_list(payload, src=source)
+        for index, value in zip(indices, payload[0], strict=True):
+            results[index] = value
+    return results
