@@ -89,3 +89,12 @@ def assert_config_error(process: str, *needles: str) -> None:
         parse_process_item(process)
     for needle in needles:
         assert needle in str(error.value), str(error.value)
+
+
+def checkpoint_digest(out: Path) -> dict[str, str]:
+    """File name -> sha256 of every top-level file of a checkpoint, except quant_report.json (it holds timings,
+    so it differs between any two runs)."""
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())
+            if p.is_file() and p.name != "quant_report.json"}

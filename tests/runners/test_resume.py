@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.quant_runs import checkpoint_digest
 from tests.tiny_models import make_tiny_model
 
 CONFIG = """\
@@ -48,11 +48,6 @@ def command(model: Path, out: Path, config: Path) -> list[str]:
             "--model_type", "Qwen2-demo", "--config_path", str(config), "--device", "cpu"]
 
 
-def digest(out: Path) -> dict[str, str]:
-    # quant_report.json holds timings, so it differs between any two runs
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())
-            if p.is_file() and p.name != "quant_report.json"}
-
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600,
@@ -83,8 +78,8 @@ def test_killed_run_resumes_to_the_identical_checkpoint(runner, six_layer_model,
     assert result.returncode == 0, result.stderr
     assert "Resuming stage main at unit" in result.stderr
     assert not (resumed / ".modelslim_resume").exists()
-    assert digest(resumed) == digest(reference)
-    assert len([n for n in digest(reference) if n.startswith("quant_model_weights-")]) >= 2
+    assert checkpoint_digest(resumed) == checkpoint_digest(reference)
+    assert len([n for n in checkpoint_digest(reference) if n.startswith("quant_model_weights-")]) >= 2
     # the report covers the units finished before the kill too (the recorder travels in the resume state)
     layers = [json.loads((out / "quant_report.json").read_text())["layers"] for out in (reference, resumed)]
     assert layers[0] == layers[1] and len(layers[0]) == 6 * 7
@@ -100,4 +95,4 @@ def test_a_changed_config_does_not_resume(six_layer_model, calib, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "different config, model or version" in result.stderr and "Resuming" not in result.stderr
     assert run(command(six_layer_model, reference, second)).returncode == 0
-    assert digest(out) == digest(reference)
+    assert checkpoint_digest(out) == checkpoint_digest(reference)

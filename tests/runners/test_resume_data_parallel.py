@@ -7,7 +7,8 @@ import signal
 import subprocess
 import time
 
-from tests.runners.test_resume import CONFIG, calib, command, digest, run, six_layer_model  # noqa: F401  (fixtures)
+from tests.quant_runs import checkpoint_digest
+from tests.runners.test_resume import CONFIG, calib, command, run, six_layer_model  # noqa: F401  (fixtures)
 
 
 def dp_command(model, out, config) -> list[str]:
@@ -43,4 +44,4 @@ def test_killed_two_rank_run_resumes_to_the_identical_checkpoint(six_layer_model
     assert result.returncode == 0, result.stderr
     assert "Starting 2 data-parallel workers" in result.stderr and "Resuming stage main at unit" in result.stderr
     assert not [p.name for p in resumed.iterdir() if p.name.startswith(".")]  # resume state and spill removed
-    assert digest(resumed) == digest(reference)
+    assert checkpoint_digest(resumed) == checkpoint_digest(reference)

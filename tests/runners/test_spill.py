@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.runtime.unit import UnitInput
 from modelslim_runners.spill import SPILL_DIR, SPILL_ENV, ActivationSpill, SpilledList, spill_threshold
-from tests.quant_runs import mixed_config
+from tests.quant_runs import checkpoint_digest, mixed_config
 
 
 def test_lists_under_the_threshold_stay_in_memory_and_larger_ones_go_to_disk(tmp_path):
@@ -41,9 +40,6 @@ def test_threshold_comes_from_the_environment_or_available_memory(monkeypatch):
     assert spill_threshold() > 0
 
 
-def digest(out: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir()) if p.is_file()}
-
 
 def test_forced_spill_writes_the_in_memory_checkpoint(tiny_models, small_calib, tmp_path, monkeypatch, caplog):
     model = tiny_models("qwen2")
@@ -57,4 +53,4 @@ def test_forced_spill_writes_the_in_memory_checkpoint(tiny_models, small_calib, 
         run_quant(QuantArgs(str(model), str(spilled), "Qwen2-demo", config_path=str(config), device="cpu"))
     assert "keeping them on disk" in caplog.text
     assert not (spilled / SPILL_DIR).exists()
-    assert digest(spilled) == digest(in_memory)
+    assert checkpoint_digest(spilled) == checkpoint_digest(in_memory)
