@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
 from modelslim_core.attention.processor import AttentionProcessor
 from modelslim_core.attention.qkv_quant import StateParams, channel_params, fake_quantize_states
@@ -41,18 +41,18 @@ class DynamicCacheConfig(ProcessorConfig):
     include: list[str] = Field(default_factory=list, description="attention module names; empty = all")
     exclude: list[str] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _c8_scheme(self) -> "DynamicCacheConfig":
-        qc = self.qconfig
+    @field_validator("qconfig")
+    @classmethod
+    def _c8_scheme(cls, qc: QConfig) -> QConfig:
         if qc.scope != "per_channel":
-            raise ValueError(f"qconfig.scope must be per_channel for the KV cache (one scale per KV head channel), got {qc.scope}")
+            raise ValueError(f"scope must be per_channel for the KV cache (one scale per KV head channel), got {qc.scope}")
         if qc.dtype != "int8":
-            raise ValueError(f"qconfig.dtype must be int8 (the C8 cache is int8), got {qc.dtype}")
+            raise ValueError(f"dtype must be int8 (the C8 cache is int8), got {qc.dtype}")
         if qc.method != "minmax":
-            raise ValueError(f"qconfig.method must be minmax for the KV cache, got {qc.method!r}")
+            raise ValueError(f"method must be minmax for the KV cache, got {qc.method!r}")
         if qc.ext:
-            raise ValueError(f"qconfig.ext is not used by the KV-cache quantizer; remove {sorted(qc.ext)}")
-        return self
+            raise ValueError(f"ext is not used by the KV-cache quantizer; remove {sorted(qc.ext)}")
+        return qc
 
     def export_types(self) -> frozenset[str]:
         return frozenset({C8})
