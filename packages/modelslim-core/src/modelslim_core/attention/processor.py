@@ -1,9 +1,12 @@
 """The lifecycle the attention processors share: select attention modules by name, tap their Q/K/V during the
 unit's one calibration forward, and turn what the taps saw into a result once the forward is done.
 
-Subclasses say what a tap does with the states of one site (`tap_for`) and what to do with each site
-afterwards (`finish_site`). Taps are removed in `postprocess` whatever happens, so a failed unit never leaves
-a model whose attention still runs through a processor.
+Subclasses say what a tap does with the states of one site (`tap_for`, observation only) and what to do
+with each site afterwards (`finish_site`). A quantizing processor also returns a `final_tap` that applies the
+finished parameters: it stays on the site while the runner re-runs the unit (`outputs_stale`), so the next
+unit calibrates on the outputs the quantized checkpoint computes, and is removed before the next unit.
+Observing with the final parameters only (not with ranges that are still growing) keeps a data-parallel run
+identical to a single-process one: statistics are complete and all-reduced before they are applied.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class AttentionProcessor(Processor, ABC):
         super().__init__(config, context)
         self.filter: NameFilter = self.name_filter()
         self._sites: list[AttentionSite] = []
+        self._finals: list[AttentionSite] = []
 
     def name_filter(self) -> NameFilter:
         return NameFilter(self.config.include or ["*"], self.config.exclude)
@@ -37,9 +41,17 @@ class AttentionProcessor(Processor, ABC):
     def tap_key(self) -> str:
         return f"{self.config.type}@{id(self)}"
 
+    @property
+    def final_key(self) -> str:
+        return f"{self.tap_key}:final"
+
     @abstractmethod
     def tap_for(self, site: AttentionSite) -> Tap | None:
         """The tap of one selected site (None: nothing to observe, e.g. only dynamic quantization)."""
+
+    def final_tap(self, site: AttentionSite) -> Tap | None:
+        """After `finish_site`: the tap applying the finished parameters (None: the function is unchanged)."""
+        return None
 
     def start_site(self, site: AttentionSite) -> None:
         """Before the forward, e.g. data-free work; the default does nothing."""
@@ -55,7 +67,13 @@ class AttentionProcessor(Processor, ABC):
         """Whether the calibration forward reached the site (checked before `finish_site`)."""
         return True
 
+    def _drop_finals(self) -> None:
+        for site in self._finals:
+            remove_tap(site.module, self.final_key)
+        self._finals = []
+
     def preprocess(self, unit: Unit) -> None:
+        self._drop_finals()
         self._sites = [site for site in self.context.adapter.attention_sites(unit) if self.filter(site.name)]
         for site in self._sites:
             self.start_site(site)
@@ -81,7 +99,14 @@ class AttentionProcessor(Processor, ABC):
                     "use calibration data that reaches every decoder layer.",
                 )
             self.finish_site(site)
+            final = self.final_tap(site)
+            if final is not None:
+                add_tap(site.module, self.final_key, final)
+                self._finals.append(site)
         self._sites = []
+
+    def outputs_stale(self, unit: Unit) -> bool:
+        return bool(self._finals)
 
     def state_dict(self) -> dict:
         return {"used_patterns": self.filter.used_patterns}
@@ -90,4 +115,5 @@ class AttentionProcessor(Processor, ABC):
         self.filter.mark_used(state.get("used_patterns", []))
 
     def post_run(self) -> None:
+        self._drop_finals()
         self.filter.warn_unmatched(self.config.type)

@@ -61,3 +61,31 @@ def fake_quantize_states_per_token(states: torch.Tensor, dtype: str) -> torch.Te
     if dtype == "int8":
         return fake_quantize_per_token_sym(states, 8)
     return fake_quantize_per_token_fp8(states)
+
+
+def kv_cache_tap(key_params: StateParams, value_params: StateParams):
+    """A tap quantizing K and V as an int8 cache with static per-channel parameters does."""
+
+    def quantize_cache(query, key, value):
+        return query, fake_quantize_states(key, key_params), fake_quantize_states(value, value_params)
+
+    return quantize_cache
+
+
+#: Per FA3 branch letter (Q, K, V): the dtype and static parameters, or None for dynamic per-token quantization.
+FABranches = dict[str, tuple[str, "StateParams | None"]]
+
+
+def fa_tap(branches: FABranches):
+    """A tap quantizing the fused-attention inputs per branch (branches not listed stay as they are)."""
+
+    def quantize(letter: str, states: torch.Tensor) -> torch.Tensor:
+        if letter not in branches:
+            return states
+        dtype, params = branches[letter]
+        return fake_quantize_states_per_token(states, dtype) if params is None else fake_quantize_states(states, params)
+
+    def quantize_inputs(query, key, value):
+        return quantize("Q", query), quantize("K", key), quantize("V", value)
+
+    return quantize_inputs

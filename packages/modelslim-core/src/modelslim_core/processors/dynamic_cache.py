@@ -10,8 +10,8 @@ description keys `kv_cache_type: C8` and `kv_quant_type: C8`.
 Deviation from the reference, on purpose: the reference resets its observer on every call, so the scales
 come from the last calibration sample only; here the range covers all samples, and ranges are MIN/MAX
 all-reduced across data-parallel ranks (so the processor supports distributed runs). During calibration
-the states are fake-quantized with the range seen so far, so the next unit calibrates on outputs of a
-quantized cache.
+the taps only observe; once the ranges are final the unit is run again with K/V going through the int8
+cache (attention/processor.py), so the next unit calibrates on what the quantized checkpoint computes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, field_validator
 
 from modelslim_core.attention.processor import AttentionProcessor
-from modelslim_core.attention.qkv_quant import StateParams, channel_params, fake_quantize_states
+from modelslim_core.attention.qkv_quant import StateParams, channel_params, kv_cache_tap
 from modelslim_core.attention.sites import AttentionSite
 from modelslim_core.attention.stats import ChannelRange
 from modelslim_core.attention.taps import Tap
@@ -66,6 +66,7 @@ class DynamicCacheProcessor(AttentionProcessor):
     def __init__(self, config: DynamicCacheConfig, context):
         super().__init__(config, context)
         self._ranges: dict[str, tuple[ChannelRange, ChannelRange]] = {}
+        self._params: dict[str, list[StateParams]] = {}
 
     @classmethod
     def needs_data(cls, config: DynamicCacheConfig) -> bool:
@@ -78,16 +79,16 @@ class DynamicCacheProcessor(AttentionProcessor):
 
     def tap_for(self, site: AttentionSite) -> Tap:
         key_range, value_range = self._ranges[site.name] = (ChannelRange(), ChannelRange())
-        symmetric = self.config.qconfig.symmetric
 
-        def observe_and_quantize(query, key, value):
+        def observe(query, key, value):
             key_range.update(key)
             value_range.update(value)
-            key = fake_quantize_states(key, channel_params(*key_range.range(), symmetric))
-            value = fake_quantize_states(value, channel_params(*value_range.range(), symmetric))
             return query, key, value
 
-        return observe_and_quantize
+        return observe
+
+    def final_tap(self, site: AttentionSite) -> Tap:
+        return kv_cache_tap(*self._params.pop(site.name))
 
     def synchronize(self) -> None:
         for site in self._sites:
@@ -100,8 +101,10 @@ class DynamicCacheProcessor(AttentionProcessor):
     def finish_site(self, site: AttentionSite) -> None:
         export_dtype = self.context.adapter.source_dtype or self.context.compute_dtype
         tensors = []
+        self._params[site.name] = []
         for proj, stat in zip(("k_proj", "v_proj"), self._ranges.pop(site.name)):
             params = kv_cache_params(stat, self.config.qconfig.symmetric, export_dtype)
+            self._params[site.name].append(params)
             tensors += [(f"{proj}.kv_cache_scale", params.scale, C8), (f"{proj}.kv_cache_offset", params.offset, C8)]
         attach_exports(site.module, self.config.type, ModuleExports(tensors=tensors, globals=dict(C8_GLOBALS)))
 

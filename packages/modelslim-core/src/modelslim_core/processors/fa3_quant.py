@@ -4,7 +4,8 @@
 Per branch (Q, K, V) either static per-head (`scope: per_head`, int8 or fp8_e4m3, symmetric, minmax): the
 range of each head is its recall window — the narrowest interval holding ⌊ratio·N⌋ of the head's values —
 accumulated over calibration samples (min of lows, max of highs) and MIN/MAX all-reduced across
-data-parallel ranks; or dynamic per token (`scope: per_token`): nothing is calibrated or saved.
+data-parallel ranks, then applied when the runner re-runs the unit for the next unit's inputs; or dynamic
+per token (`scope: per_token`): nothing is calibrated or saved.
 Export per attention module `<attn>.fa_q|fa_k|fa_v.scale` float32 `[heads, 1]` and `.offset` zeros
 `[heads, 1]` (int8 for INT8, float32 for FP8), tag `FAQuant`; the entry `<attn>.quant_type` (e.g. `INT8`);
 and `fa_quant_type: FAKQuant` when some branch is static. Q has num_attention_heads heads, K and V
@@ -23,7 +24,7 @@ from pydantic import Field, model_validator
 
 from modelslim_core.attention.fa_quant_type import format_quant_type
 from modelslim_core.attention.processor import AttentionProcessor
-from modelslim_core.attention.qkv_quant import fake_quantize_states, fake_quantize_states_per_token, head_params
+from modelslim_core.attention.qkv_quant import FABranches, fa_tap, head_params
 from modelslim_core.attention.sites import AttentionSite
 from modelslim_core.attention.stats import HeadRecallWindow
 from modelslim_core.attention.taps import Tap
@@ -91,6 +92,7 @@ class FA3QuantProcessor(AttentionProcessor):
         self.qconfigs = config.branch_qconfigs()
         self.ratios = {**RECALL_RATIOS, **getattr(context.adapter, "fa3_recall_ratios", {})}
         self._windows: dict[str, dict[str, HeadRecallWindow]] = {}
+        self._branches: dict[str, FABranches] = {}
 
     @classmethod
     def needs_data(cls, config: FA3QuantConfig) -> bool:
@@ -107,17 +109,16 @@ class FA3QuantProcessor(AttentionProcessor):
     def tap_for(self, site: AttentionSite) -> Tap:
         windows = self._windows[site.name] = {b: HeadRecallWindow(self.ratios[b]) for b in self.config.static_branches}
 
-        def quantize(branch: str, states: torch.Tensor) -> torch.Tensor:
-            qc = self.qconfigs[branch]
-            if branch not in windows:
-                return fake_quantize_states_per_token(states, qc.dtype)
-            windows[branch].update(states)
-            return fake_quantize_states(states, head_params(*windows[branch].range(), qc.dtype))
+        def observe(query, key, value):
+            for branch, states in (("q", query), ("k", key), ("v", value)):
+                if branch in windows:
+                    windows[branch].update(states)
+            return query, key, value
 
-        def observe_and_quantize(query, key, value):
-            return quantize("q", query), quantize("k", key), quantize("v", value)
+        return observe
 
-        return observe_and_quantize
+    def final_tap(self, site: AttentionSite) -> Tap:
+        return fa_tap(self._branches.pop(site.name))
 
     def _heads(self, site: AttentionSite, branch: str) -> int:
         return site.num_heads if branch == "q" else site.num_kv_heads
@@ -132,9 +133,11 @@ class FA3QuantProcessor(AttentionProcessor):
 
     def finish_site(self, site: AttentionSite) -> None:
         windows = self._windows.pop(site.name)
+        branches: FABranches = {b.upper(): (qc.dtype, None) for b, qc in self.qconfigs.items()}
         tensors = []
         for branch, window in windows.items():
             params = head_params(*window.range(), self.qconfigs[branch].dtype)
+            branches[branch.upper()] = (params.dtype, params)
             offset_dtype = torch.int8 if params.dtype == "int8" else torch.float32
             tensors += [(f"fa_{branch}.scale", params.scale.float(), FA_TAG),
                         (f"fa_{branch}.offset", params.offset.to(offset_dtype), FA_TAG)]
@@ -142,3 +145,4 @@ class FA3QuantProcessor(AttentionProcessor):
         exports = ModuleExports(tensors=tensors, entries={"quant_type": format_quant_type(settings)},
                                 globals=dict(FA_GLOBALS) if tensors else {})
         attach_exports(site.module, self.config.type, exports)
+        self._branches[site.name] = branches

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from modelslim_core.attention.fa_quant_type import parse_quant_type
-from modelslim_core.attention.qkv_quant import StateParams, fake_quantize_states, fake_quantize_states_per_token
+from modelslim_core.attention.qkv_quant import FABranches, StateParams, fa_tap, kv_cache_tap
 from modelslim_core.attention.sites import AttentionSite, find_attention_sites
 from modelslim_core.attention.taps import add_tap
 from modelslim_core.errors import CheckpointError
@@ -76,26 +76,6 @@ def plan_attention(model: nn.Module, checkpoint: SavedCheckpoint, source_dtype: 
     return plan
 
 
-def _c8_tap(params: dict[str, StateParams]):
-    def quantize_cache(query, key, value):
-        return query, fake_quantize_states(key, params["k"]), fake_quantize_states(value, params["v"])
-
-    return quantize_cache
-
-
-def _fa_tap(branches: dict[str, tuple[str, StateParams | None]]):
-    def quantize(letter: str, states: torch.Tensor) -> torch.Tensor:
-        if letter not in branches:
-            return states
-        dtype, params = branches[letter]
-        return fake_quantize_states_per_token(states, dtype) if params is None else fake_quantize_states(states, params)
-
-    def quantize_inputs(query, key, value):
-        return quantize("Q", query), quantize("K", key), quantize("V", value)
-
-    return quantize_inputs
-
-
 def install_attention(model: nn.Module, plan: AttentionPlan, checkpoint: SavedCheckpoint) -> None:
     """Attach taps that quantize the states as the checkpoint says (C8 first: the cache feeds the kernel)."""
     modules = dict(model.named_modules())
@@ -105,9 +85,9 @@ def install_attention(model: nn.Module, plan: AttentionPlan, checkpoint: SavedCh
             scale = checkpoint.tensor(f"{site.name}.{proj}_proj.kv_cache_scale").float()
             offset = checkpoint.tensor(f"{site.name}.{proj}_proj.kv_cache_offset").float()
             params[proj] = StateParams("int8", scale, offset)
-        add_tap(modules[site.name], f"{TAP_KEY}:c8", _c8_tap(params))
+        add_tap(modules[site.name], f"{TAP_KEY}:c8", kv_cache_tap(params["k"], params["v"]))
     for name, (site, settings) in plan.fa.items():
-        branches: dict[str, tuple[str, StateParams | None]] = {}
+        branches: FABranches = {}
         for letter, (dtype, dynamic) in settings.items():
             if letter not in "QKV":
                 continue
@@ -117,4 +97,4 @@ def install_attention(model: nn.Module, plan: AttentionPlan, checkpoint: SavedCh
             prefix = f"{name}.fa_{letter.lower()}"
             params = StateParams(dtype, checkpoint.tensor(f"{prefix}.scale").float(), checkpoint.tensor(f"{prefix}.offset").float())
             branches[letter] = (dtype, params)
-        add_tap(modules[name], f"{TAP_KEY}:fa", _fa_tap(branches))
+        add_tap(modules[name], f"{TAP_KEY}:fa", fa_tap(branches))
