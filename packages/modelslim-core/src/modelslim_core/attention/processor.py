@@ -34,6 +34,17 @@ class AttentionProcessor(Processor, ABC):
         self._sites: list[AttentionSite] = []
         self._finals: list[AttentionSite] = []
 
+    @classmethod
+    def needs_data(cls, config) -> bool:
+        """Observing attention states needs calibration data (fa3_quant with dynamic branches only does not)."""
+        return True
+
+    @classmethod
+    def supports_distributed(cls, config) -> bool:
+        """Yes, for every attention processor: its statistics are MIN/MAX all-reduced once per unit
+        (`synchronize`) before they are used, so ranks with different samples end with the same result."""
+        return True
+
     def name_filter(self) -> NameFilter:
         return NameFilter(self.config.include or ["*"], self.config.exclude)
 

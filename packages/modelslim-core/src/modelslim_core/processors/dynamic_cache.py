@@ -68,15 +68,6 @@ class DynamicCacheProcessor(AttentionProcessor):
         self._ranges: dict[str, tuple[ChannelRange, ChannelRange]] = {}
         self._params: dict[str, list[StateParams]] = {}
 
-    @classmethod
-    def needs_data(cls, config: DynamicCacheConfig) -> bool:
-        return True
-
-    @classmethod
-    def supports_distributed(cls, config: DynamicCacheConfig) -> bool:
-        """Yes: per-channel ranges are MIN/MAX all-reduced once per unit."""
-        return True
-
     def tap_for(self, site: AttentionSite) -> Tap:
         key_range, value_range = self._ranges[site.name] = (ChannelRange(), ChannelRange())
 

@@ -98,11 +98,6 @@ class FA3QuantProcessor(AttentionProcessor):
     def needs_data(cls, config: FA3QuantConfig) -> bool:
         return bool(config.static_branches)
 
-    @classmethod
-    def supports_distributed(cls, config: FA3QuantConfig) -> bool:
-        """Yes: per-head recall-window ranges are MIN/MAX all-reduced once per unit."""
-        return True
-
     def observes(self, site: AttentionSite) -> bool:
         return bool(self.config.static_branches)
 

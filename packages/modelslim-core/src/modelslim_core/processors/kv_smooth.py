@@ -37,15 +37,6 @@ class KVSmoothProcessor(AttentionProcessor):
         super().__init__(config, context)
         self._keys: dict[str, ChannelRange] = {}
 
-    @classmethod
-    def needs_data(cls, config: KVSmoothConfig) -> bool:
-        return True
-
-    @classmethod
-    def supports_distributed(cls, config: KVSmoothConfig) -> bool:
-        """Yes: the per-channel key range is MIN/MAX all-reduced once per unit."""
-        return True
-
     def tap_for(self, site: AttentionSite) -> Tap:
         keys = self._keys[site.name] = ChannelRange()
 
