@@ -15,6 +15,7 @@ switch is undone when the last tap of that config is removed. Nothing in transfo
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +29,17 @@ Tap = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, t
 TAPS_ATTR = "_modelslim_attention_taps"
 PREFIX = "modelslim_tap:"
 
-#: id(config) -> (config, original implementation, number of tapped modules using it).
+#: id(config) -> [weak reference to the config, original implementation, number of tapped modules using it].
+#: Weak, so a model loaded with permanent taps (the reference runtime) can still be freed.
 _SWITCHED: dict[int, list[Any]] = {}
+
+
+def _entry(config: Any) -> list[Any] | None:
+    entry = _SWITCHED.get(id(config))
+    if entry is not None and entry[0]() is not config:  # a freed config's id was reused
+        del _SWITCHED[id(config)]
+        return None
+    return entry
 
 
 def _original_kernel(module: nn.Module, implementation: str) -> Callable[..., Any]:
@@ -85,12 +95,12 @@ def add_tap(module: nn.Module, key: str, tap: Tap) -> None:
     if not first:
         return
     config = _config_of(module)
-    entry = _SWITCHED.get(id(config))
+    entry = _entry(config)
     if entry is None:
         original = config._attn_implementation
         if isinstance(original, str) and original.startswith(PREFIX):
             original = original[len(PREFIX):]
-        entry = _SWITCHED[id(config)] = [config, original, 0]
+        entry = _SWITCHED[id(config)] = [weakref.ref(config), original, 0]
         config._attn_implementation = _tapped_name(original)
     entry[2] += 1
 
@@ -101,7 +111,7 @@ def remove_tap(module: nn.Module, key: str) -> None:
     if taps.pop(key, None) is None:
         return
     config = _config_of(module)
-    entry = _SWITCHED.get(id(config))
+    entry = _entry(config)
     if entry is None:
         return
     entry[2] -= 1
