@@ -25,7 +25,7 @@ CALIB = [
 C8_ASYM = "{type: dynamic_cache, qconfig: {scope: per_channel, dtype: int8, symmetric: false, method: minmax}}"
 MIXED_FA = "{type: fa3_quant, details: {fa_q: {scope: per_token, dtype: fp8_e4m3, symmetric: true, method: minmax}, " \
            "fa_k: {scope: per_head, dtype: int8, symmetric: true, method: minmax}, " \
-           "fa_v: {scope: per_head, dtype: int8, symmetric: true, method: minmax}}}"
+           "fa_v: {scope: per_head, dtype: fp8_e4m3, symmetric: true, method: minmax}}}"
 HEADS, KV_HEADS, HEAD_DIM = 4, 2, 16
 
 
@@ -157,9 +157,12 @@ def test_mixed_fa3_branches(tiny_models, tmp_path, calib_file):
     model_dir = tiny_models("llama", torch.bfloat16)
     out = quantize(model_dir, tmp_path, calib_file, MIXED_FA)
     description, meta = saved(out)
-    assert description["model.layers.0.self_attn.quant_type"] == "Q_FP8_DYNAMIC_KV_INT8"
-    assert sorted(n for n in attention_names(meta) if n.startswith("model.layers.0.")) == [
-        f"model.layers.0.self_attn.fa_{b}.{k}" for b in ("k", "v") for k in ("offset", "scale")]
+    assert description["model.layers.0.self_attn.quant_type"] == "Q_FP8_DYNAMIC_K_INT8_V_FP8"
+    attn = "model.layers.0.self_attn"
+    assert {n: meta[n] for n in attention_names(meta) if n.startswith(attn)} == {
+        f"{attn}.fa_k.scale": (torch.float32, (KV_HEADS, 1)), f"{attn}.fa_k.offset": (torch.int8, (KV_HEADS, 1)),
+        f"{attn}.fa_v.scale": (torch.float32, (KV_HEADS, 1)), f"{attn}.fa_v.offset": (torch.float32, (KV_HEADS, 1)),
+    }  # dynamic Q saves nothing; FP8 offsets are float32
     assert "kv_cache_type" not in description and description["fa_quant_type"] == "FAKQuant"
     ids = torch.tensor([list(range(10, 40))])
     assert torch.isfinite(load_quantized_model(model_dir, out)(input_ids=ids).logits).all()
