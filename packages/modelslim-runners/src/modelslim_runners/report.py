@@ -25,7 +25,25 @@ def unit_bytes(unit: Unit, dtype: torch.dtype) -> int:
     return sum(p.numel() for p in unit.module.parameters()) * element
 
 
-def log_memory_plan(model: nn.Module, units: list[Unit], dtype: torch.dtype, activations: int, layer_wise: bool) -> None:
+@dataclass
+class MemoryPlan:
+    """Expected peak host memory of a run, from shapes only (works on a weightless skeleton)."""
+
+    units: int
+    largest_unit: str
+    largest_unit_bytes: int
+    model_bytes: int
+    activation_bytes: int
+    peak_host_bytes: int
+    formula: str
+
+    def describe(self) -> str:
+        return (f"{self.units} units, largest {self.largest_unit} ({gib(self.largest_unit_bytes)}); model "
+                f"{gib(self.model_bytes)}; activations {gib(self.activation_bytes)}; expected peak host memory "
+                f"~{gib(self.peak_host_bytes)} ({self.formula})")
+
+
+def memory_plan(model: nn.Module, units: list[Unit], dtype: torch.dtype, activations: int, layer_wise: bool) -> MemoryPlan:
     largest = max(units, key=lambda u: unit_bytes(u, dtype))
     largest_bytes = unit_bytes(largest, dtype)
     element = torch.empty((), dtype=dtype).element_size()
@@ -33,14 +51,15 @@ def log_memory_plan(model: nn.Module, units: list[Unit], dtype: torch.dtype, act
     outside = model_bytes - sum(unit_bytes(u, dtype) for u in units)
     if layer_wise:
         host = 2 * activations + 3 * largest_bytes + outside
-        detail = "3 x largest unit + embeddings/head + 2 x activations"
+        formula = "3 x largest unit + embeddings/head + 2 x activations"
     else:
         host = 2 * model_bytes + 2 * activations
-        detail = "2 x model + 2 x activations"
-    logger.info(
-        "Memory plan: %d units, largest %s (%s); model %s; activations %s; expected peak host memory ~%s (%s).",
-        len(units), largest.name, gib(largest_bytes), gib(model_bytes), gib(activations), gib(host), detail,
-    )
+        formula = "2 x model + 2 x activations"
+    return MemoryPlan(len(units), largest.name, largest_bytes, model_bytes, activations, host, formula)
+
+
+def log_memory_plan(model: nn.Module, units: list[Unit], dtype: torch.dtype, activations: int, layer_wise: bool) -> None:
+    logger.info("Memory plan: %s.", memory_plan(model, units, dtype, activations, layer_wise).describe())
 
 
 @dataclass
@@ -50,6 +69,13 @@ class RunSummary:
     stage: str
     device: torch.device
     units: list[tuple[str, float, int]] = field(default_factory=list)
+    #: What adapters report about processed units (MoE routing counts), logged with the summary.
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, lines: list[str]) -> None:
+        for line in lines:
+            logger.debug("%s", line)
+        self.notes.extend(lines)
 
     def add(self, name: str, seconds: float, rss: int) -> None:
         self.units.append((name, seconds, rss))
@@ -65,6 +91,8 @@ class RunSummary:
             self.stage, len(self.units), total, total / len(self.units), slowest[0], slowest[1],
             gib(peak_rss_bytes()), f", peak device memory {gib(device_peak)}" if device_peak is not None else "",
         )
+        for line in self.notes:
+            logger.info("  %s", line)
         for name, seconds, rss in self.units:
             logger.debug("  %s: %.2f s, RSS after %s", name, seconds, gib(rss))
 
