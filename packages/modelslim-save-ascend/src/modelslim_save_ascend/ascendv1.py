@@ -29,7 +29,8 @@ class AscendV1SaverConfig(ShardedSaverConfig):
 class AscendV1Saver(LayerTreeSaver):
     config_class = AscendV1SaverConfig
     config: AscendV1SaverConfig
-    writes = frozenset(EXPORTERS)
+    #: Quantized linear tags, plus the attention tags processors attach (KV cache C8, FA3 FAQuant).
+    writes = frozenset(EXPORTERS) | {"C8", "FAQuant"}
     weights_prefix = WEIGHTS_PREFIX
     description_pattern = DESCRIPTION_NAME
     unsupported_hint = "choose a qconfig whose type ascendv1_saver writes (see README.md 'YAML protocol')."

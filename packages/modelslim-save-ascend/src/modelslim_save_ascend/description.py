@@ -37,6 +37,8 @@ class Description:
         self.tags: dict[str, str] = {}
         self.model_quant_type = "Unknown"
         self.group_size = 0
+        #: Model-level keys written after the tensor tags (kv_cache_type, kv_quant_type, fa_quant_type).
+        self.globals: dict[str, str] = {}
         self.metadata: dict[str, Any] = {}
         self.optional: dict[str, Any] = {}
 
@@ -52,7 +54,7 @@ class Description:
 
     def state_dict(self) -> dict[str, Any]:
         return {"tags": self.tags, "model_quant_type": self.model_quant_type, "group_size": self.group_size,
-                "metadata": self.metadata, "optional": self.optional}
+                "metadata": self.metadata, "optional": self.optional, "globals": self.globals}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.tags = dict(state["tags"])
@@ -60,10 +62,12 @@ class Description:
         self.group_size = state["group_size"]
         self.metadata = state["metadata"]
         self.optional = state["optional"]
+        self.globals = dict(state.get("globals", {}))
 
     def to_json(self) -> dict[str, Any]:
         return {
             **self.tags,
+            **self.globals,
             "version": FORMAT_VERSION,
             "model_quant_type": self.model_quant_type,
             "metadata": self.metadata,

@@ -19,6 +19,7 @@ from torch import nn
 from modelslim_core.errors import SaveError
 from modelslim_core.io.safetensors_stream import ShardedSafetensorsWriter
 from modelslim_core.quant.quantized_linear import QuantizedLinear
+from modelslim_core.runtime.exports import exports_of
 from modelslim_core.runtime.saver import Saver, SaverConfig
 from modelslim_core.runtime.unit import Unit
 from modelslim_save_ascend.description import Description
@@ -131,6 +132,21 @@ class LayerTreeSaver(Saver, ABC):
                 )
             else:
                 self._write_float_params(name, module)
+            self._write_attached(name, module)
+
+    def _write_attached(self, prefix: str, module: nn.Module) -> None:
+        """Tensors, entries and global keys processors attached to the module (runtime/exports.py)."""
+        for exports in exports_of(module):
+            if self.writes is not None:
+                refused = sorted({tag for _, _, tag in exports.tensors} - self.writes)
+                if refused:
+                    raise SaveError(f"{prefix} carries {', '.join(refused)} tensors, which {self.config.type} cannot write.",
+                                    self.unsupported_hint)
+            for suffix, tensor, tag in exports.tensors:
+                self._write(f"{prefix}.{suffix}", tensor.detach().contiguous(), tag)
+            for suffix, value in exports.entries.items():
+                self.description.tag(f"{prefix}.{suffix}", value)
+            self.description.globals.update(exports.globals)
 
     def save_unit(self, unit: Unit) -> None:
         self._write_tree(unit.name, unit.module)

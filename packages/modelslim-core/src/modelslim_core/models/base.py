@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from modelslim_core.errors import ModelError
 from modelslim_core.runtime.unit import LinearSite, Unit, UnitInput, module_linear_sites
+
+if TYPE_CHECKING:
+    from modelslim_core.attention.sites import AttentionSite
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +210,12 @@ class ModelAdapter:
 
     def linear_sites(self, unit: Unit) -> list[LinearSite]:
         return module_linear_sites(unit.module, unit.name)
+
+    def attention_sites(self, unit: Unit) -> list["AttentionSite"]:
+        """Attention modules of the unit with their head layout (KV-cache, FA3 and KV-smooth processors)."""
+        from modelslim_core.attention.sites import find_attention_sites
+
+        return find_attention_sites(unit.module, unit.name)
 
     # --- calibration data ---------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:

@@ -18,6 +18,9 @@ GLOBAL_KEYS = frozenset(
     {"version", "model_quant_type", "metadata", "group_size", "optional", "kv_cache_type", "kv_quant_type", "fa_quant_type"}
 )
 
+#: Suffixes of description entries that describe a module, not a tensor (FA3's per-attention quant_type).
+ENTRY_SUFFIXES = (".quant_type",)
+
 
 def _read_description(path: Path) -> dict[str, Any]:
     file = path / DESCRIPTION
@@ -49,7 +52,9 @@ class SavedCheckpoint:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.description = _read_description(self.path)
-        self.tags = {k: v for k, v in self.description.items() if k not in GLOBAL_KEYS and isinstance(v, str)}
+        described = {k: v for k, v in self.description.items() if k not in GLOBAL_KEYS and isinstance(v, str)}
+        self.entries = {k: v for k, v in described.items() if k.endswith(ENTRY_SUFFIXES)}
+        self.tags = {k: v for k, v in described.items() if k not in self.entries}
         self._file_of: dict[str, Path] = {}
         self._stored: dict[str, str] = {}  # module path -> saved name, where they differ (see rename)
         for file in _weight_files(self.path):

@@ -17,6 +17,7 @@ from torch import nn
 
 from modelslim_core.errors import CheckpointError, ModelError
 from modelslim_core.models.base import read_config_json, source_dtype_of
+from modelslim_core.reference_runtime.attention import AttentionPlan, install_attention, plan_attention
 from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape, TensorSpec
 from modelslim_core.reference_runtime.multimodal import omni_thinker, saved_to_module_name
@@ -30,6 +31,7 @@ class Plan:
 
     specs: dict[str, TensorSpec] = field(default_factory=dict)
     quantized: dict[str, tuple[str, LinearShape]] = field(default_factory=dict)  # linear name -> (tag, shape)
+    attention: AttentionPlan = field(default_factory=AttentionPlan)  # KV-cache / FA3 tensors and taps
 
 
 def build_skeleton(model_path: Path, dtype: torch.dtype) -> nn.Module:
@@ -85,6 +87,8 @@ def plan_for(model: nn.Module, checkpoint: SavedCheckpoint, source_dtype: torch.
     for pname, param in model.named_parameters(remove_duplicate=False):
         if pname not in covered:
             plan.specs[pname] = TensorSpec((source_dtype or param.dtype,), tuple(param.shape))
+    plan.attention = plan_attention(model, checkpoint, source_dtype)
+    plan.specs.update({name: spec for name, (spec, _) in plan.attention.specs.items()})
     return plan
 
 
@@ -99,7 +103,8 @@ def _problems(plan: Plan, checkpoint: SavedCheckpoint) -> list[str]:
         if dtype not in spec.dtypes or not spec.allows(shape):
             found = f"{str(dtype).removeprefix('torch.')} {list(shape)}"
             problems.append(f"{name} is {found}, expected {spec.describe()}")
-        expected_tag = next((tag for linear, (tag, _) in plan.quantized.items() if name.startswith(linear + ".")), "FLOAT")
+        expected_tag = plan.attention.specs[name][1] if name in plan.attention.specs else next(
+            (tag for linear, (tag, _) in plan.quantized.items() if name.startswith(linear + ".")), "FLOAT")
         actual_tag = checkpoint.tags[name]
         if actual_tag != expected_tag and not (name.endswith(".bias") and actual_tag == "FLOAT"):
             problems.append(f"{name} is tagged {actual_tag}, expected {expected_tag}")
@@ -140,13 +145,15 @@ def load_quantized_model(
     checkpoint.rename(saved_to_module_name(model))
     plan = plan_for(model, checkpoint, source_dtype)
     validate(plan, checkpoint)
-    kernel_params = {n for n in plan.specs if any(n.startswith(linear + ".") for linear in plan.quantized)}
-    for name in plan.specs:
+    module_params = [n for n in plan.specs if n not in plan.attention.specs]
+    kernel_params = {n for n in module_params if any(n.startswith(linear + ".") for linear in plan.quantized)}
+    for name in module_params:
         if name not in kernel_params:
             _set_parameter(model, name, checkpoint.tensor(name))
     for linear, (tag, shape) in plan.quantized.items():
-        tensors = {n[len(linear) + 1:]: checkpoint.tensor(n) for n in plan.specs if n.startswith(linear + ".")}
+        tensors = {n[len(linear) + 1:]: checkpoint.tensor(n) for n in kernel_params if n.startswith(linear + ".")}
         _replace(model, linear, KERNELS[tag].build(tensors, shape))
+    install_attention(model, plan.attention, checkpoint)
     return model.to(device)
 
 
