@@ -19,6 +19,7 @@ from modelslim_core.errors import CheckpointError, ModelError
 from modelslim_core.models.base import read_config_json, source_dtype_of
 from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape, TensorSpec
+from modelslim_core.smoothing.fusion import add_output_bias
 
 MAX_LISTED = 5
 
@@ -51,6 +52,21 @@ def _group_size(checkpoint: SavedCheckpoint) -> int:
         raise CheckpointError(f"{checkpoint.path}: group_size must be a non-negative integer, got {value!r}.",
                               "re-run the quantization.")
     return value
+
+
+def adopt_smoothing_biases(model: nn.Module, checkpoint: SavedCheckpoint) -> None:
+    """Centring smoothing (iter_smooth / smooth_quant with `symmetric: false`) gives norms and linears a bias
+    the float architecture lacks; give those modules a bias so the checkpoint's `<module>.bias` has a place."""
+    for name in sorted(checkpoint.names()):
+        owner_name, _, leaf = name.rpartition(".")
+        if leaf != "bias" or not owner_name:
+            continue
+        try:
+            owner = model.get_submodule(owner_name)
+        except AttributeError:
+            continue  # reported as an extra tensor by validate()
+        if getattr(owner, "bias", None) is None and isinstance(getattr(owner, "weight", None), torch.Tensor):
+            add_output_bias(owner)
 
 
 def plan_for(model: nn.Module, checkpoint: SavedCheckpoint, source_dtype: torch.dtype | None) -> Plan:
@@ -127,6 +143,7 @@ def load_quantized_model(
     checkpoint = SavedCheckpoint(quant_path)
     source_dtype = source_dtype_of(read_config_json(model_path))
     model = build_skeleton(model_path, dtype)
+    adopt_smoothing_biases(model, checkpoint)
     plan = plan_for(model, checkpoint, source_dtype)
     validate(plan, checkpoint)
     kernel_params = {n for n in plan.specs if any(n.startswith(linear + ".") for linear in plan.quantized)}
