@@ -9,16 +9,16 @@ import torch
 from torch import nn
 
 from modelslim_core.models.base import ModelAdapter
-from modelslim_core.models.llama import LlamaAdapter
-from modelslim_core.models.qwen2 import Qwen2Adapter
-from modelslim_core.models.qwen3 import Qwen3Adapter
+from modelslim_core.models.resolve import create_adapter
 from modelslim_core.protocol.spec import parse_processor_list
 from modelslim_core.runtime.context import DeviceSpec, RunContext
 from modelslim_core.runtime.runner import Stage
 from modelslim_runners.pipeline import UnitPipeline
 from modelslim_runners.placement import Placement
 
-ADAPTERS: dict[str, type[ModelAdapter]] = {"qwen2": Qwen2Adapter, "qwen3": Qwen3Adapter, "llama": LlamaAdapter}
+#: A model type of each tiny architecture's family (tests/tiny_models.py), which picks its adapter.
+MODEL_TYPES = {"qwen2": "Qwen2-demo", "qwen3": "Qwen3-8B", "llama": "Llama-3-8B", "qwen3_moe": "Qwen3-30B-A3B",
+               "deepseek_v3": "DeepSeek-V3"}
 
 EVAL_TEXTS = [
     "Smoothing moves outliers from activations into weights.",
@@ -51,7 +51,7 @@ class GivenModel(Placement):
 
 
 def context_for(model_dir: Path, arch: str, dtype: torch.dtype = torch.float32) -> RunContext:
-    adapter = ADAPTERS[arch]("tiny", model_dir)
+    adapter = create_adapter(MODEL_TYPES[arch], model_dir, False)
     return RunContext(adapter=adapter, model_path=model_dir, save_path=model_dir / "unused", device=DeviceSpec("cpu"),
                       compute_dtype=dtype)
 

@@ -34,6 +34,17 @@ def test_float_smoothing_keeps_logits_fp32(tiny_models, small_calib, arch, smoot
     assert error < 1e-4, f"{arch} {smoother}: relative logit change {error:.2e}"
 
 
+@pytest.mark.parametrize("smoother", ["iter_smooth_asym", "flex_smooth_quant", "awq"])
+@pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3"])
+def test_float_smoothing_keeps_logits_of_moe_families(tiny_models, small_calib, arch, smoother):
+    """Per-expert up→down pairs, shared experts and MLA norms (declared by the MoE adapters) keep the function;
+    experts no calibration token reached are skipped."""
+    adapter, original, model = _smoothed(tiny_models, small_calib, arch, torch.float32, smoother)
+    assert _weights_changed(original, model)
+    error = relative_error(logits(model, adapter), logits(original, adapter))
+    assert error < 1e-4, f"{arch} {smoother}: relative logit change {error:.2e}"
+
+
 @pytest.mark.parametrize("smoother", sorted(SMOOTHERS))
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3", "llama"])
 def test_float_smoothing_keeps_logits_bf16(tiny_models, small_calib, arch, smoother):
