@@ -17,7 +17,7 @@ from modelslim_core.errors import AbortedError
 from tests.cli._helpers import assert_clean_failure, run_inprocess, run_subprocess
 
 DESCRIPTION = "quant_model_description.json"
-TIP = "the quant type changed from w4a4 to w8a8"
+TIP = "the quant type changed from w4a4c8 to w8a8"
 
 
 class FakeTerminal(io.StringIO):
@@ -49,7 +49,7 @@ def test_exact_verified_model_and_quant_type_runs_without_asking(tiny_models, tm
 def test_fallback_without_terminal_or_yes_stops_in_a_real_process(tiny_models, tmp_path: Path):
     save = tmp_path / "out"
     args = ["--model_path", str(tiny_models("qwen2")), "--save_path", str(save), "--model_type", "Qwen2-demo",
-            "--quant_type", "w4a4", "--device", "cpu"]
+            "--quant_type", "w4a4c8", "--device", "cpu"]
     result = run_subprocess(args, cwd=tmp_path)  # stdin is /dev/null: not a terminal
     assert_clean_failure(result, 1, "aborted", "confirmation needed", TIP, "--yes")
     assert not (save / DESCRIPTION).exists()
@@ -69,7 +69,7 @@ def test_unknown_model_type_without_terminal_or_yes_is_aborted_before_writing(ti
 
 def test_fallback_with_yes_runs_and_logs_the_tip(tiny_models, tmp_path: Path, capsys, cli_env):
     # An unknown model type asking for w4a8 falls back twice (w4a8 -> w8a8, own pedigree -> default practice);
-    # the default w8a8 practice (iter_smooth, then dynamic W8A8) runs in seconds on the tiny model.
+    # the default w8a8 practice is data-free, which keeps this end-to-end run fast.
     save = tmp_path / "out"
     args = ["--model_path", str(tiny_models("qwen2")), "--save_path", str(save), "--model_type", "MyModel-1B",
             "--quant_type", "w4a8", "--device", "cpu", "--yes"]
