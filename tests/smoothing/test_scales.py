@@ -12,7 +12,8 @@ from modelslim_core.errors import ConfigError
 from modelslim_core.models.subgraphs import Subgraph
 from modelslim_core.processors.awq import common_ancestor, ratio_scale
 from modelslim_core.protocol.spec import parse_processor_list
-from modelslim_core.smoothing.closed_form import smooth_closed_form
+from modelslim_core.smoothing.closed_form import closed_form_scale
+from modelslim_core.smoothing.fusion import apply_scale, apply_shift
 from modelslim_core.smoothing.search import best_on_grid
 from modelslim_core.smoothing.stats import ChannelStats
 
@@ -35,6 +36,14 @@ def linear(weight, bias=None) -> nn.Linear:
     if bias is not None:
         layer.bias.data.copy_(torch.tensor(bias))
     return layer.requires_grad_(False)
+
+
+def smooth_closed_form(subgraph: Subgraph, stats: ChannelStats, **options) -> None:
+    """What smooth_quant / iter_smooth do to one subgraph: the closed-form scale (and shift), fused."""
+    scale, shift = closed_form_scale(subgraph, stats, **options)
+    if shift is not None:
+        apply_shift(subgraph, shift)
+    apply_scale(subgraph, scale)
 
 
 def norm_linear(norm, *targets) -> Subgraph:

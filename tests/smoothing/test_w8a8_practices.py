@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
+from modelslim_core.debug import load_debug_info
 from modelslim_core.practice import PracticeLibrary, select_practice
 from modelslim_core.protocol.config import parse_quant_config
 
@@ -38,8 +40,14 @@ def test_default_w8a8_practice_stays_data_free():
 def test_quant_type_w8a8_smooths_the_tiny_model(tiny_models, tmp_path, cli_env, caplog):
     out = tmp_path / "w8a8"
     with caplog.at_level("INFO", logger="modelslim_core"):
-        run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", quant_type="w8a8", device="cpu"))
+        run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", quant_type="w8a8", device="cpu",
+                            debug=True))
     assert "iter_smooth smoothed 8 subgraphs." in caplog.text  # 2 layers × (2 norm-linear, ov, up-down)
+    scales = load_debug_info(out)["smooth_scales"]  # --debug: one scale vector per consumer linear
+    assert {key.rsplit(".", 2)[-2] for key in scales} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                           "up_proj", "down_proj"}
+    assert scales["model.layers.1.self_attn.q_proj.scales"].shape == (64,)
+    assert torch.equal(scales["model.layers.1.self_attn.q_proj.scales"], scales["model.layers.1.self_attn.v_proj.scales"])
     description = json.loads((out / "quant_model_description.json").read_text())
     assert description["model.layers.0.self_attn.q_proj.weight"] == "W8A8"
     assert not any(name.endswith("norm.bias") for name in description)  # symmetric: no centring biases

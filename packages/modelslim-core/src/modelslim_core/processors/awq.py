@@ -23,7 +23,6 @@ from modelslim_core.protocol.qconfig import QConfig, _check_method
 from modelslim_core.quant.methods import build_weight_quantizer
 from modelslim_core.quant.schemes import WEIGHT_METHODS
 from modelslim_core.runtime.unit import Unit, UnitInput
-from modelslim_core.smoothing.fusion import apply_scale
 from modelslim_core.smoothing.processor_base import SmoothingProcessor, SubgraphKinds
 from modelslim_core.smoothing.scales import subgraph_scale
 from modelslim_core.smoothing.stats import ChannelStats
@@ -131,4 +130,4 @@ class AwqProcessor(SmoothingProcessor):
         for target, weight in zip(subgraph.targets, originals):
             target.weight.data.copy_(weight)
         logger.debug("%s: awq loss %.3g", subgraph.source_name, best_loss)
-        apply_scale(subgraph, best_scale)
+        self.fuse(subgraph, best_scale)

@@ -18,7 +18,6 @@ from pydantic import field_validator
 from modelslim_core.models.subgraphs import Subgraph
 from modelslim_core.protocol.qconfig import LinearQConfig
 from modelslim_core.quant.quantized_linear import LinearQuantizer
-from modelslim_core.smoothing.fusion import apply_scale
 from modelslim_core.smoothing.processor_base import SmoothingProcessor, SubgraphKinds, open_unit_interval
 from modelslim_core.smoothing.scales import power_scale, subgraph_scale
 from modelslim_core.smoothing.search import SmoothingSearch, best_on_grid
@@ -62,4 +61,5 @@ class FlexAwqSszProcessor(SmoothingProcessor):
             search = SmoothingSearch(stats.rows, subgraph.targets)
             alpha, _ = best_on_grid(lambda a: search.quantizer_error(scale(a), self.quantizer))
         logger.debug("%s: flex_awq_ssz alpha=%.2f", subgraph.source_name, alpha)
-        apply_scale(subgraph, scale(alpha))
+        self.context.recorder.debug("search", f"{subgraph.source_name}.alpha", alpha)
+        self.fuse(subgraph, scale(alpha))

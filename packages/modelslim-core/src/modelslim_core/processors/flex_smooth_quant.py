@@ -15,7 +15,6 @@ from typing import Literal
 from pydantic import field_validator
 
 from modelslim_core.models.subgraphs import Subgraph
-from modelslim_core.smoothing.fusion import apply_scale
 from modelslim_core.smoothing.processor_base import SmoothingProcessor, SubgraphKinds, open_unit_interval
 from modelslim_core.smoothing.scales import power_scale, subgraph_scale, weight_absmax
 from modelslim_core.smoothing.search import SmoothingSearch, best_on_grid
@@ -61,4 +60,6 @@ class FlexSmoothQuantProcessor(SmoothingProcessor):
             if beta is None:
                 beta, _ = best_on_grid(lambda b: search.int8_error(scale(alpha, b)), incumbent=incumbent)
         logger.debug("%s: flex_smooth_quant alpha=%.2f beta=%.2f", subgraph.source_name, alpha, beta)
-        apply_scale(subgraph, scale(alpha, beta))
+        self.context.recorder.debug("search", f"{subgraph.source_name}.alpha", alpha)
+        self.context.recorder.debug("search", f"{subgraph.source_name}.beta", beta)
+        self.fuse(subgraph, scale(alpha, beta))

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from modelslim_core.models.subgraphs import Subgraph
-from modelslim_core.smoothing.closed_form import smooth_closed_form
+from modelslim_core.smoothing.closed_form import closed_form_scale
 from modelslim_core.smoothing.processor_base import SmoothingConfig, SmoothingProcessor, open_unit_interval
 from modelslim_core.smoothing.stats import ChannelStats
 
@@ -36,4 +36,4 @@ class SmoothQuantProcessor(SmoothingProcessor):
         return ("norm-linear",)
 
     def smooth(self, subgraph: Subgraph, stats: ChannelStats) -> None:
-        smooth_closed_form(subgraph, stats, self.config.alpha, SCALE_FLOOR, self.config.symmetric)
+        self.fuse(subgraph, *closed_form_scale(subgraph, stats, self.config.alpha, SCALE_FLOOR, self.config.symmetric))

@@ -13,17 +13,18 @@ shift the statistic is exactly (max − min)/2, which is what we use. The refere
 
 from __future__ import annotations
 
+import torch
+
 from modelslim_core.models.subgraphs import Subgraph
-from modelslim_core.smoothing.fusion import apply_scale, apply_shift
 from modelslim_core.smoothing.scales import power_scale, subgraph_scale, weight_absmax
 from modelslim_core.smoothing.stats import ChannelStats
 
 
-def smooth_closed_form(subgraph: Subgraph, stats: ChannelStats, alpha: float, floor: float, symmetric: bool) -> None:
+def closed_form_scale(subgraph: Subgraph, stats: ChannelStats, alpha: float, floor: float,
+                      symmetric: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(scale, shift) of one subgraph; shift is None unless it is a norm-linear subgraph and not symmetric."""
     shifted = not symmetric and subgraph.kind == "norm-linear"
     act = stats.half_range if shifted else stats.absmax
     scale = subgraph_scale(subgraph, act, weight_absmax(subgraph.targets),
                            lambda a, w: power_scale(a, w, alpha, 1.0 - alpha, floor))
-    if shifted:
-        apply_shift(subgraph, stats.center)
-    apply_scale(subgraph, scale)
+    return scale, (stats.center if shifted else None)

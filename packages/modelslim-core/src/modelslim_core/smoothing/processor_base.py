@@ -13,12 +13,14 @@ import logging
 from abc import abstractmethod
 from typing import Any, ClassVar, Literal
 
+import torch
 from pydantic import Field, field_validator
 
 from modelslim_core.models.subgraphs import APPLY_ORDER, SUBGRAPH_KINDS, Subgraph
-from modelslim_core.runtime.matching import LayerSelection
+from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import Unit
+from modelslim_core.smoothing.fusion import apply_scale, apply_shift
 from modelslim_core.smoothing.stats import ChannelStats, SubgraphStatsCollector
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class SubgraphKinds(SmoothingConfig):
         return value
 
 
-class SmoothingProcessor(Processor):
+class SmoothingProcessor(TracksPatternUse, Processor):
     """Base of the smoothing processors; subclasses implement `smooth` for one subgraph."""
 
     config: SmoothingConfig
@@ -103,20 +105,31 @@ class SmoothingProcessor(Processor):
 
     @abstractmethod
     def smooth(self, subgraph: Subgraph, stats: ChannelStats) -> None:
-        """Compute this subgraph's scale from `stats` and fuse it into the weights."""
+        """Compute this subgraph's scale from `stats` and fuse it into the weights (through `fuse`)."""
+
+    def fuse(self, subgraph: Subgraph, scale: torch.Tensor, shift: torch.Tensor | None = None) -> None:
+        """Fold the shift (if any) and the scale into the weights; `--debug` records them per consumer."""
+        recorder = self.context.recorder
+        for name in subgraph.target_names:
+            recorder.debug("smooth_scales", f"{name}.scales", scale)
+            if shift is not None:
+                recorder.debug("smooth_scales", f"{name}.shift", shift)
+        if shift is not None:
+            apply_shift(subgraph, shift)
+        apply_scale(subgraph, scale)
 
     def outputs_stale(self, unit: Unit) -> bool:
         return False  # float fusion keeps the unit's function: the forward's outputs are still right
 
     def state_dict(self) -> dict:
-        return {"used_patterns": self.filter.used_patterns, "smoothed": self._smoothed}
+        return {**super().state_dict(), "smoothed": self._smoothed}
 
     def load_state_dict(self, state: dict) -> None:
-        self.filter.mark_used(state.get("used_patterns", []))
+        super().load_state_dict(state)
         self._smoothed = state.get("smoothed", 0)
 
     def post_run(self) -> None:
-        self.filter.warn_unmatched(self.config.type)
+        super().post_run()
         if self._smoothed == 0:
             logger.warning("%s smoothed no subgraph: the model adapter declares none of the kinds %s that "
                            "include/exclude select.", self.config.type, ", ".join(self.enabled_kinds()))
