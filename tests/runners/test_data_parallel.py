@@ -10,6 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 CONFIG = """\
 apiversion: modelslim_v1
 spec:
@@ -54,14 +56,17 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_two_cpu_ranks_write_the_single_process_checkpoint(tiny_models, small_calib, tmp_path):
+@pytest.mark.parametrize("smoothing", ["", "    - {type: iter_smooth, symmetric: false}\n"], ids=["w8a8", "iter_smooth+w8a8"])
+def test_two_cpu_ranks_write_the_single_process_checkpoint(tiny_models, small_calib, tmp_path, smoothing):
+    """iter_smooth's min/max statistics are all-reduced, so its scales and shifts match too."""
     model = tiny_models("qwen2")
-    config = write_config(tmp_path, "w8a8", W8A8_GROUP, small_calib)
+    config = write_config(tmp_path, "w8a8", smoothing + W8A8_GROUP, small_calib)
     single, parallel = tmp_path / "single", tmp_path / "parallel"
     assert quant(model, single, config, "cpu").returncode == 0
     result = quant(model, parallel, config, "cpu:0,1")
     assert result.returncode == 0, result.stderr
     assert "Runner auto -> dp_layer_wise" in result.stderr and "Starting 2 data-parallel workers" in result.stderr
+    assert not smoothing or "iter_smooth smoothed 8 subgraphs" in result.stderr
     for name in ("quant_model_weights.safetensors", "quant_model_description.json"):
         assert sha(single / name) == sha(parallel / name), name
     assert not [p for p in parallel.iterdir() if p.name.startswith(("rank", "."))]  # no rank dirs, no leftovers

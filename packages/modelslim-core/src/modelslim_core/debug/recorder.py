@@ -11,7 +11,7 @@ Two kinds of record, both keyed by (namespace, key):
   become sections of `quant_report.json` (e.g. `layers`: per-linear quantization error).
 
 Namespaces in use (add yours to README.md "Debug mode"): `linear_quant` (per-linear weight statistics,
-per-channel weight error, activation parameters), planned for smoothing `smooth_scales` (`<linear>.scales`,
+per-channel weight error, activation parameters), smoothing `smooth_scales` (`<linear>.scales`,
 `<linear>.shift`), rotation `rotation_matrices` (`<layer>.left` / `.right`), searches `search`
 (`<subgraph>.alpha` / `.beta`), MoE `expert_tokens` (`<experts>.<i>` with combine="sum").
 

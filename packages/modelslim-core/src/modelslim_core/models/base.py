@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from modelslim_core.errors import ModelError
+from modelslim_core.models.subgraphs import DENSE_DECODER_SUBGRAPHS, Subgraph, SubgraphPattern, attention_heads, resolve_subgraphs
 from modelslim_core.runtime.unit import LinearSite, Unit, UnitInput, module_linear_sites
 
 if TYPE_CHECKING:
@@ -216,6 +217,13 @@ class ModelAdapter:
         from modelslim_core.attention.sites import find_attention_sites
 
         return find_attention_sites(unit.module, unit.name)
+
+    #: Producer → consumer pairs that smoothing may rescale, relative to a unit (models/subgraphs.py).
+    smoothing_patterns: ClassVar[tuple[SubgraphPattern, ...]] = DENSE_DECODER_SUBGRAPHS
+
+    def smoothing_subgraphs(self, unit: Unit) -> list[Subgraph]:
+        """The smoothing subgraphs present in `unit`; families differ only in `smoothing_patterns`."""
+        return resolve_subgraphs(unit, self.smoothing_patterns, attention_heads(self.config_json))
 
     # --- calibration data ---------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:

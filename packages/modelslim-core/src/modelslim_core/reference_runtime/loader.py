@@ -21,6 +21,7 @@ from modelslim_core.reference_runtime.attention import AttentionPlan, install_at
 from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape, TensorSpec
 from modelslim_core.reference_runtime.multimodal import omni_thinker, saved_to_module_name
+from modelslim_core.smoothing.fusion import add_output_bias
 
 MAX_LISTED = 5
 
@@ -63,6 +64,21 @@ def _group_size(checkpoint: SavedCheckpoint) -> int:
         raise CheckpointError(f"{checkpoint.path}: group_size must be a non-negative integer, got {value!r}.",
                               "re-run the quantization.")
     return value
+
+
+def adopt_smoothing_biases(model: nn.Module, checkpoint: SavedCheckpoint) -> None:
+    """Centring smoothing (iter_smooth / smooth_quant with `symmetric: false`) gives norms and linears a bias
+    the float architecture lacks; give those modules a bias so the checkpoint's `<module>.bias` has a place."""
+    for name in sorted(checkpoint.names()):
+        owner_name, _, leaf = name.rpartition(".")
+        if leaf != "bias" or not owner_name:
+            continue
+        try:
+            owner = model.get_submodule(owner_name)
+        except AttributeError:
+            continue  # reported as an extra tensor by validate()
+        if getattr(owner, "bias", None) is None and isinstance(getattr(owner, "weight", None), torch.Tensor):
+            add_output_bias(owner)
 
 
 def plan_for(model: nn.Module, checkpoint: SavedCheckpoint, source_dtype: torch.dtype | None) -> Plan:
@@ -143,6 +159,7 @@ def load_quantized_model(
     source_dtype = source_dtype_of(read_config_json(model_path))
     model = build_skeleton(model_path, dtype)
     checkpoint.rename(saved_to_module_name(model))
+    adopt_smoothing_biases(model, checkpoint)
     plan = plan_for(model, checkpoint, source_dtype)
     validate(plan, checkpoint)
     module_params = [n for n in plan.specs if n not in plan.attention.specs]

@@ -57,3 +57,11 @@ def compute_once(count: int, compute: Callable[[int], T], first_owner: int = 0) 
         for index, value in zip(indices, payload[0], strict=True):
             results[index] = value
     return results
+
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's `[rows, ...]` tensor concatenated in rank order (row counts may differ between ranks)."""
+    if not is_distributed():
+        return tensor
+    gathered: list = [None] * rank_and_world()[1]
+    dist.all_gather_object(gathered, tensor.detach().cpu())
+    return torch.cat(gathered, dim=0).to(tensor.device)

@@ -1,0 +1,1 @@
+"""Smoothing (SmoothQuant family) math shared by the smoothing processors."""
