@@ -15,6 +15,7 @@ import torch
 from modelslim_save_ascend.layer_saver import LayerTreeSaver, ShardedSaverConfig
 from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
 from modelslim_save_ascend.output_dir import copy_side_files, strip_quantization_config, write_json_atomic
+from modelslim_save_ascend.rotation_extras import commit_rotation_extras, write_online_rotations
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +40,11 @@ class AscendV1Saver(LayerTreeSaver):
         return ExportDtypes(source=source, deq_scale_float32=source == torch.bfloat16)
 
     def finish(self) -> None:
+        write_online_rotations(self.context.state, self.writer)
         self.writer.close()
         copied = copy_side_files(self.context.model_path, self.save_path, skip={DESCRIPTION_NAME})
         strip_quantization_config(self.save_path / "config.json")
+        commit_rotation_extras(self.context.state, self.save_path, self.description)
         write_json_atomic(self.save_path / DESCRIPTION_NAME, self.description.to_json(), indent=4)
         logger.info(
             "Saved %d tensors (%s) and %d side files to %s.",
