@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 
 from modelslim_core.errors import CheckpointError
+from modelslim_core.reference_runtime.rotations import declared_rotation_tensors
 
 DESCRIPTION = "quant_model_description.json"
 WEIGHTS_PREFIX = "quant_model_weights"
@@ -50,6 +51,8 @@ class SavedCheckpoint:
         self.path = Path(path)
         self.description = _read_description(self.path)
         self.tags = {k: v for k, v in self.description.items() if k not in GLOBAL_KEYS and isinstance(v, str)}
+        self.rotation_tensors = {f"{linear}.{suffix}" for linear, suffixes in
+                                 declared_rotation_tensors(self.description).items() for suffix in suffixes}
         self._file_of: dict[str, Path] = {}
         for file in _weight_files(self.path):
             with safe_open(file, framework="pt") as handle:
@@ -61,7 +64,11 @@ class SavedCheckpoint:
         self._check_tags_cover_tensors()
 
     def _check_tags_cover_tensors(self) -> None:
-        untagged = sorted(set(self._file_of) - set(self.tags))
+        missing_rotations = sorted(self.rotation_tensors - set(self._file_of))
+        if missing_rotations:
+            raise CheckpointError(f"{missing_rotations[0]} is declared by metadata.quarot but missing from the weights.",
+                                  "the weights are incomplete; re-run the quantization.")
+        untagged = sorted(set(self._file_of) - set(self.tags) - self.rotation_tensors)
         if untagged:
             raise CheckpointError(f"tensor {untagged[0]} is saved but has no tag in {DESCRIPTION} ({len(untagged)} such tensors).",
                                   "the description and the weights come from different runs; re-run the quantization.")
@@ -75,7 +82,8 @@ class SavedCheckpoint:
         return str(self.description.get("model_quant_type", "Unknown"))
 
     def names(self) -> set[str]:
-        return set(self._file_of)
+        """The tagged tensors (online rotation matrices are untagged and handled by rotations.py)."""
+        return set(self._file_of) - self.rotation_tensors
 
     def tensor(self, name: str) -> torch.Tensor:
         with safe_open(self._file_of[name], framework="pt") as handle:
