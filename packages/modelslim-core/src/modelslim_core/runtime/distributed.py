@@ -29,3 +29,12 @@ def all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
     dist.all_reduce(reduced, op={"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}[op])
     return reduced.to(tensor.device)
 
+
+
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows concatenated in rank order (ranks may hold different row counts); CPU result."""
+    if not is_distributed():
+        return tensor
+    gathered: list = [None] * rank_and_world()[1]
+    dist.all_gather_object(gathered, tensor.detach().cpu())
+    return torch.cat(gathered, dim=0)
