@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from modelslim_core.rotation.export import ROTATION_EXTRAS
 from modelslim_save_ascend.layer_saver import LayerTreeSaver, ShardedSaverConfig
 from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
 from modelslim_save_ascend.output_dir import copy_side_files, strip_quantization_config, write_json_atomic
@@ -30,7 +31,7 @@ class AscendV1SaverConfig(ShardedSaverConfig):
 class AscendV1Saver(LayerTreeSaver):
     config_class = AscendV1SaverConfig
     config: AscendV1SaverConfig
-    writes = frozenset(EXPORTERS)
+    writes = frozenset(EXPORTERS) | {ROTATION_EXTRAS}
     weights_prefix = WEIGHTS_PREFIX
     description_pattern = DESCRIPTION_NAME
     unsupported_hint = "choose a qconfig whose type ascendv1_saver writes (see README.md 'YAML protocol')."

@@ -33,8 +33,14 @@ def commit_rotation_extras(state: dict[str, Any], save_path: Path, description: 
         return
     description.metadata.update(export.description_metadata(record))
     description.optional.update(export.write_optional(record, save_path))
+    mark_untied_in_config(state, save_path)
+
+
+def mark_untied_in_config(state: dict[str, Any], save_path: Path) -> None:
+    """An LM head untied by the rotation must stay untied when an engine loads the copied config.json."""
+    record = export.recorded(state)
     config_file = Path(save_path) / "config.json"
-    if record["untied"] and config_file.is_file():
+    if record is not None and record["untied"] and config_file.is_file():
         config = json.loads(config_file.read_text(encoding="utf-8"))
         for holder in (config, config.get("text_config")):
             if isinstance(holder, dict):

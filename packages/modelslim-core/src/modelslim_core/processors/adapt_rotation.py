@@ -25,7 +25,7 @@ from modelslim_core.rotation.adapt import evenly_spaced_rows, optimize_rotation
 from modelslim_core.rotation.hadamard import hidden_rotation
 from modelslim_core.rotation.layout import attention_shape, layout_of
 from modelslim_core.rotation.quarot_transform import QuarotSettings, QuarotTransform, fuse_layer_norms
-from modelslim_core.runtime.distributed import all_gather_rows
+from modelslim_core.runtime.distributed import gather_samples
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import Unit
 
@@ -93,7 +93,7 @@ class AdaptRotationStage1:
         self.config = config
         self.context = context
         self.hidden_size = 0
-        self.rows: list = []  # per unit: [samples, hidden] sequence means
+        self.rows: list = []  # per unit: [samples, linears, hidden] sequence means
         self._handles: list = []
         self._unit_rows: list = []
 
@@ -120,18 +120,19 @@ class AdaptRotationStage1:
         self._unit_rows.append(x.reshape(-1, x.shape[-2], x.shape[-1]).mean(dim=1).cpu() if x.dim() > 2 else x.cpu())
 
     def postprocess(self, unit: Unit) -> None:
+        if self._unit_rows:  # one row per (sample, hooked linear), in forward order
+            self.rows.append(torch.cat(self._unit_rows).reshape(-1, len(self._handles), self.hidden_size))
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if self._unit_rows:
-            self.rows.append(torch.cat(self._unit_rows))
         self._unit_rows = []
 
     def post_run(self) -> None:
         if not self.rows:
             raise ConfigError(f"{self.config.yaml_path}.layer_type {self.config.layer_type} matches no linear of the model.",
                               "use names such as up_proj or gate_proj.")
-        rows = all_gather_rows(torch.cat(self.rows))  # every rank optimises the same data → the same matrix
+        # every rank optimises the same rows, in the same order → the same matrix as a single process
+        rows = torch.cat([unit.reshape(-1, self.hidden_size) for unit in gather_samples(self.rows)])
         rows = evenly_spaced_rows(rows, self.config.max_samples)
         hadamard = hidden_rotation(self.hidden_size, self.config.block_size)
         self.context.state[STATE_KEY] = optimize_rotation(rows, hadamard, self.config.steps, self.config.quant_dtype)

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from torch import nn
 
+from modelslim_core.rotation.export import ROTATION_EXTRAS
 from modelslim_core.rotation.quarot_transform import QuarotSettings, QuarotTransform
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import Unit
@@ -53,6 +54,11 @@ class RotationFields(ProcessorConfig):
         if any(index < 0 for index in value):
             raise ValueError("down_proj_online_layers holds decoder layer indices (0, 1, ...)")
         return value
+
+    def export_types(self) -> frozenset[str]:
+        """Online rotations and the exported global rotation need a saver that writes QuaRot extras."""
+        settings = self.settings()
+        return frozenset({ROTATION_EXTRAS}) if settings.online or settings.export_extra_info else frozenset()
 
     def settings(self) -> QuarotSettings:
         return QuarotSettings(self.block_size, self.online, tuple(self.down_proj_online_layers), self.max_tp_size,

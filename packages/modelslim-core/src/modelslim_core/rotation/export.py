@@ -22,6 +22,8 @@ from safetensors.torch import save_file
 from modelslim_core.rotation.online import HEADS_SUFFIX, KRONECKER_M_SUFFIX
 
 STATE_KEY = "rotation.export"
+#: The "type" a rotation with checkpoint extras produces, so a saver that cannot write them is refused up front.
+ROTATION_EXTRAS = "QUAROT"
 OPTIONAL_FILE = "optional/quarot.safetensors"
 GLOBAL_ROTATION_KEY = "global_rotation"
 
