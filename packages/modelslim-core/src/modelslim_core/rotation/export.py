@@ -46,11 +46,6 @@ def record_untied(state: dict[str, Any]) -> None:
     _record(state)["untied"] = True
 
 
-def clear(state: dict[str, Any]) -> None:
-    """A new rotation stage starts from a freshly loaded model: forget what an earlier stage recorded."""
-    state.pop(STATE_KEY, None)
-
-
 def recorded(state: dict[str, Any]) -> dict[str, Any] | None:
     return state.get(STATE_KEY)
 

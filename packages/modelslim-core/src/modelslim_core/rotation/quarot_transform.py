@@ -88,8 +88,7 @@ class QuarotTransform:
 
     @torch.no_grad()
     def apply_model(self, model: nn.Module) -> None:
-        self._build(model)
-        export.clear(self.context.state)
+        self._build(model)  # no clearing of earlier records: a resumed run keeps the finished layers' ones
         embed = model.get_input_embeddings()
         head = model.get_output_embeddings()
         norm = submodule(model, self.layout.final_norm, type(model).__name__)
