@@ -97,3 +97,18 @@ def test_missing_or_broken_rotation_tensor_is_refused(tiny_models, tmp_path, sma
         load_quantized_model(model_dir, corrupt(out, tmp_path, lambda tensors, _: tensors.pop(name)))
     with pytest.raises(CheckpointError, match="square float32"):
         load_quantized_model(model_dir, corrupt(out, tmp_path / "b", lambda t, _: t.__setitem__(name, t[name].half())))
+
+
+def test_online_rotations_stay_in_front_of_quantized_linears(tiny_models, tmp_path, small_calib, cli_env):
+    """The online rotation moves with its slot when linear_quant replaces the linear: static activation ranges
+    are calibrated on rotated inputs, and the reloaded checkpoint stays close to the float model."""
+    model_dir = tiny_models("llama", torch.bfloat16)
+    static = ("    - {type: linear_quant, qconfig: {act: {scope: per_tensor, dtype: int8, symmetric: false, "
+              f"method: minmax}}, weight: {WEIGHT_SYM}}}, include: ['model.layers.*']}}\n")
+    out = quantize(model_dir, tmp_path, small_calib, "layer_wise",
+                   "online: true, down_proj_online_layers: [0, 1], max_tp_size: 1", static)
+    description = json.loads((out / "quant_model_description.json").read_text())
+    assert description["model.layers.1.mlp.down_proj.weight"] == "W8A8"
+    assert description["metadata"]["quarot"]["max_tp_size"] == 1
+    expected = logits(load(model_dir))
+    assert relative_error(logits(load_quantized_model(model_dir, out)), expected) < 0.05

@@ -19,7 +19,7 @@ from modelslim_core.errors import CheckpointError, ModelError
 from modelslim_core.models.base import read_config_json, source_dtype_of
 from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape, TensorSpec
-from modelslim_core.reference_runtime.rotations import install_online_rotations
+from modelslim_core.reference_runtime.rotations import install_online_rotations, plan_online_rotations
 
 MAX_LISTED = 5
 
@@ -130,6 +130,7 @@ def load_quantized_model(
     model = build_skeleton(model_path, dtype)
     plan = plan_for(model, checkpoint, source_dtype)
     validate(plan, checkpoint)
+    rotations = plan_online_rotations(model, checkpoint)
     kernel_params = {n for n in plan.specs if any(n.startswith(linear + ".") for linear in plan.quantized)}
     for name in plan.specs:
         if name not in kernel_params:
@@ -137,7 +138,7 @@ def load_quantized_model(
     for linear, (tag, shape) in plan.quantized.items():
         tensors = {n[len(linear) + 1:]: checkpoint.tensor(n) for n in plan.specs if n.startswith(linear + ".")}
         _replace(model, linear, KERNELS[tag].build(tensors, shape))
-    install_online_rotations(model, checkpoint)
+    install_online_rotations(model, rotations)
     return model.to(device)
 
 

@@ -46,7 +46,9 @@ def _square(checkpoint, name: str) -> torch.Tensor:
     return tensor
 
 
-def install_online_rotations(model: nn.Module, checkpoint) -> None:
+def plan_online_rotations(model: nn.Module, checkpoint) -> list[tuple[str, InputRotation]]:
+    """Read and check the declared rotations against the float skeleton's linears (before kernels replace them)."""
+    planned = []
     for linear_name, suffixes in declared_rotation_tensors(checkpoint.description).items():
         try:
             linear = model.get_submodule(linear_name)
@@ -58,11 +60,18 @@ def install_online_rotations(model: nn.Module, checkpoint) -> None:
             if in_features % heads.shape[0]:
                 raise CheckpointError(f"{linear_name}.{HEADS_SUFFIX} has order {heads.shape[0]}, which does not divide "
                                       f"the linear's {in_features} inputs.", HINT)
-            linear.register_forward_pre_hook(InputRotation(heads=heads))
+            planned.append((linear_name, InputRotation(heads=heads)))
         if KRONECKER_M_SUFFIX in suffixes:
             m = _square(checkpoint, f"{linear_name}.{KRONECKER_M_SUFFIX}")
             n = _square(checkpoint, f"{linear_name}.{KRONECKER_N_SUFFIX}")
             if m.shape[0] * n.shape[0] != in_features:
                 raise CheckpointError(f"{linear_name}'s Kronecker rotation is {m.shape[0]}×{n.shape[0]}, but the linear "
                                       f"has {in_features} inputs.", HINT)
-            linear.register_forward_pre_hook(InputRotation(kronecker=(m, n)))
+            planned.append((linear_name, InputRotation(kronecker=(m, n))))
+    return planned
+
+
+def install_online_rotations(model: nn.Module, planned: list[tuple[str, InputRotation]]) -> None:
+    """Rotate the inputs of the rebuilt linears at run time."""
+    for linear_name, rotation in planned:
+        model.get_submodule(linear_name).register_forward_pre_hook(rotation)
