@@ -10,8 +10,8 @@ Orders we construct (entries exact, in float64):
 - n = 2(q + 1) with q ≡ 1 (mod 4) a prime power: Paley II;
 - n = 2m when order m is constructible: one Sylvester doubling.
 This covers every k·2^m the reference ships tables for (k ∈ {12, 20, 28, 36, 40, 52, 60, 76, 108, 136, 140,
-160, 200}) except 156 and 172, which need Williamson-type matrices; those sizes get a clear error that
-suggests `block_size`. Sizes with no Hadamard matrix at all (not 1, 2 or a multiple of 4) likewise.
+160, 200}) except 156 and 172 themselves (their doubles are Paley orders), which need Williamson-type
+matrices; those sizes get a clear error that suggests `block_size`. Sizes with no Hadamard matrix at all (not 1, 2 or a multiple of 4) likewise.
 """
 
 from __future__ import annotations
@@ -159,8 +159,8 @@ def hadamard_matrix(n: int, what: str = "rotation") -> torch.Tensor:
     if matrix is None:
         raise ConfigError(
             f"the {what} needs a Hadamard matrix of order {n}, which cannot be constructed here (orders are 1, 2, "
-            "powers of two and multiples of 4 reachable by the Paley constructions and doubling; 156·2^m and "
-            "172·2^m are not).",
+            "powers of two and multiples of 4 reachable by the Paley constructions and doubling; e.g. 92, 156 and "
+            "172 are not).",
             "set `block_size` to a power of two that divides the size, so the rotation is block-diagonal.",
         )
     return matrix.clone()
