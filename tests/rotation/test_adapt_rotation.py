@@ -89,6 +89,7 @@ def test_stage_two_without_stage_one_warns_and_uses_quarot(tmp_path, small_calib
 @pytest.mark.parametrize("stage1, stage2, message", [
     (", online: true", "", r"prior\[0\]\.process\[0\]\.online: unknown field"),
     ("", ", steps: 3", r"process\[0\]\.steps: unknown field"),
+    ("", ", export_extra_info: true", r"process\[0\]\.export_extra_info: unknown field"),
     (", steps: 0", "", r"steps"),
     ("", ", max_tp_size: 3", r"max_tp_size"),
     ("", ", max_tp_size: 128", r"max_tp_size"),

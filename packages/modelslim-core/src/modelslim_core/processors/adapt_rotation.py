@@ -24,7 +24,7 @@ from modelslim_core.protocol.validation import validate
 from modelslim_core.rotation.adapt import evenly_spaced_rows, optimize_rotation
 from modelslim_core.rotation.hadamard import hidden_rotation
 from modelslim_core.rotation.layout import attention_shape, layout_of
-from modelslim_core.rotation.quarot_transform import QuarotSettings, QuarotTransform, fuse_layer_norms
+from modelslim_core.rotation.quarot_transform import QuarotTransform, fuse_layer_norms
 from modelslim_core.runtime.distributed import gather_samples
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import Unit
@@ -78,12 +78,7 @@ class AdaptRotationStage1Config(AdaptRotationConfig):
 
 class AdaptRotationStage2Config(AdaptRotationConfig, RotationFields):
     stage: Literal[2] = 2
-    max_tp_size: int = Field(default=4, ge=1, le=64)
-
-    def settings(self) -> QuarotSettings:
-        # the adapted rotation is not exported as QuaRot's global rotation (as in the reference)
-        return QuarotSettings(self.block_size, self.online, tuple(self.down_proj_online_layers), self.max_tp_size,
-                              export_extra_info=False)
+    max_tp_size: int = Field(default=4, ge=1, le=64)  # no export_extra_info: the reference exports nothing here
 
 
 class AdaptRotationStage1:

@@ -36,7 +36,6 @@ class RotationFields(ProcessorConfig):
     block_size: int = -1
     down_proj_online_layers: list[int] = Field(default_factory=list)
     max_tp_size: int = 4
-    export_extra_info: bool = True
 
     @field_validator("block_size")
     @classmethod
@@ -60,13 +59,17 @@ class RotationFields(ProcessorConfig):
         settings = self.settings()
         return frozenset({ROTATION_EXTRAS}) if settings.online or settings.export_extra_info else frozenset()
 
-    def settings(self) -> QuarotSettings:
+    def settings(self, export_extra_info: bool = False) -> QuarotSettings:
         return QuarotSettings(self.block_size, self.online, tuple(self.down_proj_online_layers), self.max_tp_size,
-                              self.export_extra_info)
+                              export_extra_info)
 
 
 class QuarotConfig(RotationFields):
     type: Literal["quarot"] = "quarot"
+    export_extra_info: bool = True
+
+    def settings(self) -> QuarotSettings:
+        return super().settings(self.export_extra_info)
 
 
 class RotationProcessor(Processor):
