@@ -25,13 +25,12 @@ ADAPT_AND_W8A8 = """\
 PRIOR = "  prior:\n    - process: [{type: adapt_rotation, stage: 1, steps: 4, layer_type: [gate_proj, up_proj]}]\n"
 
 
-def test_two_ranks_learn_and_write_the_single_process_checkpoint(tiny_models, small_calib, tmp_path):
+def test_two_ranks_learn_and_write_the_single_process_checkpoint(tiny_models, small_calib, tmp_path, cli_env):
     model = tiny_models("qwen2")
     config = write_config(tmp_path, "adapt", ADAPT_AND_W8A8, small_calib)
     config.write_text(config.read_text().replace("  process:\n", PRIOR + "  process:\n", 1))
     single, parallel = tmp_path / "single", tmp_path / "parallel"
-    result = quant(model, single, config, "cpu")
-    assert result.returncode == 0, result.stderr
+    run_quant(QuantArgs(str(model), str(single), "Qwen2-demo", config_path=str(config), device="cpu"))
     result = quant(model, parallel, config, "cpu:0,1")
     assert result.returncode == 0, result.stderr
     assert "Starting 2 data-parallel workers" in result.stderr
