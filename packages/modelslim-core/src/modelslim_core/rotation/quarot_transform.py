@@ -81,6 +81,10 @@ class QuarotTransform:
         elif self.hidden.shape != (shape.hidden_size, shape.hidden_size):
             raise ValueError(f"hidden rotation {tuple(self.hidden.shape)} does not match hidden size {shape.hidden_size}")
         self.head_rotation = random_hadamard(shape.head_dim, what="head_dim rotation")
+        layers = getattr(getattr(model.config, "text_config", None) or model.config, "num_hidden_layers", None)
+        beyond = [i for i in self.settings.down_proj_online_layers if layers is not None and i >= layers]
+        if beyond:
+            logger.warning("down_proj_online_layers %s are beyond this model's %d layers and are ignored.", beyond, layers)
         if self.settings.online:
             self.heads = online.heads_rotation(shape.num_heads, self.settings.max_tp_size)
             if self.settings.down_proj_online_layers:
