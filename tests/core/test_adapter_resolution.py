@@ -15,7 +15,14 @@ from modelslim_core.models.resolve import adapter_class_for
         ("Qwen3-8B", "qwen3", "qwen3"),
         ("Llama-3.1-8B-Instruct", "llama", "llama"),
         ("my-finetune", "llama", "llama"),  # unknown name, known architecture
-        ("Qwen3-30B-A3B", "qwen3_moe", "default"),  # prefix matches but the architecture is not dense Qwen3
+        ("Qwen3-30B-A3B", "qwen3_moe", "qwen3_moe"),  # the dense Qwen3 prefix matches, but not the architecture
+        ("Qwen3-Coder-480B-A35B", "qwen3_moe", "qwen3_moe"),
+        ("Qwen3-8B", "qwen3_moe", "qwen3_moe"),  # a mislabelled MoE checkpoint still gets the MoE adapter
+        ("DeepSeek-V3", "deepseek_v3", "deepseek_v3"),
+        ("DeepSeek-R1-0528", "deepseek_v3", "deepseek_v3"),
+        ("DeepSeek-V3.1-Terminus", "deepseek_v3", "deepseek_v3"),
+        ("DeepSeek-V3.2-Exp", "deepseek_v32", "deepseek_v3_2"),
+        ("my-moe-finetune", "deepseek_v3", "deepseek_v3"),
         ("SomethingElse", "gpt2", "default"),
     ],
 )

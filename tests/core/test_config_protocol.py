@@ -104,11 +104,25 @@ def test_apiversion_errors():
         {"apiversion": "modelslim_v0", "spec": {}}
     )
     assert "modelslim_v1" in error_of({"apiversion": "modelslim_v9", "spec": {}})
-    assert "optional package" in error_of({"apiversion": "multimodal_vlm_modelslim_v1", "spec": {}})
-    # modelslim-sd is installed in the dev environment: its service validates the spec itself
+    # modelslim-vlm and modelslim-sd are installed in the dev environment: their services validate the spec
+    assert "spec.save: this field is required" in error_of({"apiversion": "multimodal_vlm_modelslim_v1", "spec": {}})
     assert "spec.save: this field is required" in error_of({"apiversion": "multimodal_sd_modelslim_v1", "spec": {}})
     assert "apiversion: this field is required" in error_of({"spec": {}})
     assert "top level must be a mapping" in error_of(["not", "a", "mapping"])
+
+
+def test_missing_optional_service_names_its_extra(monkeypatch: pytest.MonkeyPatch):
+    from modelslim_core import registry
+
+    installed = registry._group
+    monkeypatch.setattr(registry, "_group", lambda group: {
+        name: ep for name, ep in installed(group).items() if name != "multimodal_vlm_modelslim_v1"})
+    registry.load.cache_clear()
+    try:
+        message = error_of({"apiversion": "multimodal_vlm_modelslim_v1", "spec": {}})
+    finally:
+        registry.load.cache_clear()
+    assert "optional package" in message and "modelslim[vlm]" in message
 
 
 def test_prior_stages_parse_with_their_own_dataset():

@@ -50,6 +50,13 @@ class RunSummary:
     stage: str
     device: torch.device
     units: list[tuple[str, float, int]] = field(default_factory=list)
+    #: What adapters report about processed units (MoE routing counts), logged with the summary.
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, lines: list[str]) -> None:
+        for line in lines:
+            logger.debug("%s", line)
+        self.notes.extend(lines)
 
     def add(self, name: str, seconds: float, rss: int) -> None:
         self.units.append((name, seconds, rss))
@@ -65,6 +72,8 @@ class RunSummary:
             self.stage, len(self.units), total, total / len(self.units), slowest[0], slowest[1],
             gib(peak_rss_bytes()), f", peak device memory {gib(device_peak)}" if device_peak is not None else "",
         )
+        for line in self.notes:
+            logger.info("  %s", line)
         for name, seconds, rss in self.units:
             logger.debug("  %s: %.2f s, RSS after %s", name, seconds, gib(rss))
 

@@ -52,6 +52,8 @@ class LayerTreeSaver(Saver, ABC):
         self.dtypes = self.export_dtypes(context.adapter.source_dtype)
         self.description = Description()
         self.writer: ShardedSafetensorsWriter | None = None
+        # Checkpoint names can differ from module paths (VLM releases); adapters without the hook keep paths.
+        self._saved_name = getattr(context.adapter, "saved_tensor_name", None) or (lambda name: name)
 
     @abstractmethod
     def export_dtypes(self, source: torch.dtype | None) -> ExportDtypes:
@@ -73,6 +75,7 @@ class LayerTreeSaver(Saver, ABC):
 
     # --- writing ------------------------------------------------------------------------------------------
     def _write(self, name: str, tensor: torch.Tensor, tag: str) -> None:
+        name = self._saved_name(name)
         self.writer.write(name, tensor)
         self.description.tag(name, tag)
 

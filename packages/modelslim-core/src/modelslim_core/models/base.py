@@ -53,12 +53,21 @@ def read_config_json(model_path: Path) -> dict[str, Any]:
 
 
 def source_dtype_of(config_json: dict[str, Any]) -> torch.dtype | None:
-    """The checkpoint's dtype from config.json (`dtype`/`torch_dtype`, also inside text_config)."""
-    for holder in (config_json, config_json.get("text_config") or {}):
+    """The checkpoint's dtype from config.json (`dtype`/`torch_dtype`, also inside text_config, and inside an
+    Omni release's thinker_config)."""
+    thinker = config_json.get("thinker_config") or {}
+    for holder in (config_json, config_json.get("text_config") or {}, thinker, thinker.get("text_config") or {}):
         for key in ("dtype", "torch_dtype"):
             if holder.get(key) in _DTYPES:
                 return _DTYPES[holder[key]]
     return None
+
+
+def instantiate_from_config(factory: Any, config: Any, dtype: torch.dtype, trust_remote_code: bool = False) -> nn.Module:
+    """A randomly initialised model from an auto class (`from_config`) or a concrete model class (`_from_config`)."""
+    if hasattr(factory, "from_config"):
+        return factory.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    return factory._from_config(config, dtype=dtype)
 
 
 class ModelAdapter:
@@ -121,14 +130,19 @@ class ModelAdapter:
                 ) from None
         return self._tokenizer
 
-    def load_model(self, dtype: torch.dtype) -> nn.Module:
+    def model_class(self) -> Any:
+        """The transformers class (or auto class) that builds this model; families of causal LMs keep the default."""
         from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    def load_model(self, dtype: torch.dtype) -> nn.Module:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own per-layer progress is the one users watch
 
         try:
-            model = AutoModelForCausalLM.from_pretrained(
+            model = self.model_class().from_pretrained(
                 self.model_path,
                 dtype=dtype,
                 local_files_only=True,
@@ -148,13 +162,13 @@ class ModelAdapter:
 
     def build_skeleton(self, dtype: torch.dtype) -> nn.Module:
         """The architecture with every parameter on `meta` (no memory), for lazy layer-wise loading."""
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig
 
         from modelslim_core.models.weights import parameters_on_meta
 
         config = AutoConfig.from_pretrained(self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code)
         with parameters_on_meta():
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=self.trust_remote_code)
+            model = instantiate_from_config(self.model_class(), config, dtype, self.trust_remote_code)
         model.eval()
         model.requires_grad_(False)
         if getattr(model.config, "use_cache", None):
@@ -165,6 +179,14 @@ class ModelAdapter:
         """Modules used only after the last unit (the LM head), which the prefix forward does not need."""
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         return {name for name, module in model.named_modules() if head is not None and module is head}
+
+    def saved_tensor_name(self, name: str) -> str:
+        """The name a tensor of module path `name` has in the checkpoint format serving engines load.
+
+        The same as the module path for text LLMs; multimodal families whose transformers modules are nested
+        differently from their checkpoints on disk (and the Omni thinker's `thinker.` prefix) map it back.
+        """
+        return name
 
     # --- structure ----------------------------------------------------------------------------------------
     def units(self, model: nn.Module) -> list[Unit]:
@@ -229,3 +251,7 @@ class ModelAdapter:
         if previous.args:
             return UnitInput(args=(hidden, *previous.args[1:]), kwargs=previous.kwargs)
         return UnitInput(args=(), kwargs={**previous.kwargs, "hidden_states": hidden})
+
+    def unit_notes(self, unit: Unit) -> list[str]:
+        """Lines for the run summary about a processed unit (e.g. MoE routing counts); read before it is released."""
+        return []

@@ -43,6 +43,10 @@ class SourceWeights:
     def available(self) -> bool:
         return bool(self._file_of)
 
+    def names(self) -> list[str]:
+        """Every tensor name of the checkpoint."""
+        return list(self._file_of)
+
     def __contains__(self, name: str) -> bool:
         return name in self._file_of
 
@@ -53,6 +57,11 @@ class SourceWeights:
                              "the checkpoint does not match config.json; check the model directory.")
         with safe_open(file, framework="pt") as handle:
             return handle.get_tensor(name)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape without reading it."""
+        with safe_open(self._file_of[name], framework="pt") as handle:
+            return tuple(handle.get_slice(name).get_shape())
 
     def nbytes(self, names: list[str]) -> int:
         """Bytes the named tensors take on disk (without reading them)."""
@@ -100,9 +109,13 @@ class LazyWeights:
     """Materialises and releases parts of a meta-device skeleton from the source checkpoint."""
 
     def __init__(self, source: SourceWeights, aliases: dict[str, list[str]], dtype: torch.dtype):
+        from modelslim_core.models.moe import FusedExpertTensors
+
         self.source = source
         self.aliases = aliases
         self.dtype = dtype
+        #: Tensors the checkpoint holds only inside others (per-expert weights of fused MoE checkpoints).
+        self.derived = [FusedExpertTensors(source)]
 
     def key_for(self, name: str) -> str:
         """The checkpoint key holding parameter `name` (itself, or a tied alias)."""
@@ -113,9 +126,14 @@ class LazyWeights:
                          "the checkpoint does not match config.json; check the model directory.")
 
     def missing(self, names: list[str]) -> list[str]:
-        return [n for n in names if not any(c in self.source for c in self.aliases.get(n, [n]))]
+        return [n for n in names if not any(c in self.source for c in self.aliases.get(n, [n]))
+                and not any(d.provides(n) for d in self.derived)]
 
     def read(self, name: str) -> torch.Tensor:
+        if not any(c in self.source for c in self.aliases.get(name, [name])):
+            for derived in self.derived:
+                if derived.provides(name):
+                    return derived.read(name)
         return self.source.read(self.key_for(name))
 
     def materialize(self, root: nn.Module, prefix: str = "", names: list[str] | None = None) -> None:

@@ -107,6 +107,8 @@ class CalibratingLinear(nn.Module):
     """
 
     replaces_linear = True
+    #: It collects statistics from its inputs: MoE layers then feed it every token, not only routed ones.
+    observes_inputs = True
 
     def __init__(self, name: str, linear: nn.Linear, quantizer: LinearQuantizer, cache: GramCache | None = None):
         super().__init__()

@@ -54,6 +54,7 @@ class SavedCheckpoint:
         self.rotation_tensors = {f"{linear}.{suffix}" for linear, suffixes in
                                  declared_rotation_tensors(self.description).items() for suffix in suffixes}
         self._file_of: dict[str, Path] = {}
+        self._stored: dict[str, str] = {}  # module path -> saved name, where they differ (see rename)
         for file in _weight_files(self.path):
             with safe_open(file, framework="pt") as handle:
                 for name in handle.keys():
@@ -77,6 +78,21 @@ class SavedCheckpoint:
             raise CheckpointError(f"tensor {missing[0]} is described in {DESCRIPTION} but missing from the weights ({len(missing)} such tensors).",
                                   "the weights are incomplete; re-run the quantization.")
 
+    def rename(self, to_module_name) -> None:
+        """Address tensors by the model's module paths (`to_module_name` maps a saved name to one) from now on;
+        error messages keep naming the saved tensors."""
+        renamed = {to_module_name(name): name for name in self._file_of}
+        if len(renamed) != len(self._file_of):
+            raise CheckpointError(f"{self.path}: two saved tensors map to the same model parameter.",
+                                  "the checkpoint mixes naming schemes; re-run the quantization.")
+        self._stored = {new: old for new, old in renamed.items() if new != old}
+        self._file_of = {new: self._file_of[old] for new, old in renamed.items()}
+        self.tags = {to_module_name(name): tag for name, tag in self.tags.items()}
+        self.rotation_tensors = {to_module_name(name) for name in self.rotation_tensors}
+
+    def stored_name(self, name: str) -> str:
+        return self._stored.get(name, name)
+
     @property
     def model_quant_type(self) -> str:
         return str(self.description.get("model_quant_type", "Unknown"))
@@ -87,12 +103,12 @@ class SavedCheckpoint:
 
     def tensor(self, name: str) -> torch.Tensor:
         with safe_open(self._file_of[name], framework="pt") as handle:
-            return handle.get_tensor(name)
+            return handle.get_tensor(self.stored_name(name))
 
     def meta(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         """dtype and shape without reading the data."""
         with safe_open(self._file_of[name], framework="pt") as handle:
-            sliced = handle.get_slice(name)
+            sliced = handle.get_slice(self.stored_name(name))
             return _DTYPES[sliced.get_dtype()], tuple(sliced.get_shape())
 
 

@@ -19,6 +19,7 @@ from modelslim_core.errors import CheckpointError, ModelError
 from modelslim_core.models.base import read_config_json, source_dtype_of
 from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape, TensorSpec
+from modelslim_core.reference_runtime.multimodal import omni_thinker, saved_to_module_name
 from modelslim_core.reference_runtime.rotations import install_online_rotations, plan_online_rotations
 
 MAX_LISTED = 5
@@ -33,16 +34,25 @@ class Plan:
 
 
 def build_skeleton(model_path: Path, dtype: torch.dtype) -> nn.Module:
-    """The float model's architecture (weights are overwritten from the checkpoint)."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    """The float model's architecture (weights are overwritten from the checkpoint).
+
+    MoE experts are split into per-expert linears (models/moe.py): the checkpoint stores, and vLLM-Ascend
+    loads, one tensor set per expert, and each quantized expert needs its own kernel; the split module
+    computes exactly what the fused one does, so the logits stay comparable with the float model.
+    """
+    from transformers import AutoConfig
+
+    from modelslim_core.models.base import instantiate_from_config
+    from modelslim_core.models.default import model_class_for
+    from modelslim_core.models.moe import prepare_moe_model
 
     try:
         config = AutoConfig.from_pretrained(model_path, local_files_only=True)
     except Exception as exc:
         raise ModelError(f"cannot read the model config in {str(model_path)!r}: {exc}", "pass the float model's directory.") from None
-    causal = any(arch.endswith("ForCausalLM") for arch in (getattr(config, "architectures", None) or []))
-    factory = AutoModelForCausalLM if causal else AutoModel
-    model = factory.from_config(config, dtype=dtype)
+    served = omni_thinker(config)  # an Omni release serves (and quantizes) only its thinker
+    cls, config = served if served is not None else (model_class_for(config), config)
+    model = prepare_moe_model(instantiate_from_config(cls, config, dtype))
     return model.eval().requires_grad_(False)
 
 
@@ -128,6 +138,7 @@ def load_quantized_model(
     checkpoint = SavedCheckpoint(quant_path)
     source_dtype = source_dtype_of(read_config_json(model_path))
     model = build_skeleton(model_path, dtype)
+    checkpoint.rename(saved_to_module_name(model))
     plan = plan_for(model, checkpoint, source_dtype)
     validate(plan, checkpoint)
     rotations = plan_online_rotations(model, checkpoint)

@@ -1,0 +1,82 @@
+"""DeepSeek-V3 family: V3, V3-0324, R1, R1-0528, V3.1, V3.1-Terminus (and V3.2, which adds a sparse-attention indexer).
+
+A decoder layer is a unit. Attention is MLA: `q_a_proj` -> `q_a_layernorm` -> `q_b_proj` (or a plain
+`q_proj` when `q_lora_rank` is null), `kv_a_proj_with_mqa` -> `kv_a_layernorm` -> `kv_b_proj`, `o_proj`.
+The first `first_k_dense_replace` layers have a dense MLP; the others a router (`mlp.gate`, a weight plus
+the `e_score_correction_bias` routing bias, never quantized), shared experts (`mlp.shared_experts`, a dense
+MLP) and routed experts, split per expert by `MoEAdapterMixin`.
+
+The multi-token-prediction (MTP) layer that hub checkpoints store after the last decoder layer
+(`model.layers.<num_hidden_layers>.*`) is not part of the transformers model: it is not quantized and not
+written, and the run says so, so a serving engine configured for MTP speculation must be pointed elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from modelslim_core.models.base import ModelAdapter
+from modelslim_core.models.moe import MoEAdapterMixin
+from modelslim_core.models.weights import SourceWeights
+
+logger = logging.getLogger(__name__)
+
+
+class DeepseekV3Adapter(MoEAdapterMixin, ModelAdapter):
+    family = "deepseek_v3"
+    model_types = (
+        "DeepSeek-V3",
+        "DeepSeek-V3-0324",
+        "DeepSeek-R1",
+        "DeepSeek-R1-0528",
+        "DeepSeek-V3.1",
+        "DeepSeek-V3.1-Terminus",
+    )
+    model_type_prefixes = ("DeepSeek-V3", "DeepSeek-R1")
+    hf_model_types = ("deepseek_v3",)
+    #: MLA: the input norm feeds both down-projections, the q latent norm feeds q_b_proj. kv_b_proj stays
+    #: float in the practices (vLLM-Ascend absorbs it), so its norm is not smoothed.
+    family_smoothing_pairs = (
+        ("norm-linear", "input_layernorm", ("self_attn.q_a_proj", "self_attn.kv_a_proj_with_mqa")),
+        ("norm-linear", "self_attn.q_a_layernorm", ("self_attn.q_b_proj",)),
+    )
+
+    def mtp_keys(self) -> list[str]:
+        """Checkpoint keys of the MTP layer(s): layer indices at or beyond num_hidden_layers."""
+        layers = self.config_json.get("num_hidden_layers")
+        source = SourceWeights(self.model_path)
+        if not isinstance(layers, int) or not source.available:
+            return []
+        keys = []
+        for name in source.names():
+            parts = name.split(".")
+            if len(parts) > 3 and parts[:2] == ["model", "layers"] and parts[2].isdigit() and int(parts[2]) >= layers:
+                keys.append(name)
+        return keys
+
+    def _report_mtp(self) -> None:
+        keys = self.mtp_keys()
+        if keys:
+            logger.warning(
+                "The checkpoint holds %d tensors of the multi-token-prediction layer (e.g. %s); it is not part of the "
+                "model being quantized and is left out of the output (serve without MTP speculation).",
+                len(keys), keys[0],
+            )
+
+    def load_model(self, dtype: torch.dtype) -> nn.Module:
+        self._report_mtp()
+        return super().load_model(dtype)
+
+    def build_skeleton(self, dtype: torch.dtype) -> nn.Module:
+        self._report_mtp()
+        return super().build_skeleton(dtype)
+
+
+class DeepseekV32Adapter(DeepseekV3Adapter):
+    family = "deepseek_v3_2"
+    model_types = ("DeepSeek-V3.2-Exp", "DeepSeek-V3.2")
+    model_type_prefixes = ("DeepSeek-V3.2",)
+    hf_model_types = ("deepseek_v32",)

@@ -1,0 +1,366 @@
+"""Mixture-of-experts machinery shared by every MoE family (Qwen3-MoE, DeepSeek-V3, Qwen3-VL-MoE, ...).
+
+transformers 5.x keeps a layer's routed experts as two fused 3-D parameters (`experts.gate_up_proj`
+`[E, 2I, H]`, `experts.down_proj` `[E, H, I]`), while checkpoints on disk — and what vLLM-Ascend loads —
+name every expert's linears separately (`mlp.experts.<e>.gate_proj.weight` ...). We rewrite each fused
+experts module into a `PerExpertMoE`: a `ModuleList` of small gate/up/down MLPs with the same forward
+signature. That one rewrite makes every expert an ordinary linear site for processors, makes the savers
+write hub names without knowing about MoE, and makes the layer-wise skeleton's parameter names equal the
+checkpoint keys, so lazy loading reads per-expert tensors directly (no fused<->split conversion needed).
+
+Calibration: a router sends each token to a few experts, and on small calibration sets some experts get
+no tokens at all, which would leave their static ranges / GPTQ Hessians empty. While any expert's linear
+observes its inputs (a calibrating stand-in or a forward hook), `PerExpertMoE` runs EVERY token through
+EVERY expert for the statistics but combines only the routed outputs, so the layer's output — and the
+next unit's inputs — are exactly what the model computes. Real routing counts are kept per expert and
+reported (`routing_report`), naming experts the router never chose and how they were calibrated.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+#: Persistent router buffers that checkpoints store as tensors (DeepSeek-V3's routing bias). transformers 5
+#: holds them as buffers, which savers and lazy loaders (parameters only) would miss, so they become parameters.
+CHECKPOINT_BUFFERS = ("e_score_correction_bias",)
+
+
+class ExpertMLP(nn.Module):
+    """One routed expert: down(act(gate(x)) * up(x)), with hub names gate_proj / up_proj / down_proj."""
+
+    def __init__(self, gate_proj: nn.Linear, up_proj: nn.Linear, down_proj: nn.Linear, act_fn: Callable):
+        super().__init__()
+        self.gate_proj = gate_proj
+        self.up_proj = up_proj
+        self.down_proj = down_proj
+        self.act_fn = act_fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+def _observes(module: nn.Module) -> bool:
+    """Whether a module collects statistics from its inputs (calibrating stand-in or any forward hook)."""
+    return bool(getattr(module, "observes_inputs", False) or module._forward_pre_hooks or module._forward_hooks)
+
+
+class PerExpertMoE(nn.ModuleList):
+    """Drop-in replacement of a fused transformers experts module: `forward(hidden, top_k_index, top_k_weights)`.
+
+    `route_all_tokens`: None (default) routes all tokens through all experts exactly while some expert
+    observes its inputs; True/False force it on/off.
+    """
+
+    def __init__(self, experts: list[ExpertMLP]):
+        super().__init__(experts)
+        self.route_all_tokens: bool | None = None
+        self.reset_routing_counts()
+
+    @property
+    def num_experts(self) -> int:
+        return len(self)
+
+    def reset_routing_counts(self) -> None:
+        # Plain attributes (not buffers): they must survive the unit being moved to `meta` after saving.
+        self.routed_tokens = [0] * len(self)
+        self.seen_tokens = 0
+        self.all_token_tokens = 0  # tokens pushed through every expert for statistics
+
+    def _all_tokens_now(self) -> bool:
+        if self.route_all_tokens is not None:
+            return self.route_all_tokens
+        return any(_observes(module) for expert in self for module in expert.modules())
+
+    def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
+        output = torch.zeros_like(hidden_states)
+        all_tokens = self._all_tokens_now()
+        self.seen_tokens += hidden_states.shape[0]
+        if all_tokens:
+            self.all_token_tokens += hidden_states.shape[0]
+        for index, expert in enumerate(self):
+            token, slot = torch.where(top_k_index == index)
+            self.routed_tokens[index] += int(token.numel())
+            if all_tokens:
+                routed = expert(hidden_states)[token]  # every token feeds the statistics; routed rows are used
+            elif token.numel():
+                routed = expert(hidden_states[token])
+            else:
+                continue
+            weighted = routed * top_k_weights[token, slot, None]
+            output.index_add_(0, token, weighted.to(output.dtype))
+        return output
+
+
+# --- rewriting fused experts -------------------------------------------------------------------------------
+def is_fused_experts(module: nn.Module) -> bool:
+    """A transformers experts module holding `gate_up_proj` and `down_proj` as 3-D parameters."""
+    gate_up = getattr(module, "gate_up_proj", None)
+    down = getattr(module, "down_proj", None)
+    return isinstance(gate_up, nn.Parameter) and isinstance(down, nn.Parameter) and gate_up.dim() == 3 and down.dim() == 3
+
+
+def unsupported_layout(module: nn.Module) -> str | None:
+    """Why a fused experts module cannot be split into plain gated MLPs (None: it can)."""
+    from transformers.integrations import moe as hf_moe
+
+    if not getattr(module, "has_gate", True):
+        return "its experts have no gate projection"
+    gate = getattr(type(module), "_apply_gate", None)
+    if gate is not None and gate is not getattr(hf_moe, "_default_apply_gate", gate):
+        return f"{type(module).__name__} uses its own gating function"
+    if not callable(getattr(module, "act_fn", None)):
+        return "it has no act_fn"
+    if getattr(module, "has_post_expert_norm", False):
+        return "it normalises each expert's output"
+    return None
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """An nn.Linear around an `[out, in]` slice (cloned: the fused tensor is dropped afterwards)."""
+    out_features, in_features = weight.shape
+    linear = nn.Linear(in_features, out_features, bias=bias is not None, device="meta", dtype=weight.dtype)
+    linear.weight = nn.Parameter(weight.detach().clone().contiguous(), requires_grad=False)
+    if bias is not None:
+        linear.bias = nn.Parameter(bias.detach().clone().contiguous(), requires_grad=False)
+    return linear
+
+
+def split_fused_experts(fused: nn.Module) -> PerExpertMoE:
+    """The per-expert equivalent of a fused experts module (works on `meta` skeletons too)."""
+    gate_up, down = fused.gate_up_proj, fused.down_proj
+    if getattr(fused, "is_transposed", False):  # stored [E, in, out]
+        gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
+    num_experts, double_inter, _ = gate_up.shape
+    inter = double_inter // 2
+    interleaved = not getattr(fused, "is_concatenated", True)
+    has_bias = getattr(fused, "has_bias", False)
+    gate_up_bias = getattr(fused, "gate_up_proj_bias", None) if has_bias else None
+    down_bias = getattr(fused, "down_proj_bias", None) if has_bias else None
+    gate_rows = slice(0, None, 2) if interleaved else slice(0, inter)
+    up_rows = slice(1, None, 2) if interleaved else slice(inter, None)
+    experts = []
+    for e in range(num_experts):
+        experts.append(ExpertMLP(
+            _linear(gate_up[e, gate_rows], None if gate_up_bias is None else gate_up_bias[e, gate_rows]),
+            _linear(gate_up[e, up_rows], None if gate_up_bias is None else gate_up_bias[e, up_rows]),
+            _linear(down[e], None if down_bias is None else down_bias[e]),
+            fused.act_fn,
+        ))
+    return PerExpertMoE(experts)
+
+
+def unfuse_experts(model: nn.Module) -> list[str]:
+    """Replace every fused experts module of `model` by a `PerExpertMoE`, in place; returns their names."""
+    replaced: list[str] = []
+    for name, module in list(model.named_modules()):
+        if not is_fused_experts(module):
+            continue
+        reason = unsupported_layout(module)
+        if reason is not None:
+            logger.warning("%s keeps its fused experts (%s): they stay in float and are saved as FLOAT.", name, reason)
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, split_fused_experts(module))
+        replaced.append(name)
+    if replaced:
+        logger.info("Split the fused experts of %d MoE layers into per-expert linears (e.g. %s.0.gate_proj).",
+                    len(replaced), replaced[0])
+    return replaced
+
+
+def promote_checkpoint_buffers(model: nn.Module, names: tuple[str, ...] = CHECKPOINT_BUFFERS) -> list[str]:
+    """Turn persistent buffers that checkpoints store (router score biases) into parameters, in place.
+
+    Parameters are what savers write and lazy loaders read; on a `meta` skeleton the promoted parameter is
+    put on `meta` as well so it is read from the checkpoint with its unit.
+    """
+    promoted: list[str] = []
+    for module_name, module in model.named_modules():
+        for attr in names:
+            buffer = module._buffers.get(attr)
+            if buffer is None or attr in module._non_persistent_buffers_set:
+                continue
+            skeleton = any(p.is_meta for p in module.parameters(recurse=False))
+            del module._buffers[attr]
+            value = buffer.to("meta") if skeleton else buffer
+            module._parameters[attr] = nn.Parameter(value, requires_grad=False)
+            promoted.append(f"{module_name}.{attr}" if module_name else attr)
+    return promoted
+
+
+def prepare_moe_model(model: nn.Module) -> nn.Module:
+    """The layout every MoE run and the reference runtime use: per-expert linears, router biases as parameters."""
+    unfuse_experts(model)
+    promote_checkpoint_buffers(model)
+    return model
+
+
+# --- reporting ---------------------------------------------------------------------------------------------
+@dataclass
+class RoutingStats:
+    """Routing of one MoE layer over the calibration forwards of its unit."""
+
+    name: str
+    routed_tokens: list[int]
+    seen_tokens: int
+    all_token_tokens: int
+    #: Export type of each expert linear ("FLOAT" when not quantized), by relative name `<e>.<proj>`.
+    expert_types: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unrouted(self) -> list[int]:
+        return [e for e, count in enumerate(self.routed_tokens) if count == 0]
+
+
+def routing_stats(root: nn.Module, prefix: str) -> list[RoutingStats]:
+    """The routing counters of every `PerExpertMoE` under `root` (named `prefix.<path>`)."""
+    stats = []
+    for path, module in root.named_modules():
+        if isinstance(module, PerExpertMoE):
+            name = f"{prefix}.{path}" if path else prefix
+            types = {f"{e}.{proj}": getattr(getattr(expert, proj), "export_type", "FLOAT")
+                     for e, expert in enumerate(module) for proj in ("gate_proj", "up_proj", "down_proj")}
+            stats.append(RoutingStats(name, list(module.routed_tokens), module.seen_tokens, module.all_token_tokens, types))
+    return stats
+
+
+def mixed_types_warning(stats: RoutingStats) -> str | None:
+    """vLLM-Ascend runs all experts of a layer with ONE MoE kernel, so their linears must share one type."""
+    kinds = sorted(set(stats.expert_types.values()))
+    if len(kinds) < 2:
+        return None
+    examples = ", ".join(f"{name}: {next(n for n, t in stats.expert_types.items() if t == name)}" for name in kinds)
+    return (f"{stats.name}: its experts have different quantization types ({', '.join(kinds)}; e.g. {examples}); "
+            "vLLM-Ascend loads a layer's experts with one kernel, so give every expert of a layer the same qconfig.")
+
+
+def routing_report(stats: RoutingStats) -> list[str]:
+    """Log lines for one MoE layer: per-expert routed token counts and what happened to never-chosen experts."""
+    warning = mixed_types_warning(stats)
+    if warning:
+        logger.warning("%s", warning)
+    if stats.seen_tokens == 0:
+        return [f"{stats.name}: no calibration forward ran (data-free quantization); experts were quantized from "
+                "their weights alone."]
+    counts = ", ".join(f"{e}:{count}" for e, count in enumerate(stats.routed_tokens))
+    lines = [f"{stats.name}: {stats.seen_tokens} tokens, routed tokens per expert {{{counts}}}"]
+    unrouted = stats.unrouted
+    if unrouted:
+        if stats.all_token_tokens:
+            how = (f"they were calibrated on all {stats.all_token_tokens} tokens (every token runs through every expert "
+                   "during calibration)")
+        else:
+            how = "their quantization needed no calibration data (data-free scheme), so their scales come from the weights"
+        lines.append(f"{stats.name}: experts {unrouted} received no routed tokens; {how}.")
+    return lines
+
+
+def expert_up_down_pairs(root: nn.Module) -> list[tuple[str, str, tuple[str, ...]]]:
+    """("up-down", `<experts>.<e>.up_proj`, (`<experts>.<e>.down_proj`,)) for every routed expert under `root`."""
+    pairs = []
+    for path, module in root.named_modules():
+        if isinstance(module, PerExpertMoE):
+            base = f"{path}." if path else ""
+            pairs += [("up-down", f"{base}{e}.up_proj", (f"{base}{e}.down_proj",)) for e in range(len(module))]
+    return pairs
+
+
+class MoEAdapterMixin:
+    """Adds the MoE layout to any model adapter (text or multimodal): put it before the adapter base class.
+
+    Both loading paths end in the per-expert layout, so processors, savers, layer-wise lazy loading and
+    the run summary see one linear per expert.
+    """
+
+    def load_model(self, dtype: torch.dtype) -> nn.Module:
+        return prepare_moe_model(super().load_model(dtype))
+
+    def build_skeleton(self, dtype: torch.dtype) -> nn.Module:
+        return prepare_moe_model(super().build_skeleton(dtype))
+
+    #: Extra (kind, source, targets) smoothing pairs of the family, relative to a unit (e.g. MLA's norms).
+    #: Norm -> expert pairs are never listed: the router reads the same normalised activations, so
+    #: rescaling the norm would change routing.
+    family_smoothing_pairs: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    def smoothing_subgraphs(self, unit) -> list:
+        """The dense patterns (modules a layer lacks are skipped), the family's pairs, shared experts' up->down
+        and every routed expert's up->down (shared/spec/cli-and-practices.md §4.3)."""
+        from modelslim_core.models.subgraphs import SubgraphPattern, attention_heads, resolve_subgraphs
+
+        pairs = list(self.family_smoothing_pairs) + [("up-down", "mlp.shared_experts.up_proj", ("mlp.shared_experts.down_proj",))]
+        pairs += expert_up_down_pairs(unit.module)
+        extra = tuple(SubgraphPattern(kind, source, targets) for kind, source, targets in pairs)
+        return super().smoothing_subgraphs(unit) + resolve_subgraphs(unit, extra, attention_heads(self.config_json))
+
+    def unit_notes(self, unit) -> list[str]:
+        lines = super().unit_notes(unit)
+        for stats in routing_stats(unit.module, unit.name):
+            lines.extend(routing_report(stats))
+        return lines
+
+
+# --- per-expert tensors from checkpoints that store experts fused -------------------------------------------
+_EXPERT_KEY = re.compile(r"^(?P<prefix>.+\.experts)\.(?P<expert>\d+)\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$")
+
+
+class FusedExpertTensors:
+    """Per-expert weights sliced out of fused checkpoint tensors, for lazy layer-wise loading.
+
+    Most hub MoE checkpoints store every expert separately and need nothing here. Some (e.g. Qwen3-VL-MoE)
+    store `<prefix>.experts.gate_up_proj` and `<prefix>.experts.down_proj` fused, as `[E, 2I, H]` / `[E, H, I]`
+    or transposed `[E, H, 2I]` / `[E, I, H]`. The orientation is read from the two shapes together (gate_up's
+    second dim is twice down's last in the plain layout); a layout the shapes cannot decide is not offered,
+    and the run then loads the whole model instead. The last fused pair read is cached, since a unit's
+    experts are read one after the other.
+    """
+
+    def __init__(self, source: Any):
+        self.source = source
+        self._cached: tuple[str, torch.Tensor, torch.Tensor] | None = None
+        self._orientations: dict[str, bool | None] = {}
+
+    def _fused_keys(self, prefix: str) -> tuple[str, str] | None:
+        keys = (f"{prefix}.gate_up_proj", f"{prefix}.down_proj")
+        return keys if all(key in self.source for key in keys) else None
+
+    def _orientation(self, prefix: str) -> bool | None:
+        """True: stored transposed ([E, in, out]); False: [E, out, in]; None: cannot tell."""
+        if prefix not in self._orientations:
+            self._orientations[prefix] = self._read_orientation(prefix)
+        return self._orientations[prefix]
+
+    def _read_orientation(self, prefix: str) -> bool | None:
+        gate_up, down = (self.source.shape(key) for key in self._fused_keys(prefix))
+        plain = len(gate_up) == 3 and len(down) == 3 and gate_up[1] == 2 * down[2] and gate_up[2] == down[1]
+        transposed = len(gate_up) == 3 and len(down) == 3 and gate_up[2] == 2 * down[1] and gate_up[1] == down[2]
+        return None if plain == transposed else transposed
+
+    def provides(self, name: str) -> bool:
+        match = _EXPERT_KEY.match(name)
+        return bool(match and self._fused_keys(match["prefix"]) and self._orientation(match["prefix"]) is not None)
+
+    def read(self, name: str) -> torch.Tensor:
+        match = _EXPERT_KEY.match(name)
+        prefix, expert, proj = match["prefix"], int(match["expert"]), match["proj"]
+        if self._cached is None or self._cached[0] != prefix:
+            gate_up_key, down_key = self._fused_keys(prefix)
+            self._cached = (prefix, self.source.read(gate_up_key), self.source.read(down_key))
+        _, gate_up, down = self._cached
+        if self._orientation(prefix):
+            gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
+        inter = gate_up.shape[1] // 2
+        if proj == "down_proj":
+            weight = down[expert]
+        else:
+            weight = gate_up[expert, :inter] if proj == "gate_proj" else gate_up[expert, inter:]
+        return weight.contiguous().clone()

@@ -1,0 +1,1 @@
+"""Adapters of the multimodal families the VLM service quantizes."""
