@@ -69,3 +69,23 @@ def corrupt(out: Path, tmp_path: Path, edit) -> Path:
     save_file(tensors, weights)
     (broken / "quant_model_description.json").write_text(json.dumps(description))
     return broken
+
+
+def parse_process_item(process: str):
+    """The validated config of one `spec.process` item written as a YAML flow mapping."""
+    import yaml
+
+    from modelslim_core.protocol.config import parse_quant_config
+
+    raw = yaml.safe_load(f"apiversion: modelslim_v1\nspec:\n  process:\n    - {process}\n  save: [{{type: ascendv1_saver}}]\n")
+    return parse_quant_config(raw, "c.yaml").spec.process[0]
+
+
+def assert_config_error(process: str, *needles: str) -> None:
+    """Loading the item fails with a ConfigError whose message names every needle (YAML path, field, reason)."""
+    from modelslim_core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        parse_process_item(process)
+    for needle in needles:
+        assert needle in str(error.value), str(error.value)

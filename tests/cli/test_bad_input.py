@@ -268,10 +268,10 @@ def test_unknown_apiversion_lists_the_known_ones(model: Path, guard, tmp_path: P
     assert not save.exists()
 
 
-def test_apiversion_v0_says_deprecated_and_how_to_migrate(model: Path, guard, tmp_path: Path, capsys):
+def test_apiversion_v0_with_v1_fields_names_the_field_and_the_fix(model: Path, guard, tmp_path: Path, capsys):
+    # a v1 body labelled v0 cannot be translated: the first unknown v0 field is named, with the way out
     result, _, save = run_config(DYNAMIC_W8A8.replace("modelslim_v1", "modelslim_v0"), model, tmp_path, capsys)
-    assert_clean_failure(result, 1, "config error", "apiversion", "modelslim_v0", "deprecated",
-                         "apiversion: modelslim_v1", "linear_quant")
+    assert_clean_failure(result, 1, "config error", "spec.process", "modelslim_v0", "apiversion: modelslim_v1")
     assert not save.exists()
 
 

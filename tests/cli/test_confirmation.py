@@ -17,7 +17,7 @@ from modelslim_core.errors import AbortedError
 from tests.cli._helpers import assert_clean_failure, run_inprocess, run_subprocess
 
 DESCRIPTION = "quant_model_description.json"
-TIP = "the quant type changed from w8a8f8 to w8a8"  # no dense-family practice answers w8a8f8
+TIP = "the quant type changed from w4a4c8 to w8a8"
 
 
 class FakeTerminal(io.StringIO):
@@ -49,7 +49,7 @@ def test_exact_verified_model_and_quant_type_runs_without_asking(tiny_models, tm
 def test_fallback_without_terminal_or_yes_stops_in_a_real_process(tiny_models, tmp_path: Path):
     save = tmp_path / "out"
     args = ["--model_path", str(tiny_models("qwen2")), "--save_path", str(save), "--model_type", "Qwen2-demo",
-            "--quant_type", "w8a8f8", "--device", "cpu"]
+            "--quant_type", "w4a4c8", "--device", "cpu"]
     result = run_subprocess(args, cwd=tmp_path)  # stdin is /dev/null: not a terminal
     assert_clean_failure(result, 1, "aborted", "confirmation needed", TIP, "--yes")
     assert not (save / DESCRIPTION).exists()

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from modelslim_core.models.moe import PerExpertMoE, prepare_moe_model, routing_report, routing_stats
+from modelslim_core.models.moe import PerExpertMoE, prepare_moe_model
+from modelslim_core.models.moe_report import routing_report, routing_stats
 from modelslim_core.models.weights import SourceWeights
 
 

@@ -47,7 +47,7 @@ def test_static_output_layout(runs):
     out = runs["static"]
     assert sorted(p.name for p in out.iterdir()) == [
         f"{MODEL_TYPE}_best_practice.yaml", CALIB_NAME, "config.json", "model_index.json",
-        "quant_model_description_w8a8.json", "quant_model_weight_w8a8.safetensors",
+        "quant_model_description_w8a8.json", "quant_model_weight_w8a8.safetensors", "quant_report.json",
     ]
     tensors = load_file(out / "quant_model_weight_w8a8.safetensors")
     shapes = {k.rpartition(".")[2]: (v.dtype, tuple(v.shape)) for k, v in tensors.items()

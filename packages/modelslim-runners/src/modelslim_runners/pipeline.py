@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from modelslim_core.calib.text import load_texts
+from modelslim_core.debug import write_debug_info
 from modelslim_core.protocol.spec import build_processor, build_saver, processor_class
 from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.distributed import rank_and_world
@@ -32,9 +33,12 @@ from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
 from modelslim_runners.placement import LayerWisePlacement, Placement, move
 from modelslim_runners.report import RunSummary, log_memory_plan
+from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
 
 logger = logging.getLogger(__name__)
+#: Where a resume point keeps the recorder's records (report statistics of the units already finished).
+RECORDER_STATE_KEY = "_modelslim_recorder"
 
 
 def stage_needs_data(stage: Stage) -> bool:
@@ -53,12 +57,14 @@ class UnitPipeline:
         self.rank, self.world = rank_and_world()
         resumable = context.fingerprint and self.world == 1
         self.store = ResumeStore(context.save_path, context.fingerprint) if resumable else None
+        self.summaries: list[RunSummary] = []
 
     def run(self, stages: list[Stage]) -> None:
         point = self.store.load() if self.store else None
         if point is not None and point.stage in [s.name for s in stages]:
             stages = stages[[s.name for s in stages].index(point.stage):]  # earlier stages' results are in the state
-            self.context.state = point.context_state
+            self.context.state = dict(point.context_state)
+            self.context.recorder.restore(self.context.state.pop(RECORDER_STATE_KEY, None))
         else:
             point = None
         for stage in stages:  # read every dataset first: a bad dataset must fail before minutes of model loading
@@ -114,13 +120,15 @@ class UnitPipeline:
 
     def _checkpoint(self, stage: Stage, next_unit: int, inputs, processors: list[Processor], savers: list[Saver]) -> None:
         if self.store is not None and savers:
+            context_state = {**self.context.state, RECORDER_STATE_KEY: self.context.recorder.snapshot()}
             self.store.save(ResumePoint(stage.name, next_unit, inputs, [p.state_dict() for p in processors],
-                                        [s.state_dict() for s in savers], self.context.state))
+                                        [s.state_dict() for s in savers], context_state))
 
     def _run_stage(self, model: nn.Module, stage: Stage) -> None:
         processors = [build_processor(config, self.context) for config in stage.processors]
         savers = [build_saver(config, self.context) for config in stage.savers] if self.rank == 0 else []
         summary = RunSummary(stage.name, self.placement.device)
+        self.summaries.append(summary)
         checkpointed = False
         try:
             units = self.adapter.units(model)
@@ -139,6 +147,9 @@ class UnitPipeline:
                 processor.post_run()
             for saver in savers:
                 saver.save_remaining(model, [unit.name for unit in units])
+            if stage.savers:
+                self._write_observations()  # before the savers commit: the description is written last
+            for saver in savers:
                 saver.finish()
         except BaseException:
             if checkpointed or self._resume_point is not None:
@@ -150,6 +161,17 @@ class UnitPipeline:
         if savers and self.store is not None:
             self.store.clear()
         summary.log()
+
+    def _write_observations(self) -> None:
+        """quant_report.json and (under --debug) debug_info/, with every rank's records gathered on rank 0."""
+        recorder = self.context.recorder
+        recorder.gather()  # a collective: every rank reaches this point of a stage with savers
+        if self.rank != 0:
+            return
+        report = write_quant_report(self.context, self.summaries, type(self.placement).__name__)
+        logger.info("Run report written to %s.", report)
+        if recorder.debug_enabled:
+            logger.info("Debug info written to %s.", write_debug_info(recorder.debug_records, recorder.debug_dir))
 
     @staticmethod
     def _progress(units: list[Unit], stage: Stage):

@@ -25,7 +25,25 @@ def unit_bytes(unit: Unit, dtype: torch.dtype) -> int:
     return sum(p.numel() for p in unit.module.parameters()) * element
 
 
-def log_memory_plan(model: nn.Module, units: list[Unit], dtype: torch.dtype, activations: int, layer_wise: bool) -> None:
+@dataclass
+class MemoryPlan:
+    """Expected peak host memory of a run, from shapes only (works on a weightless skeleton)."""
+
+    units: int
+    largest_unit: str
+    largest_unit_bytes: int
+    model_bytes: int
+    activation_bytes: int
+    peak_host_bytes: int
+    formula: str
+
+    def describe(self) -> str:
+        return (f"{self.units} units, largest {self.largest_unit} ({gib(self.largest_unit_bytes)}); model "
+                f"{gib(self.model_bytes)}; activations {gib(self.activation_bytes)}; expected peak host memory "
+                f"~{gib(self.peak_host_bytes)} ({self.formula})")
+
+
+def memory_plan(model: nn.Module, units: list[Unit], dtype: torch.dtype, activations: int, layer_wise: bool) -> MemoryPlan:
     largest = max(units, key=lambda u: unit_bytes(u, dtype))
     largest_bytes = unit_bytes(largest, dtype)
     element = torch.empty((), dtype=dtype).element_size()
@@ -33,14 +51,15 @@ def log_memory_plan(model: nn.Module, units: list[Unit], dtype: torch.dtype, act
     outside = model_bytes - sum(unit_bytes(u, dtype) for u in units)
     if layer_wise:
         host = 2 * activations + 3 * largest_bytes + outside
-        detail = "3 x largest unit + embeddings/head + 2 x activations"
+        formula = "3 x largest unit + embeddings/head + 2 x activations"
     else:
         host = 2 * model_bytes + 2 * activations
-        detail = "2 x model + 2 x activations"
-    logger.info(
-        "Memory plan: %d units, largest %s (%s); model %s; activations %s; expected peak host memory ~%s (%s).",
-        len(units), largest.name, gib(largest_bytes), gib(model_bytes), gib(activations), gib(host), detail,
-    )
+        formula = "2 x model + 2 x activations"
+    return MemoryPlan(len(units), largest.name, largest_bytes, model_bytes, activations, host, formula)
+
+
+def log_memory_plan(model: nn.Module, units: list[Unit], dtype: torch.dtype, activations: int, layer_wise: bool) -> None:
+    logger.info("Memory plan: %s.", memory_plan(model, units, dtype, activations, layer_wise).describe())
 
 
 @dataclass

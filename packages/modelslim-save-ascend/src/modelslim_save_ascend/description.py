@@ -2,7 +2,8 @@
 
 `model_quant_type` is the highest-ranked type any linear proposes, using the reference's ranking so that
 serving engines see the same value (W4A8_DYNAMIC is absent from the ranking on purpose: engines detect it
-per layer).
+per layer). W8A8S, which the reference's v1 savers never write (its legacy v0 path names such checkpoints
+W8A8S), ranks just above W8A8.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ MODEL_QUANT_TYPE_RANK = (
     "W8A8_DYNAMIC",
     "W8A8_MIX",
     "W8A8",
+    "W8A8S",
     "WFP8AFP8_DYNAMIC",
     "W8A8_MXFP8",
     "W4A8_MXFP",

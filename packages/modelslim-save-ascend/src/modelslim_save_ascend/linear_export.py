@@ -94,6 +94,19 @@ def export_w8a8_mix(name: str, layer: QuantizedLinear, dtypes: ExportDtypes) -> 
     return _split_bias("W8A8_MIX", tensors)
 
 
+def export_w8a8s(name: str, layer: QuantizedLinear, dtypes: ExportDtypes) -> Exported:
+    """Sparse W8A8: the W8A8 tensor set (pruned weights are code 0), tagged W8A8S."""
+    return _split_bias("W8A8S", _static_int8(layer, dtypes))
+
+
+def export_w16a16s(name: str, layer: QuantizedLinear, dtypes: ExportDtypes) -> Exported:
+    """Pruned, mantissa-compressed FP16 weight and the FP16 bias, both tagged W16A16S (no scale tensor)."""
+    tensors = {"weight": layer.qweight.values.to(torch.float16)}
+    if layer.bias is not None:
+        tensors["bias"] = layer.bias.to(torch.float16)
+    return _tagged("W16A16S", tensors)
+
+
 def _int_weight_exporter(tag: str) -> Exporter:
     """Unpacked int8 codes with scale/offset `[out, 1]` (per channel) or `[out, in/group_size]` (per group)."""
 
@@ -147,6 +160,8 @@ def _mxfp4_weight_exporter(tag: str) -> Exporter:
 EXPORTERS: dict[str, Exporter] = {
     "W8A8": export_w8a8,
     "W8A8_MIX": export_w8a8_mix,
+    "W8A8S": export_w8a8s,
+    "W16A16S": export_w16a16s,
     "W8A8_DYNAMIC": _int_weight_exporter("W8A8_DYNAMIC"),
     "W8A16": _int_weight_exporter("W8A16"),
     "W4A4_DYNAMIC": _int_weight_exporter("W4A4_DYNAMIC"),

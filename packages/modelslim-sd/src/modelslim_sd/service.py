@@ -91,6 +91,8 @@ class MultimodalSdService(QuantService):
             save_path=request.save_path,
             device=device,
             compute_dtype=compute_dtype_for(device.type, request.adapter.source_dtype),
+            recorder=request.new_recorder(),
+            config_digest=request.config_digest,
         )
         samples = None
         if plan.needs_data:

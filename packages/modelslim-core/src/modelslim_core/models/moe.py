@@ -13,16 +13,14 @@ no tokens at all, which would leave their static ranges / GPTQ Hessians empty. W
 observes its inputs (a calibrating stand-in or a forward hook), `PerExpertMoE` runs EVERY token through
 EVERY expert for the statistics but combines only the routed outputs, so the layer's output — and the
 next unit's inputs — are exactly what the model computes. Real routing counts are kept per expert and
-reported (`routing_report`), naming experts the router never chose and how they were calibrated.
+reported (`moe_report.py`), naming experts the router never chose and how they were calibrated.
+Checkpoints that store experts fused are read per expert by `fused_expert_weights.py`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -204,66 +202,6 @@ def prepare_moe_model(model: nn.Module) -> nn.Module:
     return model
 
 
-# --- reporting ---------------------------------------------------------------------------------------------
-@dataclass
-class RoutingStats:
-    """Routing of one MoE layer over the calibration forwards of its unit."""
-
-    name: str
-    routed_tokens: list[int]
-    seen_tokens: int
-    all_token_tokens: int
-    #: Export type of each expert linear ("FLOAT" when not quantized), by relative name `<e>.<proj>`.
-    expert_types: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def unrouted(self) -> list[int]:
-        return [e for e, count in enumerate(self.routed_tokens) if count == 0]
-
-
-def routing_stats(root: nn.Module, prefix: str) -> list[RoutingStats]:
-    """The routing counters of every `PerExpertMoE` under `root` (named `prefix.<path>`)."""
-    stats = []
-    for path, module in root.named_modules():
-        if isinstance(module, PerExpertMoE):
-            name = f"{prefix}.{path}" if path else prefix
-            types = {f"{e}.{proj}": getattr(getattr(expert, proj), "export_type", "FLOAT")
-                     for e, expert in enumerate(module) for proj in ("gate_proj", "up_proj", "down_proj")}
-            stats.append(RoutingStats(name, list(module.routed_tokens), module.seen_tokens, module.all_token_tokens, types))
-    return stats
-
-
-def mixed_types_warning(stats: RoutingStats) -> str | None:
-    """vLLM-Ascend runs all experts of a layer with ONE MoE kernel, so their linears must share one type."""
-    kinds = sorted(set(stats.expert_types.values()))
-    if len(kinds) < 2:
-        return None
-    examples = ", ".join(f"{name}: {next(n for n, t in stats.expert_types.items() if t == name)}" for name in kinds)
-    return (f"{stats.name}: its experts have different quantization types ({', '.join(kinds)}; e.g. {examples}); "
-            "vLLM-Ascend loads a layer's experts with one kernel, so give every expert of a layer the same qconfig.")
-
-
-def routing_report(stats: RoutingStats) -> list[str]:
-    """Log lines for one MoE layer: per-expert routed token counts and what happened to never-chosen experts."""
-    warning = mixed_types_warning(stats)
-    if warning:
-        logger.warning("%s", warning)
-    if stats.seen_tokens == 0:
-        return [f"{stats.name}: no calibration forward ran (data-free quantization); experts were quantized from "
-                "their weights alone."]
-    counts = ", ".join(f"{e}:{count}" for e, count in enumerate(stats.routed_tokens))
-    lines = [f"{stats.name}: {stats.seen_tokens} tokens, routed tokens per expert {{{counts}}}"]
-    unrouted = stats.unrouted
-    if unrouted:
-        if stats.all_token_tokens:
-            how = (f"they were calibrated on all {stats.all_token_tokens} tokens (every token runs through every expert "
-                   "during calibration)")
-        else:
-            how = "their quantization needed no calibration data (data-free scheme), so their scales come from the weights"
-        lines.append(f"{stats.name}: experts {unrouted} received no routed tokens; {how}.")
-    return lines
-
-
 def expert_up_down_pairs(root: nn.Module) -> list[tuple[str, str, tuple[str, ...]]]:
     """("up-down", `<experts>.<e>.up_proj`, (`<experts>.<e>.down_proj`,)) for every routed expert under `root`."""
     pairs = []
@@ -303,64 +241,9 @@ class MoEAdapterMixin:
         return super().smoothing_subgraphs(unit) + resolve_subgraphs(unit, extra, attention_heads(self.config_json))
 
     def unit_notes(self, unit) -> list[str]:
+        from modelslim_core.models.moe_report import routing_report, routing_stats
+
         lines = super().unit_notes(unit)
         for stats in routing_stats(unit.module, unit.name):
             lines.extend(routing_report(stats))
         return lines
-
-
-# --- per-expert tensors from checkpoints that store experts fused -------------------------------------------
-_EXPERT_KEY = re.compile(r"^(?P<prefix>.+\.experts)\.(?P<expert>\d+)\.(?P<proj>gate_proj|up_proj|down_proj)\.weight$")
-
-
-class FusedExpertTensors:
-    """Per-expert weights sliced out of fused checkpoint tensors, for lazy layer-wise loading.
-
-    Most hub MoE checkpoints store every expert separately and need nothing here. Some (e.g. Qwen3-VL-MoE)
-    store `<prefix>.experts.gate_up_proj` and `<prefix>.experts.down_proj` fused, as `[E, 2I, H]` / `[E, H, I]`
-    or transposed `[E, H, 2I]` / `[E, I, H]`. The orientation is read from the two shapes together (gate_up's
-    second dim is twice down's last in the plain layout); a layout the shapes cannot decide is not offered,
-    and the run then loads the whole model instead. The last fused pair read is cached, since a unit's
-    experts are read one after the other.
-    """
-
-    def __init__(self, source: Any):
-        self.source = source
-        self._cached: tuple[str, torch.Tensor, torch.Tensor] | None = None
-        self._orientations: dict[str, bool | None] = {}
-
-    def _fused_keys(self, prefix: str) -> tuple[str, str] | None:
-        keys = (f"{prefix}.gate_up_proj", f"{prefix}.down_proj")
-        return keys if all(key in self.source for key in keys) else None
-
-    def _orientation(self, prefix: str) -> bool | None:
-        """True: stored transposed ([E, in, out]); False: [E, out, in]; None: cannot tell."""
-        if prefix not in self._orientations:
-            self._orientations[prefix] = self._read_orientation(prefix)
-        return self._orientations[prefix]
-
-    def _read_orientation(self, prefix: str) -> bool | None:
-        gate_up, down = (self.source.shape(key) for key in self._fused_keys(prefix))
-        plain = len(gate_up) == 3 and len(down) == 3 and gate_up[1] == 2 * down[2] and gate_up[2] == down[1]
-        transposed = len(gate_up) == 3 and len(down) == 3 and gate_up[2] == 2 * down[1] and gate_up[1] == down[2]
-        return None if plain == transposed else transposed
-
-    def provides(self, name: str) -> bool:
-        match = _EXPERT_KEY.match(name)
-        return bool(match and self._fused_keys(match["prefix"]) and self._orientation(match["prefix"]) is not None)
-
-    def read(self, name: str) -> torch.Tensor:
-        match = _EXPERT_KEY.match(name)
-        prefix, expert, proj = match["prefix"], int(match["expert"]), match["proj"]
-        if self._cached is None or self._cached[0] != prefix:
-            gate_up_key, down_key = self._fused_keys(prefix)
-            self._cached = (prefix, self.source.read(gate_up_key), self.source.read(down_key))
-        _, gate_up, down = self._cached
-        if self._orientation(prefix):
-            gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
-        inter = gate_up.shape[1] // 2
-        if proj == "down_proj":
-            weight = down[expert]
-        else:
-            weight = gate_up[expert, :inter] if proj == "gate_proj" else gate_up[expert, inter:]
-        return weight.contiguous().clone()

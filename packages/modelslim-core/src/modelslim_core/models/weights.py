@@ -109,7 +109,7 @@ class LazyWeights:
     """Materialises and releases parts of a meta-device skeleton from the source checkpoint."""
 
     def __init__(self, source: SourceWeights, aliases: dict[str, list[str]], dtype: torch.dtype):
-        from modelslim_core.models.moe import FusedExpertTensors
+        from modelslim_core.models.fused_expert_weights import FusedExpertTensors
 
         self.source = source
         self.aliases = aliases

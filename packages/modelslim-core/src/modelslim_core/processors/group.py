@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 from torch import nn
 
+from modelslim_core.errors import ConfigError
 from modelslim_core.protocol.validation import validate
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import Unit
@@ -23,11 +24,18 @@ class GroupConfig(ProcessorConfig):
 
     @classmethod
     def from_yaml(cls, data: Any, path: str) -> "GroupConfig":
-        from modelslim_core.protocol.spec import parse_processor_list
+        from modelslim_core.protocol.spec import parse_processor_list, processor_class
 
         config = validate(cls, data, path)
         config._yaml_path = path
         config.configs = parse_processor_list(config.configs, f"{path}.configs")
+        for index, child in enumerate(config.configs):
+            if not processor_class(child).groupable:
+                raise ConfigError(
+                    f"{path}.configs[{index}].type: {child.type} cannot run inside a group: it runs the unit's "
+                    "forward itself, which would feed the other children's calibration a second time.",
+                    f"move the {child.type} item out of the group, directly into the process list.",
+                )
         return config
 
     def export_types(self) -> frozenset[str]:

@@ -18,9 +18,10 @@ from torch import nn
 from modelslim_core.errors import DatasetError
 from modelslim_core.protocol.qconfig import LinearQConfig
 from modelslim_core.quant.gptq import GramCache
+from modelslim_core.quant.layer_stats import record_activation, record_weight
 from modelslim_core.quant.minmax import MinMaxObserver
 from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer
-from modelslim_core.runtime.matching import LayerSelection
+from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 
@@ -38,7 +39,7 @@ class LinearQuantConfig(ProcessorConfig, LayerSelection):
         return frozenset({self.qconfig.export_type})
 
 
-class LinearQuantProcessor(Processor):
+class LinearQuantProcessor(TracksPatternUse, Processor):
     config_class = LinearQuantConfig
     config: LinearQuantConfig
 
@@ -79,13 +80,19 @@ class LinearQuantProcessor(Processor):
     def preprocess(self, unit: Unit) -> None:
         self._calibrating = []
         self._stale = False
+        recorder = self.context.recorder
+        export_type = self.quantizer.export_type
         for site in self._selected_sites(unit):
             if self.quantizer.needs_data:
                 calibrating = self.quantizer.calibrating(site.name, site.module, self._grams)
+                if calibrating.qweight is not None:  # data-free weight: its error is known now
+                    record_weight(recorder, site.name, export_type, site.module.weight, calibrating.qweight)
                 site.replace(calibrating)
                 self._calibrating.append((site, calibrating))
             else:
-                site.replace(self.quantizer.quantize(site.name, site.module))
+                quantized = self.quantizer.quantize(site.name, site.module)
+                record_weight(recorder, site.name, export_type, site.module.weight, quantized.qweight)
+                site.replace(quantized)
 
     def needs_forward(self, unit: Unit) -> bool:
         return bool(self._calibrating)
@@ -102,19 +109,15 @@ class LinearQuantProcessor(Processor):
                     "use calibration data that reaches it, or a data-free scheme for it (dynamic per_token "
                     "activations with minmax or ssz weights).",
                 )
-            site.replace(calibrating.finish())
+            quantized = calibrating.finish()
+            if calibrating.qweight is None:  # GPTQ: quantized only now, from the float weight it kept
+                record_weight(self.context.recorder, site.name, self.quantizer.export_type, calibrating.weight,
+                              quantized.qweight)
+            record_activation(self.context.recorder, site.name, calibrating.tokens, quantized.act)
+            site.replace(quantized)
         self._grams.clear()
         self._stale = bool(self._calibrating) and self.quantizer.weight.needs_data
         self._calibrating = []
 
     def outputs_stale(self, unit: Unit) -> bool:
         return self._stale
-
-    def state_dict(self) -> dict:
-        return {"used_patterns": self.filter.used_patterns}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.filter.mark_used(state.get("used_patterns", []))
-
-    def post_run(self) -> None:
-        self.filter.warn_unmatched("linear_quant")

@@ -9,10 +9,11 @@ from modelslim_core import registry
 from modelslim_core.errors import ConfigError, PluginError
 
 V0_MIGRATION_HINT = (
-    "modelslim_v0 is deprecated; rewrite the file as `apiversion: modelslim_v1`: its anti-outlier method becomes "
-    "a smoothing processor in spec.process (e.g. iter_smooth), its calibration quant settings become a "
-    "linear_quant qconfig, and its disabled layer names become that linear_quant's `exclude` list "
-    "(see README.md 'YAML protocol')."
+    "modelslim_v0 is deprecated; `msmodelslim convert-config FILE` prints the equivalent `apiversion: "
+    "modelslim_v1` config (its anti-outlier method becomes a smoothing processor, its calibration quant "
+    "settings a linear_quant qconfig, its disabled layer names that linear_quant's `exclude` list), and "
+    "`msmodelslim quant --config_path FILE` translates it and asks before using it (see README.md "
+    "'modelslim_v0 configs')."
 )
 
 
@@ -38,7 +39,8 @@ def parse_quant_config(raw: Any, source: str) -> QuantConfig:
         raise ConfigError(f"{source}: apiversion: this field is required and must be a string.",
                           f"use one of: {', '.join(registry.names(registry.SERVICES))}.")
     if apiversion == "modelslim_v0":
-        raise ConfigError(f"{source}: apiversion: modelslim_v0 is no longer supported.", V0_MIGRATION_HINT)
+        raise ConfigError(f"{source}: apiversion: modelslim_v0 is deprecated and must be translated first.",
+                          V0_MIGRATION_HINT)
     try:
         service = registry.load(registry.SERVICES, apiversion)
     except PluginError as exc:

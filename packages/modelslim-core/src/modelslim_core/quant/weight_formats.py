@@ -82,3 +82,21 @@ class MXWeight(nn.Module):
 
     def dequantize(self) -> torch.Tensor:
         return mx_dequantize(self.elements.float(), self.exponents)
+
+
+class FP16Weight(nn.Module):
+    """Float weight values kept as FP16 [out, in] (W16A16S: pruned and mantissa-compressed, see sparsity/)."""
+
+    group_size = 0
+
+    def __init__(self, values: torch.Tensor):
+        super().__init__()
+        self.register_buffer("values", values.to(torch.float16))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """[out, in] of the original weight."""
+        return tuple(self.values.shape)
+
+    def dequantize(self) -> torch.Tensor:
+        return self.values.float()

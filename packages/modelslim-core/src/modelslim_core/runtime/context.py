@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from modelslim_core.debug.recorder import Recorder
+
 if TYPE_CHECKING:
     from modelslim_core.models.base import ModelAdapter
 
@@ -45,3 +47,7 @@ class RunContext:
     fingerprint: str = ""
     #: Set by a lazily loading runner: reads parameters still on `meta` from the source checkpoint.
     weights: Any = None
+    #: Where processors report debug records and report statistics (`modelslim_core/debug/recorder.py`).
+    recorder: Recorder = field(default_factory=Recorder)
+    #: Digest of the normalised config, written into quant_report.json.
+    config_digest: str = ""

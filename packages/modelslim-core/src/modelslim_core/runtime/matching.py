@@ -65,3 +65,20 @@ class LayerSelection(StrictModel):
 
     def name_filter(self) -> NameFilter:
         return NameFilter(self.include, self.exclude)
+
+
+class TracksPatternUse:
+    """Processor mixin for one `self.filter`: which patterns matched is part of the resume state (a resumed run
+    must not warn about patterns that matched before the interruption), and unused ones are warned about at
+    the end of the run."""
+
+    filter: NameFilter
+
+    def state_dict(self) -> dict:
+        return {"used_patterns": self.filter.used_patterns}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.filter.mark_used(state.get("used_patterns", []))
+
+    def post_run(self) -> None:
+        self.filter.warn_unmatched(self.config.type)

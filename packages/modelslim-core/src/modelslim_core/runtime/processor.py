@@ -31,6 +31,9 @@ class Processor:
     """Base class: every hook is a no-op so a processor implements only what it needs."""
 
     config_class: ClassVar[type[ProcessorConfig]]
+    #: False for processors that run the unit themselves (e.g. to train): inside a `group` they would feed
+    #: their siblings' calibration again, so a group refuses them when the YAML is loaded.
+    groupable: ClassVar[bool] = True
 
     def __init__(self, config: ProcessorConfig, context: RunContext):
         self.config = config

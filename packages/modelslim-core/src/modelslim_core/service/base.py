@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from modelslim_core.debug import DEBUG_DIR, Recorder
 from modelslim_core.errors import ConfigError
 from modelslim_core.models.base import ModelAdapter
 from modelslim_core.runtime.context import DeviceSpec
@@ -23,6 +24,10 @@ class QuantRequest:
     debug: bool = False
     #: Digest of the normalised config, part of the resume fingerprint.
     config_digest: str = ""
+
+    def new_recorder(self) -> Recorder:
+        """The run's recorder: debug records go to save_path/debug_info/ under --debug."""
+        return Recorder(self.save_path / DEBUG_DIR if self.debug else None)
 
 
 class QuantService(ABC):

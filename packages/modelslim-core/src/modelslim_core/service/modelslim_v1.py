@@ -109,6 +109,8 @@ class ModelslimV1Service(QuantService):
             save_path=request.save_path,
             device=request.device,
             compute_dtype=compute_dtype,
+            recorder=request.new_recorder(),
+            config_digest=request.config_digest,
             fingerprint=run_fingerprint(request.config_digest, request.model_path, compute_dtype, request.device.type)
             if request.config_digest
             else "",

@@ -19,6 +19,7 @@ from modelslim_core.errors import ConfigError
 from modelslim_core.models.resolve import create_adapter
 from modelslim_core.practice import PracticeLibrary, select_practice
 from modelslim_core.protocol.config import QuantConfig, parse_quant_config
+from modelslim_core.protocol.v0_translate import V0, translate_v0
 from modelslim_core.protocol.yaml_io import load_yaml_file
 from modelslim_core.service.base import QuantRequest
 
@@ -41,6 +42,7 @@ class QuantArgs:
     trust_remote_code: bool = False
     debug: bool = False
     yes: bool = False
+    dry_run: bool = False
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> "QuantArgs":
@@ -55,6 +57,7 @@ class QuantArgs:
             trust_remote_code=ns.trust_remote_code,
             debug=ns.debug,
             yes=ns.yes,
+            dry_run=getattr(ns, "dry_run", False),
         )
 
 
@@ -63,13 +66,23 @@ def choose_config(args: QuantArgs, pedigree: str, confirm: Confirmer) -> tuple[d
     if args.config_path:
         if args.tags:
             logger.warning("--tag is ignored with --config_path.")
-        return load_yaml_file(args.config_path), args.config_path
+        return translated_if_v0(load_yaml_file(args.config_path), args.config_path, confirm), args.config_path
     selection = select_practice(PracticeLibrary.discover(), pedigree, args.model_type, args.quant_type, args.tags)
     if selection.tip:
         confirm(selection.tip)
     logger.info("Practice: %s (%s), quant type %s.", selection.practice.metadata.config_id,
                 selection.practice.path, selection.used_quant_type)
-    return selection.practice.data, str(selection.practice.path)
+    return translated_if_v0(selection.practice.data, str(selection.practice.path), confirm), str(selection.practice.path)
+
+
+def translated_if_v0(raw: Any, source: str, confirm: Confirmer) -> Any:
+    """A modelslim_v0 document becomes its modelslim_v1 translation, printed to stdout and confirmed first."""
+    if not (isinstance(raw, dict) and raw.get("apiversion") == V0):
+        return raw
+    translation = translate_v0(raw, source)
+    print(translation.to_yaml(source), flush=True)
+    confirm(f"{source} is a deprecated modelslim_v0 config; its modelslim_v1 translation (printed above) will be used.")
+    return translation.config
 
 
 def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
@@ -85,6 +98,11 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
         config.service.check_request(config.spec, request)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
+    if args.dry_run:
+        from modelslim.app.dry_run import build_plan, format_plan  # noqa: PLC0415
+
+        print(format_plan(build_plan(config, source, request)), flush=True)
+        return save_path
     save_path.mkdir(parents=True, exist_ok=True)
     exported = export_config(raw, save_path, args.model_type)
     logger.info("Config written to %s.", exported)

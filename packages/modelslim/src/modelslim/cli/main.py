@@ -53,7 +53,13 @@ def _eval(args) -> None:
     print(format_table(report))
 
 
-COMMANDS = {"quant": _quant, "eval": _eval}
+def _convert_config(args) -> None:
+    from modelslim.app.convert_config import convert_config
+
+    print(convert_config(args.config), end="")
+
+
+COMMANDS = {"quant": _quant, "eval": _eval, "convert-config": _convert_config}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,11 @@ def _add_quant(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument("--tag", nargs="*", default=None, help="scenario tags, e.g. vLLM-Ascend Atlas_A2_Inference")
     quant.add_argument("--trust_remote_code", type=parse_bool, nargs="?", const=True, default=False,
                        help="allow the model's own Python code to run (true/false; default false)")
-    quant.add_argument("--debug", action="store_true", help="verbose DEBUG logging of every step")
+    quant.add_argument("--debug", action="store_true",
+                       help="verbose DEBUG logging, and save_path/debug_info/ with what the processors computed")
+    quant.add_argument("--dry-run", dest="dry_run", action="store_true",
+                       help="print the plan (config, runner, scheme of every linear, output, memory) and exit; "
+                       "loads no weights and writes nothing")
     quant.add_argument("-y", "--yes", action="store_true",
                        help="accept a fallback practice without asking (needed when stdin is not a terminal)")
 
@@ -81,13 +85,24 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--max_samples", type=positive_int, help="use only the first N samples")
 
 
+def _add_convert_config(subparsers: argparse._SubParsersAction) -> None:
+    convert = subparsers.add_parser(
+        "convert-config",
+        help="print the modelslim_v1 translation of a deprecated modelslim_v0 YAML config",
+        description="Translate a modelslim_v0 config (anti-outlier method, calibration settings, disabled layers) "
+        "into the equivalent modelslim_v1 config and print it as YAML; fields without an equivalent are refused.",
+    )
+    convert.add_argument("config", help="the modelslim_v0 YAML file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msmodelslim",
         description="ModelSlim: post-training quantization for LLMs and multimodal models.",
         epilog="Environment: MSMODELSLIM_LOG_LEVEL=INFO|DEBUG, MSMODELSLIM_CUSTOM_PRACTICE_REPO=<dir>.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval}")
+    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,convert-config}")
     _add_quant(subparsers)
     _add_eval(subparsers)
+    _add_convert_config(subparsers)
     return parser

@@ -11,6 +11,8 @@ from modelslim_core.reference_runtime.kernels.w8a8 import W8A8Kernel
 from modelslim_core.reference_runtime.kernels.w8a8_dynamic import W8A8DynamicKernel
 from modelslim_core.reference_runtime.kernels.w8a8_mix import W8A8MixKernel
 from modelslim_core.reference_runtime.kernels.w8a8_mxfp8 import W8A8MXFP8Kernel
+from modelslim_core.reference_runtime.kernels.w8a8s import W8A8SKernel
+from modelslim_core.reference_runtime.kernels.w16a16s import W16A16SKernel
 from modelslim_core.reference_runtime.kernels.w8a16 import W8A16Kernel
 from modelslim_core.reference_runtime.kernels.wfp8afp8_dynamic import WFP8AFP8DynamicKernel
 
@@ -27,6 +29,8 @@ KERNELS: dict[str, LinearKernel] = {
         W8A8MXFP8Kernel(),
         W4A8MXFPKernel(),
         W4A4MXFP4Kernel(),
+        W8A8SKernel(),
+        W16A16SKernel(),
     )
 }
 

@@ -1,0 +1,145 @@
+"""--debug output: debug_info.json references resolve to the right tensors; recorder contract; DP gathering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modelslim.app.quick_quant import QuantArgs, run_quant
+from modelslim_core.debug import Recorder, load_debug_info, write_debug_info
+from modelslim_core.debug.persistence import JSON_NAME, TENSORS_NAME
+from modelslim_core.errors import CheckpointError
+from modelslim_core.quant.quantized_linear import QuantizedLinear
+from modelslim_save_ascend import ascendv1
+from tests.quant_runs import mixed_config
+
+
+def tensor_refs(value, found: list[dict]) -> list[dict]:
+    if isinstance(value, dict):
+        if value.get("_type") == "tensor":
+            found.append(value)
+        else:
+            for item in value.values():
+                tensor_refs(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            tensor_refs(item, found)
+    return found
+
+
+def test_shared_tensor_is_stored_once_and_keys_never_collide(tmp_path):
+    recorder = Recorder(tmp_path / "debug_info")
+    scale = torch.tensor([1.0, 2.0, 4.0])
+    recorder.debug("smooth_scales", "layers.0.q_proj.scales", scale)
+    recorder.debug("smooth_scales", "layers.0.k_proj.scales", scale)  # one norm, two linears: same tensor
+    recorder.debug("rotation_matrices", "layers.0.left", [torch.eye(2), torch.eye(2) * 3])
+    recorder.debug("search", "layers.0.attn", {"alpha": 0.55, "beta": 0.1, "loss": torch.tensor(0.25)})
+    recorder.debug("other", "text", object())  # not a JSON type: written as str()
+    scale.mul_(10)  # later in-place edits do not change what was recorded
+    write_debug_info(recorder.debug_records, recorder.debug_dir)
+
+    document = json.loads((tmp_path / "debug_info" / JSON_NAME).read_text())
+    stored = load_file(tmp_path / "debug_info" / TENSORS_NAME)
+    refs = tensor_refs(document, [])
+    assert {r["_key"] for r in refs} == set(stored), "every stored tensor is referenced and every reference resolves"
+    assert document["smooth_scales"]["layers.0.q_proj.scales"] == document["smooth_scales"]["layers.0.k_proj.scales"]
+    assert len(stored) == 4  # scale once, two rotation matrices, the loss
+    loaded = load_debug_info(tmp_path)
+    assert torch.equal(loaded["smooth_scales"]["layers.0.k_proj.scales"], torch.tensor([1.0, 2.0, 4.0]))
+    assert torch.equal(loaded["rotation_matrices"]["layers.0.left"][1], torch.eye(2) * 3)
+    assert loaded["search"]["layers.0.attn"]["alpha"] == 0.55
+    assert loaded["other"]["text"].startswith("<object object")
+
+
+def test_recorder_is_a_no_op_without_debug_and_refuses_tensors_in_stats():
+    recorder = Recorder()
+    recorder.debug("linear_quant", "x", torch.ones(3))
+    assert recorder.debug_records == {}
+    recorder.stat("layers", "x", {"weight_rel_error": 0.1})
+    assert recorder.stats == {"layers": {"x": {"weight_rel_error": 0.1}}}
+    with pytest.raises(TypeError, match="tensors belong in recorder.debug"):
+        recorder.stat("layers", "y", torch.ones(1))
+
+
+def test_missing_tensor_is_a_clear_error(tmp_path):
+    recorder = Recorder(tmp_path)
+    recorder.debug("ns", "k", torch.ones(2))
+    write_debug_info(recorder.debug_records, tmp_path)
+    (tmp_path / TENSORS_NAME).unlink()
+    with pytest.raises(CheckpointError, match="refers to tensor 'ns/k'"):
+        load_debug_info(tmp_path)
+
+
+def test_debug_run_records_every_quantized_linear(tiny_models, small_calib, tmp_path, cli_env):
+    config = tmp_path / "mixed.yaml"
+    config.write_text(mixed_config(small_calib))
+    out = tmp_path / "out"
+    saved: dict[str, QuantizedLinear] = {}
+    act_buffers: dict[str, dict[str, torch.Tensor]] = {}
+    original = ascendv1.AscendV1Saver._write_quantized
+
+    def spy(self, prefix, layer):
+        saved[prefix] = layer
+        act_buffers[prefix] = {n: b.detach().clone() for n, b in layer.act.named_buffers()}  # layer_wise frees them
+        original(self, prefix, layer)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ascendv1.AscendV1Saver, "_write_quantized", spy)
+        run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", config_path=str(config), device="cpu",
+                            debug=True))
+
+    info = load_debug_info(out)
+    records = info["linear_quant"]
+    assert saved and set(saved) == {k.removesuffix(".summary") for k in records if k.endswith(".summary")}
+    for name, layer in saved.items():
+        assert records[f"{name}.weight_absmax"].shape == (layer.out_features,)
+        assert records[f"{name}.weight_rel_error"].shape == (layer.out_features,)
+        assert records[f"{name}.summary"]["type"] == layer.export_type
+    attn = "model.layers.0.self_attn.q_proj"  # static W8A8: the calibrated input scale is recorded as saved
+    assert torch.equal(records[f"{attn}.act_scale"], act_buffers[attn]["scale"])
+    document = json.loads((out / "debug_info" / JSON_NAME).read_text())
+    stored = load_file(out / "debug_info" / TENSORS_NAME)
+    assert {r["_key"] for r in tensor_refs(document, [])} == set(stored)
+
+
+def test_without_debug_no_debug_info(tiny_models, small_calib, tmp_path, cli_env):
+    config = tmp_path / "mixed.yaml"
+    config.write_text(mixed_config(small_calib))
+    out = tmp_path / "out"
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", config_path=str(config), device="cpu"))
+    assert not (out / "debug_info").exists()
+    assert (out / "quant_report.json").is_file()
+
+
+def test_data_parallel_debug_run_gathers_every_rank_on_rank_0(tiny_models, small_calib, tmp_path, cli_env):
+    import os
+    import subprocess
+    import sys
+
+    from tests.runners.test_data_parallel import W8A8_GROUP, write_config
+
+    model = tiny_models("qwen2")
+    config = write_config(tmp_path, "w8a8", W8A8_GROUP, small_calib, runner="dp_layer_wise")
+    single, parallel = tmp_path / "single", tmp_path / "parallel"
+    run_quant(QuantArgs(str(model), str(single), "Qwen2-demo", config_path=str(config), device="cpu", debug=True))
+    done = subprocess.run(
+        [sys.executable, "-m", "modelslim.cli.main", "quant", "--model_path", str(model), "--save_path", str(parallel),
+         "--model_type", "Qwen2-demo", "--config_path", str(config), "--device", "cpu:0,1", "--debug"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600,
+        env={**os.environ, "MSMODELSLIM_LOG_LEVEL": "info", "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    one, two = load_debug_info(single), load_debug_info(parallel)
+    assert one.keys() == two.keys() and one["linear_quant"].keys() == two["linear_quant"].keys()
+    for key, value in one["linear_quant"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, two["linear_quant"][key]), key
+    report_one = json.loads((single / "quant_report.json").read_text())
+    report_two = json.loads((parallel / "quant_report.json").read_text())
+    assert report_two["run"]["world_size"] == 2
+    assert report_two["calib_tokens"] == report_one["calib_tokens"]  # each rank saw its share; rank 0 sums them
+    assert report_two["layers"] == report_one["layers"]
