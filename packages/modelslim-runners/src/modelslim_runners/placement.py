@@ -107,8 +107,8 @@ class LayerWisePlacement(Placement):
         return outside_units(model, units, self.context.adapter.output_module_names(model))
 
     def prepare_prefix(self, model: nn.Module, units: list[Unit]) -> None:
-        if self.lazy is not None:
-            self._prefix_params = self._prefix_names(model, units)
+        if self.lazy is not None:  # only what is still on meta: a processor may hold rotated prefix weights
+            self._prefix_params = [n for n in self._prefix_names(model, units) if model.get_parameter(n).is_meta]
             self.lazy.materialize(model, names=self._prefix_params)
 
     def finish_prefix(self, model: nn.Module, units: list[Unit]) -> None:

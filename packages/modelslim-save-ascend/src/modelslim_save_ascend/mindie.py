@@ -27,6 +27,7 @@ import torch
 from modelslim_save_ascend.layer_saver import LayerTreeSaver, ShardedSaverConfig
 from modelslim_save_ascend.linear_export import ExportDtypes
 from modelslim_save_ascend.output_dir import copy_side_files, write_json_atomic
+from modelslim_save_ascend.rotation_extras import mark_untied_in_config
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class MindieFormatSaver(LayerTreeSaver):
         copied: list[str] = []
         for source in dict.fromkeys((self.context.model_path, self.context.adapter.checkpoint_dir)):
             copied += copy_side_files(source, self.save_path, skip={description_name}, suffixes=SIDE_FILE_SUFFIXES)
+        mark_untied_in_config(self.context.state, self.save_path)
         write_json_atomic(self.save_path / description_name, self.description_json(), indent=4)
         logger.info(
             "Saved %d tensors (%s) and %d side files to %s in the MindIE-SD format.",

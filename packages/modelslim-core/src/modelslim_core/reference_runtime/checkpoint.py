@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 
 from modelslim_core.errors import CheckpointError
+from modelslim_core.reference_runtime.rotations import declared_rotation_tensors
 
 DESCRIPTION = "quant_model_description.json"
 WEIGHTS_PREFIX = "quant_model_weights"
@@ -55,6 +56,8 @@ class SavedCheckpoint:
         described = {k: v for k, v in self.description.items() if k not in GLOBAL_KEYS and isinstance(v, str)}
         self.entries = {k: v for k, v in described.items() if k.endswith(ENTRY_SUFFIXES)}
         self.tags = {k: v for k, v in described.items() if k not in self.entries}
+        self.rotation_tensors = {f"{linear}.{suffix}" for linear, suffixes in
+                                 declared_rotation_tensors(self.description).items() for suffix in suffixes}
         self._file_of: dict[str, Path] = {}
         self._stored: dict[str, str] = {}  # module path -> saved name, where they differ (see rename)
         for file in _weight_files(self.path):
@@ -67,7 +70,11 @@ class SavedCheckpoint:
         self._check_tags_cover_tensors()
 
     def _check_tags_cover_tensors(self) -> None:
-        untagged = sorted(set(self._file_of) - set(self.tags))
+        missing_rotations = sorted(self.rotation_tensors - set(self._file_of))
+        if missing_rotations:
+            raise CheckpointError(f"{missing_rotations[0]} is declared by metadata.quarot but missing from the weights.",
+                                  "the weights are incomplete; re-run the quantization.")
+        untagged = sorted(set(self._file_of) - set(self.tags) - self.rotation_tensors)
         if untagged:
             raise CheckpointError(f"tensor {untagged[0]} is saved but has no tag in {DESCRIPTION} ({len(untagged)} such tensors).",
                                   "the description and the weights come from different runs; re-run the quantization.")
@@ -86,6 +93,7 @@ class SavedCheckpoint:
         self._stored = {new: old for new, old in renamed.items() if new != old}
         self._file_of = {new: self._file_of[old] for new, old in renamed.items()}
         self.tags = {to_module_name(name): tag for name, tag in self.tags.items()}
+        self.rotation_tensors = {to_module_name(name) for name in self.rotation_tensors}
 
     def stored_name(self, name: str) -> str:
         return self._stored.get(name, name)
@@ -95,7 +103,8 @@ class SavedCheckpoint:
         return str(self.description.get("model_quant_type", "Unknown"))
 
     def names(self) -> set[str]:
-        return set(self._file_of)
+        """The tagged tensors (online rotation matrices are untagged and handled by rotations.py)."""
+        return set(self._file_of) - self.rotation_tensors
 
     def tensor(self, name: str) -> torch.Tensor:
         with safe_open(self._file_of[name], framework="pt") as handle:

@@ -22,6 +22,7 @@ from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckp
 from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape, TensorSpec
 from modelslim_core.reference_runtime.multimodal import omni_thinker, saved_to_module_name
 from modelslim_core.smoothing.fusion import add_output_bias
+from modelslim_core.reference_runtime.rotations import install_online_rotations, plan_online_rotations
 
 MAX_LISTED = 5
 
@@ -162,6 +163,7 @@ def load_quantized_model(
     adopt_smoothing_biases(model, checkpoint)
     plan = plan_for(model, checkpoint, source_dtype)
     validate(plan, checkpoint)
+    rotations = plan_online_rotations(model, checkpoint)
     module_params = [n for n in plan.specs if n not in plan.attention.specs]
     kernel_params = {n for n in module_params if any(n.startswith(linear + ".") for linear in plan.quantized)}
     for name in module_params:
@@ -171,6 +173,7 @@ def load_quantized_model(
         tensors = {n[len(linear) + 1:]: checkpoint.tensor(n) for n in kernel_params if n.startswith(linear + ".")}
         _replace(model, linear, KERNELS[tag].build(tensors, shape))
     install_attention(model, plan.attention, checkpoint)
+    install_online_rotations(model, rotations)
     return model.to(device)
 
 

@@ -36,6 +36,11 @@ def child_replacer(parent: nn.Module, attr: str) -> Callable[[nn.Module], None]:
     """A replace function that sets `parent.<attr>`."""
 
     def _replace(new: nn.Module) -> None:
+        from modelslim_core.rotation.online import carry_input_rotations
+
+        old = getattr(parent, attr, None)
+        if isinstance(old, nn.Module) and old is not new:
+            carry_input_rotations(old, new)  # an online rotation belongs to the slot, not to one module in it
         setattr(parent, attr, new)
 
     return _replace
