@@ -15,6 +15,7 @@ run removes the whole directory when it ends, however it ends.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -124,7 +125,6 @@ class ActivationSpill:
     def cleanup(self) -> None:
         """Remove every spilled file of this run (and the spill directory if no other run uses it)."""
         shutil.rmtree(self.root, ignore_errors=True)
-        try:
+        # The shared parent goes with the last rank to finish: rmdir fails while another rank's folder is in it.
+        with contextlib.suppress(OSError):
             self.root.parent.rmdir()
-        except OSError:
-            pass  # another rank's files are still there, or it never existed
