@@ -1,4 +1,4 @@
-"""Smoothing statistics of two gloo ranks combine to exactly the single-process statistics."""
+"""Smoothing statistics of two gloo ranks combine to exactly the single-process statistics, rows in sample order."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import torch.multiprocessing as mp
 
 from modelslim_core.smoothing.stats import ChannelStats
 
-ROWS = torch.randn(2, 7, 5, generator=torch.Generator().manual_seed(0))  # rank r sees ROWS[r] (rank 1: 4 rows)
-
-
-def _rank_rows(rank: int) -> torch.Tensor:
-    return ROWS[rank] if rank == 0 else ROWS[rank][:4]
+_GENERATOR = torch.Generator().manual_seed(0)
+#: Five calibration samples of different lengths; as the pipeline deals them, rank r sees SAMPLES[r::2].
+SAMPLES = [torch.randn(length, 5, generator=_GENERATOR) for length in (7, 4, 3, 6, 2)]
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -23,7 +21,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         stats = ChannelStats(5, keep_rows=True)
-        stats.update(_rank_rows(rank)[None])  # [batch, tokens, channels] as a hook sees it
+        for sample in SAMPLES[rank::2]:
+            stats.update(sample[None])  # [batch, tokens, channels], one call per sample as a hook sees it
         stats.synchronize()
         torch.save({k: getattr(stats, k) for k in ("min", "max", "abs_sum", "tokens", "rows")},
                    os.path.join(out_dir, f"rank{rank}.pt"))
@@ -37,9 +36,10 @@ def test_two_ranks_reduce_to_the_single_process_statistics(tmp_path):
         port = sock.getsockname()[1]
     mp.spawn(_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
     single = ChannelStats(5, keep_rows=True)
-    single.update(torch.cat([_rank_rows(0), _rank_rows(1)]))
+    for sample in SAMPLES:
+        single.update(sample[None])
     for rank in (0, 1):
         reduced = torch.load(tmp_path / f"rank{rank}.pt")
         assert torch.equal(reduced["min"], single.min) and torch.equal(reduced["max"], single.max)
         assert torch.equal(reduced["tokens"], single.tokens) and torch.allclose(reduced["abs_sum"], single.abs_sum)
-        assert torch.equal(reduced["rows"], single.rows)  # rank 0's rows, then rank 1's
+        assert torch.equal(reduced["rows"], single.rows)  # the single process's sample order, not rank order

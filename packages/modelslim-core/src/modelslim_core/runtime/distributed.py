@@ -58,13 +58,18 @@ def compute_once(count: int, compute: Callable[[int], T], first_owner: int = 0) 
             results[index] = value
     return results
 
-def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """Every rank's `[rows, ...]` tensor concatenated in rank order (row counts may differ between ranks)."""
+def gather_in_sample_order(items: list) -> list:
+    """Every rank's per-sample items, merged back into the original sample order.
+
+    The pipeline deals calibration samples out as `samples[rank::world]`, so taking one item from each rank in
+    turn restores the single-process order (a rank with fewer items is skipped once it runs out), and searches
+    over gathered rows break ties exactly as one process would."""
     if not is_distributed():
-        return tensor
+        return items
     gathered: list = [None] * rank_and_world()[1]
-    dist.all_gather_object(gathered, tensor.detach().cpu())
-    return torch.cat(gathered, dim=0).to(tensor.device)
+    dist.all_gather_object(gathered, items)
+    longest = max(len(part) for part in gathered)
+    return [part[index] for index in range(longest) for part in gathered if index < len(part)]
 
 
 def gather_samples(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from modelslim_core.models.subgraphs import Subgraph
-from modelslim_core.runtime.distributed import all_gather_rows, all_reduce
+from modelslim_core.runtime.distributed import all_reduce, gather_in_sample_order
 
 
 class ChannelStats:
@@ -46,7 +46,7 @@ class ChannelStats:
         self.abs_sum = all_reduce(self.abs_sum, "sum")
         self.tokens = all_reduce(self.tokens, "sum")
         if self.keep_rows:
-            self._rows = [all_gather_rows(self.rows)]
+            self._rows = gather_in_sample_order(self._rows)  # one tensor per forward call, i.e. per sample
 
     @property
     def seen(self) -> bool:
