@@ -43,17 +43,17 @@ def flow(mapping: dict) -> str:
     return "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in mapping.items()) + "}"
 
 
-def quantize_capturing(model_dir: Path, config: Path, out: Path) -> dict[str, QuantizedLinear]:
-    """Run `msmodelslim quant` with `config`; returns a copy of every QuantizedLinear as it was saved."""
+def quantize_capturing(model_dir: Path, config: Path, out: Path, saver: type = ascendv1.AscendV1Saver) -> dict[str, QuantizedLinear]:
+    """Run `msmodelslim quant` with `config`; returns a copy of every QuantizedLinear as `saver` saved it."""
     captured: dict[str, QuantizedLinear] = {}
-    original = ascendv1.AscendV1Saver._write_quantized
+    original = saver._write_quantized
 
     def spy(self, prefix, layer):
         captured[prefix] = copy.deepcopy(layer)  # layer_wise releases the original after saving
         original(self, prefix, layer)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ascendv1.AscendV1Saver, "_write_quantized", spy)
+        patch.setattr(saver, "_write_quantized", spy)
         run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu"))
     return captured
 

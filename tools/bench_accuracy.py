@@ -1,9 +1,10 @@
 """Perplexity of every export type and weight method on a causal LM, through save + reload.
 
 For each configuration below, the model is quantized with `msmodelslim quant` (every linear of the decoder
-layers, or the w4a8 practice's attention/MLP split), saved as ascendv1, reloaded by the reference runtime
-(so what is measured is what was saved) and evaluated with `msmodelslim eval` on a held-out set. Printed:
-a Markdown table of float and quantized perplexity and their ratio. W8A8_MIX is evaluated on whole
+layers, or the w4a8 practice's attention/MLP split), saved as ascendv1 and reloaded by the reference runtime
+(so what is measured is what was saved), or, for the rows marked [compressed-tensors] (types vLLM-Ascend
+does not load from ascendv1), saved with compressed_tensors_saver and reloaded by transformers' reader; then
+evaluated with `msmodelslim eval` on a held-out set. Printed: a Markdown table of float and quantized perplexity and their ratio. W8A8_MIX is evaluated on whole
 sequences, i.e. on its dynamic prefill path.
 
 Usage (from the repository root):
@@ -30,6 +31,8 @@ from typing import Any
 
 from modelslim.app.evaluate import EvalArgs, run_eval
 from modelslim.app.quick_quant import QuantArgs, run_quant
+from modelslim_core.protocol.qconfig import LinearQConfig
+from modelslim_core.protocol.saver_choice import saver_for
 from modelslim_core.protocol.yaml_io import dump_yaml
 
 Item = tuple[str, dict[str, Any] | None, dict[str, Any]]  # include pattern, act qconfig (None: float), weight qconfig
@@ -70,6 +73,11 @@ def configurations(group_size: int) -> dict[str, list[Item]]:
         f"W4A4_DYNAMIC per_group {group_size} gptq": everywhere(token4, q("int4", "per_group", True, "gptq", group_size=group_size)),
         f"W4A4_DYNAMIC per_group {group_size} gptq act_order": everywhere(
             token4, q("int4", "per_group", True, "gptq", group_size=group_size, act_order=True)),
+        "W4A16 gptq [compressed-tensors]": everywhere(None, q("int4", "per_channel", True, "gptq")),
+        f"W4A16 per_group {group_size} gptq [compressed-tensors]": everywhere(
+            None, q("int4", "per_group", True, "gptq", group_size=group_size)),
+        f"W4A8_DYNAMIC per_group {group_size} gptq [compressed-tensors]": everywhere(
+            token8, q("int4", "per_group", True, "gptq", group_size=group_size)),
         "WFP8AFP8_DYNAMIC": everywhere(q("fp8_e4m3", "per_token", True), q("fp8_e4m3", "per_channel", True)),
         "W8A8_MXFP8": everywhere(mx8, mx8),
         "W4A8_MXFP": everywhere(mx8, mx4),
@@ -90,7 +98,8 @@ def config_document(items: list[Item], calib: str, per_group_exclude: list[str] 
         "spec": {
             "runner": "model_wise",
             "process": [{"type": "group", "configs": configs}],
-            "save": [{"type": "ascendv1_saver", "part_file_size": 0}],
+            "save": [{"type": saver_for({LinearQConfig.model_validate(c["qconfig"]).export_type for c in configs}),
+                      "part_file_size": 0}],
             "dataset": calib,
         },
     }

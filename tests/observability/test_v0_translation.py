@@ -47,12 +47,18 @@ def test_w8a8_static_calibration_becomes_linear_quant_with_exclude():
     ({"w_bit": 8, "a_bit": 16}, "W8A16"),
     ({"w_bit": 8, "a_bit": 16, "w_sym": False, "group_size": 32, "w_method": "GPTQ"}, "W8A16"),
     ({"w_bit": 4, "a_bit": 8, "is_dynamic": True, "w_method": "SSZ"}, "W4A8_DYNAMIC"),
+    ({"w_bit": 4, "a_bit": 16, "group_size": 128, "w_method": "GPTQ"}, "W4A16"),
+    ({"w_bit": 4, "a_bit": 8, "is_dynamic": True, "group_size": 64}, "W4A8_DYNAMIC_PER_GROUP"),
 ])
 def test_calibration_settings_translate_to_the_matching_scheme(calib, export_type):
     translation = translate_v0(v0({"calib_cfg": calib}), "old.yaml")
     linear = parse_quant_config(translation.config, "t").spec.process[0]
     assert linear.qconfig.export_type == export_type
-    if calib.get("group_size"):
+    saver = translation.config["spec"]["save"][0]["type"]
+    ascend_writes = registry.load(registry.SAVERS, "ascendv1_saver").writes
+    assert saver == ("ascendv1_saver" if export_type in ascend_writes else "compressed_tensors_saver")
+    assert (saver == "compressed_tensors_saver") == any("compressed_tensors_saver" in n for n in translation.notes)
+    if calib.get("group_size") == 32:
         weight = translation.config["spec"]["process"][0]["qconfig"]["weight"]
         assert weight == {"scope": "per_group", "dtype": "int8", "symmetric": False, "method": "gptq",
                           "ext": {"group_size": 32}}

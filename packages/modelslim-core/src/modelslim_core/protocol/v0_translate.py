@@ -18,7 +18,7 @@ The translation (our mapping, documented in README.md "modelslim_v0 configs"):
 | w_bit/a_bit/is_dynamic/act_method/w_sym/group_size/w_method | one `linear_quant` qconfig |
 | disable_names | that linear_quant's `exclude` |
 | calib_dataset | `dataset` |
-| calib_save_params.save_type [safe_tensor], part_file_size | `ascendv1_saver` |
+| calib_save_params.save_type [safe_tensor], part_file_size | `ascendv1_saver` (`compressed_tensors_saver` for W4A16 and per-group W4A8, which vLLM-Ascend loads only in that format) |
 
 Fields without an equivalent are refused, each naming the field (sparse/low-bit W8A8S settings, `mm_tensor`
 per-tensor weights, `act_method: 3`, `pr` < 1, `disable_level` > L0, a separate `anti_dataset`, numpy
@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelslim_core.errors import ConfigError
+from modelslim_core.protocol.qconfig import LinearQConfig
+from modelslim_core.protocol.saver_choice import ASCEND_SAVER, saver_for
 from modelslim_core.protocol.yaml_io import dump_yaml
 
 V0 = "modelslim_v0"
@@ -47,9 +49,12 @@ CALIB_KEYS = ("w_bit", "a_bit", "disable_names", "dev_type", "dev_id", "act_meth
               "open_outlier", "use_kvcache_quant")
 #: calib_cfg fields that select legacy features with no v1 equivalent, refused unless left at their default.
 NO_EQUIVALENT = {
-    "co_sparse": (False, "sparse W8A8S quantization (co_sparse) has no modelslim_v1 processor"),
-    "is_lowbit": (False, "low-bit sparse quantization (is_lowbit) has no modelslim_v1 processor"),
-    "fraction": (None, "the low-bit outlier fraction (fraction) belongs to W8A8S, which has no modelslim_v1 processor"),
+    "co_sparse": (False, "v0's sparse compression (co_sparse) has no exact modelslim_v1 equivalent; for W8A8S write "
+                         "a modelslim_v1 config with the `sparse_quant` processor (ADMM pruning to a sparse_ratio)"),
+    "is_lowbit": (False, "low-bit sparse quantization (is_lowbit) has no modelslim_v1 processor; for W8A8S write a "
+                         "modelslim_v1 config with the `sparse_quant` processor"),
+    "fraction": (None, "the low-bit outlier fraction (fraction) belongs to v0's low-bit W8A8S, which has no "
+                       "modelslim_v1 equivalent; `sparse_quant` prunes to a sparse_ratio instead"),
     "nonuniform": (False, "non-uniform quantization (nonuniform) has no modelslim_v1 equivalent"),
     "open_outlier": (True, "switching the weight outlier handling (open_outlier) off has no modelslim_v1 equivalent"),
     "use_kvcache_quant": (False, "KV-cache quantization here must be configured as a `dynamic_cache` processor"),
@@ -194,13 +199,24 @@ def _smoothing(anti: _Fields, weight_qconfig: dict[str, Any], notes: list[str]) 
                       "use one of m1, m2, m3, m4, m6 (m5 has no modelslim_v1 equivalent).")
 
 
-def _saver(save: _Fields) -> dict[str, Any]:
+def _saver_type(qconfig: dict[str, Any], notes: list[str]) -> str:
+    """ascendv1_saver, unless the scheme is one vLLM-Ascend cannot load from it (W4A16, per-group W4A8): those
+    went to legacy engines in v0 and go to the compressed-tensors format now."""
+    export_type = LinearQConfig.model_validate(qconfig).export_type
+    saver = saver_for({export_type})
+    if saver != ASCEND_SAVER:
+        notes.append(f"saved with {saver}: ascendv1_saver cannot write {export_type} (vLLM-Ascend does not load it "
+                     "from an ascendv1 checkpoint).")
+    return saver
+
+
+def _saver(save: _Fields, saver_type: str) -> dict[str, Any]:
     save_type = save.get("save_type", ["safe_tensor"])
     save_types = [save_type] if isinstance(save_type, str) else list(save_type or [])
     if any(kind != "safe_tensor" for kind in save_types):
         raise save.refuse("save_type", f"output types {save_types} include more than safe_tensor (numpy output was "
                           "for legacy engines)", "use save_type: [safe_tensor].")
-    saver: dict[str, Any] = {"type": "ascendv1_saver"}
+    saver: dict[str, Any] = {"type": saver_type}
     if "part_file_size" in save.value:
         saver["part_file_size"] = save.get("part_file_size") or 0
     return saver
@@ -240,7 +256,7 @@ def translate_v0(raw: dict[str, Any], source: str) -> Translation:
     if "batch_size" in spec.value:
         notes.append("spec.batch_size dropped: calibration samples are processed one at a time.")
     save = _saver(_Fields(spec.get("calib_save_params"), "spec.calib_save_params", ("save_type", "part_file_size"),
-                          source))
+                          source), _saver_type(linear_quant["qconfig"], notes))
     config: dict[str, Any] = {"apiversion": V1}
     if isinstance(raw.get("metadata"), dict):
         config["metadata"] = raw["metadata"]

@@ -119,6 +119,11 @@ EXPORT_TYPES: dict[tuple[Scheme, Scheme], str] = {
     **{(_INT8_TOKEN, weight): "W8A8_DYNAMIC" for weight in _int_weights("int8", ("per_group",))},
     **{(_FLOAT_ACT, weight): "W8A16" for weight in _int_weights("int8", ("per_channel", "per_group"))},
     (_INT8_TOKEN, Scheme("int4", "per_channel", True)): "W4A8_DYNAMIC",
+    # Not in the reference tool: int4 weights per group under int8 tokens, and int4 weight-only. vLLM-Ascend
+    # loads neither from an ascendv1 checkpoint (its W4A8 rejects group_size > 0; its W4A16 is MoE-only and
+    # reads LLM-Compressor tensors), so only compressed_tensors_saver writes them.
+    (_INT8_TOKEN, Scheme("int4", "per_group", True)): "W4A8_DYNAMIC_PER_GROUP",
+    **{(_FLOAT_ACT, weight): "W4A16" for weight in _int_weights("int4", ("per_channel", "per_group"))},
     **{(_INT4_TOKEN, weight): "W4A4_DYNAMIC" for weight in _int_weights("int4", ("per_channel", "per_group"))},
     (Scheme("fp8_e4m3", "per_token", True), Scheme("fp8_e4m3", "per_channel", True)): "WFP8AFP8_DYNAMIC",
     (Scheme("mxfp8", "per_block", True), Scheme("mxfp8", "per_block", True)): "W8A8_MXFP8",

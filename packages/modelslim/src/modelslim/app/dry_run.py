@@ -135,6 +135,10 @@ def _calibration_tokens(adapter, dataset: str) -> int:
     return sum(int(sample["input_ids"].numel()) for sample in samples)
 
 
+def _shard_suffix(shards: int) -> str:
+    return f"-{'00001' if shards == 1 else '0000i'}-of-{shards:05d}"
+
+
 def _outputs(spec, tags: dict[str, int], total_bytes: int) -> list[dict[str, Any]]:
     outputs = []
     for saver_config in spec.save:
@@ -144,7 +148,7 @@ def _outputs(spec, tags: dict[str, int], total_bytes: int) -> list[dict[str, Any
         outputs.append({
             "saver": saver_config.type,
             "tags": sorted(tags),
-            "weights": f"{getattr(saver_cls, 'weights_prefix', '?')}{'-0000i-of-' + f'{shards:05d}' if part else ''}.safetensors",
+            "weights": f"{getattr(saver_cls, 'weights_prefix', '?')}{_shard_suffix(shards) if part else ''}.safetensors",
             "marker": getattr(saver_cls, "description_pattern", None),
             "expected_bytes": total_bytes,
         })

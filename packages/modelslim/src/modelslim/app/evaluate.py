@@ -1,6 +1,7 @@
 """`msmodelslim eval`: does a saved checkpoint load, and does it still compute what the float model computes?
 
-The checkpoint is rebuilt by the reference runtime (strict conformance, Ascend integer semantics). Each
+The checkpoint is rebuilt by the reference runtime (strict conformance, Ascend integer semantics), or, for
+the compressed-tensors format, by transformers' own compressed-tensors reader. Each
 quantized linear is compared with its float original on the float model's own inputs (local error, so a
 bad layer shows up by name), and the whole model is compared end to end: perplexity on held-out text for
 causal LMs, else the cosine of the final hidden states.
@@ -24,6 +25,7 @@ from modelslim_core.errors import UsageError
 from modelslim_core.reference_runtime.checkpoint import SavedCheckpoint
 from modelslim_core.reference_runtime.loader import load_quantized_model
 
+from modelslim.app import ct_checkpoint
 from modelslim.app.eval_report import write_report
 from modelslim.app.paths import check_model_path
 
@@ -144,6 +146,23 @@ def _load_float(model_path: Path, device: torch.device) -> tuple[nn.Module, bool
     return factory.from_pretrained(model_path, dtype=torch.float32, local_files_only=True).eval().to(device), causal
 
 
+def _load_quantized(model_path: Path, quant_path: Path, float_model: nn.Module, causal: bool,
+                    device: torch.device) -> tuple[nn.Module, dict[str, nn.Module], dict[str, str], str]:
+    """The quantized model, its quantized linears by name, their tags (keyed `<name>.weight`) and the model type.
+
+    ascendv1/MindIE checkpoints are rebuilt by the reference runtime; compressed-tensors ones by transformers."""
+    ct_config = ct_checkpoint.quantization_config(quant_path)
+    if ct_config is None:
+        quant_model = load_quantized_model(model_path, quant_path, torch.float32, device)
+        checkpoint = SavedCheckpoint(quant_path)
+        return quant_model, quantized_linears(float_model, quant_model), checkpoint.tags, checkpoint.model_quant_type
+    quant_model = ct_checkpoint.load_ct_model(quant_path, causal, device)
+    names = ct_checkpoint.layer_tags(ct_config, quant_model)
+    kernels = {name: quant_model.get_submodule(name) for name in names}
+    tags = {f"{name}.weight": tag for name, tag in names.items()}
+    return quant_model, kernels, tags, ct_checkpoint.model_quant_type(names)
+
+
 def run_eval(args: EvalArgs) -> dict:
     started = time.perf_counter()
     if args.max_samples is not None and args.max_samples < 1:
@@ -151,12 +170,11 @@ def run_eval(args: EvalArgs) -> dict:
     model_path = check_model_path(args.model_path)
     quant_path = Path(args.quant_path).expanduser().resolve()
     device = resolve_device(args.device).torch_device
-    quant_model = load_quantized_model(model_path, quant_path, torch.float32, device)
     float_model, causal = _load_float(model_path, device)
+    quant_model, kernels, tags, quant_type = _load_quantized(model_path, quant_path, float_model, causal, device)
     texts = load_texts(args.dataset)[: args.max_samples]
     samples = [{k: v.to(device) for k, v in s.items()} for s in _tokenize(quant_path, texts)]
-    checkpoint = SavedCheckpoint(quant_path)
-    layers = layer_errors(float_model, quantized_linears(float_model, quant_model), checkpoint.tags, samples)
+    layers = layer_errors(float_model, kernels, tags, samples)
     if causal:
         metric = "perplexity"
         float_value, tokens = perplexity(float_model, samples)
@@ -168,7 +186,7 @@ def run_eval(args: EvalArgs) -> dict:
     report = {
         "model_path": str(model_path),
         "quant_path": str(quant_path),
-        "model_quant_type": checkpoint.model_quant_type,
+        "model_quant_type": quant_type,
         "dataset": args.dataset,
         "samples": len(samples),
         "tokens": tokens,
