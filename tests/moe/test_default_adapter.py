@@ -108,3 +108,15 @@ def test_blocks_that_pass_state_to_each_other_are_refused_not_miscalibrated(enco
         quantize(model_dir, tmp_path / "out", "my-t5-encoder", static)
     out = quantize(model_dir, tmp_path / "dynamic", "my-t5-encoder", quant_type="w8a8")  # data-free: fine
     assert saved(out)[0]["encoder.block.1.layer.1.DenseReluDense.wi.weight"] == "W8A8_DYNAMIC"
+
+
+def test_calibration_texts_longer_than_the_positions_are_cut_to_fit(encoder, tmp_path, caplog):
+    dataset = tmp_path / "calib.jsonl"
+    long_text = " ".join(["the quick brown fox"] * 100)  # ~400 tokens; this BERT has 128 positions
+    dataset.write_text(f'{{"text": "{long_text}"}}\n{{"text": "every token, 1 2 3!"}}\n')
+    config = tmp_path / "static.yaml"
+    config.write_text(static_w8a8_config("*", "layer_wise", dataset))
+    out = quantize(encoder, tmp_path / "out", "my-bert-encoder", config)
+    assert "1 of 2 calibration samples were cut to 128 tokens" in caplog.text
+    assert "max_position_embeddings" in caplog.text
+    load_quantized_model(encoder, out)

@@ -15,7 +15,7 @@ from modelslim_core.debug.persistence import JSON_NAME, TENSORS_NAME
 from modelslim_core.errors import CheckpointError
 from modelslim_core.quant.quantized_linear import QuantizedLinear
 from modelslim_save_ascend import ascendv1
-from tests.quant_runs import mixed_config
+from tests.quant_runs import DYNAMIC_ACT, WEIGHT_SYM, mixed_config
 
 
 def tensor_refs(value, found: list[dict]) -> list[dict]:
@@ -143,3 +143,49 @@ def test_data_parallel_debug_run_gathers_every_rank_on_rank_0(tiny_models, small
     assert report_two["run"]["world_size"] == 2
     assert report_two["calib_tokens"] == report_one["calib_tokens"]  # each rank saw its share; rank 0 sums them
     assert report_two["layers"] == report_one["layers"]
+
+
+def test_debug_run_records_rotations_and_searches(tiny_models, small_calib, tmp_path, cli_env):
+    config = tmp_path / "rotate.yaml"
+    config.write_text(f"""\
+apiversion: modelslim_v1
+spec:
+  runner: layer_wise
+  process:
+    - {{type: quarot, online: true, max_tp_size: 2, down_proj_online_layers: [1]}}
+    - {{type: awq, weight_qconfig: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}}}
+    - {{type: linear_quant, qconfig: {{act: {DYNAMIC_ACT}, weight: {WEIGHT_SYM}}}, include: ["*"]}}
+  save: [{{type: ascendv1_saver, part_file_size: 0}}]
+  dataset: {small_calib}
+""")
+    out = tmp_path / "out"
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", config_path=str(config), device="cpu", debug=True))
+    info = load_debug_info(out)
+    rotations = info["rotation_matrices"]
+    hidden = rotations["hidden"]
+    assert hidden.shape == (64, 64) and torch.allclose(hidden @ hidden.T, torch.eye(64, dtype=hidden.dtype), atol=1e-5)
+    assert rotations["head_dim"].shape == (16, 16)
+    assert {"model.layers.0.self_attn.o_proj.heads_rotation", "model.layers.1.mlp.down_proj.kronecker_rotation_m",
+            "model.layers.1.mlp.down_proj.kronecker_rotation_n"} <= set(rotations)
+    assert "model.layers.0.mlp.down_proj.kronecker_rotation_m" not in rotations  # layer 0 has no online down_proj
+    ratios = {key: value for key, value in info["search"].items() if key.endswith(".ratio")}
+    assert ratios and all(0 <= r["ratio"] < 1 and r["loss"] >= 0 for r in ratios.values())
+    assert any(key.endswith(".scales") for key in info["smooth_scales"])
+
+
+def test_moe_debug_run_records_expert_tokens_and_the_report_its_coverage(tiny_models, small_calib, tmp_path, cli_env):
+    from tests.moe._helpers import static_w8a8_config
+
+    config = tmp_path / "moe.yaml"
+    config.write_text(static_w8a8_config("*experts*", "layer_wise", small_calib))
+    out = tmp_path / "out"
+    model = tiny_models("qwen3_moe")
+    run_quant(QuantArgs(str(model), str(out), "Qwen3-30B-A3B", config_path=str(config), device="cpu", debug=True))
+    tokens = load_debug_info(out)["expert_tokens"]
+    experts, top_k = 4, 2  # tests/tiny_models.py's qwen3_moe
+    report = json.loads((out / "quant_report.json").read_text())
+    for layer in range(2):
+        counts = [tokens[f"model.layers.{layer}.mlp.experts.{e}"] for e in range(experts)]
+        seen = report["calib_tokens"][f"model.layers.{layer}.mlp.experts.0.up_proj"]  # every expert sees every token
+        assert sum(counts) == seen * top_k  # and each token is routed to top_k experts
+    assert report["expert_coverage"] == tokens

@@ -149,6 +149,7 @@ class UnitPipeline:
                 inputs = self._run_unit(unit, processors, savers, inputs, is_last=unit is units[-1])
                 summary.add(unit.name, time.perf_counter() - started, rss_bytes())
                 summary.note(self.adapter.unit_notes(unit))  # e.g. MoE routing counts (kept past release)
+                self.adapter.record_unit(unit, self.context.recorder)
                 if unit is not units[-1]:
                     self._checkpoint(stage, unit.index + 1, inputs, processors, savers)
                     checkpointed = checkpointed or bool(stage.savers and self.store)

@@ -12,8 +12,8 @@ Two kinds of record, both keyed by (namespace, key):
 
 Namespaces in use (add yours to README.md "Debug mode"): `linear_quant` (per-linear weight statistics,
 per-channel weight error, activation parameters), smoothing `smooth_scales` (`<linear>.scales`,
-`<linear>.shift`), rotation `rotation_matrices` (`<layer>.left` / `.right`), searches `search`
-(`<subgraph>.alpha` / `.beta`), MoE `expert_tokens` (`<experts>.<i>` with combine="sum").
+`<linear>.shift`), rotation `rotation_matrices` (`hidden`, `head_dim`, `<linear>.<online tensor>`), searches
+`search` (`<subgraph>.alpha` / `.beta`), MoE `expert_tokens` (`<experts>.<i>` with combine="sum").
 
 Data parallel: every rank records what it sees. `gather()` (a collective: every rank calls it at the same
 point) sends the other ranks' records to rank 0 and clears them there; rank 0 keeps its own value for a key

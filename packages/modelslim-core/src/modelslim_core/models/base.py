@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: config.json keys that bound the input length, most common first.
+POSITION_LIMIT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -226,10 +229,35 @@ class ModelAdapter:
         return resolve_subgraphs(unit, self.smoothing_patterns, attention_heads(self.config_json))
 
     # --- calibration data ---------------------------------------------------------------------------------
+    def max_positions(self) -> int | None:
+        """The longest input the model's position encoding covers (None: the config does not say)."""
+        text_config = self.config_json.get("text_config") or {}
+        for holder in (self.config_json, text_config):
+            for key in POSITION_LIMIT_KEYS:
+                value = holder.get(key)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    return value
+        return None
+
     def tokenize(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:
-        """One model input per text, batch size 1, special tokens as the tokenizer adds them by default."""
+        """One model input per text, batch size 1, special tokens as the tokenizer adds them by default.
+
+        A text longer than the model's positions is cut to fit (a model with learned absolute positions cannot
+        run it at all, and a rotary one was never trained past it), with one warning for the whole set."""
         tokenizer = self.load_tokenizer()
-        return [dict(tokenizer(text, return_tensors="pt")) for text in texts]
+        limit = self.max_positions()
+        options = {"truncation": True, "max_length": limit} if limit else {}
+        samples = [dict(tokenizer(text, return_tensors="pt", **options)) for text in texts]
+        cut = sum(1 for sample in samples if limit and sample["input_ids"].shape[-1] >= limit)
+        if cut:
+            logger.warning("%d of %d calibration samples were cut to %d tokens, the model's maximum input length "
+                           "(%s in config.json); shorten them to calibrate on whole texts.", cut, len(samples), limit,
+                           self._position_limit_key())
+        return samples
+
+    def _position_limit_key(self) -> str:
+        holders = (self.config_json, self.config_json.get("text_config") or {})
+        return next((key for holder in holders for key in POSITION_LIMIT_KEYS if key in holder), "?")
 
     @torch.no_grad()
     def capture_unit_inputs(self, model: nn.Module, samples: list[Any]) -> list[UnitInput]:
@@ -272,3 +300,6 @@ class ModelAdapter:
     def unit_notes(self, unit: Unit) -> list[str]:
         """Lines for the run summary about a processed unit (e.g. MoE routing counts); read before it is released."""
         return []
+
+    def record_unit(self, unit: Unit, recorder) -> None:
+        """Debug records about a processed unit that no processor owns (e.g. MoE routed tokens per expert)."""

@@ -247,3 +247,12 @@ class MoEAdapterMixin:
         for stats in routing_stats(unit.module, unit.name):
             lines.extend(routing_report(stats))
         return lines
+
+    def record_unit(self, unit, recorder) -> None:
+        """Routed tokens per expert: under --debug (`expert_tokens`) and in quant_report.json (`expert_coverage`)."""
+        from modelslim_core.models.moe_report import routing_stats
+
+        for stats in routing_stats(unit.module, unit.name):  # per rank under data parallelism: summed by gather
+            for expert, count in enumerate(stats.routed_tokens):
+                recorder.debug("expert_tokens", f"{stats.name}.{expert}", count, combine="sum")
+                recorder.stat("expert_coverage", f"{stats.name}.{expert}", count, combine="sum")  # 0: unrouted

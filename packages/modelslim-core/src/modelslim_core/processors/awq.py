@@ -116,7 +116,7 @@ class AwqProcessor(SmoothingProcessor):
         reference = self._run(name)
         originals = [target.weight.detach().clone() for target in subgraph.targets]
         act = stats.mean_abs
-        best_scale, best_loss = torch.ones_like(act), float("inf")
+        best_scale, best_loss, best_ratio = torch.ones_like(act), float("inf"), 0.0
         for step in range(self.config.n_grid):
             ratio = step / self.config.n_grid
             scale = subgraph_scale(subgraph, act, act, lambda a, _w: ratio_scale(a, ratio))
@@ -126,8 +126,9 @@ class AwqProcessor(SmoothingProcessor):
                 target.weight.data.copy_(fake.to(weight.dtype))
             loss = self._loss(name, reference)
             if loss < best_loss:
-                best_scale, best_loss = scale, loss
+                best_scale, best_loss, best_ratio = scale, loss, ratio
         for target, weight in zip(subgraph.targets, originals):
             target.weight.data.copy_(weight)
-        logger.debug("%s: awq loss %.3g", subgraph.source_name, best_loss)
+        logger.debug("%s: awq ratio %.2f, loss %.3g", subgraph.source_name, best_ratio, best_loss)
+        self.context.recorder.debug("search", f"{subgraph.source_name}.ratio", {"ratio": best_ratio, "loss": best_loss})
         self.fuse(subgraph, best_scale)

@@ -106,6 +106,8 @@ class QuarotTransform:
             fuse_norm_into_linears(norm, [head])
             rotate_input(head, self.hidden)
         rotate_input(embed, self.hidden)
+        self.context.recorder.debug("rotation_matrices", "hidden", self.hidden)
+        self.context.recorder.debug("rotation_matrices", "head_dim", self.head_rotation)
         if self.settings.export_extra_info:
             export.record_global_rotation(self.context.state, self.hidden)
 
@@ -128,4 +130,6 @@ class QuarotTransform:
 
     def _install(self, name: str, linear: nn.Module, rotation: online.InputRotation) -> None:
         online.install(linear, rotation)
+        for suffix, tensor in rotation.tensors().items():
+            self.context.recorder.debug("rotation_matrices", f"{name}.{suffix}", tensor)
         export.record_online(self.context.state, name, rotation.tensors(), self.settings.max_tp_size)
