@@ -90,6 +90,10 @@ def test_exports_the_strategy_types_and_reloads_exactly(runs):
         else:  # two output rows per byte
             assert weight.dtype == torch.int8 and tuple(weight.shape) == (layer.out_features // 2, layer.in_features)
             assert tuple(tensors[f"{name}.weight_scale"].shape) == (layer.out_features, 1)
+    layers = json.loads((out / "quant_report.json").read_text())["layers"]  # per-layer weight error is reported
+    assert set(layers) == set(captured)
+    assert all(layers[name]["type"] == layer.export_type and 0 < layers[name]["weight_rel_error"] < 0.5
+               for name, layer in captured.items())
     reloaded = load_quantized_model(model_dir, out)
     torch.manual_seed(0)
     for name, layer in captured.items():

@@ -46,5 +46,8 @@ def test_sparse_quant_types_run_and_reload(quant_type, tag, kernel, tiny_models,
     description = json.loads((out / "quant_model_description.json").read_text())
     assert description["model_quant_type"] == tag
     assert description["model.layers.1.mlp.down_proj.weight"] == tag
+    layers = json.loads((out / "quant_report.json").read_text())["layers"]
+    down = layers["model.layers.1.mlp.down_proj"]  # the error of pruning (and quantizing) is reported
+    assert down["type"] == tag and 0.05 < down["weight_rel_error"] < 1
     model = load_quantized_model(tiny_models("qwen2"), out)
     assert type(model.model.layers[0].mlp.up_proj).__name__ == kernel

@@ -31,6 +31,7 @@ from modelslim_core.protocol.qconfig import FLOAT_ACT, LinearQConfig, QConfig
 from modelslim_core.protocol.validation import StrictModel
 from modelslim_core.quant.autoround import SCALE_DTYPES, SignRoundGrid, SignRoundLinear, tune_signround
 from modelslim_core.quant.methods import build_dynamic_act, is_static
+from modelslim_core.quant.layer_stats import record_weight
 from modelslim_core.quant.quantized_linear import LinearQuantizer, QuantizedLinear
 from modelslim_core.quant.schemes import BITS
 from modelslim_core.runtime.matching import LayerSelection
@@ -201,7 +202,9 @@ class AutoRoundProcessor(Processor):
                     unit.name, result.initial_loss, result.best_loss, result.best_iteration, self.config.iters)
         for owned in self._owned:
             act = build_dynamic_act(owned.strategy.qconfig.act)
-            owned.site.replace(QuantizedLinear(owned.quantizer.export_type, owned.tuned.export(), act, owned.tuned.bias))
+            qweight = owned.tuned.export()
+            record_weight(self.context.recorder, owned.site.name, owned.quantizer.export_type, owned.tuned.weight, qweight)
+            owned.site.replace(QuantizedLinear(owned.quantizer.export_type, qweight, act, owned.tuned.bias))
         self._owned, self._inputs, self._targets = [], [], []
         self._stale = True
 

@@ -25,6 +25,7 @@ from modelslim_core.quant.gptq import GramCache
 from modelslim_core.quant.quantized_linear import QuantizedLinear
 from modelslim_core.quant.weight_formats import FP16Weight
 from modelslim_core.runtime.matching import NameFilter, TracksPatternUse
+from modelslim_core.quant.layer_stats import record_weight
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 from modelslim_core.sparsity.admm import admm_prune
@@ -111,7 +112,9 @@ class FloatSparseProcessor(TracksPatternUse, Processor):
                     f"({self.export_type} needs the layer's real inputs).",
                     f"use calibration data that reaches it, or exclude it in {self.config.yaml_path}.exclude.",
                 )
-            site.replace(self.finish(site, stats))
+            finished = self.finish(site, stats)
+            record_weight(self.context.recorder, site.name, self.export_type, stats.weight, finished.qweight)
+            site.replace(finished)
         self._grams.clear()
         self._stale = bool(self._calibrating)
         self._calibrating = []
