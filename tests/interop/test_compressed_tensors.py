@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.errors import ConfigError
 from modelslim_core.reference_runtime import load_quantized_model
+from modelslim_save_ascend.ascendv1 import AscendV1Saver
 from modelslim_save_ascend.compressed_tensors_saver import CompressedTensorsSaver
 from modelslim_save_ascend.ct_layout import pack_int_codes
 from tests.quant_runs import DYNAMIC_ACT, STATIC_ACT, WEIGHT_ASYM, WEIGHT_SYM, quantize_capturing
@@ -61,14 +62,18 @@ def quantize(model: Path, tmp_path: Path, name: str, text: str) -> Path:
     return out
 
 
+def capturing(model: Path, tmp_path: Path, name: str, rules, dataset: Path, saver: type) -> tuple[Path, dict]:
+    """Quantize with `rules` and `saver`; the output directory and the saved QuantizedLinears by name."""
+    config, out = tmp_path / f"{name}.yaml", tmp_path / name
+    config.write_text(config_text(rules, saver.config_class.model_fields["type"].default, dataset))
+    return out, quantize_capturing(model, config, out, saver=saver)
+
+
 @pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_transformers_loads_the_export_and_matches_the_reference_runtime(scheme, tiny_models, small_calib, tmp_path, cli_env):
     rules, tolerance = SCHEMES[scheme]
     model = tiny_models("qwen2")
-    ascend_config = tmp_path / "ascend.yaml"
-    ascend_config.write_text(config_text(rules, "ascendv1_saver", small_calib))
-    ascend = tmp_path / "ascend"
-    quantized = quantize_capturing(model, ascend_config, ascend)
+    ascend, quantized = capturing(model, tmp_path, "ascend", rules, small_calib, AscendV1Saver)
     ct = quantize(model, tmp_path, "ct", config_text(rules, "compressed_tensors_saver", small_calib))
 
     quantization = json.loads((ct / "config.json").read_text())["quantization_config"]
@@ -76,21 +81,27 @@ def test_transformers_loads_the_export_and_matches_the_reference_runtime(scheme,
     assert quantization["ignore"] == ["lm_head"]
     assert not (ct / "quant_model_description.json").exists() and (ct / "model.safetensors").is_file()
 
+    assert_transformers_matches(scheme, model, ct, load_quantized_model(model, ascend).eval(), quantized, tolerance)
+
+
+def assert_transformers_matches(scheme: str, model: Path, ct: Path, ours_model: torch.nn.Module, quantized: dict,
+                                tolerance: float) -> None:
+    """transformers' decompressed weights are exactly ours, and its logits are within `tolerance` × the
+    quantization effect of `ours_model`'s."""
     torch.manual_seed(0)
     input_ids = torch.randint(0, 200, (2, 12))
-    reference = load_quantized_model(model, ascend).eval()
     loaded = AutoModelForCausalLM.from_pretrained(ct, dtype=torch.float32).eval()
     float_model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
     with torch.no_grad():
-        ours = reference(input_ids=input_ids).logits
+        ours = ours_model(input_ids=input_ids).logits
         theirs = loaded(input_ids=input_ids).logits  # the first forward decompresses every layer
         plain = float_model(input_ids=input_ids).logits
-    for name, layer in quantized.items():  # the weights transformers computes with are exactly ours
+    for name, layer in quantized.items():
         assert torch.allclose(loaded.get_submodule(name).weight, layer.qweight.dequantize(), rtol=1e-6, atol=1e-8), name
     gap = ((theirs - ours).norm() / ours.norm()).item()
     quant_effect = ((plain - ours).norm() / ours.norm()).item()
-    print(f"{scheme}: |transformers - reference| / |reference| = {gap:.2e}; quantization effect {quant_effect:.2e}")
-    assert gap <= tolerance * quant_effect, (gap, quant_effect)
+    print(f"{scheme}: |transformers - ours| / |ours| = {gap:.2e}; quantization effect {quant_effect:.2e}")
+    assert quant_effect > 1e-3 and gap <= tolerance * quant_effect, (gap, quant_effect)
 
 
 #: Schemes only compressed-tensors writes (no ascendv1 layout): name -> (rules, tolerance as above).
@@ -114,33 +125,14 @@ def simulated(model: Path, layers: dict) -> torch.nn.Module:
 def test_ct_only_schemes_load_in_transformers_and_match_our_arithmetic(scheme, tiny_models, small_calib, tmp_path, cli_env):
     rules, tolerance = CT_ONLY_SCHEMES[scheme]
     model = tiny_models("qwen2")
-    config = tmp_path / "ct.yaml"
-    config.write_text(config_text(rules, "compressed_tensors_saver", small_calib))
-    ct = tmp_path / "ct"
-    quantized = quantize_capturing(model, config, ct, saver=CompressedTensorsSaver)
+    ct, quantized = capturing(model, tmp_path, "ct", rules, small_calib, CompressedTensorsSaver)
     assert quantized and all(layer.qweight.bits == 4 for layer in quantized.values())
 
     groups = json.loads((ct / "config.json").read_text())["quantization_config"]["config_groups"]
     (group,) = groups.values()
     assert group["format"] == "pack-quantized" and group["weights"]["num_bits"] == 4
     assert (group["input_activations"] is None) == scheme.startswith("w4a16")
-
-    torch.manual_seed(0)
-    input_ids = torch.randint(0, 200, (2, 12))
-    loaded = AutoModelForCausalLM.from_pretrained(ct, dtype=torch.float32).eval()
-    ours_model = simulated(model, quantized)
-    float_model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
-    with torch.no_grad():
-        theirs = loaded(input_ids=input_ids).logits
-        ours = ours_model(input_ids=input_ids).logits
-        plain = float_model(input_ids=input_ids).logits
-    for name, layer in quantized.items():
-        assert torch.allclose(loaded.get_submodule(name).weight, layer.qweight.dequantize(), rtol=1e-6, atol=1e-8), name
-    gap = ((theirs - ours).norm() / ours.norm()).item()
-    quant_effect = ((plain - ours).norm() / ours.norm()).item()
-    print(f"{scheme}: |transformers - ours| / |ours| = {gap:.2e}; quantization effect {quant_effect:.2e}")
-    assert quant_effect > 1e-3 and gap <= tolerance * quant_effect, (gap, quant_effect)
-
+    assert_transformers_matches(scheme, model, ct, simulated(model, quantized), quantized, tolerance)
 
 def test_asymmetric_int4_zero_points_decode_with_the_compressed_tensors_compressor(tiny_models, small_calib, tmp_path, cli_env):
     """transformers cannot load asymmetric pack-quantized checkpoints yet (its meta-device pass expects an
@@ -148,10 +140,8 @@ def test_asymmetric_int4_zero_points_decode_with_the_compressed_tensors_compress
     from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
     from compressed_tensors.quantization import QuantizationScheme
 
-    config = tmp_path / "ct.yaml"
-    config.write_text(config_text([(None, INT4_GROUP_ASYM, "*")], "compressed_tensors_saver", small_calib))
-    ct = tmp_path / "ct"
-    quantized = quantize_capturing(tiny_models("qwen2"), config, ct, saver=CompressedTensorsSaver)
+    ct, quantized = capturing(tiny_models("qwen2"), tmp_path, "ct", [(None, INT4_GROUP_ASYM, "*")], small_calib,
+                              CompressedTensorsSaver)
     (group,) = json.loads((ct / "config.json").read_text())["quantization_config"]["config_groups"].values()
     scheme = QuantizationScheme(targets=["Linear"], weights=group["weights"])
     tensors = load_file(ct / "model.safetensors")
