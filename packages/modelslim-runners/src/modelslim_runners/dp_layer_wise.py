@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -87,6 +88,17 @@ def _worker(rank: int, world: int, port: int, context: RunContext, stages: list[
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+    _exit_skipping_finalization()
+
+
+def _exit_skipping_finalization() -> None:
+    """End a rank whose work is done and committed without interpreter finalization: gloo's threads can still
+    hold tensors then, and releasing them while the interpreter is torn down aborts the process now and then
+    (SIGABRT, "terminate called without an active exception"), which would turn a complete run into a failure."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _raise_rank_error(error_dir: Path, failure: BaseException) -> None:
