@@ -73,19 +73,11 @@ def gather_in_sample_order(items: list) -> list:
 
 
 def gather_samples(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Per-sample statistics of every rank, in the original sample order. Each tensor's first dim runs over
-    this rank's samples, which the pipeline dealt out as `samples[rank::world]`; the result re-interleaves
-    them, so a data-parallel run sees exactly the rows (and row order) of a single-process run."""
+    """Per-sample statistics of every rank, in the original sample order: each tensor's first dim runs over
+    this rank's samples, and the result holds every rank's rows in single-process order (see
+    gather_in_sample_order), so a data-parallel run sees exactly the rows of a single-process run."""
     if not is_distributed():
         return tensors
-    world = rank_and_world()[1]
-    gathered: list = [None] * world
-    dist.all_gather_object(gathered, [t.detach().cpu() for t in tensors])
-    merged = []
-    for index in range(len(tensors)):
-        parts = [gathered[rank][index] for rank in range(world)]
-        out = parts[0].new_empty((sum(p.shape[0] for p in parts), *parts[0].shape[1:]))
-        for rank, part in enumerate(parts):
-            out[rank::world] = part
-        merged.append(out)
-    return merged
+    per_sample = list(zip(*(t.detach().cpu().unbind(0) for t in tensors)))
+    merged = gather_in_sample_order(per_sample)
+    return [torch.stack(column) for column in zip(*merged, strict=True)]
