@@ -101,3 +101,20 @@ def test_w8a16_is_refused_naming_ascendv1_saver(tmp_path):
         save(tmp_path, layer, part_file_size=0)
     assert "blocks.0.proj is quantized as W8A16" in str(error.value)
     assert not list((tmp_path / "out").glob("*.safetensors"))
+
+
+def test_per_group_layers_are_refused_when_the_config_is_loaded():
+    from modelslim_core.errors import ConfigError
+    from modelslim_core.protocol.config import parse_quant_config
+
+    grouped = {"scope": "per_group", "dtype": "int8", "symmetric": True, "method": "minmax", "ext": {"group_size": 32}}
+    token = {"scope": "per_token", "dtype": "int8", "symmetric": True, "method": "minmax"}
+    item = {"type": "linear_quant", "qconfig": {"act": token, "weight": grouped}}
+    for process in ([item], [{"type": "group", "configs": [item]}]):
+        raw = {"apiversion": "modelslim_v1", "spec": {"process": process, "save": [{"type": "mindie_format_saver"}]}}
+        with pytest.raises(ConfigError) as error:
+            parse_quant_config(raw, "c.yaml")
+        assert "spec.save[0].type: mindie_format_saver cannot write per-group weights (W8A8_DYNAMIC" in str(error.value)
+        assert "spec.process[0]" in str(error.value) and "ascendv1_saver" in str(error.value)
+    raw["spec"]["save"] = [{"type": "ascendv1_saver"}]
+    parse_quant_config(raw, "c.yaml")  # ascendv1 records group_size

@@ -47,6 +47,7 @@ class MindieFormatSaver(LayerTreeSaver):
     config_class = MindieFormatSaverConfig
     config: MindieFormatSaverConfig
     writes = frozenset({"W8A8", "W8A8_DYNAMIC"})
+    writes_per_group = False  # the description has no group_size (the reference refuses per-group dynamic too)
     weights_prefix = WEIGHTS_PREFIX
     description_pattern = f"{DESCRIPTION_STEM}*.json"
     unsupported_hint = (

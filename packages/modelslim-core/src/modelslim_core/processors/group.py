@@ -41,6 +41,9 @@ class GroupConfig(ProcessorConfig):
     def export_types(self) -> frozenset[str]:
         return frozenset().union(*(child.export_types() for child in self.configs))
 
+    def per_group_export_types(self) -> frozenset[str]:
+        return frozenset().union(*(child.per_group_export_types() for child in self.configs))
+
 
 class GroupProcessor(Processor):
     config_class = GroupConfig

@@ -43,6 +43,9 @@ class LinearQuantConfig(ProcessorConfig, LayerSelection):
     def export_types(self) -> frozenset[str]:
         return frozenset({self.qconfig.export_type})
 
+    def per_group_export_types(self) -> frozenset[str]:
+        return self.export_types() if self.qconfig.weight.scope == "per_group" else frozenset()
+
 
 class LinearQuantProcessor(TracksPatternUse, Processor):
     config_class = LinearQuantConfig

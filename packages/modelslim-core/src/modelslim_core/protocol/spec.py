@@ -61,8 +61,21 @@ def _saver_writes(name: str, tags: list[str]) -> bool:
     return writes is None or set(tags) <= writes
 
 
+def _check_per_group(process: list[ProcessorConfig], save: list[SaverConfig], path: str) -> None:
+    grouped = [(index, tag) for index, config in enumerate(process) for tag in sorted(config.per_group_export_types())]
+    for index, config in enumerate(save):
+        if grouped and not registry.load(registry.SAVERS, config.type).writes_per_group:
+            where, tag = grouped[0]
+            raise ConfigError(
+                f"{path}.save[{index}].type: {config.type} cannot write per-group weights ({tag} with "
+                f"scope per_group from {path}.process[{where}]); its format has no group_size.",
+                "use ascendv1_saver for per-group layers, or quantize them with scope per_channel.",
+            )
+
+
 def check_savers_can_write(process: list[ProcessorConfig], save: list[SaverConfig], path: str) -> None:
-    """Refuse, at load time, a saver that cannot write a layer type some processor produces."""
+    """Refuse, at load time, a saver that cannot write a layer type (or per-group layout) some processor produces."""
+    _check_per_group(process, save, path)
     produced: dict[str, str] = {}
     for index, config in enumerate(process):
         for tag in sorted(config.export_types()):

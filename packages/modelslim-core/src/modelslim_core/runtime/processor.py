@@ -26,6 +26,10 @@ class ProcessorConfig(PluginConfig):
         """Checkpoint tags this processor can give layers, so a saver that cannot write one fails at load time."""
         return frozenset()
 
+    def per_group_export_types(self) -> frozenset[str]:
+        """The tags among export_types() that come with per-group weight parameters."""
+        return frozenset()
+
 
 class Processor:
     """Base class: every hook is a no-op so a processor implements only what it needs."""

@@ -24,6 +24,8 @@ class Saver:
     config_class: ClassVar[type[SaverConfig]]
     #: Layer tags (W8A8, W8A8_DYNAMIC, ...) this saver can write; None: any.
     writes: ClassVar[frozenset[str] | None] = None
+    #: False for a format with no place for per-group parameters (no group_size): per-group layers are refused.
+    writes_per_group: ClassVar[bool] = True
 
     def __init__(self, config: SaverConfig, context: RunContext):
         self.config = config
