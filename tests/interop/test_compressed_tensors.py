@@ -231,3 +231,22 @@ def test_eval_reads_a_compressed_tensors_checkpoint_with_transformers(tiny_model
     w4 = [layer["rel_l2"] for layer in report["layers"] if layer["tag"] == "W4A16"]
     assert all(0 < error < 0.5 for error in w4)
     assert (out / "eval_report.json").is_file()
+
+
+def test_quant_type_w4a16_uses_the_default_practice_and_writes_compressed_tensors(tmp_path, cli_env):
+    from tests.tiny_models import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "model", "qwen2", torch.float32, hidden_size=128, intermediate_size=256)
+    out = tmp_path / "out"
+    run_quant(QuantArgs(str(model), str(out), "Qwen2-demo", quant_type="w4a16", device="cpu", yes=True))
+    assert "default-w4a16" in (out / "Qwen2-demo_best_practice.yaml").read_text()
+    quantization = json.loads((out / "config.json").read_text())["quantization_config"]
+    (group,) = quantization["config_groups"].values()
+    assert group["format"] == "pack-quantized" and group["input_activations"] is None
+    assert group["weights"]["strategy"] == "group" and group["weights"]["group_size"] == 128
+    loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    float_model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+    input_ids = torch.randint(0, 200, (1, 16))
+    with torch.no_grad():
+        theirs, plain = loaded(input_ids=input_ids).logits, float_model(input_ids=input_ids).logits
+    assert 0 < ((theirs - plain).norm() / plain.norm()).item() < 0.2

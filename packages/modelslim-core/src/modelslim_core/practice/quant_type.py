@@ -11,13 +11,15 @@ from dataclasses import dataclass
 
 from modelslim_core.errors import ConfigError
 
-#: Every quant type the tool accepts (naming `w<W>a<A>[c8|f4|f8][s]`).
+#: Every quant type the tool accepts (naming `w<W>a<A>[c8|f4|f8][s]`): the reference's twelve plus w4a16,
+#: whose practice writes compressed-tensors (vLLM-Ascend loads no dense W4A16 from ascendv1).
 QUANT_TYPES: tuple[str, ...] = (
     "w4a4",
     "w4a8",
     "w4a4c8",
     "w4a4f8",
     "w4a8c8",
+    "w4a16",
     "w8a16",
     "w8a8",
     "w8a8s",
