@@ -21,6 +21,7 @@ from torch import nn
 from modelslim_core.models.base import ModelAdapter
 from modelslim_core.models.moe import MoEAdapterMixin
 from modelslim_core.models.weights import SourceWeights
+from modelslim_core.rotation.layout import DecoderRotationLayout
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,17 @@ class DeepseekV3Adapter(MoEAdapterMixin, ModelAdapter):
         ("norm-linear", "input_layernorm", ("self_attn.q_a_proj", "self_attn.kv_a_proj_with_mqa")),
         ("norm-linear", "self_attn.q_a_layernorm", ("self_attn.q_b_proj",)),
     )
+
+    #: Linears of the V3.2 lightning indexer that read the normed residual stream (V3 has none).
+    indexer_inputs: tuple[str, ...] = ()
+
+    @property
+    def rotation_layout(self) -> DecoderRotationLayout:
+        """MLA reads the stream through its two down-projections (q_proj when there is no q latent) and has
+        no v_proj: values come out of kv_b_proj, so attention gets no head_dim rotation."""
+        query = "self_attn.q_a_proj" if self.config_json.get("q_lora_rank") else "self_attn.q_proj"
+        inputs = (query, "self_attn.kv_a_proj_with_mqa", *self.indexer_inputs)
+        return DecoderRotationLayout(attn_inputs=inputs, value=None)
 
     def mtp_keys(self) -> list[str]:
         """Checkpoint keys of the MTP layer(s): layer indices at or beyond num_hidden_layers."""
@@ -78,5 +90,6 @@ class DeepseekV3Adapter(MoEAdapterMixin, ModelAdapter):
 class DeepseekV32Adapter(DeepseekV3Adapter):
     family = "deepseek_v3_2"
     model_types = ("DeepSeek-V3.2-Exp", "DeepSeek-V3.2")
+    indexer_inputs = ("self_attn.indexer.wk", "self_attn.indexer.weights_proj")
     model_type_prefixes = ("DeepSeek-V3.2",)
     hf_model_types = ("deepseek_v32",)

@@ -55,6 +55,21 @@ def rotate_output(linear: nn.Module, rotation: torch.Tensor) -> None:
 
 
 @torch.no_grad()
+def computes_rms_norm(norm: nn.Module) -> bool:
+    """Whether `norm` computes x/rms(x)·γ (+ β): probed on one non-constant vector, so a LayerNorm (which
+    subtracts the mean and does not commute with a rotation) or a (1 + γ) scale (Gemma) is told apart."""
+    weight = norm.weight
+    x = torch.ones(1, weight.shape[0], dtype=torch.float32, device=weight.device)
+    x[0, 0] = 3.0
+    expected = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True)) * weight.float()
+    beta = getattr(norm, "bias", None)
+    if beta is not None:
+        expected = expected + beta.float()
+    actual = norm(x.to(weight.dtype)).float()
+    return torch.allclose(actual, expected, rtol=2e-2, atol=1e-3 * float(expected.abs().max()))
+
+
+@torch.no_grad()
 def fuse_norm_into_linears(norm: nn.Module, linears: list[nn.Module]) -> None:
     """Fold the norm's per-channel scale γ (and bias β, if any: b += W·β) into its consumers; the norm then
     has γ = 1 (β = 0) and commutes with any rotation of the residual stream."""

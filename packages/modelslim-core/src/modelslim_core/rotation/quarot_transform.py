@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from modelslim_core.rotation import export, online
-from modelslim_core.rotation.fusing import fuse_norm_into_linears, rotate_input, rotate_output
+from modelslim_core.rotation.fusing import computes_rms_norm, fuse_norm_into_linears, rotate_input, rotate_output
 from modelslim_core.rotation.hadamard import hidden_rotation, random_hadamard
-from modelslim_core.rotation.layout import attention_shape, layout_of, submodule
+from modelslim_core.errors import ModelError
+from modelslim_core.rotation.layout import attention_shape, layout_of, mlp_sites, submodule
 from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.unit import Unit
 
@@ -55,10 +56,22 @@ def materialize(context: RunContext, model: nn.Module, modules: list[nn.Module])
     context.weights.materialize(model, names=names)
 
 
-def fuse_layer_norms(layer: nn.Module, layout, where: str) -> None:
-    """Fold a decoder layer's two RMSNorm scales into the linears that read them (both norms become 1)."""
-    for norm_path, reader_paths in ((layout.attn_norm, layout.attn_inputs), (layout.mlp_norm, layout.mlp_inputs)):
-        fuse_norm_into_linears(submodule(layer, norm_path, where), [submodule(layer, p, where) for p in reader_paths])
+def fuse_rms_norm(norm: nn.Module, readers: list[nn.Module], name: str) -> None:
+    """fuse_norm_into_linears, after checking the norm is one a rotation can pass through."""
+    if not computes_rms_norm(norm):
+        raise ModelError(
+            f"{name} ({type(norm).__name__}) is not an RMSNorm with a plain scale (it subtracts the mean, or "
+            "scales by 1 + γ), so rotating the residual stream around it would change the model.",
+            "quantize this model without quarot/adapt_rotation (smoothing processors work on it).",
+        )
+    fuse_norm_into_linears(norm, readers)
+
+
+def fuse_layer_norms(layer: nn.Module, layout, where: str, mlp_readers: list[nn.Module]) -> None:
+    """Fold a decoder layer's two RMSNorm scales into the modules that read them (both norms become 1)."""
+    attn_readers = [submodule(layer, path, where) for path in layout.attn_inputs]
+    fuse_rms_norm(submodule(layer, layout.attn_norm, where), attn_readers, f"{where}.{layout.attn_norm}")
+    fuse_rms_norm(submodule(layer, layout.mlp_norm, where), mlp_readers, f"{where}.{layout.mlp_norm}")
 
 
 class QuarotTransform:
@@ -80,7 +93,8 @@ class QuarotTransform:
             self.hidden = hidden_rotation(shape.hidden_size, self.settings.block_size)
         elif self.hidden.shape != (shape.hidden_size, shape.hidden_size):
             raise ValueError(f"hidden rotation {tuple(self.hidden.shape)} does not match hidden size {shape.hidden_size}")
-        self.head_rotation = random_hadamard(shape.head_dim, what="head_dim rotation")
+        if self.layout.value is not None:
+            self.head_rotation = random_hadamard(shape.head_dim, what="head_dim rotation")
         layers = getattr(getattr(model.config, "text_config", None) or model.config, "num_hidden_layers", None)
         beyond = [i for i in self.settings.down_proj_online_layers if layers is not None and i >= layers]
         if beyond:
@@ -103,7 +117,7 @@ class QuarotTransform:
                 head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
                 model.config.tie_word_embeddings = False
                 export.record_untied(self.context.state)
-            fuse_norm_into_linears(norm, [head])
+            fuse_rms_norm(norm, [head], self.layout.final_norm)
             rotate_input(head, self.hidden)
         rotate_input(embed, self.hidden)
         self.context.recorder.debug("rotation_matrices", "hidden", self.hidden)
@@ -114,18 +128,26 @@ class QuarotTransform:
     @torch.no_grad()
     def apply_unit(self, unit: Unit) -> None:
         layer, layout, where = unit.module, self.layout, unit.name
-        fuse_layer_norms(layer, layout, where)
-        for path in (*layout.attn_inputs, *layout.mlp_inputs):
-            rotate_input(submodule(layer, path, where), self.hidden)
-        for path in (layout.attn_output, layout.mlp_output):
-            rotate_output(submodule(layer, path, where), self.hidden)
-        value, out = submodule(layer, layout.value, where), submodule(layer, layout.attn_output, where)
-        rotate_output(value, self.head_rotation)  # block-diagonal: each head's values rotate by Q_hd
-        rotate_input(out, self.head_rotation)
+        mlp = mlp_sites(layer, layout, where, self.hidden.shape[0])
+        fuse_layer_norms(layer, layout, where, mlp.readers)
+        out = submodule(layer, layout.attn_output, where)
+        for reader in [submodule(layer, path, where) for path in layout.attn_inputs] + mlp.readers:
+            rotate_input(reader, self.hidden)
+        for writer in [out] + mlp.writers:
+            rotate_output(writer, self.hidden)
+        if layout.value is not None:  # block-diagonal: each head's values rotate by Q_hd
+            rotate_output(submodule(layer, layout.value, where), self.head_rotation)
+            rotate_input(out, self.head_rotation)
         if self.heads is not None:
             self._install(f"{where}.{layout.attn_output}", out, online.InputRotation(heads=self.heads))
         if self.kronecker is not None and unit.index in self.settings.down_proj_online_layers:
-            down = submodule(layer, layout.mlp_output, where)
+            if not mlp.dense:
+                raise ModelError(
+                    f"down_proj_online_layers lists layer {unit.index}, but {where} is a mixture-of-experts layer; "
+                    "the online Kronecker rotation is for a dense MLP's down_proj.",
+                    "list only dense layers in down_proj_online_layers.",
+                )
+            down = mlp.writers[0]
             self._install(f"{where}.{layout.mlp_output}", down, online.InputRotation(kronecker=self.kronecker))
 
     def _install(self, name: str, linear: nn.Module, rotation: online.InputRotation) -> None:
