@@ -180,3 +180,63 @@ def test_ssz_and_minmax_quantizers_are_data_free(layer):
     assert torch.equal(quantized.scale[:, 0], ssz_scales(weight, 4, steps=10))
     grouped = MinMaxIntWeight(QConfig(dtype="int8", scope="per_group", symmetric=False, method="minmax", ext={"group_size": 32}))
     assert grouped.quantize(weight).scale.shape == (OUT, IN // 32)
+
+
+@pytest.mark.parametrize("group_size", [0, 32, 8], ids=["per_channel", "per_group32", "per_group8"])
+def test_gptq_inner_steps_only_reorder_the_arithmetic(layer, group_size, monkeypatch):
+    """Two-level GPTQ (rank-1 updates inside small steps, one product per step) gives the codes of plain
+    column-by-column updates, also when groups start inside a step (8 columns: two groups per 16-column step)."""
+    from modelslim_core.quant import gptq
+
+    weight, _, hessian = layer
+    fast = gptq_quantize(weight, hessian, 4, False, group_size)
+    monkeypatch.setattr(gptq, "SUB_BLOCK", 1)  # every column's error spreads at once: the textbook loop
+    plain = gptq_quantize(weight, hessian, 4, False, group_size)
+    assert torch.equal(fast.codes, plain.codes)
+    assert torch.allclose(fast.scale, plain.scale, rtol=1e-5)
+
+
+def test_equal_hessians_are_factorised_once(layer, monkeypatch):
+    """q/k/v share one Hessian: the second linear reuses the factor, and a different Hessian does not."""
+    from modelslim_core.quant import gptq
+
+    weight, _, hessian = layer
+    calls = []
+    real = gptq._factor
+    monkeypatch.setattr(gptq, "_factor", lambda h, p, n: calls.append(n) or real(h, p, n))
+    monkeypatch.setattr(gptq, "_last_factor", gptq._LastFactor())
+    first = gptq_quantize(weight, hessian, 4, True, 0, name="q")
+    second = gptq_quantize(weight * 2, hessian.clone(), 4, True, 0, name="k")
+    assert calls == ["q"] and torch.equal(first.codes, second.codes)
+    gptq_quantize(weight, hessian * 1.5, 4, True, 0, name="o")
+    gptq_quantize(weight, hessian, 4, True, 0, percdamp=0.1, name="v")
+    assert calls == ["q", "o", "v"]
+
+
+@pytest.mark.parametrize("group_size", [0, 32], ids=["per_channel", "per_group32"])
+def test_linears_sharing_a_hessian_solved_together_get_their_own_results(layer, group_size):
+    """Stacking q/k/v rows into one GPTQ solve is exact: each linear's codes and scales are those of its
+    own solve."""
+    weight, _, hessian = layer
+    config = QConfig(dtype="int4", scope="per_group" if group_size else "per_channel", symmetric=False, method="gptq",
+                     ext={"group_size": group_size} if group_size else {})
+    quantizer = GPTQWeight(config)
+    parts = [weight, weight[:16] * 0.5, weight.flip(0)]
+    together = quantizer.quantize_together(parts, hessian, ["q", "k", "v"])
+    for part, joint in zip(parts, together, strict=True):
+        alone = quantizer.quantize(part, hessian)
+        assert torch.equal(joint.codes, alone.codes) and torch.allclose(joint.scale, alone.scale, rtol=1e-6)
+        assert joint.shape == tuple(part.shape) and joint.group_size == group_size
+
+
+@pytest.mark.parametrize("width", [100, 1024, 1030])
+def test_gram_of_wide_inputs_mirrors_the_upper_blocks(width):
+    from modelslim_core.quant.gptq import gram
+
+    rows = torch.randn(300, width)
+    expected = rows.T.double() @ rows.double()
+    result = gram(rows)
+    assert torch.allclose(result.double(), expected, rtol=1e-4, atol=1e-3)
+    if width >= 1024:  # the blocks below the diagonal are exact copies of those above it
+        quarter = width // 4
+        assert torch.equal(result[quarter:, :quarter], result[:quarter, quarter:].T)

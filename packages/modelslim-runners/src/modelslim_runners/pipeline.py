@@ -47,6 +47,10 @@ def stage_needs_data(stage: Stage) -> bool:
     return any(processor_class(config).needs_data(config) for config in stage.processors)
 
 
+class _StatisticsComplete(Exception):
+    """Raised by a hook to end a sample's forward once the running processor has recorded everything."""
+
+
 class UnitPipeline:
     """Runs stages over a model with a given placement."""
 
@@ -207,10 +211,12 @@ class UnitPipeline:
     ) -> Sequence[UnitInput] | None:
         self.placement.enter(unit)
         outputs = None
-        for processor in processors:
+        for index, processor in enumerate(processors):
             processor.preprocess(unit)
             if inputs is not None and processor.needs_forward(unit):
-                outputs = self._forward(unit, inputs)
+                discarded = is_last or any(type(p).needs_data(p.config) for p in processors[index + 1 :])
+                stop_at = processor.forward_needs_only(unit) if discarded else []
+                outputs = self._forward_until(unit, inputs, stop_at) if stop_at else self._forward(unit, inputs)
             processor.postprocess(unit)
             if processor.outputs_stale(unit):
                 outputs = None  # recomputed below from the unit as it is now
@@ -222,6 +228,31 @@ class UnitPipeline:
         if inputs is None or is_last:
             return None
         return self.spill.keep(self.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, inputs))
+
+    def _forward_until(self, unit: Unit, inputs: Sequence[UnitInput], modules: list[nn.Module]) -> None:
+        """Run each sample only until every one of `modules` has been called (their inputs are all the running
+        processor records), skipping the rest of the unit: no outputs (the runner recomputes them if needed)."""
+        device = self.placement.device
+        wanted = {id(module) for module in modules}
+        pending: set[int] = set()
+
+        def reached(module: nn.Module, _args: tuple) -> None:  # runs after the processor's own pre-hooks
+            pending.discard(id(module))
+            if not pending:
+                raise _StatisticsComplete
+
+        handles = [module.register_forward_pre_hook(reached) for module in {id(m): m for m in modules}.values()]
+        try:
+            for item in inputs:
+                pending.update(wanted)
+                try:
+                    unit.module(*move(item.args, device), **move(item.kwargs, device))
+                except _StatisticsComplete:
+                    continue
+        finally:
+            for handle in handles:
+                handle.remove()
+        return None
 
     def _forward(self, unit: Unit, inputs: Sequence[UnitInput]) -> Sequence[Any]:
         device = self.placement.device

@@ -71,6 +71,7 @@ def _first_tensor(output: Any) -> torch.Tensor:
 class AwqProcessor(SmoothingProcessor):
     config_class = AwqConfig
     config: AwqConfig
+    stops_after_statistics = False  # it replays each subgraph's enclosing block from the inputs it recorded
 
     def __init__(self, config: AwqConfig, context):
         super().__init__(config, context)

@@ -24,7 +24,7 @@ from modelslim_core.protocol.qconfig import LinearQConfig
 from modelslim_core.quant.gptq import GramCache
 from modelslim_core.quant.layer_stats import record_activation, record_weight
 from modelslim_core.quant.minmax import MinMaxObserver
-from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer
+from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer, solve_shared_hessians
 from modelslim_core.runtime.distributed import compute_once, is_distributed
 from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
@@ -123,15 +123,11 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
         for _, calibrating in self._calibrating:
             if isinstance(calibrating.observer, MinMaxObserver):
                 calibrating.observer.synchronize()  # a collective: every rank, same order
+        self._check_calibrated()
+        together = [calibrating for _, calibrating in self._calibrating]
+        solved = {id(c): q for c, q in zip(together, solve_shared_hessians(together), strict=True) if q is not None}
         for site, calibrating in self._calibrating:
-            if not calibrating.calibrated:
-                raise DatasetError(
-                    f"{site.name} received no calibration data, so its {self.quantizer.export_type} parameters "
-                    "(static activation range or GPTQ Hessian) cannot be computed.",
-                    "use calibration data that reaches it, or a data-free scheme for it (dynamic per_token "
-                    "activations with minmax or ssz weights).",
-                )
-            quantized = calibrating.finish()
+            quantized = calibrating.finish(solved.get(id(calibrating)))
             if calibrating.qweight is None:  # GPTQ: quantized only now, from the float weight it kept
                 record_weight(self.context.recorder, site.name, self.quantizer.export_type, calibrating.weight,
                               quantized.qweight)
@@ -140,6 +136,16 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
         self._grams.clear()
         self._stale = bool(self._calibrating) and self.quantizer.weight.needs_data
         self._calibrating = []
+
+    def _check_calibrated(self) -> None:
+        for site, calibrating in self._calibrating:
+            if not calibrating.calibrated:
+                raise DatasetError(
+                    f"{site.name} received no calibration data, so its {self.quantizer.export_type} parameters "
+                    "(static activation range or GPTQ Hessian) cannot be computed.",
+                    "use calibration data that reaches it, or a data-free scheme for it (dynamic per_token "
+                    "activations with minmax or ssz weights).",
+                )
 
     def outputs_stale(self, unit: Unit) -> bool:
         return self._stale

@@ -45,6 +45,26 @@ DEFAULT_BLOCK_SIZE = 128
 _DAMPING_RETRIES = 4
 
 
+#: Column blocks of a Gram product; widths from this size up are split so only the upper blocks are computed.
+GRAM_BLOCKS = 4
+GRAM_SPLIT_FROM = 1024
+
+
+def gram(rows: torch.Tensor) -> torch.Tensor:
+    """rowsᵀ·rows ([n, d] -> [d, d]). The product is symmetric, so for wide inputs only the blocks on and above
+    the diagonal are multiplied (5/8 of the work with 4 blocks) and the rest is mirrored."""
+    width = rows.shape[1]
+    if width < GRAM_SPLIT_FROM:
+        return rows.T @ rows
+    edges = [width * i // GRAM_BLOCKS for i in range(GRAM_BLOCKS + 1)]
+    out = torch.empty(width, width, dtype=rows.dtype, device=rows.device)
+    for first, last in zip(edges, edges[1:]):
+        upper = rows[:, first:last].T @ rows[:, first:]
+        out[first:last, first:] = upper
+        out[last:, first:last] = upper[:, last - first :].T
+    return out
+
+
 class GramCache:
     """xᵀx of the most recent input tensor, shared by the linears of one unit that read the very same tensor.
 
@@ -62,8 +82,7 @@ class GramCache:
     def gram(self, key: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Σ xᵀx over the rows of x, reused while `key` (the raw input x was computed from) is unchanged."""
         if self._gram is None or key is not self._key or key._version != self._version:
-            rows = x.detach().reshape(-1, x.shape[-1]).float()
-            self._gram = rows.T @ rows
+            self._gram = gram(x.detach().reshape(-1, x.shape[-1]).float())
             self._key, self._version = key, key._version
         return self._gram
 
@@ -85,15 +104,47 @@ class HessianAccumulator:
         if self.cache is not None and key is not None:
             self.sum += self.cache.gram(key, x)
             return
-        rows = x.detach().reshape(-1, x.shape[-1]).float()
-        self.sum.addmm_(rows.T, rows)
+        self.sum += gram(x.detach().reshape(-1, x.shape[-1]).float())
 
     def hessian(self) -> torch.Tensor:
         """H = (2/n) Σ xᵀx (the scale does not change GPTQ's result; it is the textbook definition)."""
         return self.sum * (2.0 / max(self.tokens, 1))
 
 
+class _LastFactor:
+    """The most recent inverse_hessian_factor result: q/k/v (and gate/up) have equal Hessians, computed one
+    after the other, so the second and third factorisation are a comparison instead."""
+
+    def __init__(self) -> None:
+        self.key: tuple[torch.Tensor | None, float] | None = None
+        self.upper: torch.Tensor | None = None
+
+    def lookup(self, hessian: torch.Tensor, percdamp: float) -> torch.Tensor | None:
+        if self.key is None or self.key[0] is None or self.key[1] != percdamp:
+            return None
+        known = self.key[0]
+        same = known.shape == hessian.shape and known.device == hessian.device and torch.equal(known, hessian)
+        return self.upper if same else None
+
+    def store(self, hessian: torch.Tensor | None, percdamp: float, upper: torch.Tensor | None) -> None:
+        self.key, self.upper = (hessian, percdamp), upper
+
+
+_last_factor = _LastFactor()
+
+
 def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float, name: str) -> torch.Tensor:
+    """Upper Cholesky factor of (H + damping·I)⁻¹ (read-only: callers must not modify it)."""
+    known = _last_factor.lookup(hessian, percdamp)
+    if known is not None:
+        return known
+    _last_factor.store(None, percdamp, None)  # release the previous pair before computing (peak memory)
+    upper = _factor(hessian, percdamp, name)
+    _last_factor.store(hessian, percdamp, upper)
+    return upper
+
+
+def _factor(hessian: torch.Tensor, percdamp: float, name: str) -> torch.Tensor:
     """Upper Cholesky factor of (H + damping·I)⁻¹, with growing damping if H is not positive definite."""
     damp = percdamp * torch.diag(hessian).mean()
     for attempt in range(_DAMPING_RETRIES + 1):
@@ -215,26 +266,61 @@ def _one_intra_op_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+#: Columns per inner step of a block: a column's error is spread by rank-1 updates only over its own small
+#: step (a cache-sized [out, 16] slice); each finished step reaches the rest of the block in one matrix product.
+#: The two levels only reorder the arithmetic of plain column-by-column GPTQ, and cut its time severalfold.
+SUB_BLOCK = 16
+
+
 def _quantize_block(
     block: torch.Tensor, errors: torch.Tensor, w: torch.Tensor, u: torch.Tensor, codes: torch.Tensor, grid: _Grid, start: int
 ) -> None:
-    """Quantize the columns of one block in order, spreading each column's error over the rest of the block."""
-    end = start + block.shape[1]
-    for i in range(end - start):
+    """Quantize the columns of one block in order, spreading each column's error over the rest of the block.
+
+    Invariant at column i: every block column >= i carries the updates of every column < i (columns up to
+    `step_end` through rank-1 updates, later ones through `_spread` when a step ends or a group starts)."""
+    width = block.shape[1]
+    end = start + width
+    spread_from, step_end = 0, min(SUB_BLOCK, width)
+    for i in range(width):
+        if i == step_end:
+            _spread(block, errors, u, start, spread_from, i, step_end)
+            spread_from, step_end = i, min(i + SUB_BLOCK, width)
         column = start + i
         group = grid.group_of[column]
         if not grid.static and column % grid.group_size == 0:
+            _spread(block, errors, u, start, spread_from, i, step_end)  # the group's columns, fully updated
+            spread_from = i
             grid.start_group(_group_columns(block, w, errors, u, start, i, grid.group_size), group)
         codes[:, column], quantized = grid.quantize(block[:, i], group)
         error = (block[:, i] - quantized) / u[column, column]
-        block[:, i:].addr_(error, u[column, column:end], alpha=-1)
+        block[:, i + 1 : step_end].addr_(error, u[column, column + 1 : start + step_end], alpha=-1)
         errors[:, i] = error
+
+
+def _spread(block: torch.Tensor, errors: torch.Tensor, u: torch.Tensor, start: int, first: int, last: int,
+            beyond: int) -> None:
+    """Apply the errors of block columns [first, last) to the block columns from `beyond` on (the ones their
+    rank-1 updates did not reach), in one matrix product."""
+    if first >= last or beyond >= block.shape[1]:
+        return
+    rows = slice(start + first, start + last)
+    block[:, beyond:].addmm_(errors[:, first:last], u[rows, start + beyond : start + block.shape[1]], alpha=-1)
 
 
 class GPTQWeight(WeightQuantizer):
     """gptq for int8/int4, per channel or per group, symmetric or asymmetric."""
 
     needs_data = True
+
+    def quantize_together(self, weights: list[torch.Tensor], hessian: torch.Tensor, names: list[str]) -> list[IntWeight]:
+        """Linears with one Hessian (q/k/v, gate/up) in one solve: GPTQ treats every output row on its own
+        with the same factor, so stacking their rows gives each linear exactly its own result, with one column
+        loop instead of one per linear."""
+        stacked = self.quantize(torch.cat([w.detach().float() for w in weights]), hessian, " + ".join(names))
+        rows = [w.shape[0] for w in weights]
+        return [IntWeight(codes, scale, offset, stacked.bits, stacked.group_size) for codes, scale, offset in
+                zip(stacked.codes.split(rows), stacked.scale.split(rows), stacked.offset.split(rows), strict=True)]
 
     def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
         if hessian is None:

@@ -157,12 +157,39 @@ class CalibratingLinear(nn.Module):
     def calibrated(self) -> bool:
         return self.tokens > 0
 
-    def finish(self) -> QuantizedLinear:
-        """The final quantized layer: calibrated activation parameters and (for GPTQ) the weight quantized now."""
+    def finish(self, qweight: nn.Module | None = None) -> QuantizedLinear:
+        """The final quantized layer: calibrated activation parameters and (for GPTQ) the weight quantized now,
+        unless `qweight` was already solved together with linears sharing this Hessian."""
         act = self.act
         if self.observer is not None:
             act = build_static_act(self.quantizer.qconfig.act, self.observer, self.weight.device)
-        qweight = self.qweight
+        qweight = qweight if qweight is not None else self.qweight
         if qweight is None:
             qweight = self.quantizer.weight.quantize(self.weight, self.hessian.hessian(), name=self.name)
         return QuantizedLinear(self.quantizer.export_type, qweight, act, self.bias)
+
+
+def solve_shared_hessians(calibrating: list[CalibratingLinear]) -> list[nn.Module | None]:
+    """GPTQ weights of consecutive calibrating linears with equal Hessians, solved together (None for the
+    others: they are solved on their own in `finish`)."""
+    solved: list[nn.Module | None] = [None] * len(calibrating)
+    start = 0
+    while start < len(calibrating):
+        first = calibrating[start]
+        end = start + 1
+        if first.hessian is not None and hasattr(first.quantizer.weight, "quantize_together"):
+            hessian = first.hessian.hessian()
+            while end < len(calibrating) and _same_hessian(calibrating[end], first, hessian):
+                end += 1
+            if end - start > 1:
+                run = calibrating[start:end]
+                solved[start:end] = first.quantizer.weight.quantize_together(
+                    [c.weight for c in run], hessian, [c.name for c in run])
+        start = end
+    return solved
+
+
+def _same_hessian(candidate: CalibratingLinear, first: CalibratingLinear, hessian: torch.Tensor) -> bool:
+    return (candidate.quantizer is first.quantizer and candidate.hessian is not None
+            and candidate.hessian.tokens == first.hessian.tokens and torch.equal(candidate.hessian.sum, first.hessian.sum)
+            and candidate.weight.device == first.weight.device)

@@ -56,6 +56,12 @@ class Processor:
     def postprocess(self, unit: Unit) -> None:
         """After the unit's calibration forward (or right after preprocess for data-free work)."""
 
+    def forward_needs_only(self, unit: Unit) -> list[nn.Module]:
+        """Modules whose inputs are all this processor's forward records. When nobody uses the forward's
+        outputs (a later processor runs its own forward, or this is the last unit), the runner stops each
+        sample's forward once every one of them has been called. [] (the default): run the whole unit."""
+        return []
+
     def outputs_stale(self, unit: Unit) -> bool:
         """After postprocess: whether the calibration forward's outputs no longer reflect the unit (e.g. its
         weights were quantized only now), so the runner must run the unit again for the next unit's inputs."""

@@ -15,7 +15,9 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
+from torch import nn
 
+from modelslim_core.models.moe import PerExpertMoE
 from modelslim_core.models.subgraphs import APPLY_ORDER, SUBGRAPH_KINDS, Subgraph
 from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
@@ -120,6 +122,16 @@ class SmoothingProcessor(TracksPatternUse, Processor):
 
     def outputs_stale(self, unit: Unit) -> bool:
         return False  # float fusion keeps the unit's function: the forward's outputs are still right
+
+    #: Whether the statistics hooks are all this processor's forward needs (awq also replays its blocks).
+    stops_after_statistics: ClassVar[bool] = True
+
+    def forward_needs_only(self, unit: Unit) -> list[nn.Module]:
+        """The hooked first consumers, unless the unit routes tokens to experts (an expert that gets no token
+        in a sample is never called, and every expert must see its tokens)."""
+        if not self.stops_after_statistics or any(isinstance(m, PerExpertMoE) for m in unit.module.modules()):
+            return []
+        return [subgraph.targets[0] for subgraph in self._subgraphs]
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "smoothed": self._smoothed}
