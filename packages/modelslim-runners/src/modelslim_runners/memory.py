@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -77,3 +80,23 @@ def device_peak_bytes(device: torch.device) -> int | None:
     if device.type == "npu":
         return torch.npu.max_memory_allocated(device)  # type: ignore[attr-defined]  # provided by torch_npu
     return None
+
+
+@cache
+def _glibc_malloc_trim():
+    """glibc's malloc_trim, or None on other C libraries (musl, macOS, Windows)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return getattr(libc, "malloc_trim", None)
+    except OSError:
+        return None
+
+
+def return_freed_host_memory() -> None:
+    """Hand the heap memory freed by a released unit back to the OS. glibc keeps freed blocks of a few MiB in
+    its arenas (its mmap threshold grows after the first large free), so without this a layer-wise run's RSS
+    grows by about one unit per unit (134M Qwen2: 1.96 GiB peak instead of 0.83 GiB). Costs ~0.1 ms."""
+    trim = _glibc_malloc_trim()
+    if trim is not None:
+        trim(0)

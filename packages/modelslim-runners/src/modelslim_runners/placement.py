@@ -19,6 +19,7 @@ from modelslim_core.models.base import ModelAdapter
 from modelslim_core.models.weights import LazyWeights, SourceWeights, tied_aliases
 from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.unit import Unit
+from modelslim_runners.memory import return_freed_host_memory
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +123,4 @@ class LayerWisePlacement(Placement):
 
     def leave(self, unit: Unit) -> None:
         unit.module.to("meta")
+        return_freed_host_memory()
