@@ -44,26 +44,16 @@ GUIDE_SECONDS = {"forward": 21.5, "smooth_quant+w8a8": 40.4, "gptq w4a16": 83.0}
 TARGET_VS_FORWARD = {"smooth_quant+w8a8": 1.3}
 TARGET_VS_LLMC = {"smooth_quant+w8a8": 0.7, "gptq w4a16": 0.6}
 
-STATIC_W8A8 = """\
-    - type: linear_quant
-      qconfig:
-        act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}
-        weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}
-      include: ["*"]
-"""
-DYNAMIC_W8A8 = """\
-    - type: linear_quant
-      qconfig:
-        act: {scope: per_token, dtype: int8, symmetric: true, method: minmax}
-        weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}
-      include: ["*"]
-"""
-GPTQ_W4A16 = """\
-    - type: linear_quant
-      qconfig:
-        weight: {scope: per_channel, dtype: int4, symmetric: true, method: gptq}
-      include: ["*"]
-"""
+def linear_quant_item(weight: str, act: str | None = None) -> str:
+    """One `spec.process` item quantizing every linear (act None: weight-only)."""
+    act_line = f"        act: {act}\n" if act else ""
+    return f"    - type: linear_quant\n      qconfig:\n{act_line}        weight: {weight}\n      include: [\"*\"]\n"
+
+
+INT8_WEIGHT = "{scope: per_channel, dtype: int8, symmetric: true, method: minmax}"
+STATIC_W8A8 = linear_quant_item(INT8_WEIGHT, "{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}")
+DYNAMIC_W8A8 = linear_quant_item(INT8_WEIGHT, "{scope: per_token, dtype: int8, symmetric: true, method: minmax}")
+GPTQ_W4A16 = linear_quant_item("{scope: per_channel, dtype: int4, symmetric: true, method: gptq}")
 PIPELINES = {
     "smooth_quant+w8a8": ("auto", "    - {type: smooth_quant, alpha: 0.5}\n" + STATIC_W8A8, "ascendv1_saver"),
     "gptq w4a16": ("auto", GPTQ_W4A16, "compressed_tensors_saver"),

@@ -16,6 +16,7 @@ from modelslim_core.errors import CheckpointError
 from modelslim_core.quant.quantized_linear import QuantizedLinear
 from modelslim_save_ascend import ascendv1
 from tests.quant_runs import DYNAMIC_ACT, WEIGHT_SYM, mixed_config
+from tests.runners.test_data_parallel import write_config
 
 
 def tensor_refs(value, found: list[dict]) -> list[dict]:
@@ -146,18 +147,12 @@ def test_data_parallel_debug_run_gathers_every_rank_on_rank_0(tiny_models, small
 
 
 def test_debug_run_records_rotations_and_searches(tiny_models, small_calib, tmp_path, cli_env):
-    config = tmp_path / "rotate.yaml"
-    config.write_text(f"""\
-apiversion: modelslim_v1
-spec:
-  runner: layer_wise
-  process:
-    - {{type: quarot, online: true, max_tp_size: 2, down_proj_online_layers: [1]}}
-    - {{type: awq, weight_qconfig: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}}}
-    - {{type: linear_quant, qconfig: {{act: {DYNAMIC_ACT}, weight: {WEIGHT_SYM}}}, include: ["*"]}}
-  save: [{{type: ascendv1_saver, part_file_size: 0}}]
-  dataset: {small_calib}
-""")
+    process = (
+        "    - {type: quarot, online: true, max_tp_size: 2, down_proj_online_layers: [1]}\n"
+        "    - {type: awq, weight_qconfig: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}}\n"
+        f"    - {{type: linear_quant, qconfig: {{act: {DYNAMIC_ACT}, weight: {WEIGHT_SYM}}}, include: ['*']}}\n"
+    )
+    config = write_config(tmp_path, "rotate", process, small_calib, runner="layer_wise")
     out = tmp_path / "out"
     run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", config_path=str(config), device="cpu", debug=True))
     info = load_debug_info(out)

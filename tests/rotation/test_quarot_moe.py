@@ -15,7 +15,9 @@ from modelslim_core.models.resolve import create_adapter
 from modelslim_core.rotation.quarot_transform import QuarotSettings
 from modelslim_core.runtime.context import DeviceSpec, RunContext
 from tests.moe._helpers import MODEL_TYPES, quantize, relative_logit_error
+from tests.quant_runs import DYNAMIC_ACT, WEIGHT_SYM
 from tests.rotation._helpers import TOKENS, apply_quarot, logits, relative_error
+from tests.runners.test_data_parallel import write_config
 from tests.tiny_models import make_tiny_model
 
 ARCHS = ["qwen3_moe", "deepseek_v3", "deepseek_v32"]
@@ -65,21 +67,12 @@ def test_online_down_proj_rotation_is_for_dense_layers_only(moe_models):
 
 @pytest.mark.parametrize("arch", ["qwen3_moe", "deepseek_v3"])
 def test_rotated_w8a8_moe_checkpoint_reloads_close_to_float(moe_models, arch, small_calib, tmp_path, cli_env):
-    config = tmp_path / "rotate.yaml"
-    config.write_text(f"""\
-apiversion: modelslim_v1
-spec:
-  runner: layer_wise
-  process:
-    - {{type: quarot, online: true, max_tp_size: 2}}
-    - type: linear_quant
-      qconfig:
-        act: {{scope: per_token, dtype: int8, symmetric: true, method: minmax}}
-        weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
-      include: ["*experts*", "*o_proj", "*q_a_proj", "*kv_a_proj_with_mqa", "*self_attn.?_proj"]
-  save: [{{type: ascendv1_saver, part_file_size: 0}}]
-  dataset: {small_calib}
-""")
+    process = (
+        "    - {type: quarot, online: true, max_tp_size: 2}\n"
+        f"    - {{type: linear_quant, qconfig: {{act: {DYNAMIC_ACT}, weight: {WEIGHT_SYM}}}, include: "
+        "['*experts*', '*o_proj', '*q_a_proj', '*kv_a_proj_with_mqa', '*self_attn.?_proj']}\n"
+    )
+    config = write_config(tmp_path, "rotate", process, small_calib, runner="layer_wise")
     model = moe_models(arch)
     out = quantize(model, tmp_path / "out", MODEL_TYPES[arch], config)
     error = relative_logit_error(model, out, TOKENS)
