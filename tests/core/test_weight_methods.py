@@ -196,23 +196,6 @@ def test_gptq_inner_steps_only_reorder_the_arithmetic(layer, group_size, monkeyp
     assert torch.allclose(fast.scale, plain.scale, rtol=1e-5)
 
 
-def test_equal_hessians_are_factorised_once(layer, monkeypatch):
-    """q/k/v share one Hessian: the second linear reuses the factor, and a different Hessian does not."""
-    from modelslim_core.quant import gptq
-
-    weight, _, hessian = layer
-    calls = []
-    real = gptq._factor
-    monkeypatch.setattr(gptq, "_factor", lambda h, p, n: calls.append(n) or real(h, p, n))
-    monkeypatch.setattr(gptq, "_last_factor", gptq._LastFactor())
-    first = gptq_quantize(weight, hessian, 4, True, 0, name="q")
-    second = gptq_quantize(weight * 2, hessian.clone(), 4, True, 0, name="k")
-    assert calls == ["q"] and torch.equal(first.codes, second.codes)
-    gptq_quantize(weight, hessian * 1.5, 4, True, 0, name="o")
-    gptq_quantize(weight, hessian, 4, True, 0, percdamp=0.1, name="v")
-    assert calls == ["q", "o", "v"]
-
-
 @pytest.mark.parametrize("group_size", [0, 32], ids=["per_channel", "per_group32"])
 def test_linears_sharing_a_hessian_solved_together_get_their_own_results(layer, group_size):
     """Stacking q/k/v rows into one GPTQ solve is exact: each linear's codes and scales are those of its
@@ -261,3 +244,27 @@ def test_buffered_streams_sum_every_row_once_and_share_equal_inputs(monkeypatch)
         for acc in (q, k, alone):
             assert acc.tokens == 5 * 3 * 40
             assert torch.allclose(acc.sum.double(), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_calibrating_linears_reading_one_input_are_solved_together(layer):
+    """q/k/v-like linears fed the same tensor share one input stream and get one stacked GPTQ solve; a linear
+    fed another tensor is left to its own `finish`. Each result equals the one-linear solve."""
+    from modelslim_core.protocol.qconfig import LinearQConfig
+    from modelslim_core.quant.quantized_linear import LinearQuantizer, solve_shared_hessians
+
+    weight, x, _ = layer
+    quantizer = LinearQuantizer(LinearQConfig.model_validate(
+        {"weight": {"dtype": "int4", "scope": "per_channel", "symmetric": True, "method": "gptq"}}))
+    cache = GramCache()
+    linears = [torch.nn.Linear(IN, OUT, bias=False) for _ in range(4)]
+    for linear, scale in zip(linears, (1.0, 0.5, 2.0, 1.0)):
+        linear.weight.data = weight * scale
+    calibrating = [quantizer.calibrating(f"l{i}", linear, cache) for i, linear in enumerate(linears)]
+    for module in calibrating[:3]:
+        module(x)  # one tensor, three readers
+    calibrating[3](x.clone())  # equal values, but another input
+    solved = solve_shared_hessians(calibrating)
+    assert [q is not None for q in solved] == [True, True, True, False]
+    for module, joint in zip(calibrating[:3], solved):
+        alone = quantizer.weight.quantize(module.weight, module.hessian.hessian())
+        assert torch.equal(joint.codes, alone.codes)

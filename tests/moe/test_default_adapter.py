@@ -117,6 +117,6 @@ def test_calibration_texts_longer_than_the_positions_are_cut_to_fit(encoder, tmp
     config = tmp_path / "static.yaml"
     config.write_text(static_w8a8_config("*", "layer_wise", dataset))
     out = quantize(encoder, tmp_path / "out", "my-bert-encoder", config)
-    assert "1 of 2 calibration samples were cut to 128 tokens" in caplog.text
-    assert "max_position_embeddings" in caplog.text
+    assert "1 of 2 calibration samples reach the model's maximum input length of 128 tokens" in caplog.text
+    assert "max_position_embeddings in config.json" in caplog.text
     load_quantized_model(encoder, out)

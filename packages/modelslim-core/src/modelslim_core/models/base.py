@@ -229,14 +229,13 @@ class ModelAdapter:
         return resolve_subgraphs(unit, self.smoothing_patterns, attention_heads(self.config_json))
 
     # --- calibration data ---------------------------------------------------------------------------------
-    def max_positions(self) -> int | None:
-        """The longest input the model's position encoding covers (None: the config does not say)."""
-        text_config = self.config_json.get("text_config") or {}
-        for holder in (self.config_json, text_config):
+    def position_limit(self) -> tuple[str, int] | None:
+        """(config.json key, value) of the longest input the model's positions cover; None if it does not say."""
+        for holder in (self.config_json, self.config_json.get("text_config") or {}):
             for key in POSITION_LIMIT_KEYS:
                 value = holder.get(key)
                 if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                    return value
+                    return key, value
         return None
 
     def tokenize(self, texts: list[str]) -> list[dict[str, torch.Tensor]]:
@@ -245,19 +244,15 @@ class ModelAdapter:
         A text longer than the model's positions is cut to fit (a model with learned absolute positions cannot
         run it at all, and a rotary one was never trained past it), with one warning for the whole set."""
         tokenizer = self.load_tokenizer()
-        limit = self.max_positions()
-        options = {"truncation": True, "max_length": limit} if limit else {}
+        limit = self.position_limit()
+        options = {"truncation": True, "max_length": limit[1]} if limit else {}
         samples = [dict(tokenizer(text, return_tensors="pt", **options)) for text in texts]
-        cut = sum(1 for sample in samples if limit and sample["input_ids"].shape[-1] >= limit)
-        if cut:
-            logger.warning("%d of %d calibration samples were cut to %d tokens, the model's maximum input length "
-                           "(%s in config.json); shorten them to calibrate on whole texts.", cut, len(samples), limit,
-                           self._position_limit_key())
+        at_limit = sum(1 for sample in samples if limit and sample["input_ids"].shape[-1] >= limit[1])
+        if at_limit:
+            logger.warning("%d of %d calibration samples reach the model's maximum input length of %d tokens (%s in "
+                           "config.json); longer ones were cut there. Shorten them to calibrate on whole texts.",
+                           at_limit, len(samples), limit[1], limit[0])
         return samples
-
-    def _position_limit_key(self) -> str:
-        holders = (self.config_json, self.config_json.get("text_config") or {})
-        return next((key for holder in holders for key in POSITION_LIMIT_KEYS if key in holder), "?")
 
     @torch.no_grad()
     def capture_unit_inputs(self, model: nn.Module, samples: list[Any]) -> list[UnitInput]:

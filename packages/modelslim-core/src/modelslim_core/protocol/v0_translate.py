@@ -31,6 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from modelslim_core.errors import ConfigError
 from modelslim_core.protocol.qconfig import LinearQConfig
 from modelslim_core.protocol.saver_choice import ASCEND_SAVER, saver_for
@@ -157,11 +159,26 @@ def _linear_quant(calib: _Fields, notes: list[str]) -> dict[str, Any]:
     if act is not None:
         qconfig["act"] = act
     qconfig["weight"] = _weight_qconfig(calib)
+    _check_exportable(calib, qconfig)
     disabled = calib.get("disable_names", []) or []
     if not isinstance(disabled, list) or not all(isinstance(name, str) for name in disabled):
         raise ConfigError(f"{calib.source}: {calib.path}.disable_names: must be a list of layer names.",
                           "e.g. disable_names: [lm_head, model.layers.0.mlp.down_proj]")
     return {"type": "linear_quant", "qconfig": qconfig, "include": ["*"], "exclude": list(disabled)}
+
+
+def _check_exportable(calib: _Fields, qconfig: dict[str, Any]) -> None:
+    """The bit/activation combination must be a scheme modelslim_v1 can export (e.g. not static int8
+    activations with int4 weights)."""
+    try:
+        LinearQConfig.model_validate(qconfig)
+    except ValidationError:
+        combination = f"w_bit {calib.get('w_bit', 8)} with a_bit {calib.get('a_bit', 8)}"
+        if calib.get("a_bit", 8) == 8:
+            combination += " dynamic" if calib.get("is_dynamic", False) else " static"
+        raise calib.refuse("w_bit", f"{combination} (w_sym {calib.get('w_sym', True)}, group_size "
+                           f"{calib.get('group_size', 0) or 0}) has no exportable scheme",
+                           "use w_bit 8, or w_bit 4 with a_bit 16 or with is_dynamic: true and w_sym: true.") from None
 
 
 def _smoothing(anti: _Fields, weight_qconfig: dict[str, Any], notes: list[str]) -> dict[str, Any]:

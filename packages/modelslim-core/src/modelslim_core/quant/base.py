@@ -36,3 +36,8 @@ class WeightQuantizer(ABC):
     @abstractmethod
     def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
         """The quantized weight container; `hessian` is given iff `needs_data`; `name` is for messages."""
+
+    def quantize_together(self, weights: list[torch.Tensor], hessian: torch.Tensor, names: list[str]) -> list[nn.Module]:
+        """Linears that read one input (q/k/v, gate/up) and so share `hessian`; a method that can solve them in
+        one go (GPTQ) overrides this."""
+        return [self.quantize(weight, hessian, name) for weight, name in zip(weights, names, strict=True)]

@@ -135,6 +135,10 @@ class HessianAccumulator:
         self._stream: _RowStream | None = None
         self._width, self._device = in_features, device
 
+    def shares_inputs_with(self, other: HessianAccumulator) -> bool:
+        """Whether both accumulated the very same input stream (then their Hessians are one and the same)."""
+        return self._stream is not None and self._stream is other._stream and self.tokens == other.tokens
+
     def update(self, x: torch.Tensor, key: torch.Tensor | None = None) -> None:
         """Add the rows of x; `key` is the raw input x was derived from, to share the product through the
         cache (an accumulator is always called with a key, or always without)."""
@@ -158,40 +162,7 @@ class HessianAccumulator:
         return self.sum * (2.0 / max(self.tokens, 1))
 
 
-class _LastFactor:
-    """The most recent inverse_hessian_factor result: q/k/v (and gate/up) have equal Hessians, computed one
-    after the other, so the second and third factorisation are a comparison instead."""
-
-    def __init__(self) -> None:
-        self.key: tuple[torch.Tensor | None, float] | None = None
-        self.upper: torch.Tensor | None = None
-
-    def lookup(self, hessian: torch.Tensor, percdamp: float) -> torch.Tensor | None:
-        if self.key is None or self.key[0] is None or self.key[1] != percdamp:
-            return None
-        known = self.key[0]
-        same = known.shape == hessian.shape and known.device == hessian.device and torch.equal(known, hessian)
-        return self.upper if same else None
-
-    def store(self, hessian: torch.Tensor | None, percdamp: float, upper: torch.Tensor | None) -> None:
-        self.key, self.upper = (hessian, percdamp), upper
-
-
-_last_factor = _LastFactor()
-
-
 def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float, name: str) -> torch.Tensor:
-    """Upper Cholesky factor of (H + damping·I)⁻¹ (read-only: callers must not modify it)."""
-    known = _last_factor.lookup(hessian, percdamp)
-    if known is not None:
-        return known
-    _last_factor.store(None, percdamp, None)  # release the previous pair before computing (peak memory)
-    upper = _factor(hessian, percdamp, name)
-    _last_factor.store(hessian, percdamp, upper)
-    return upper
-
-
-def _factor(hessian: torch.Tensor, percdamp: float, name: str) -> torch.Tensor:
     """Upper Cholesky factor of (H + damping·I)⁻¹, with growing damping if H is not positive definite."""
     damp = percdamp * torch.diag(hessian).mean()
     for attempt in range(_DAMPING_RETRIES + 1):
@@ -361,9 +332,8 @@ class GPTQWeight(WeightQuantizer):
     needs_data = True
 
     def quantize_together(self, weights: list[torch.Tensor], hessian: torch.Tensor, names: list[str]) -> list[IntWeight]:
-        """Linears with one Hessian (q/k/v, gate/up) in one solve: GPTQ treats every output row on its own
-        with the same factor, so stacking their rows gives each linear exactly its own result, with one column
-        loop instead of one per linear."""
+        """GPTQ treats every output row on its own with the same factor, so stacking the linears' rows gives
+        each exactly its own result, with one factorisation and one column loop instead of one per linear."""
         stacked = self.quantize(torch.cat([w.detach().float() for w in weights]), hessian, " + ".join(names))
         rows = [w.shape[0] for w in weights]
         return [IntWeight(codes, scale, offset, stacked.bits, stacked.group_size) for codes, scale, offset in

@@ -170,26 +170,22 @@ class CalibratingLinear(nn.Module):
 
 
 def solve_shared_hessians(calibrating: list[CalibratingLinear]) -> list[nn.Module | None]:
-    """GPTQ weights of consecutive calibrating linears with equal Hessians, solved together (None for the
-    others: they are solved on their own in `finish`)."""
+    """GPTQ weights of consecutive calibrating linears that accumulated one input stream (q/k/v, gate/up),
+    solved together; None for the others, which `finish` solves on their own."""
     solved: list[nn.Module | None] = [None] * len(calibrating)
     start = 0
     while start < len(calibrating):
-        first = calibrating[start]
-        end = start + 1
-        if first.hessian is not None and hasattr(first.quantizer.weight, "quantize_together"):
-            hessian = first.hessian.hessian()
-            while end < len(calibrating) and _same_hessian(calibrating[end], first, hessian):
-                end += 1
-            if end - start > 1:
-                run = calibrating[start:end]
-                solved[start:end] = first.quantizer.weight.quantize_together(
-                    [c.weight for c in run], hessian, [c.name for c in run])
+        first, end = calibrating[start], start + 1
+        while end < len(calibrating) and _shares_hessian(calibrating[end], first):
+            end += 1
+        if end - start > 1:
+            run = calibrating[start:end]
+            solved[start:end] = first.quantizer.weight.quantize_together(
+                [c.weight for c in run], first.hessian.hessian(), [c.name for c in run])
         start = end
     return solved
 
 
-def _same_hessian(candidate: CalibratingLinear, first: CalibratingLinear, hessian: torch.Tensor) -> bool:
-    return (candidate.quantizer is first.quantizer and candidate.hessian is not None
-            and candidate.hessian.tokens == first.hessian.tokens and torch.equal(candidate.hessian.sum, first.hessian.sum)
-            and candidate.weight.device == first.weight.device)
+def _shares_hessian(candidate: CalibratingLinear, first: CalibratingLinear) -> bool:
+    return (first.hessian is not None and candidate.hessian is not None and candidate.quantizer is first.quantizer
+            and candidate.hessian.shares_inputs_with(first.hessian) and candidate.weight.device == first.weight.device)
