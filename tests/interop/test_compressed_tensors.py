@@ -250,3 +250,19 @@ def test_quant_type_w4a16_uses_the_default_practice_and_writes_compressed_tensor
     with torch.no_grad():
         theirs, plain = loaded(input_ids=input_ids).logits, float_model(input_ids=input_ids).logits
     assert 0 < ((theirs - plain).norm() / plain.norm()).item() < 0.2
+
+
+def test_eval_without_the_compressed_tensors_package_says_how_to_get_it(tiny_models, small_calib, tmp_path, monkeypatch,
+                                                                       cli_env):
+    import sys
+
+    from modelslim.app.evaluate import EvalArgs, run_eval
+    from modelslim_core.errors import UsageError
+
+    model = tiny_models("qwen2")
+    out = quantize(model, tmp_path, "ct", config_text([(None, INT4_GROUP_GPTQ, "*")], "compressed_tensors_saver",
+                                                      small_calib))
+    monkeypatch.setitem(sys.modules, "compressed_tensors", None)  # import now fails as if not installed
+    with pytest.raises(UsageError, match="compressed-tensors checkpoint") as error:
+        run_eval(EvalArgs(str(model), str(out), str(small_calib), "cpu"))
+    assert "modelslim[interop]" in error.value.hint
