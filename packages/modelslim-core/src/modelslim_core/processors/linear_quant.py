@@ -19,12 +19,13 @@ from typing import Literal
 
 from torch import nn
 
-from modelslim_core.errors import DatasetError
+from modelslim_core.errors import ConfigError, DatasetError
 from modelslim_core.protocol.qconfig import LinearQConfig
 from modelslim_core.quant.gptq import GramCache
 from modelslim_core.quant.layer_stats import record_activation, record_weight
 from modelslim_core.quant.minmax import MinMaxObserver
 from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer, solve_shared_hessians
+from modelslim_core.quant.schemes import AUTO_GROUP_SIZES
 from modelslim_core.runtime.distributed import compute_once, is_distributed
 from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
@@ -67,6 +68,27 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
     def supports_distributed(cls, config: LinearQuantConfig) -> bool:
         """Data-free weight methods and minmax activation ranges (all-reduced); not GPTQ or histogram."""
         return config.qconfig.weight.method in DATA_FREE_WEIGHT_METHODS and config.qconfig.act.method in ("none", "minmax")
+
+    def pre_run(self, model: nn.Module) -> None:
+        if self.quantizer.weight.adaptive_group_size:
+            self._resolve_group_size(model)
+
+    def _resolve_group_size(self, model: nn.Module) -> None:
+        """`ext.group_size: auto`: one group size for the whole run, chosen from every matched linear's input
+        dim before any work, and said in the log (the checkpoint records one group size per scheme)."""
+        adapter = self.context.adapter
+        dims = {site.module.in_features for unit in adapter.units(model) for site in adapter.linear_sites(unit)
+                if isinstance(site.module, nn.Linear) and self.filter(site.name)}
+        chosen = self.quantizer.weight.resolve_group_size(dims)
+        where = f"{self.config.yaml_path}.qconfig.weight.ext.group_size"
+        if chosen is None:
+            raise ConfigError(
+                f"{where} is auto, but none of {', '.join(map(str, AUTO_GROUP_SIZES))} divides every input dimension "
+                f"of the layers it quantizes ({', '.join(map(str, sorted(dims)))}).",
+                "set an integer group_size and exclude the layers it does not divide, or use scope per_channel.",
+            )
+        logger.info("%s: auto -> %d, the largest of %s dividing every quantized layer's input dimension (%s).",
+                    where, chosen, "/".join(map(str, AUTO_GROUP_SIZES)), ", ".join(map(str, sorted(dims))))
 
     def _selected_sites(self, unit: Unit) -> list[LinearSite]:
         selected = []
