@@ -21,6 +21,10 @@ from torch import nn
 
 from modelslim_core.errors import ConfigError, DatasetError
 from modelslim_core.protocol.qconfig import LinearQConfig
+from modelslim_core.quant.act_outliers import ADVICE as OUTLIER_ADVICE
+from modelslim_core.quant.act_outliers import REPORT_SECTION as OUTLIER_SECTION
+from modelslim_core.quant.act_outliers import find_outliers
+from modelslim_core.quant.activations import StaticIntAct
 from modelslim_core.quant.gptq import GramCache
 from modelslim_core.quant.layer_stats import record_activation, record_weight
 from modelslim_core.quant.minmax import MinMaxObserver
@@ -59,6 +63,8 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
         self._calibrating: list[tuple[LinearSite, CalibratingLinear]] = []
         self._stale = False
         self._grams = GramCache()
+        #: Calibrated static activation step of every layer so far (for the outlier check at the end of the run).
+        self._static_steps: dict[str, float] = {}
 
     @classmethod
     def needs_data(cls, config: LinearQuantConfig) -> bool:
@@ -154,6 +160,8 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
                 record_weight(self.context.recorder, site.name, self.quantizer.export_type, calibrating.weight,
                               quantized.qweight)
             record_activation(self.context.recorder, site.name, calibrating.tokens, quantized.act)
+            if isinstance(quantized.act, StaticIntAct):
+                self._static_steps[site.name] = float(quantized.act.scale.max())
             site.replace(quantized)
         self._grams.clear()
         self._stale = bool(self._calibrating) and self.quantizer.weight.needs_data
@@ -171,3 +179,18 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
 
     def outputs_stale(self, unit: Unit) -> bool:
         return self._stale
+
+    def post_run(self) -> None:
+        outliers = find_outliers(self._static_steps)
+        for outlier in outliers:
+            self.context.recorder.stat(OUTLIER_SECTION, outlier.name, outlier.report_entry())
+        if outliers:
+            logger.warning("%s: %d static activation range(s) far above their peers':\n  %s\nFix: %s.",
+                           self.config.yaml_path, len(outliers), "\n  ".join(o.message() for o in outliers),
+                           OUTLIER_ADVICE)
+
+    def state_dict(self) -> dict:
+        return {"static_steps": dict(self._static_steps)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._static_steps = dict(state.get("static_steps", {}))

@@ -64,6 +64,8 @@ EXT_KEYS: dict[str, ExtKey] = {
         "an integer > 0 (input columns per group) or 'auto' (the largest of 128/64/32 that divides the input "
         "dimension of every layer the linear_quant quantizes)", lambda v: _positive_int(v) or v == AUTO_GROUP_SIZE),
     "act_order": ExtKey("true or false (GPTQ: quantize columns by decreasing Hessian diagonal)", lambda v: isinstance(v, bool)),
+    "clip_search": ExtKey("true or false (GPTQ: each row's grid range shrunk to the least input-weighted error)",
+                          lambda v: isinstance(v, bool)),
     "axes": ExtKey("-1 (MX blocks run along the input dimension)", lambda v: v == -1 and not isinstance(v, bool)),
 }
 
@@ -74,7 +76,7 @@ _NONE: frozenset[str] = frozenset()
 _AGGREGATION = frozenset({"aggregation_type"})
 _GROUP = frozenset({"group_size"})
 _SSZ = frozenset({"step"})
-_GPTQ = frozenset({"percdamp", "block_size", "act_order"})
+_GPTQ = frozenset({"percdamp", "block_size", "act_order", "clip_search"})
 _MX = frozenset({"axes"})
 
 
