@@ -43,14 +43,29 @@ class ExtKey:
     valid: Callable[[Any], bool]
 
 
+#: `ext.group_size: auto`: the group size is the largest of AUTO_GROUP_SIZES dividing every quantized input dim.
+AUTO_GROUP_SIZE = "auto"
+AUTO_GROUP_SIZES = (128, 64, 32)
+
+
+def adaptive_group_size(input_dims: set[int] | list[int]) -> int | None:
+    """The largest of AUTO_GROUP_SIZES that divides every input dimension (None if none does). Real models
+    are not all multiples of 128 (SmolLM2-135M's hidden size is 576): the same practice then still fits."""
+    return next((size for size in AUTO_GROUP_SIZES if all(dim % size == 0 for dim in input_dims)), None)
+
+
 #: Every `ext` key some method reads, with its allowed values.
 EXT_KEYS: dict[str, ExtKey] = {
     "aggregation_type": ExtKey("'max' or 'mean'", lambda v: v in ("max", "mean")),
     "step": ExtKey("an integer >= 1 (SSZ iterations)", _positive_int),
     "percdamp": ExtKey("a number > 0 (damping, as a fraction of the mean Hessian diagonal)", _positive_number),
     "block_size": ExtKey("an integer > 0 (columns per GPTQ block)", _positive_int),
-    "group_size": ExtKey("an integer > 0 (input columns per group)", _positive_int),
+    "group_size": ExtKey(
+        "an integer > 0 (input columns per group) or 'auto' (the largest of 128/64/32 that divides the input "
+        "dimension of every layer the linear_quant quantizes)", lambda v: _positive_int(v) or v == AUTO_GROUP_SIZE),
     "act_order": ExtKey("true or false (GPTQ: quantize columns by decreasing Hessian diagonal)", lambda v: isinstance(v, bool)),
+    "clip_search": ExtKey("true or false (GPTQ: each row's grid range shrunk to the least input-weighted error)",
+                          lambda v: isinstance(v, bool)),
     "axes": ExtKey("-1 (MX blocks run along the input dimension)", lambda v: v == -1 and not isinstance(v, bool)),
 }
 
@@ -61,7 +76,7 @@ _NONE: frozenset[str] = frozenset()
 _AGGREGATION = frozenset({"aggregation_type"})
 _GROUP = frozenset({"group_size"})
 _SSZ = frozenset({"step"})
-_GPTQ = frozenset({"percdamp", "block_size", "act_order"})
+_GPTQ = frozenset({"percdamp", "block_size", "act_order", "clip_search"})
 _MX = frozenset({"axes"})
 
 
