@@ -69,6 +69,22 @@ EXT_KEYS: dict[str, ExtKey] = {
     "axes": ExtKey("-1 (MX blocks run along the input dimension)", lambda v: v == -1 and not isinstance(v, bool)),
 }
 
+#: `ext` keys that reference-tool configs carry for methods or scopes that do not read them (its quantizers
+#: ignore unread keys): accepted here with a warning saying where the key does have an effect. Any other
+#: unread key is an error.
+REFERENCE_EXT_USES: dict[str, str] = {
+    "aggregation_type": "by minmax activations with scope per_tensor or pd_mix",
+    "axes": "by the MX methods (dtype mxfp8/mxfp4, scope per_block)",
+    "step": "by the ssz weight method (int, scope per_channel, symmetric)",
+    "percdamp": "by the gptq weight method",
+    "block_size": "by the gptq weight method",
+    "act_order": "by the gptq weight method",
+    "group_size": "with scope per_group (scope per_channel quantizes whole rows)",
+    "scale_dtype": "by autoround_quant (the dtype of its learned scales); other methods keep scales in float32",
+    "enable_search": "by the reference's ceil_x MX method",
+    "dual_block_size": "by the reference's dualscale MX method",
+}
+
 #: `ext` keys a scope needs whatever the method: a per-group scheme is meaningless without its group size.
 REQUIRED_EXT_BY_SCOPE: dict[str, frozenset[str]] = {"per_group": frozenset({"group_size"})}
 
