@@ -6,8 +6,8 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-REPORT_NAME = "eval_report.json"
-PLOT_NAME = "eval_layer_error.png"
+from modelslim_save_ascend.output_dir import EVAL_PLOT_NAME as PLOT_NAME
+from modelslim_save_ascend.output_dir import EVAL_REPORT_NAME as REPORT_NAME
 
 
 def _versions() -> dict[str, str]:
