@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
 
 import torch
 
@@ -64,6 +65,7 @@ def load_npu_backend(requested: bool) -> bool:
                 "or use --device cpu / cuda.",
             ) from None
         logger.warning("torch_npu is installed but cannot be loaded (%s); NPUs are ignored.", reason)
+        sys.modules["torch_npu"] = None  # type: ignore[assignment]  # "not installed" for transformers' probes too
         return False
     os.environ[BACKEND_AUTOLOAD_ENV] = "1"
     return True
@@ -106,8 +108,12 @@ def default_device() -> DeviceSpec:
 
 
 def resolve_device(text: str | None) -> DeviceSpec:
+    requested = parse_device(text) if text is not None else None
+    if requested is None or requested.type != "npu":
+        # transformers imports torch_npu whenever it is installed: a broken one must be found (and hidden) here
+        load_npu_backend(requested=False)
     if text is None:
         device = default_device()
         logger.info("No --device given: using %s.", device)
         return device
-    return check_available(parse_device(text))
+    return check_available(requested)
