@@ -9,6 +9,8 @@ from pathlib import Path
 from modelslim_save_ascend.output_dir import EVAL_PLOT_NAME as PLOT_NAME
 from modelslim_save_ascend.output_dir import EVAL_REPORT_NAME as REPORT_NAME
 
+from modelslim.app.eval_data import out_of_domain_note
+
 
 def _versions() -> dict[str, str]:
     found = {}
@@ -32,7 +34,8 @@ def format_table(report: dict) -> str:
         f"ratio {report['ratio']:.4f} ({report['samples']} samples, {report['tokens']} tokens, "
         f"{report['model_quant_type']})"
     )
-    return "\n".join(lines + ["", summary])
+    notes = [out_of_domain_note(report)] if report.get("out_of_domain") else []
+    return "\n".join(lines + ["", summary, *notes])
 
 
 def plot_layer_errors(report: dict, path: Path) -> None:

@@ -105,7 +105,9 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--model_path", required=True, help="the float model directory the checkpoint was made from")
     evaluate.add_argument("--quant_path", required=True, help="the --save_path of a finished `msmodelslim quant` run")
-    evaluate.add_argument("--dataset", default="heldout_eval.jsonl", help="held-out texts (short name in calib/ or a path)")
+    evaluate.add_argument("--dataset", help="held-out texts (short name in calib/ or a path); default: the model's own "
+                          "held-out set when the repository ships one (the demo LM: demo_heldout.jsonl), else "
+                          "heldout_eval.jsonl")
     evaluate.add_argument("--device", help="cpu or cuda[:i] (default: as for quant)")
     evaluate.add_argument("--max_samples", type=positive_int, help="use only the first N samples")
 
