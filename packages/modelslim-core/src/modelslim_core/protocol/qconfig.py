@@ -1,4 +1,4 @@
-"""The qconfig schema of `linear_quant` (shared/spec/algorithms.md §2).
+"""The qconfig schema of `linear_quant` (docs/algorithms.md, "qconfig").
 
 `QConfig` describes one quantizer: dtype, scope, symmetric, method and method-specific `ext` keys. All four
 main fields are required, as in the reference. `LinearQConfig` pairs an activation and a weight quantizer;
