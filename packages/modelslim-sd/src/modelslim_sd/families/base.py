@@ -53,11 +53,12 @@ class GenerationAdapter(DiffusionAdapter):
     def capture_calibration(
         self, config: Any, device: torch.device, dtype: torch.dtype
     ) -> dict[str, list[UnitInput]]:
+        calls = self.generation_calls(config)  # checks the settings (e.g. images) before anything loads
         pipe = load_pipeline(self.pipeline_class_for(config), self.model_path, dtype)
         self.configure_pipeline(pipe, config)
         pipe = place(pipe, device, bool(getattr(config, "offload_model", False)))
         components = [denoiser.component for denoiser in self.denoisers()]
-        calls = [self.encode_call(pipe, call, device) for call in self.generation_calls(config)]
+        calls = [self.encode_call(pipe, call, device) for call in calls]
         records = record_generations(pipe, components, calls, self.seed(config), device)
         del pipe
         return records

@@ -13,12 +13,14 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from modelslim_core.errors import ConfigError
 from modelslim_sd.families.base import GenerationAdapter
 from modelslim_sd.families.settings import PromptSettings, check_image_paths, load_images
 
 
 class QwenImageEditSettings(PromptSettings):
-    img_paths: str | list[str] = Field(description="path(s) of the image(s) to edit (required)")
+    img_paths: str | list[str] | None = Field(
+        default=None, description="path(s) of the image(s) to edit (required when calibration data is captured)")
     negative_prompt: str = Field(default=" ", description="negative prompt, used when true_cfg_scale > 1")
     num_inference_steps: int = Field(default=40, ge=1, description="integer >= 1, default 40")
     true_cfg_scale: float = Field(default=4.0, ge=0, description="true guidance, default 4.0")
@@ -30,8 +32,8 @@ class QwenImageEditSettings(PromptSettings):
 
     @field_validator("img_paths")
     @classmethod
-    def _images(cls, value: str | list[str]) -> str | list[str]:
-        if not value:
+    def _images(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is not None and not value:
             raise ValueError("img_paths must name at least one image")
         return check_image_paths(value)
 
@@ -48,6 +50,11 @@ class QwenImageEditAdapter(GenerationAdapter):
     default_task = "edit"
 
     def generation_calls(self, config: QwenImageEditSettings) -> list[dict[str, Any]]:
+        if config.img_paths is None:
+            raise ConfigError(
+                "multimodal_sd_config.inference_config.img_paths is not set, but calibration data is captured by "
+                "editing images with the float pipeline.",
+                "set img_paths to the image(s) to edit, or use only data-free processors (enable_dump: false).")
         images = load_images(config.img_paths)
         # The Plus pipeline (2509) edits a list of images together; the first edits one.
         image = images if self.model_index["_class_name"] == "QwenImageEditPlusPipeline" else images[0]
