@@ -1,5 +1,6 @@
 """Tiny pipelines of the generation families, built offline from diffusers config objects.
 
+Wan2.2 transformers have 6 blocks, so the W4A4 practices' MXFP8 blocks 0-4 and MXFP4 block 5 both occur.
 Wan2.2 pipelines are complete (the tiny Wan2.1 text encoder, tokenizer and VAE; two experts for the A14B
 models, `boundary_ratio` 0.5 so a 4-step generation gives each expert two steps), so calibration capture
 runs the real pipeline. FLUX.1, HunyuanVideo and Qwen-Image-Edit directories hold model_index.json and the
@@ -28,7 +29,7 @@ def wan_transformer(in_channels: int = 16, seed: int = 0, **extra: Any):
     torch.manual_seed(seed)
     return WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32, in_channels=in_channels,
-        out_channels=16, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
+        out_channels=16, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=6, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=32, **extra,
     ).to(torch.bfloat16)
 
@@ -89,7 +90,8 @@ def make_qwen_image_edit(target: Path) -> Path:
     from diffusers import QwenImageTransformer2DModel
 
     torch.manual_seed(0)
+    # width 2 x 256 = 512: the W4A4 practice's dual-scale blocks are 512 input columns
     model = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=2,
-                                        attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32,
-                                        axes_dims_rope=(8, 12, 12))
+                                        attention_head_dim=256, num_attention_heads=2, joint_attention_dim=32,
+                                        axes_dims_rope=(64, 96, 96))
     return _transformer_only(target, "QwenImageEditPlusPipeline", model)
