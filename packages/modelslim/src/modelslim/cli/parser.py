@@ -101,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="ModelSlim: post-training quantization for LLMs and multimodal models.",
         epilog="Environment: MSMODELSLIM_LOG_LEVEL=INFO|DEBUG, MSMODELSLIM_CUSTOM_PRACTICE_REPO=<dir>.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,convert-config}")
+    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,convert-config,analyze,tune}")
     _add_quant(subparsers)
     _add_eval(subparsers)
     _add_convert_config(subparsers)
+    from modelslim.cli import analyze_command  # noqa: PLC0415 - it imports this module's argument types
+
+    analyze_command.add_analyze(subparsers)
     return parser
