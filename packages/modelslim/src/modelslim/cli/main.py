@@ -13,7 +13,7 @@ import traceback
 
 from modelslim_core.errors import ModelSlimError
 
-from modelslim.cli import analyze_command, logging_setup
+from modelslim.cli import analyze_command, logging_setup, tune_command
 from modelslim.cli.parser import build_parser
 
 logger = logging.getLogger("modelslim")
@@ -60,7 +60,7 @@ def _convert_config(args) -> None:
 
 
 COMMANDS = {"quant": _quant, "eval": _eval, "convert-config": _convert_config}
-COMMANDS["analyze"] = analyze_command.run
+COMMANDS.update(analyze=analyze_command.run, tune=tune_command.run)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quant(subparsers)
     _add_eval(subparsers)
     _add_convert_config(subparsers)
-    from modelslim.cli import analyze_command  # noqa: PLC0415 - it imports this module's argument types
+    from modelslim.cli import analyze_command, tune_command  # noqa: PLC0415 - they import this module's argument types
 
     analyze_command.add_analyze(subparsers)
+    tune_command.add_tune(subparsers)
     return parser
