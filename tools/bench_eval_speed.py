@@ -31,7 +31,7 @@ from tests.tiny_models import copy_tokenizer  # noqa: E402
 DIMS = dict(hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3,
             max_position_embeddings=1024, tie_word_embeddings=True)
 VOCAB = 49152
-DATASET = "heldout_eval.jsonl"
+DATASET = str(REPO / "calib" / "heldout_eval.jsonl")
 INT8_WEIGHT = "{scope: per_channel, dtype: int8, symmetric: true, method: minmax}"
 SCHEMES = {
     "w8a8": (INT8_WEIGHT, "{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}"),

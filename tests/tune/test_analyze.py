@@ -8,10 +8,12 @@ import sys
 
 import pytest
 
-from modelslim.app.analyze import AnalyzeArgs, run_analyze
-from modelslim.app.evaluate import EvalArgs, run_eval
+import torch
+
+from modelslim_core.reference_runtime.loader import load_quantized_model
+from modelslim.app.analyze import AnalyzeArgs, run_analyze, tokenized_samples
 from modelslim.app.quick_quant import QuantArgs, run_quant
-from modelslim.app.sensitivity import group_units
+from modelslim.app.sensitivity import SensitivityMeter, group_units
 from tests.tune._helpers import LAYERS, make_outlier_model, w8a8_config, write_calib, write_config
 
 pytestmark = pytest.mark.usefixtures("cli_env")
@@ -36,6 +38,11 @@ def test_units_group_layers_attention_and_moe_experts():
     assert len(linear) == 6
 
 
+def quantize(model, calib, tmp_path, name: str, exclude: list[str]):
+    config = write_config(tmp_path / f"{name}.yaml", w8a8_config(calib, exclude))
+    return run_quant(QuantArgs(str(model), str(tmp_path / name), "Llama-demo", config_path=str(config), device="cpu"))
+
+
 def analyze(model, calib, tmp_path, scope="layer", metric="mse_model_wise"):
     config = write_config(tmp_path / f"{scope}-{metric}.yaml", w8a8_config(calib))
     return run_analyze(AnalyzeArgs(scope, str(model), "Llama-demo", str(tmp_path / f"out-{scope}-{metric}"),
@@ -55,15 +62,17 @@ def test_linear_scope_finds_the_outlier_linear(outlier_model, tmp_path):
 
 @pytest.mark.slow
 def test_layer_ranking_matches_brute_force(outlier_model, tmp_path):
-    """Brute force: one full quantization per layer with that layer left float, judged by eval's perplexity."""
+    """Brute force: one full quantization (its own calibration) per layer with that layer left float, each
+    checkpoint reloaded by the reference runtime and compared with the float model (KL of the next-token
+    distributions on the same samples)."""
     model, calib = outlier_model
     report = analyze(model, calib, tmp_path)
-    brute = {}
-    for layer in range(LAYERS):
-        config = write_config(tmp_path / f"brute{layer}.yaml", w8a8_config(calib, [f"model.layers.{layer}.*"]))
-        out = run_quant(QuantArgs(str(model), str(tmp_path / f"brute{layer}"), "Llama-demo", config_path=str(config), device="cpu"))
-        brute[f"model.layers.{layer}"] = run_eval(EvalArgs(str(model), str(out), str(calib), "cpu"))["ratio"]
-    brute_order = sorted(brute, key=brute.get)  # left float, the most harmful layer gives the lowest perplexity
+    float_model = load_quantized_model(model, quantize(model, calib, tmp_path, "float", ["*"]))
+    meter = SensitivityMeter(float_model, float_model, {}, tokenized_samples(model, str(calib), 4, torch.device("cpu")))
+    meter.measure_reference()
+    brute = {f"model.layers.{layer}": meter.divergence(load_quantized_model(
+        model, quantize(model, calib, tmp_path, f"brute{layer}", [f"model.layers.{layer}.*"]))) for layer in range(LAYERS)}
+    brute_order = sorted(brute, key=brute.get)  # left float, the most harmful layer leaves the smallest divergence
     by_gain = [row["unit"] for row in sorted(report["units"], key=lambda row: -row["float_gain"])]
     assert [row["unit"] for row in report["units"]][:2] == brute_order[:2] == ["model.layers.2", "model.layers.0"]
     assert by_gain[:2] == brute_order[:2]
