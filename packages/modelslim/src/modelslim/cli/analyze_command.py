@@ -8,7 +8,7 @@ from modelslim.cli.parser import parse_bool, parse_model_type, parse_quant_type,
 
 
 def add_analyze(subparsers: argparse._SubParsersAction) -> None:
-    from modelslim.app.sensitivity import METRICS, SCOPES
+    from modelslim.app.sensitivity_names import METRICS, SCOPES
 
     analyze = subparsers.add_parser(
         "analyze",
@@ -36,6 +36,9 @@ def add_analyze(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from modelslim.app.paths import check_model_path, check_save_path
+
+    check_save_path(args.output_dir, check_model_path(args.model_path))  # before torch is imported
     from modelslim.app.analyze import AnalyzeArgs, format_table, run_analyze
 
     quant_type = args.quant_type or (None if args.config_path else "w8a8")

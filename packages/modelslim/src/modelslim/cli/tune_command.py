@@ -39,6 +39,13 @@ def add_tune(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from modelslim.app.evaluators import build_evaluator
+    from modelslim.app.paths import check_model_path, check_save_path
+    from modelslim.app.tune_config import load_tune_file
+
+    # the cheap checks first: paths and the whole strategy file, before torch is imported
+    check_save_path(args.save_path, check_model_path(args.model_path))
+    build_evaluator(load_tune_file(args.config)[1], f"{args.config}: evaluation")
     from modelslim.app.tune import TuneArgs, format_rounds, run_tune
 
     report = run_tune(TuneArgs(args.model_path, args.save_path, args.config, args.device, args.model_type, args.timeout,
