@@ -58,7 +58,7 @@ def config_text(weight: str, act: str | None) -> str:
     act_line = f"        act: {act}\n" if act else ""
     return ("apiversion: modelslim_v1\nspec:\n  process:\n    - type: linear_quant\n      qconfig:\n"
             f"{act_line}        weight: {weight}\n      include: [\"*\"]\n"
-            "  save: [{type: ascendv1_saver, part_file_size: 0}]\n  dataset: mix_calib.jsonl\n")
+            f"  save: [{{type: ascendv1_saver, part_file_size: 0}}]\n  dataset: {REPO / 'calib' / 'mix_calib.jsonl'}\n")
 
 
 def seconds(fn) -> float:
