@@ -28,8 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-METRICS = ("mse_layer_wise", "mse_model_wise", "float_gain", "kurtosis", "std", "quantile")
-SCOPES = ("layer", "linear", "attn")
+
 QUANTILE = 0.9999
 _BLOCK = re.compile(r"^(.*?\.layers\.\d+)\.")
 _ATTENTION = re.compile(r"^(.*?\.(?:self_attn|attention|attn|cross_attn))\.")
