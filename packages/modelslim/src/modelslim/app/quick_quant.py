@@ -69,13 +69,16 @@ class QuantArgs:
         )
 
 
-def choose_config(args: QuantArgs, pedigree: str, confirm: Confirmer) -> tuple[dict[str, Any], str]:
+def choose_config(
+    args: QuantArgs, pedigree: str, confirm: Confirmer, apiversions: tuple[str, ...] | None = None
+) -> tuple[dict[str, Any], str]:
     """The raw config mapping and where it came from: --config_path, or the practice library."""
     if args.config_path:
         if args.tags:
             logger.warning("--tag is ignored with --config_path.")
         return translated_if_v0(load_yaml_file(args.config_path), args.config_path, confirm), args.config_path
-    selection = select_practice(PracticeLibrary.discover(), pedigree, args.model_type, args.quant_type, args.tags)
+    selection = select_practice(PracticeLibrary.discover(), pedigree, args.model_type, args.quant_type, args.tags,
+                                apiversions)
     if selection.tip:
         confirm(selection.tip)
     logger.info("Practice: %s (%s), quant type %s.", selection.practice.metadata.config_id,
@@ -101,7 +104,7 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
         check_config_path(args.config_path)
     device = resolve_device(args.device)
     adapter = create_adapter(args.model_type, model_path, args.trust_remote_code)
-    raw, source = choose_config(args, adapter.pedigree, confirm or Confirmer(args.yes))
+    raw, source = choose_config(args, adapter.pedigree, confirm or Confirmer(args.yes), adapter.apiversions)
     config: QuantConfig = parse_quant_config(raw, source)
     request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug)
     try:

@@ -33,7 +33,22 @@ _LIST = """\
   msmodelslim list model-types     # names with a dedicated model adapter
 """
 
-EXAMPLES: dict[str, str] = {"quant": _QUANT, "eval": _EVAL, "convert-config": _CONVERT, "list": _LIST}
+_ANALYZE = """\
+  # rank the demo model's decoder layers by what the w8a8 practice costs them
+  msmodelslim analyze --model_path examples/qwen2-demo --model_type Qwen2-demo --quant_type w8a8
+  # rank single linears under your own config, keep the 5 worst as an exclude list
+  msmodelslim analyze linear --model_path examples/qwen2-demo --model_type Qwen2-demo \\
+      --config_path my_w8a8.yaml --topk 5
+"""
+
+_TUNE = """\
+  # roll layers back to float until the perplexity target in tune.yaml is met, within two hours
+  msmodelslim tune --model_path examples/qwen2-demo --save_path out/tuned --config tune.yaml \\
+      --model_type Qwen2-demo --timeout 2H
+"""
+
+EXAMPLES: dict[str, str] = {"quant": _QUANT, "eval": _EVAL, "convert-config": _CONVERT, "list": _LIST,
+                            "analyze": _ANALYZE, "tune": _TUNE}
 
 TOP_EXAMPLES = """\
   msmodelslim quant --model_path examples/qwen2-demo --save_path out/w8a8 --model_type Qwen2-demo \\

@@ -13,7 +13,7 @@ import traceback
 
 from modelslim_core.errors import ModelSlimError, UsageError
 
-from modelslim.cli import environment, logging_setup, signals
+from modelslim.cli import analyze_command, environment, logging_setup, signals, tune_command
 from modelslim.cli.parser import build_parser
 from modelslim.cli.spelling import did_you_mean, long_options, normalize, subcommands
 
@@ -84,7 +84,8 @@ def _list(args) -> None:
     print(listing(args.what))
 
 
-COMMANDS = {"quant": _quant, "eval": _eval, "convert-config": _convert_config, "list": _list}
+COMMANDS = {"quant": _quant, "eval": _eval, "convert-config": _convert_config, "list": _list,
+            "analyze": analyze_command.run, "tune": tune_command.run}
 
 
 def _unknown_flag(parser, argv: list[str]) -> None:

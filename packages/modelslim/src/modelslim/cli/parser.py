@@ -161,11 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
-    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,convert-config,list}",
+    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,convert-config,list,analyze,tune}",
                                        parser_class=CliParser)
     _add_quant(subparsers)
     _add_eval(subparsers)
     _add_convert_config(subparsers)
     _add_list(subparsers)
+    from modelslim.cli import analyze_command, tune_command  # noqa: PLC0415 - they import this module's argument types
+
+    analyze_command.add_analyze(subparsers)
+    tune_command.add_tune(subparsers)
     _finish(parser)
     return parser
