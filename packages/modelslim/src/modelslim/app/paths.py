@@ -13,23 +13,26 @@ from pathlib import Path
 from modelslim_core.errors import ModelError, SaveError, UsageError
 
 
-_QUANT_PATH_HINT = "pass the directory `msmodelslim quant` wrote (it holds quant_model_description.json)."
-
-
-def check_model_path(text: str, flag: str = "model_path") -> Path:
-    """`flag` names the argument; `quant_path` (eval's quantized checkpoint) gets hints about checkpoints."""
+def check_model_path(text: str) -> Path:
     path = Path(text).expanduser()
     if not path.exists():
-        raise ModelError(f"{flag} {text!r} does not exist.", "pass the local directory of the model to quantize.")
+        raise ModelError(f"model_path {text!r} does not exist.", "pass the local directory of the model to quantize.")
     if not path.is_dir():
-        raise ModelError(f"{flag} {text!r} is not a directory.", "pass the directory that holds config.json.")
+        raise ModelError(f"model_path {text!r} is not a directory.", "pass the directory that holds config.json.")
     if not os.access(path, os.R_OK | os.X_OK):
-        raise ModelError(f"{flag} {text!r} cannot be read by this user.", "fix its permissions or run as its owner.")
+        raise ModelError(f"model_path {text!r} cannot be read by this user.", "fix its permissions or run as its owner.")
     if not any(path.iterdir()):
-        if flag == "quant_path":
-            raise ModelError(f"quant_path {text!r} is empty: it is not a quantized checkpoint.", _QUANT_PATH_HINT)
-        raise ModelError(f"{flag} {text!r} is empty.", "pass the directory that holds config.json and the weights.")
+        raise ModelError(f"model_path {text!r} is empty.", "pass the directory that holds config.json and the weights.")
     return path.resolve()  # which files must be there (config.json, model_index.json) is the adapter's check
+
+
+def check_quant_path(text: str) -> Path:
+    """An existing directory; whether it holds a checkpoint is the reference runtime's check (it names the file)."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        state = "is not a directory" if path.exists() else "does not exist"
+        raise ModelError(f"quant_path {text!r} {state}.", "pass the --save_path of a finished `msmodelslim quant` run.")
+    return path.resolve()
 
 
 def _nearest_existing(path: Path) -> Path:
