@@ -31,6 +31,7 @@ from tests.tiny_models import copy_tokenizer  # noqa: E402
 DIMS = dict(hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3,
             max_position_embeddings=1024, tie_word_embeddings=True)
 VOCAB = 49152
+DATASET = "heldout_eval.jsonl"
 INT8_WEIGHT = "{scope: per_channel, dtype: int8, symmetric: true, method: minmax}"
 SCHEMES = {
     "w8a8": (INT8_WEIGHT, "{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}"),
@@ -82,7 +83,7 @@ def main() -> None:
         work = Path(tmp)
         model_dir = build_model(work / "model", args.layers)
         float_model, _ = evaluate._load_float(model_dir, torch.device("cpu"))
-        texts = load_texts(evaluate.DEFAULT_DATASET)[: args.max_samples]
+        texts = load_texts(DATASET)[: args.max_samples]
         samples = evaluate._tokenize(model_dir, texts)
         tokens = sum(s["input_ids"].shape[1] for s in samples)
         with torch.no_grad():
@@ -100,7 +101,7 @@ def main() -> None:
             with torch.no_grad():
                 quant_s = seconds(lambda: [quant_model(**s) for s in samples])
             del quant_model
-            eval_s = seconds(lambda: evaluate.run_eval(evaluate.EvalArgs(str(model_dir), str(out), device="cpu",
+            eval_s = seconds(lambda: evaluate.run_eval(evaluate.EvalArgs(str(model_dir), str(out), DATASET, device="cpu",
                                                                           max_samples=args.max_samples)))
             print(f"| {scheme} | {quant_s:.2f} | {quant_s / float_s:.2f} | {eval_s:.2f} | {eval_s / float_s:.2f} |")
 

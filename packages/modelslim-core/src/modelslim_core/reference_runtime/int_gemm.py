@@ -42,6 +42,9 @@ class IntWeight(nn.Module):
     def __init__(self, w_codes: torch.Tensor, act_bound: int = 128):
         super().__init__()
         self.runs = _column_runs(w_codes, act_bound)
+        rows = w_codes.to(torch.int64).abs().sum(dim=-1)
+        #: the largest |x·Wᵀ| any activation codes within act_bound can produce
+        self.bound = int(rows.max()) * act_bound if rows.numel() else 0
         self.register_buffer("transposed", w_codes.to(torch.float32).T.contiguous(), persistent=False)  # [k, n]
 
     def matmul(self, x_codes: torch.Tensor) -> torch.Tensor:

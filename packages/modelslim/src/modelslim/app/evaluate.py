@@ -28,7 +28,8 @@ from modelslim_core.reference_runtime.loader import load_quantized_model
 from modelslim.app import ct_checkpoint
 from modelslim.app.eval_data import default_dataset, out_of_domain
 from modelslim.app.eval_report import write_report
-from modelslim.app.layer_compare import layer_errors, saved_global_rotation
+from modelslim.app.eval_passes import compare_models
+from modelslim.app.layer_compare import saved_global_rotation
 from modelslim.app.paths import check_model_path
 
 logger = logging.getLogger("modelslim")
@@ -75,17 +76,6 @@ def perplexity(model: nn.Module, samples: list[dict[str, torch.Tensor]]) -> tupl
     return math.exp(nll / max(tokens, 1)), tokens
 
 
-@torch.no_grad()
-def hidden_cosine(float_model: nn.Module, quant_model: nn.Module, samples: list[dict[str, torch.Tensor]]) -> tuple[float, int]:
-    total, tokens = 0.0, 0
-    for sample in samples:
-        a = float_model(**sample).last_hidden_state.double().flatten(0, -2)
-        b = quant_model(**sample).last_hidden_state.double().flatten(0, -2)
-        total += F.cosine_similarity(a, b, dim=-1).sum().item()
-        tokens += a.shape[0]
-    return total / max(tokens, 1), tokens
-
-
 def _load_float(model_path: Path, device: torch.device) -> tuple[nn.Module, bool]:
     """The float model in float32, and whether it is a causal LM (perplexity) or not (hidden-state cosine)."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
@@ -127,15 +117,9 @@ def run_eval(args: EvalArgs) -> dict:
     dataset = args.dataset or default_dataset(model_path)
     texts = load_texts(dataset)[: args.max_samples]
     samples = [{k: v.to(device) for k, v in s.items()} for s in _tokenize(quant_path, texts)]
-    layers = layer_errors(float_model, quant_model, kernels, tags, samples, saved_global_rotation(quant_path))
-    if causal:
-        metric = "perplexity"
-        float_value, tokens = perplexity(float_model, samples)
-        quant_value, _ = perplexity(quant_model, samples)
-    else:
-        metric = "hidden_state_cosine"
-        quant_value, tokens = hidden_cosine(float_model, quant_model, samples)
-        float_value = 1.0
+    layers, float_value, quant_value, tokens = compare_models(
+        float_model, quant_model, kernels, tags, samples, saved_global_rotation(quant_path), causal)
+    metric = "perplexity" if causal else "hidden_state_cosine"
     report = {
         "model_path": str(model_path),
         "quant_path": str(quant_path),

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from modelslim_core.rotation.export import GLOBAL_ROTATION_KEY, OPTIONAL_FILE
@@ -72,9 +71,12 @@ class _ErrorStats:
 
     def update(self, quantized: torch.Tensor, reference: torch.Tensor) -> None:
         q, r = quantized.double().flatten(0, -2), reference.double().flatten(0, -2)
+        q_sq, r_sq = q.pow(2).sum(-1), r.pow(2).sum(-1)
         self.err += (q - r).pow(2).sum().item()
-        self.ref += r.pow(2).sum().item()
-        self.cos += F.cosine_similarity(q, r, dim=-1).sum().item()
+        self.ref += r_sq.sum().item()
+        # cosine per token as F.cosine_similarity (eps 1e-8 on each norm), without its broadcasting copies
+        eps = 1e-8
+        self.cos += ((q * r).sum(-1) / (q_sq.sqrt().clamp_min(eps) * r_sq.sqrt().clamp_min(eps))).sum().item()
         self.tokens += r.shape[0]
 
     def result(self, name: str) -> LayerError:
@@ -174,15 +176,57 @@ def _rotate(x: torch.Tensor, rotation: torch.Tensor | None) -> torch.Tensor:
     return x if rotation is None else x.double() @ rotation.to(x.device)
 
 
+class FrameFitter:
+    """Step 1 of the module docstring, fed one sample at a time: the captured (input, output) calls of the
+    float linears and of the kernels on the same sample update per-channel least-squares sums."""
+
+    def __init__(self, rotation: torch.Tensor | None):
+        self.rotation = rotation
+        self.in_fits: dict[str, list[_ChannelFit]] = {}
+        self.out_fits: dict[str, list[_ChannelFit]] = {}
+        self.in_options: dict[str, list[torch.Tensor | None]] = {}
+        self.out_options: dict[str, list[torch.Tensor | None]] = {}
+
+    def add(self, floats: dict[str, list], quants: dict[str, list]) -> None:
+        for name in quants:
+            if name not in floats or len(floats[name]) != len(quants[name]):
+                continue  # not reached on this sample (an unrouted expert), or routed differently
+            x_f, y_f = _rows(floats[name], 0, FIT_TOKENS), _rows(floats[name], 1, FIT_TOKENS)
+            x_q, y_q = _rows(quants[name], 0, FIT_TOKENS), _rows(quants[name], 1, FIT_TOKENS)
+            if x_f.shape != x_q.shape or y_f.shape != y_q.shape:
+                continue
+            ins = self.in_options.setdefault(name, _candidates(self.rotation, x_f.shape[-1]))
+            outs = self.out_options.setdefault(name, _candidates(self.rotation, y_f.shape[-1]))
+            for fit, option in zip(self.in_fits.setdefault(name, [_ChannelFit() for _ in ins]), ins, strict=True):
+                fit.update(_rotate(x_f, option), x_q)
+            for fit, option in zip(self.out_fits.setdefault(name, [_ChannelFit() for _ in outs]), outs, strict=True):
+                fit.update(_rotate(y_f, option), y_q)
+
+    def frames(self, float_model: nn.Module, quant_model: nn.Module, kernels: dict[str, nn.Module],
+               fit_samples: list) -> dict[str, _Frame]:
+        """The best structured frame per linear; an orthogonal one (fitted on `fit_samples`) where none fits."""
+        frames = {}
+        unexplained: dict[str, tuple[bool, bool]] = {}
+        for name in self.in_fits:
+            in_results = [fit.affine() for fit in self.in_fits[name]]
+            out_results = [fit.scale() for fit in self.out_fits[name]]
+            i = min(range(len(in_results)), key=lambda k: in_results[k][2])
+            o = min(range(len(out_results)), key=lambda k: out_results[k][1])
+            frames[name] = _Frame(self.in_options[name][i], in_results[i][0], in_results[i][1], self.out_options[name][o],
+                                  out_results[o][0])
+            unexplained[name] = (in_results[i][2] > UNEXPLAINED * _energy(self.in_fits[name][i]),
+                                 out_results[o][1] > UNEXPLAINED * _energy(self.out_fits[name][o]))
+        _fit_orthogonal(float_model, quant_model, kernels, fit_samples, frames,
+                        {name: sides for name, sides in unexplained.items() if any(sides)})
+        return frames
+
+
 @torch.no_grad()
 def fit_frames(float_model: nn.Module, quant_model: nn.Module, kernels: dict[str, nn.Module], samples: list,
                rotation: torch.Tensor | None) -> dict[str, _Frame]:
     """Step 1 of the module docstring: per linear, the best map from the float basis into the kernel's."""
     float_modules = dict(float_model.named_modules())
-    in_fits: dict[str, list[_ChannelFit]] = {}
-    out_fits: dict[str, list[_ChannelFit]] = {}
-    in_options: dict[str, list[torch.Tensor | None]] = {}
-    out_options: dict[str, list[torch.Tensor | None]] = {}
+    fitter = FrameFitter(rotation)
     for sample in samples[:FIT_SAMPLES]:
         floats: dict[str, list] = {}
         quants: dict[str, list] = {}
@@ -190,33 +234,8 @@ def fit_frames(float_model: nn.Module, quant_model: nn.Module, kernels: dict[str
             float_model(**sample)
         with _captured(kernels, quants):
             quant_model(**sample)
-        for name in kernels:
-            if name not in floats or name not in quants or len(floats[name]) != len(quants[name]):
-                continue  # not reached on this sample (an unrouted expert), or routed differently
-            x_f, y_f = _rows(floats[name], 0, FIT_TOKENS), _rows(floats[name], 1, FIT_TOKENS)
-            x_q, y_q = _rows(quants[name], 0, FIT_TOKENS), _rows(quants[name], 1, FIT_TOKENS)
-            if x_f.shape != x_q.shape or y_f.shape != y_q.shape:
-                continue
-            ins = in_options.setdefault(name, _candidates(rotation, x_f.shape[-1]))
-            outs = out_options.setdefault(name, _candidates(rotation, y_f.shape[-1]))
-            for fit, option in zip(in_fits.setdefault(name, [_ChannelFit() for _ in ins]), ins, strict=True):
-                fit.update(_rotate(x_f, option), x_q)
-            for fit, option in zip(out_fits.setdefault(name, [_ChannelFit() for _ in outs]), outs, strict=True):
-                fit.update(_rotate(y_f, option), y_q)
-    frames = {}
-    unexplained: dict[str, tuple[bool, bool]] = {}
-    for name in in_fits:
-        in_results = [fit.affine() for fit in in_fits[name]]
-        out_results = [fit.scale() for fit in out_fits[name]]
-        i = min(range(len(in_results)), key=lambda k: in_results[k][2])
-        o = min(range(len(out_results)), key=lambda k: out_results[k][1])
-        frames[name] = _Frame(in_options[name][i], in_results[i][0], in_results[i][1], out_options[name][o],
-                              out_results[o][0])
-        unexplained[name] = (in_results[i][2] > UNEXPLAINED * _energy(in_fits[name][i]),
-                             out_results[o][1] > UNEXPLAINED * _energy(out_fits[name][o]))
-    _fit_orthogonal(float_model, quant_model, kernels, samples, frames,
-                    {name: sides for name, sides in unexplained.items() if any(sides)})
-    return frames
+        fitter.add(floats, quants)
+    return fitter.frames(float_model, quant_model, kernels, samples[:FIT_SAMPLES])
 
 
 #: A structured fit leaving more than this fraction of the kernel-side signal unexplained means the basis
@@ -281,12 +300,10 @@ def _fit_orthogonal(float_model: nn.Module, quant_model: nn.Module, kernels: dic
             frame.out_scale, _ = fit.scale()
 
 
-@torch.no_grad()
-def layer_errors(float_model: nn.Module, quant_model: nn.Module, kernels: dict[str, nn.Module],
-                 tags: dict[str, str], samples: list, rotation: torch.Tensor | None = None) -> list[LayerError]:
-    """Each kernel fed the input it sees in the quantized model, against the float output in the same basis."""
-    frames = fit_frames(float_model, quant_model, kernels, samples, rotation)
-    stats = {name: _ErrorStats(tags.get(f"{name}.weight", "?")) for name in kernels}
+@contextmanager
+def measuring(float_model: nn.Module, kernels: dict[str, nn.Module], frames: dict[str, _Frame],
+              stats: dict[str, "_ErrorStats"]) -> Iterator[None]:
+    """Step 2 while the float model runs: each kernel fed its frame's input, compared with the mapped output."""
     float_modules = dict(float_model.named_modules())
 
     def compare(name: str):
@@ -302,9 +319,27 @@ def layer_errors(float_model: nn.Module, quant_model: nn.Module, kernels: dict[s
 
     handles = [float_modules[name].register_forward_hook(compare(name)) for name in kernels]
     try:
-        for sample in samples:
-            float_model(**sample)
+        yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def new_stats(kernels: dict[str, nn.Module], tags: dict[str, str]) -> dict[str, _ErrorStats]:
+    return {name: _ErrorStats(tags.get(f"{name}.weight", "?")) for name in kernels}
+
+
+def results(stats: dict[str, _ErrorStats]) -> list[LayerError]:
     return [s.result(name) for name, s in stats.items() if s.tokens]
+
+
+@torch.no_grad()
+def layer_errors(float_model: nn.Module, quant_model: nn.Module, kernels: dict[str, nn.Module],
+                 tags: dict[str, str], samples: list, rotation: torch.Tensor | None = None) -> list[LayerError]:
+    """Each kernel fed the input it sees in the quantized model, against the float output in the same basis."""
+    frames = fit_frames(float_model, quant_model, kernels, samples, rotation)
+    stats = new_stats(kernels, tags)
+    with measuring(float_model, kernels, frames, stats):
+        for sample in samples:
+            float_model(**sample)
+    return results(stats)

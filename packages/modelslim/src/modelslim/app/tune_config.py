@@ -47,6 +47,17 @@ class Expectation(StrictModel):
     target: Decimal
     tolerance: Decimal = Decimal(0)
 
+    @field_validator("target", "tolerance", mode="before")
+    @classmethod
+    def _decimal(cls, value: Any) -> Any:
+        """YAML numbers become decimals through their text (80.1 stays 80.1, not 80.0999...)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return value
+        try:
+            return Decimal(str(value))
+        except ArithmeticError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+
 
 class Demand(StrictModel):
     expectations: list[Expectation] = Field(min_length=1)
