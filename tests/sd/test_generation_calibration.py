@@ -3,6 +3,7 @@ matches, all captured again when any is missing or stale; image-conditioned capt
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,7 @@ def forbid_capture(monkeypatch):
     monkeypatch.setattr(Wan22Adapter, "capture_calibration", fail)
 
 
+@pytest.mark.slow
 def test_two_expert_cache_is_reused_and_invalidated(t2v, tmp_path, monkeypatch, caplog):
     dump = tmp_path / "dump"
     out = quantize(t2v, tmp_path / "first", static_config(dump))
@@ -68,7 +70,8 @@ def test_two_expert_cache_is_reused_and_invalidated(t2v, tmp_path, monkeypatch, 
 
     (dump / FILES[1]).unlink()  # one expert's file missing: both are captured again
     caplog.clear()
-    quantize(t2v, tmp_path / "third", static_config(dump))
+    with caplog.at_level(logging.INFO, logger="modelslim_sd"):
+        quantize(t2v, tmp_path / "third", static_config(dump))
     assert "Capturing calibration data" in caplog.text
     assert all((dump / name).is_file() for name in FILES)
 

@@ -26,8 +26,9 @@ PIPELINES = {
     "qwen_image_edit": ("Qwen-Image-Edit-2509", make_qwen_image_edit, ("",)),
 }
 QUANT_TYPES = ("w8a8f8", "w4a4f8", "w4a4f4")
-#: Relative error bound at the denoiser output per quant type (the measured values are in the report).
-BOUNDS = {"w8a8f8": 0.08, "w4a4f8": 0.35, "w4a4f4": 0.45}
+#: Relative error bound at the denoiser output per quant type: about 2.5x the largest measured value
+#: (w8a8f8 0.0015-0.015, w4a4f8 0.006-0.027, w4a4f4 0.006-0.029 on these tiny pipelines).
+BOUNDS = {"w8a8f8": 0.04, "w4a4f8": 0.07, "w4a4f4": 0.075}
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,7 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual.float() - expected.float()).norm() / expected.float().norm()).item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quant_type", QUANT_TYPES)
 @pytest.mark.parametrize("name", list(PIPELINES))
 def test_practice_quantizes_and_reloads_within_bound(pipelines, tmp_path, name, quant_type):
