@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
-from modelslim_core.errors import UnsupportedError
+from modelslim_core.errors import ConfigError, UnsupportedError
 from modelslim_sd.reference_runtime import load_mindie_denoiser
 from tests.sd.tiny_families import make_flux, make_hunyuan_video, make_qwen_image_edit, make_wan22
 
@@ -107,3 +107,27 @@ def test_generation_model_is_never_offered_an_llm_practice(pipelines, tmp_path):
         run_quant(QuantArgs(str(pipelines["flux1"]), str(tmp_path / "o"), "FLUX.1-dev", quant_type="w8a8", device="cpu", yes=True))
     message = f"{info.value.message} {info.value.hint}"
     assert "generation model" in message and "w4a4f4" in message and "w8a8f8" in message
+
+
+def test_any_diffusers_pipeline_is_quantized_data_free_by_its_denoiser(pipelines, tmp_path):
+    """A model type no family claims: the transformer is found from model_index.json; a data-free config runs,
+    --quant_type says there is no practice, and a config that needs data is refused with the supported types."""
+    from tests.sd._helpers import write_config
+    from tests.tiny_models import REPO
+    import yaml
+
+    config = yaml.safe_load((REPO / "practices" / "flux1" / "flux1-w8a8f8.yaml").read_text())
+    del config["spec"]["multimodal_sd_config"]["inference_config"]  # nothing runs a pipeline it does not know
+    path = write_config(tmp_path / "flux.yaml", config)
+    out = run_quant(QuantArgs(str(pipelines["flux1"]), str(tmp_path / "out"), "MyDiT-1", config_path=str(path), device="cpu"))
+    description = json.loads((out / "quant_model_description_w8a8_mxfp8.json").read_text())
+    assert description["single_transformer_blocks.1.proj_out.weight"] == "W8A8_MXFP8"
+    with pytest.raises(UnsupportedError, match="generation model"):
+        run_quant(QuantArgs(str(pipelines["flux1"]), str(tmp_path / "o2"), "MyDiT-1", quant_type="w8a8f8", device="cpu", yes=True))
+    config["spec"]["process"][0]["qconfig"] = {
+        "act": {"scope": "per_tensor", "dtype": "int8", "symmetric": False, "method": "minmax"},
+        "weight": {"scope": "per_channel", "dtype": "int8", "symmetric": True, "method": "minmax"}}
+    config["spec"]["multimodal_sd_config"] = {"dump_config": {"enable_dump": True}}
+    path = write_config(tmp_path / "static.yaml", config)
+    with pytest.raises(ConfigError, match="no generation adapter"):
+        run_quant(QuantArgs(str(pipelines["flux1"]), str(tmp_path / "o3"), "MyDiT-1", config_path=str(path), device="cpu"))
