@@ -1,4 +1,4 @@
-"""The tensors each quantized linear contributes to an ascendv1 checkpoint (shared/spec/format-and-runners.md §1.5–1.6).
+"""The tensors each quantized linear contributes to an ascendv1 checkpoint (docs/formats.md).
 
 One function per export tag; each returns `(suffix, tensor, tag)` triples in the order they are written.
 Names, dtypes and shapes here are the wire format vLLM-Ascend loads, so they never change silently.

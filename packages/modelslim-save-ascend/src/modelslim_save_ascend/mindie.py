@@ -1,4 +1,4 @@
-"""`mindie_format_saver`: the layout MindIE-SD loads for diffusion transformers (shared/spec/format-and-runners.md §2).
+"""`mindie_format_saver`: the layout MindIE-SD loads for diffusion transformers (docs/formats.md).
 
 Output, for a model whose quantized layers make it `<type>` (e.g. W8A8_DYNAMIC):
 - `part_file_size: 0`: `quant_model_weight_<type lower>.safetensors`; otherwise shards

@@ -1,4 +1,4 @@
-"""The per-attention `quant_type` string of FA3 checkpoints (shared/spec/format-and-runners.md §1.5).
+"""The per-attention `quant_type` string of FA3 checkpoints (docs/formats.md).
 
 Each branch (Q, K, V, and P in the reference) has a (dtype name, static|dynamic) setting. Branches with the
 same setting form a group, in Q, K, V, P order; a group's text is `<letters>_<DTYPE>` plus `_DYNAMIC` when

@@ -1,5 +1,5 @@
 """`fa3_quant`: quantization of the query, key and value states entering the fused attention kernel
-(shared/spec/algorithms.md §3.10, format-and-runners.md §1.5).
+(docs/algorithms.md, "KV cache and FA3"; docs/formats.md).
 
 Per branch (Q, K, V) either static per-head (`scope: per_head`, int8 or fp8_e4m3, symmetric, minmax): the
 range of each head is its recall window — the narrowest interval holding ⌊ratio·N⌋ of the head's values —

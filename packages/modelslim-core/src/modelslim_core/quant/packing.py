@@ -1,4 +1,4 @@
-"""Bit layouts of packed 4-bit tensors (shared/spec/format-and-runners.md §1.6).
+"""Bit layouts of packed 4-bit tensors (docs/formats.md).
 
 - int4 (W4A8_DYNAMIC): two's-complement nibbles packed in pairs of OUTPUT rows:
   byte[j, k] = (q[2j, k] & 0xF) | (q[2j+1, k] << 4), stored as int8 `[out/2, in]`.

@@ -47,14 +47,29 @@ class ExtKey:
     valid: Callable[[Any], bool]
 
 
+#: `ext.group_size: auto`: the group size is the largest of AUTO_GROUP_SIZES dividing every quantized input dim.
+AUTO_GROUP_SIZE = "auto"
+AUTO_GROUP_SIZES = (128, 64, 32)
+
+
+def adaptive_group_size(input_dims: set[int] | list[int]) -> int | None:
+    """The largest of AUTO_GROUP_SIZES that divides every input dimension (None if none does). Real models
+    are not all multiples of 128 (SmolLM2-135M's hidden size is 576): the same practice then still fits."""
+    return next((size for size in AUTO_GROUP_SIZES if all(dim % size == 0 for dim in input_dims)), None)
+
+
 #: Every `ext` key some method reads, with its allowed values.
 EXT_KEYS: dict[str, ExtKey] = {
     "aggregation_type": ExtKey("'max' or 'mean'", lambda v: v in ("max", "mean")),
     "step": ExtKey("an integer >= 1 (SSZ iterations)", _positive_int),
     "percdamp": ExtKey("a number > 0 (damping, as a fraction of the mean Hessian diagonal)", _positive_number),
     "block_size": ExtKey("an integer > 0 (columns per GPTQ block)", _positive_int),
-    "group_size": ExtKey("an integer > 0 (input columns per group)", _positive_int),
+    "group_size": ExtKey(
+        "an integer > 0 (input columns per group) or 'auto' (the largest of 128/64/32 that divides the input "
+        "dimension of every layer the linear_quant quantizes)", lambda v: _positive_int(v) or v == AUTO_GROUP_SIZE),
     "act_order": ExtKey("true or false (GPTQ: quantize columns by decreasing Hessian diagonal)", lambda v: isinstance(v, bool)),
+    "clip_search": ExtKey("true or false (GPTQ: each row's grid range shrunk to the least input-weighted error)",
+                          lambda v: isinstance(v, bool)),
     "axes": ExtKey("-1 (MX blocks run along the input dimension)", lambda v: v == -1 and not isinstance(v, bool)),
     "ceil_x_value": ExtKey("a number in [6, 12] (ceil_x: largest scaled block maximum)", lambda v: _number_in(v, 6, 12)),
     "enable_search": ExtKey("true or false (ceil_x: search c per layer)", lambda v: isinstance(v, bool)),
@@ -65,6 +80,21 @@ EXT_KEYS: dict[str, ExtKey] = {
                               lambda v: _positive_int(v) and v % 32 == 0),
 }
 
+#: `ext` keys that reference-tool configs carry for methods or scopes that do not read them (its quantizers
+#: ignore unread keys): accepted here with a warning saying where the key does have an effect. Any other
+#: unread key is an error.
+REFERENCE_EXT_USES: dict[str, str] = {
+    "aggregation_type": "by minmax activations with scope per_tensor or pd_mix",
+    "axes": "by the MX methods (dtype mxfp8/mxfp4, scope per_block)",
+    "step": "by the ssz weight method (int, scope per_channel, symmetric)",
+    "percdamp": "by the gptq weight method",
+    "block_size": "by the gptq weight method",
+    "act_order": "by the gptq weight method",
+    "group_size": "with scope per_group (scope per_channel quantizes whole rows)",
+    "scale_dtype": "by autoround_quant (the dtype of its learned scales); other methods keep scales in float32",
+    "enable_search": "by the ceil_x MX weight method",
+    "dual_block_size": "by the dualscale MX weight method (scope dual_scale)",
+}
 
 def _ceil_x_search(ext: dict[str, Any]) -> str | None:
     if ext.get("enable_search") and ext.get("search_max", 12.0) <= ext.get("search_min", 6.0):
@@ -83,7 +113,7 @@ _NONE: frozenset[str] = frozenset()
 _AGGREGATION = frozenset({"aggregation_type"})
 _GROUP = frozenset({"group_size"})
 _SSZ = frozenset({"step"})
-_GPTQ = frozenset({"percdamp", "block_size", "act_order"})
+_GPTQ = frozenset({"percdamp", "block_size", "act_order", "clip_search"})
 _MX = frozenset({"axes"})
 _CEIL_X = _MX | {"ceil_x_value", "enable_search", "search_min", "search_max", "search_step"}
 _DUAL = _MX | {"dual_block_size"}
