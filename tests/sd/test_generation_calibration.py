@@ -98,9 +98,14 @@ def test_image_conditioned_capture(tmp_path, kind, cls, task):
     assert adapter.calibration_file_name(config, adapter.denoisers()[0]).startswith(f"calib_data_{task}_")
 
 
-def test_i2v_needs_an_image_before_anything_loads(tmp_path):
-    model = make_wan22(tmp_path / "i2v", "i2v")
+def test_i2v_capture_needs_an_image_before_anything_loads(tmp_path, monkeypatch):
+    """Data-free I2V configs need no image; a capture without one is refused before the pipeline loads."""
     from modelslim_core.errors import ConfigError
+    from modelslim_sd.families import base
 
-    with pytest.raises(ConfigError, match="needs an image"):
-        Wan22I2VAdapter("x", model).parse_inference_config({**TINY_WAN22, "task": "i2v-A14B"}, "inference_config")
+    model = make_wan22(tmp_path / "i2v", "i2v")
+    adapter = Wan22I2VAdapter("x", model)
+    config = adapter.parse_inference_config({**TINY_WAN22, "task": "i2v-A14B"}, "inference_config")
+    monkeypatch.setattr(base, "load_pipeline", lambda *a, **k: pytest.fail("the pipeline was loaded"))
+    with pytest.raises(ConfigError, match="image is not set"):
+        adapter.capture_calibration(config, torch.device("cpu"), torch.float32)

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.usefixtures("cli_env")
 #: pipeline -> (model type, builder, experts (output subdirectories), quant types)
 PIPELINES = {
     "wan2_2-t2v": ("Wan2.2-T2V-A14B", lambda p: make_wan22(p, "t2v"), ("high_noise_model", "low_noise_model")),
+    "wan2_2-i2v": ("Wan2.2-I2V-A14B", lambda p: make_wan22(p, "i2v"), ("high_noise_model", "low_noise_model")),
     "wan2_2-ti2v": ("Wan2.2-TI2V-5B", lambda p: make_wan22(p, "ti2v"), ("",)),
     "flux1": ("FLUX.1-dev", make_flux, ("",)),
     "hunyuan_video": ("HunyuanVideo", make_hunyuan_video, ("",)),
@@ -42,7 +43,8 @@ def denoiser_inputs(name: str, model: torch.nn.Module) -> dict:
     g = torch.Generator().manual_seed(0)
     rand = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
     if name.startswith("wan"):
-        return {"hidden_states": rand(1, 16, 2, 8, 8), "timestep": torch.tensor([500]),
+        channels = 36 if name == "wan2_2-i2v" else 16  # I2V: noise latents + mask + encoded first frame
+        return {"hidden_states": rand(1, channels, 2, 8, 8), "timestep": torch.tensor([500]),
                 "encoder_hidden_states": rand(1, 8, 32), "return_dict": False}
     if name == "flux1":
         ids = torch.zeros(16, 3)
