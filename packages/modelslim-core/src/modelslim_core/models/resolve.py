@@ -46,10 +46,22 @@ def adapter_class_for(model_type: str, hf_model_type: str | None) -> tuple[type[
     return classes["default"], f"no family adapter matches {model_type!r}; using the generic adapter"
 
 
+def _directory_claim(model_path: Path) -> type[ModelAdapter] | None:
+    """An adapter that recognises the directory itself (e.g. any diffusers pipeline), for unmatched names."""
+    for cls in _adapter_classes().values():
+        claims = getattr(cls, "claims_directory", None)
+        if claims is not None and claims(model_path):
+            return cls
+    return None
+
+
 def create_adapter(model_type: str, model_path: Path, trust_remote_code: bool) -> ModelAdapter:
     """Pick the adapter (config.json's model_type helps when present) and construct it; the adapter checks
     that the directory holds what it needs (config.json for LLMs, model_index.json for diffusers pipelines)."""
     hf_model_type = peek_model_type(model_path)
     cls, reason = adapter_class_for(model_type, hf_model_type)
+    claimed = _directory_claim(model_path) if cls.family == "default" else None
+    if claimed is not None:
+        cls, reason = claimed, f"{model_path} is a {claimed.family} directory that no family adapter claims"
     logger.info("Model adapter: %s (%s).", cls.family, reason)
     return cls(model_type, model_path, trust_remote_code)
