@@ -1,4 +1,4 @@
-"""The qconfig schema of `linear_quant` (shared/spec/algorithms.md §2).
+"""The qconfig schema of `linear_quant` (docs/algorithms.md, "qconfig").
 
 `QConfig` describes one quantizer: dtype, scope, symmetric, method and method-specific `ext` keys. All four
 main fields are required, as in the reference. `LinearQConfig` pairs an activation and a weight quantizer;
@@ -16,6 +16,7 @@ from modelslim_core.quant.schemes import (
     ACT_METHODS,
     EXPORT_TYPES,
     EXT_KEYS,
+    EXT_RULES,
     REFERENCE_EXT_USES,
     REQUIRED_EXT_BY_SCOPE,
     WEIGHT_METHODS,
@@ -78,6 +79,9 @@ def _check_method(qc: QConfig, table: dict[Scheme, dict[str, frozenset[str]]], r
     for key, value in qc.ext.items():
         if not EXT_KEYS[key].valid(value):
             raise ValueError(f"{role} ext.{key} must be {EXT_KEYS[key].rule}, got {value!r}")
+    problem = EXT_RULES[qc.method](qc.ext) if qc.method in EXT_RULES else None
+    if problem:
+        raise ValueError(f"{role} {problem}")
 
 
 class LinearQConfig(StrictModel):
