@@ -102,7 +102,12 @@ class ModelAdapter:
         self._tokenizer = None
 
     def read_model_config(self) -> dict[str, Any]:
-        """The configuration of the network being quantized; raises ModelError when the directory lacks it."""
+        """The configuration of the network being quantized; raises ModelError when the directory lacks it
+        (naming the pipeline and the supported model types when it is a diffusers pipeline instead)."""
+        if not (self.model_path / "config.json").is_file() and (self.model_path / "model_index.json").is_file():
+            from modelslim_core.models.unsupported_pipeline import unsupported_pipeline_error
+
+            raise unsupported_pipeline_error(self.model_type, self.model_path)
         return read_config_json(self.model_path)
 
     # --- identity -----------------------------------------------------------------------------------------
