@@ -40,6 +40,7 @@ class CheckpointNames:
         self._renamings = reverse_renamings
         #: (fused target text, per-expert source texts with `*` for the expert index).
         self._expert_sources = expert_sources
+        self._modules: dict[str, str] = {}  # every filter asks for every layer: computed once per module
 
     @classmethod
     def for_config(cls, config_json: dict[str, Any]) -> "CheckpointNames":
@@ -57,8 +58,13 @@ class CheckpointNames:
         conversions = conversions or []
         # A prefix change depends on how the checkpoint was saved (base model or head); the VLM adapters, the only
         # families whose checkpoints carry one, map prefixes themselves.
-        renamings = [rule.reverse_transform() for rule in reversed(conversions)
-                     if isinstance(rule, WeightRenaming) and not isinstance(rule, PrefixChange)]
+        renamings = []
+        for rule in reversed(conversions):
+            if isinstance(rule, WeightRenaming) and not isinstance(rule, PrefixChange):
+                try:
+                    renamings.append(rule.reverse_transform())
+                except ValueError:  # a rule transformers itself cannot invert is left out (names stay as loaded)
+                    continue
         experts = []
         for rule in conversions:
             if not isinstance(rule, WeightConverter) or len(rule.target_patterns) != 1:
@@ -95,9 +101,10 @@ class CheckpointNames:
         """The checkpoint's name of a module (the prefix of its tensors there)."""
         if not self.renames:
             return module
-        key = self._expert_key(module) or f"{module}.weight"
-        renamed = self._rename(key)
-        return renamed.removesuffix(".weight") if renamed.endswith(".weight") else module
+        if module not in self._modules:
+            renamed = self._rename(self._expert_key(module) or f"{module}.weight")
+            self._modules[module] = renamed.removesuffix(".weight") if renamed.endswith(".weight") else module
+        return self._modules[module]
 
     def tensor_name(self, name: str) -> str:
         """The checkpoint's name of a tensor: the full name's own renaming when one applies (parameters a rule
