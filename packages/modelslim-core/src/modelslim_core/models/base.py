@@ -7,6 +7,7 @@ the inputs of the first unit so units can be calibrated one at a time. Families 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from modelslim_core.errors import ModelError
+from modelslim_core.models.checkpoint_names import CheckpointNames
 from modelslim_core.models.subgraphs import DENSE_DECODER_SUBGRAPHS, Subgraph, SubgraphPattern, attention_heads, resolve_subgraphs
 from modelslim_core.models.tokenizer_files import check_tokenizer_files
 from modelslim_core.runtime.unit import LinearSite, Unit, UnitInput, module_linear_sites
@@ -100,7 +102,12 @@ class ModelAdapter:
         self._tokenizer = None
 
     def read_model_config(self) -> dict[str, Any]:
-        """The configuration of the network being quantized; raises ModelError when the directory lacks it."""
+        """The configuration of the network being quantized; raises ModelError when the directory lacks it
+        (naming the pipeline and the supported model types when it is a diffusers pipeline instead)."""
+        if not (self.model_path / "config.json").is_file() and (self.model_path / "model_index.json").is_file():
+            from modelslim_core.models.unsupported_pipeline import unsupported_pipeline_error
+
+            raise unsupported_pipeline_error(self.model_type, self.model_path)
         return read_config_json(self.model_path)
 
     # --- identity -----------------------------------------------------------------------------------------
@@ -216,13 +223,25 @@ class ModelAdapter:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         return {name for name, module in model.named_modules() if head is not None and module is head}
 
+    @functools.cached_property
+    def checkpoint_names(self) -> CheckpointNames:
+        """transformers' load-time renames of this family, inverted (models/checkpoint_names.py)."""
+        return CheckpointNames.for_config(self.config_json)
+
     def saved_tensor_name(self, name: str) -> str:
         """The name a tensor of module path `name` has in the checkpoint format serving engines load.
 
-        The same as the module path for text LLMs; multimodal families whose transformers modules are nested
-        differently from their checkpoints on disk (and the Omni thinker's `thinker.` prefix) map it back.
+        The checkpoint's own name: the module path unless transformers renames the family on load (MiniMax-M2's
+        `block_sparse_moe`), in which case the rename is inverted; multimodal families whose transformers modules
+        are nested differently from their checkpoints on disk (and the Omni thinker's `thinker.` prefix) map it
+        back themselves.
         """
-        return name
+        return self.checkpoint_names.tensor_name(name)
+
+    def name_aliases(self, module_name: str) -> list[str]:
+        """Other names include/exclude patterns may use for a module: its name in the checkpoint on disk."""
+        saved = self.saved_tensor_name(f"{module_name}.weight").removesuffix(".weight")
+        return [saved] if saved != module_name else []
 
     # --- structure ----------------------------------------------------------------------------------------
     def units(self, model: nn.Module) -> list[Unit]:
