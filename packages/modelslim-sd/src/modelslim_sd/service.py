@@ -16,10 +16,9 @@ from typing import Any, cast
 from modelslim_core import registry
 from modelslim_core.errors import ConfigError
 from modelslim_core.protocol.spec import processor_class
-from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.service.base import QuantRequest, QuantService
-from modelslim_core.service.modelslim_v1 import compute_dtype_for
+from modelslim_core.service.run_context import build_run_context
 from modelslim_sd.adapter import DiffusionAdapter
 from modelslim_sd.calibration import obtain_calibration
 from modelslim_sd.spec import SdSpec, parse_sd_spec
@@ -85,15 +84,7 @@ class MultimodalSdService(QuantService):
         device = request.device
         if device.indices and len(device.indices) > 1:
             logger.warning("%s runs on one device; using %s of %s.", self.apiversion, device.torch_device, device)
-        context = RunContext(
-            adapter=request.adapter,
-            model_path=request.model_path,
-            save_path=request.save_path,
-            device=device,
-            compute_dtype=compute_dtype_for(device.type, request.adapter.source_dtype),
-            recorder=request.new_recorder(),
-            config_digest=request.config_digest,
-        )
+        context = build_run_context(request, device, resumable=False)
         samples = None
         if plan.needs_data:
             samples = obtain_calibration(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -238,8 +239,16 @@ class ModelAdapter:
             )
         return units
 
+    #: Linears that stay float whatever a practice includes (fnmatch patterns relative to a unit), e.g. MoE
+    #: routers written as nn.Linear: quantizing them changes which experts tokens reach. Saved as FLOAT.
+    float_linears: ClassVar[tuple[str, ...]] = ()
+
     def linear_sites(self, unit: Unit) -> list[LinearSite]:
-        return module_linear_sites(unit.module, unit.name)
+        sites = module_linear_sites(unit.module, unit.name)
+        if not self.float_linears:
+            return sites
+        start = len(unit.name) + 1
+        return [site for site in sites if not any(fnmatchcase(site.name[start:], p) for p in self.float_linears)]
 
     def attention_sites(self, unit: Unit) -> list["AttentionSite"]:
         """Attention modules of the unit with their head layout (KV-cache, FA3 and KV-smooth processors)."""
