@@ -18,6 +18,7 @@ from torch import nn
 
 from modelslim_core.errors import ModelError
 from modelslim_core.models.subgraphs import DENSE_DECODER_SUBGRAPHS, Subgraph, SubgraphPattern, attention_heads, resolve_subgraphs
+from modelslim_core.models.tokenizer_files import check_tokenizer_files
 from modelslim_core.runtime.unit import LinearSite, Unit, UnitInput, module_linear_sites
 
 if TYPE_CHECKING:
@@ -125,6 +126,8 @@ class ModelAdapter:
     def load_tokenizer(self) -> Any:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
+
+            check_tokenizer_files(self.model_path)
 
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(

@@ -33,7 +33,7 @@ from modelslim_core.quant.autoround import SCALE_DTYPES, SignRoundGrid, SignRoun
 from modelslim_core.quant.methods import build_dynamic_act, is_static
 from modelslim_core.quant.layer_stats import record_weight
 from modelslim_core.quant.quantized_linear import LinearQuantizer, QuantizedLinear
-from modelslim_core.quant.schemes import BITS
+from modelslim_core.quant.schemes import AUTO_GROUP_SIZE, BITS
 from modelslim_core.runtime.matching import LayerSelection
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit, UnitInput
@@ -65,6 +65,8 @@ class AutoRoundQConfig(StrictModel):
             raise ValueError(f"weight ext keys {sorted(unknown)} are not used by autoround; allowed: group_size, scale_dtype")
         if weight.scope != "per_group" and "group_size" in weight.ext:
             raise ValueError("weight.ext.group_size is only allowed with scope per_group")
+        if weight.ext.get("group_size") == AUTO_GROUP_SIZE:
+            raise ValueError("weight.ext.group_size must be an integer here ('auto' is a linear_quant option)")
         if weight.ext.get("scale_dtype", "float32") not in SCALE_DTYPES:
             raise ValueError(f"weight.ext.scale_dtype must be one of {', '.join(SCALE_DTYPES)}")
         if is_static(self.act):

@@ -7,8 +7,11 @@ config digest, the compute dtype follows one rule, and a run is resumable when i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from modelslim_core.models.base import ModelAdapter
 from modelslim_core.runtime.context import DeviceSpec, RunContext
 from modelslim_core.runtime.fingerprint import run_fingerprint
 from modelslim_core.service.base import QuantRequest
@@ -21,18 +24,22 @@ def compute_dtype_for(device_type: str, source: torch.dtype | None) -> torch.dty
     return source
 
 
-def build_run_context(request: QuantRequest, device: DeviceSpec | None = None, resumable: bool = True) -> RunContext:
+def build_run_context(request: QuantRequest, device: DeviceSpec | None = None, resumable: bool = True,
+                      adapter: ModelAdapter | None = None, save_path: Path | None = None) -> RunContext:
     """The run context of `request`: its adapter and paths, recorder, config digest and (when `resumable` and
-    the config is known) the resume fingerprint. `device` overrides the request's (a one-device service)."""
+    the config is known) the resume fingerprint. `device` overrides the request's (a one-device service);
+    `adapter` / `save_path` narrow the run to one part of the model (one denoiser of a pipeline)."""
     device = device or request.device
-    compute_dtype = compute_dtype_for(device.type, request.adapter.source_dtype)
+    adapter = adapter or request.adapter
+    save_path = save_path or request.save_path
+    compute_dtype = compute_dtype_for(device.type, adapter.source_dtype)
     fingerprint = ""
     if resumable and request.config_digest:
         fingerprint = run_fingerprint(request.config_digest, request.model_path, compute_dtype, device.type)
     return RunContext(
-        adapter=request.adapter,
+        adapter=adapter,
         model_path=request.model_path,
-        save_path=request.save_path,
+        save_path=save_path,
         device=device,
         compute_dtype=compute_dtype,
         recorder=request.new_recorder(),
