@@ -173,7 +173,7 @@ class ModelAdapter:
         model.requires_grad_(False)
         if getattr(model.config, "use_cache", None):
             model.config.use_cache = False
-        return model
+        return self.learn_checkpoint_names(model)
 
     def load_dequantized(self, source: Any, dtype: torch.dtype) -> nn.Module:
         """The whole model from a checkpoint published quantized (FP8 blocks, packed INT4), read tensor by tensor.
@@ -187,7 +187,7 @@ class ModelAdapter:
         logger.info("The source checkpoint in %s stores linears quantized; they are dequantized to %s as they are "
                     "read.", self.model_path, dtype)
         model = self.build_skeleton(dtype)
-        lazy = LazyWeights(source, tied_aliases(model), dtype)
+        lazy = LazyWeights(source, tied_aliases(model), dtype, self.saved_tensor_name)
         missing = lazy.missing([name for name, _ in model.named_parameters(remove_duplicate=False)])
         if missing:
             raise ModelError(f"parameter {missing[0]} (and {len(missing) - 1} more) is not in the checkpoint files of "
@@ -210,20 +210,35 @@ class ModelAdapter:
         model.requires_grad_(False)
         if getattr(model.config, "use_cache", None):
             model.config.use_cache = False
-        return model
+        return self.learn_checkpoint_names(model)
 
     def output_module_names(self, model: nn.Module) -> set[str]:
         """Modules used only after the last unit (the LM head), which the prefix forward does not need."""
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         return {name for name, module in model.named_modules() if head is not None and module is head}
 
+    #: The release names some modules differently from transformers (MiniMax-M2's `block_sparse_moe`, `w1`):
+    #: saved names are then learned from the source checkpoint's keys (models/checkpoint_names.py).
+    renamed_checkpoint: ClassVar[bool] = False
+
     def saved_tensor_name(self, name: str) -> str:
         """The name a tensor of module path `name` has in the checkpoint format serving engines load.
 
-        The same as the module path for text LLMs; multimodal families whose transformers modules are nested
-        differently from their checkpoints on disk (and the Omni thinker's `thinker.` prefix) map it back.
+        The same as the module path for most text LLMs; families whose releases name modules differently
+        (`renamed_checkpoint`) and multimodal families nested differently from their checkpoints on disk (and
+        the Omni thinker's `thinker.` prefix) map it back.
         """
-        return name
+        names = getattr(self, "_checkpoint_names", None)
+        return names.to_checkpoint(name) if names else name
+
+    def learn_checkpoint_names(self, model: nn.Module) -> nn.Module:
+        """Record the release's names for `model`'s modules when this family renames them; returns `model`."""
+        if self.renamed_checkpoint:
+            from modelslim_core.models.checkpoint_names import CheckpointNames
+            from modelslim_core.models.weights import SourceWeights
+
+            self._checkpoint_names = CheckpointNames(model, SourceWeights(self.model_path).names())
+        return model
 
     # --- structure ----------------------------------------------------------------------------------------
     def units(self, model: nn.Module) -> list[Unit]:

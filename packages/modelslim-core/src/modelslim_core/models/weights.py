@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -124,29 +124,36 @@ def tied_aliases(model: nn.Module) -> dict[str, list[str]]:
 class LazyWeights:
     """Materialises and releases parts of a meta-device skeleton from the source checkpoint."""
 
-    def __init__(self, source: SourceWeights, aliases: dict[str, list[str]], dtype: torch.dtype):
+    def __init__(self, source: SourceWeights, aliases: dict[str, list[str]], dtype: torch.dtype,
+                 checkpoint_name: Callable[[str], str] | None = None):
         from modelslim_core.models.fused_expert_weights import FusedExpertTensors
 
         self.source = source
-        self.aliases = aliases
+        #: Every name a parameter may have in the checkpoint: its tied aliases, each also under the release's
+        #: name when the adapter maps module paths to it (`saved_tensor_name`, e.g. MiniMax-M2's w1/w2/w3).
+        self.aliases = {name: _with_release_names(names, checkpoint_name) for name, names in aliases.items()}
+        self._checkpoint_name = checkpoint_name
         self.dtype = dtype
         #: Tensors the checkpoint holds only inside others (per-expert weights of fused MoE checkpoints).
         self.derived = [FusedExpertTensors(source)]
 
+    def _candidates(self, name: str) -> list[str]:
+        return self.aliases.get(name) or _with_release_names([name], self._checkpoint_name)
+
     def key_for(self, name: str) -> str:
-        """The checkpoint key holding parameter `name` (itself, or a tied alias)."""
-        for candidate in self.aliases.get(name, [name]):
+        """The checkpoint key holding parameter `name` (itself, a tied alias, or the release's name of either)."""
+        for candidate in self._candidates(name):
             if candidate in self.source:
                 return candidate
         raise ModelError(f"parameter {name} is not in the checkpoint files of {str(self.source.model_path)!r}.",
                          "the checkpoint does not match config.json; check the model directory.")
 
     def missing(self, names: list[str]) -> list[str]:
-        return [n for n in names if not any(c in self.source for c in self.aliases.get(n, [n]))
+        return [n for n in names if not any(c in self.source for c in self._candidates(n))
                 and not any(d.provides(n) for d in self.derived)]
 
     def read(self, name: str) -> torch.Tensor:
-        if not any(c in self.source for c in self.aliases.get(name, [name])):
+        if not any(c in self.source for c in self._candidates(name)):
             for derived in self.derived:
                 if derived.provides(name):
                     return derived.read(name)
@@ -166,6 +173,12 @@ class LazyWeights:
         """Put the named parameters back on `meta`, freeing their memory."""
         for name in names:
             _set_param(root, name, nn.Parameter(root.get_parameter(name).detach().to("meta"), requires_grad=False))
+
+
+def _with_release_names(names: list[str], checkpoint_name: Callable[[str], str] | None) -> list[str]:
+    if checkpoint_name is None:
+        return list(names)
+    return list(dict.fromkeys(names + [checkpoint_name(name) for name in names]))
 
 
 def _set_param(root: nn.Module, name: str, value: nn.Parameter) -> None:
