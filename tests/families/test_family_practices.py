@@ -75,21 +75,28 @@ def test_family_practice_quantizes_reloads_and_keeps_release_names(family_models
     assert error < limit
 
 
-def test_float_linears_stay_float(family_models, tmp_path):
+#: Tags that show which linears a family keeps float (and that its neighbours are quantized).
+EXPECTED_TAGS = {
+    ("qwen3_next", "Qwen3-Next-80B-A3B-Instruct", "qwen3_next/qwen3_next-w8a8.yaml"): {
+        "model.layers.0.linear_attn.in_proj_ba.weight": "FLOAT",
+        "model.layers.0.mlp.shared_expert_gate.weight": "FLOAT",
+        "model.layers.0.linear_attn.in_proj_qkvz.weight": "W8A8_DYNAMIC",
+        "model.layers.3.self_attn.q_proj.weight": "W8A8",
+    },
+    ("minimax_m2", "MiniMax-M2.7", "minimax_m2/minimax_m2-w8a8.yaml"): {
+        "model.layers.1.block_sparse_moe.gate.weight": "FLOAT",
+        "model.layers.1.block_sparse_moe.experts.2.w1.weight": "W8A8_DYNAMIC",
+        "lm_head.weight": "FLOAT",
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(EXPECTED_TAGS), ids=lambda case: case[0])
+def test_float_linears_stay_float(family_models, tmp_path, case):
     """Qwen3-Next's in_proj_ba and shared-expert gate and MiniMax-M2's router are never quantized."""
-    out = quantize(family_models("qwen3_next"), tmp_path / "next", "Qwen3-Next-80B-A3B-Instruct",
-                   _tiny_practice("qwen3_next/qwen3_next-w8a8.yaml", tmp_path))
-    description = saved(out)[0]
-    assert description["model.layers.0.linear_attn.in_proj_ba.weight"] == "FLOAT"
-    assert description["model.layers.0.mlp.shared_expert_gate.weight"] == "FLOAT"
-    assert description["model.layers.0.linear_attn.in_proj_qkvz.weight"] == "W8A8_DYNAMIC"
-    assert description["model.layers.3.self_attn.q_proj.weight"] == "W8A8"
-    out = quantize(family_models("minimax_m2"), tmp_path / "minimax", "MiniMax-M2.7",
-                   _tiny_practice("minimax_m2/minimax_m2-w8a8.yaml", tmp_path))
-    description = saved(out)[0]
-    assert description["model.layers.1.block_sparse_moe.gate.weight"] == "FLOAT"
-    assert description["model.layers.1.block_sparse_moe.experts.2.w1.weight"] == "W8A8_DYNAMIC"
-    assert description["lm_head.weight"] == "FLOAT"
+    kind, model_type, practice = case
+    description = saved(quantize(family_models(kind), tmp_path / "out", model_type, _tiny_practice(practice, tmp_path)))[0]
+    assert {name: description[name] for name in EXPECTED_TAGS[case]} == EXPECTED_TAGS[case]
 
 
 def test_minimax_layer_wise_reads_release_names_lazily(family_models, tmp_path, caplog):
