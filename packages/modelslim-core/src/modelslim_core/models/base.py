@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -193,7 +194,7 @@ class ModelAdapter:
         logger.info("The source checkpoint in %s stores linears quantized; they are dequantized to %s as they are "
                     "read.", self.model_path, dtype)
         model = self.build_skeleton(dtype)
-        lazy = LazyWeights(source, tied_aliases(model), dtype)
+        lazy = LazyWeights(source, tied_aliases(model), dtype, self.saved_tensor_name)
         missing = lazy.missing([name for name, _ in model.named_parameters(remove_duplicate=False)])
         if missing:
             raise ModelError(f"parameter {missing[0]} (and {len(missing) - 1} more) is not in the checkpoint files of "
@@ -260,8 +261,16 @@ class ModelAdapter:
             )
         return units
 
+    #: Linears that stay float whatever a practice includes (fnmatch patterns relative to a unit), e.g. MoE
+    #: routers written as nn.Linear: quantizing them changes which experts tokens reach. Saved as FLOAT.
+    float_linears: ClassVar[tuple[str, ...]] = ()
+
     def linear_sites(self, unit: Unit) -> list[LinearSite]:
-        return module_linear_sites(unit.module, unit.name)
+        sites = module_linear_sites(unit.module, unit.name)
+        if not self.float_linears:
+            return sites
+        start = len(unit.name) + 1
+        return [site for site in sites if not any(fnmatchcase(site.name[start:], p) for p in self.float_linears)]
 
     def attention_sites(self, unit: Unit) -> list["AttentionSite"]:
         """Attention modules of the unit with their head layout (KV-cache, FA3 and KV-smooth processors)."""

@@ -13,12 +13,19 @@ the same rules `save_pretrained` inverts, so no family needs a hand-written tabl
   concatenation of its first and second source, in that order).
 
 Quantization tensors (`weight_scale`, `deq_scale`, ...) are named beside their module's weight.
+
+The forward direction (`checkpoint_to_module`: a saved name -> the loaded model's parameter path, used by the
+reference runtime to read such a checkpoint back) applies the rules as transformers does, plus the per-expert
+leaf names of its fusing converters (`w1` -> `gate_proj`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from torch import nn
 
 _EXPERT = re.compile(r"^(?P<prefix>.+\.experts)\.(?P<expert>\d+)\.(?P<proj>gate_proj|up_proj|down_proj)$")
 #: Per-expert projection -> (fused parameter, position among the converter's sources).
@@ -118,3 +125,46 @@ class CheckpointNames:
         if renamed != name or not module:
             return renamed
         return f"{self.module_name(module)}.{leaf}"
+
+
+#: The fused parameters our per-expert split turns back into (fused target -> leaf names, in source order).
+_FUSED_TARGETS = {"experts.gate_up_proj": ("gate_proj", "up_proj"), "experts.down_proj": ("down_proj",)}
+_EXPERT_SOURCE = re.compile(r"\.experts\.\*\.(?P<leaf>\w+)\.weight$")
+
+
+def expert_leaf_renames(converters: Iterable) -> dict[str, str]:
+    """Checkpoint leaf name of each per-expert linear -> ours (`w1` -> `gate_proj` for Mixtral-style MoE),
+    read from transformers' converters that fuse experts; {} when the checkpoint already uses our leaves."""
+    leaves: dict[str, str] = {}
+    for converter in converters:
+        targets = [t.lstrip(".") for t in getattr(converter, "target_patterns", [])]
+        ours = _FUSED_TARGETS.get(targets[0]) if len(targets) == 1 else None
+        sources = getattr(converter, "source_patterns", [])
+        if ours is None or len(sources) != len(ours):
+            continue
+        for source, leaf in zip(sources, ours):
+            match = _EXPERT_SOURCE.search(source)
+            if match and match["leaf"] != leaf:
+                leaves[match["leaf"]] = leaf
+    return leaves
+
+
+def checkpoint_to_module(model: nn.Module) -> Callable[[str], str]:
+    """Maps a checkpoint tensor name to `model`'s parameter path (identity when transformers has no rules)."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+    rules = get_model_conversion_mapping(model)
+    renamings = [rule for rule in rules if isinstance(rule, WeightRenaming)]
+    leaves = expert_leaf_renames(rules)
+    expert_leaf = re.compile(r"(\.experts\.\d+\.)(" + "|".join(map(re.escape, leaves)) + r")\.") if leaves else None
+    if not renamings and expert_leaf is None:
+        return lambda name: name
+    meta = {name: None for name, _ in model.named_parameters(remove_duplicate=False)}
+    prefix = getattr(model, "base_model_prefix", None)
+
+    def to_module(name: str) -> str:
+        renamed = rename_source_key(name, renamings, [], prefix, meta)[0] if renamings else name
+        return expert_leaf.sub(lambda m: f"{m[1]}{leaves[m[2]]}.", renamed) if expert_leaf else renamed
+
+    return to_module

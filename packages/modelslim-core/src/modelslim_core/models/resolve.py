@@ -40,7 +40,8 @@ def adapter_class_for(model_type: str, hf_model_type: str | None) -> tuple[type[
     if prefixed:
         cls = max(prefixed, key=lambda item: item[0])[1]
         return cls, f"model type {model_type!r} belongs to the {cls.family} family"
-    for cls in classes.values():
+    # Several families can share an architecture (Kimi-K2 is DeepSeek-V3's): the one named after it goes first.
+    for cls in sorted(classes.values(), key=lambda c: c.family != hf_model_type):
         if hf_model_type and hf_model_type in cls.hf_model_types and cls.model_type_prefixes:
             return cls, f"config.json model_type {hf_model_type!r} is a {cls.family} architecture"
     return classes["default"], f"no family adapter matches {model_type!r}; using the generic adapter"

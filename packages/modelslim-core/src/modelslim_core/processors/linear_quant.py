@@ -184,6 +184,7 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
         return self._stale
 
     def post_run(self) -> None:
+        super().post_run()  # include/exclude patterns that matched no layer are still reported
         outliers = find_outliers(self._static_steps)
         for outlier in outliers:
             self.context.recorder.stat(OUTLIER_SECTION, outlier.name, outlier.report_entry())
