@@ -14,11 +14,11 @@ from modelslim_core.models.unsupported_pipeline import sd_model_types
 
 def test_unsupported_pipeline_names_its_class_and_the_supported_types(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps(
-        {"_class_name": "StableDiffusion3Pipeline", "transformer": ["diffusers", "SD3Transformer2DModel"]}))
+        {"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}))
     with pytest.raises(ModelError) as error:
-        create_adapter("SD3-medium", tmp_path, False)
+        create_adapter("SDXL-base", tmp_path, False)
     message = str(error.value)
-    assert "is a diffusers pipeline (StableDiffusion3Pipeline)" in message
-    assert "model type 'SD3-medium' is not supported by the multimodal_sd_modelslim_v1 service" in message
+    assert "is a diffusers pipeline (StableDiffusionXLPipeline)" in message
+    assert "model type 'SDXL-base' is not supported by the multimodal_sd_modelslim_v1 service" in message
     assert "Wan2.1" in message and "config.json" not in message
     assert "Wan2.1" in sd_model_types()
