@@ -44,6 +44,7 @@ def quantize_and_eval(model: Path, tmp_path: Path, process: str, calib: Path) ->
     return run_eval(EvalArgs(str(model), str(out), str(calib), "cpu", 4))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("process", [SMOOTHED, ROTATED], ids=["smoothed", "rotated"])
 def test_per_layer_errors_are_the_quantization_error(process: str, tiny_models, small_calib, tmp_path) -> None:
     report = quantize_and_eval(tiny_models("qwen2", torch.float32), tmp_path, process, small_calib)
@@ -64,10 +65,7 @@ def test_frame_fit_recovers_a_known_smoothing_and_rotation() -> None:
     s = torch.rand(hidden, dtype=torch.float64) + 0.5
     float_linear = torch.nn.Linear(hidden, 8, bias=False).double()
     kernel = torch.nn.Linear(hidden, 8, bias=False).double()
-    kernel.weight.data = float_linear.weight.data @ q * s  # W' = W Q diag(s), so W'(x Q / s)... see below
-    float_model = torch.nn.Sequential(float_linear)
-    rotate = torch.nn.Module()
-    rotate.forward = lambda x: kernel((x @ q) / s)  # the quantized model feeds the kernel x·Q/s
+    kernel.weight.data = float_linear.weight.data @ q * s  # W' = W·Q·diag(s): the same function on x·Q/s
     quant_model = torch.nn.Sequential()
     quant_model.add_module("0", kernel)
 
@@ -81,6 +79,7 @@ def test_frame_fit_recovers_a_known_smoothing_and_rotation() -> None:
     frame = frames["0"]
     x = torch.randn(5, hidden, dtype=torch.float64)
     assert torch.allclose(frame.kernel_input(x), (x @ q) / s, atol=1e-8)
+    assert torch.allclose(frame.reference_output(float_linear(x)), kernel((x @ q) / s), atol=1e-8)
 
 
 class _Named(torch.nn.Module):

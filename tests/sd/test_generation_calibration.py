@@ -3,6 +3,7 @@ matches, all captured again when any is missing or stale; image-conditioned capt
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,7 @@ def forbid_capture(monkeypatch):
     monkeypatch.setattr(Wan22Adapter, "capture_calibration", fail)
 
 
+@pytest.mark.slow
 def test_two_expert_cache_is_reused_and_invalidated(t2v, tmp_path, monkeypatch, caplog):
     dump = tmp_path / "dump"
     out = quantize(t2v, tmp_path / "first", static_config(dump))
@@ -68,7 +70,8 @@ def test_two_expert_cache_is_reused_and_invalidated(t2v, tmp_path, monkeypatch, 
 
     (dump / FILES[1]).unlink()  # one expert's file missing: both are captured again
     caplog.clear()
-    quantize(t2v, tmp_path / "third", static_config(dump))
+    with caplog.at_level(logging.INFO, logger="modelslim_sd"):
+        quantize(t2v, tmp_path / "third", static_config(dump))
     assert "Capturing calibration data" in caplog.text
     assert all((dump / name).is_file() for name in FILES)
 
@@ -95,9 +98,14 @@ def test_image_conditioned_capture(tmp_path, kind, cls, task):
     assert adapter.calibration_file_name(config, adapter.denoisers()[0]).startswith(f"calib_data_{task}_")
 
 
-def test_i2v_needs_an_image_before_anything_loads(tmp_path):
-    model = make_wan22(tmp_path / "i2v", "i2v")
+def test_i2v_capture_needs_an_image_before_anything_loads(tmp_path, monkeypatch):
+    """Data-free I2V configs need no image; a capture without one is refused before the pipeline loads."""
     from modelslim_core.errors import ConfigError
+    from modelslim_sd.families import base
 
-    with pytest.raises(ConfigError, match="needs an image"):
-        Wan22I2VAdapter("x", model).parse_inference_config({**TINY_WAN22, "task": "i2v-A14B"}, "inference_config")
+    model = make_wan22(tmp_path / "i2v", "i2v")
+    adapter = Wan22I2VAdapter("x", model)
+    config = adapter.parse_inference_config({**TINY_WAN22, "task": "i2v-A14B"}, "inference_config")
+    monkeypatch.setattr(base, "load_pipeline", lambda *a, **k: pytest.fail("the pipeline was loaded"))
+    with pytest.raises(ConfigError, match="image is not set"):
+        adapter.capture_calibration(config, torch.device("cpu"), torch.float32)

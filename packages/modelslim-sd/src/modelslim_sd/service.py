@@ -16,10 +16,9 @@ from typing import Any, cast
 from modelslim_core import registry
 from modelslim_core.errors import ConfigError
 from modelslim_core.protocol.spec import processor_class
-from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.service.base import QuantRequest, QuantService
-from modelslim_core.service.modelslim_v1 import compute_dtype_for
+from modelslim_core.service.run_context import build_run_context, compute_dtype_for
 from modelslim_sd.adapter import DiffusionAdapter
 from modelslim_sd.calibration import obtain_calibration
 from modelslim_sd.spec import SdSpec, parse_sd_spec
@@ -95,15 +94,7 @@ class MultimodalSdService(QuantService):
         for denoiser in adapter.denoisers():
             bound = adapter.for_denoiser(denoiser)
             save_path = request.save_path / denoiser.expert if denoiser.expert else request.save_path
-            context = RunContext(
-                adapter=bound,
-                model_path=request.model_path,
-                save_path=save_path,
-                device=device,
-                compute_dtype=compute_dtype_for(device.type, bound.source_dtype),
-                recorder=request.new_recorder(),
-                config_digest=request.config_digest,
-            )
+            context = build_run_context(request, device, resumable=False, adapter=bound, save_path=save_path)
             logger.info("Quantizing %s (%s) into %s; runner %s, compute dtype %s, device %s.", denoiser.component,
                         denoiser.label, save_path, RUNNER, context.compute_dtype, device.torch_device)
             stage = Stage("main", spec.process, spec.save, samples=calibration.get(denoiser.component))

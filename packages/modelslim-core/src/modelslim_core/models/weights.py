@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -124,29 +124,36 @@ def tied_aliases(model: nn.Module) -> dict[str, list[str]]:
 class LazyWeights:
     """Materialises and releases parts of a meta-device skeleton from the source checkpoint."""
 
-    def __init__(self, source: SourceWeights, aliases: dict[str, list[str]], dtype: torch.dtype):
+    def __init__(self, source: SourceWeights, aliases: dict[str, list[str]], dtype: torch.dtype,
+                 checkpoint_name: Callable[[str], str] | None = None):
         from modelslim_core.models.fused_expert_weights import FusedExpertTensors
 
         self.source = source
         self.aliases = aliases
         self.dtype = dtype
+        #: Module-path name -> the checkpoint's name, for families transformers renames on load.
+        self.checkpoint_name = checkpoint_name
         #: Tensors the checkpoint holds only inside others (per-expert weights of fused MoE checkpoints).
         self.derived = [FusedExpertTensors(source)]
 
+    def _candidates(self, name: str) -> list[str]:
+        names = self.aliases.get(name, [name])
+        return names + [self.checkpoint_name(n) for n in names] if self.checkpoint_name else names
+
     def key_for(self, name: str) -> str:
-        """The checkpoint key holding parameter `name` (itself, or a tied alias)."""
-        for candidate in self.aliases.get(name, [name]):
+        """The checkpoint key holding parameter `name` (itself, a tied alias, or their checkpoint names)."""
+        for candidate in self._candidates(name):
             if candidate in self.source:
                 return candidate
         raise ModelError(f"parameter {name} is not in the checkpoint files of {str(self.source.model_path)!r}.",
                          "the checkpoint does not match config.json; check the model directory.")
 
     def missing(self, names: list[str]) -> list[str]:
-        return [n for n in names if not any(c in self.source for c in self.aliases.get(n, [n]))
+        return [n for n in names if not any(c in self.source for c in self._candidates(n))
                 and not any(d.provides(n) for d in self.derived)]
 
     def read(self, name: str) -> torch.Tensor:
-        if not any(c in self.source for c in self.aliases.get(name, [name])):
+        if not any(c in self.source for c in self._candidates(name)):
             for derived in self.derived:
                 if derived.provides(name):
                     return derived.read(name)

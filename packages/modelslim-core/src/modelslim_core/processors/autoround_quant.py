@@ -34,7 +34,7 @@ from modelslim_core.quant.methods import build_dynamic_act, is_static
 from modelslim_core.quant.layer_stats import record_weight
 from modelslim_core.quant.quantized_linear import LinearQuantizer, QuantizedLinear
 from modelslim_core.quant.schemes import AUTO_GROUP_SIZE, BITS
-from modelslim_core.runtime.matching import LayerSelection
+from modelslim_core.runtime.matching import LayerSelection, adapter_aliases
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit, UnitInput
 
@@ -110,6 +110,9 @@ class AutoRoundConfig(ProcessorConfig):
     def export_types(self) -> frozenset[str]:
         return frozenset(s.qconfig.linear_qconfig.export_type for s in self.strategies)
 
+    def linear_selections(self) -> list[tuple[str, LayerSelection]]:
+        return [(f"{self.yaml_path}.strategies[{index}]", strategy) for index, strategy in enumerate(self.strategies)]
+
 
 class _Owned:
     """One linear this processor tunes: its site, strategy and (during tuning) its SignRoundLinear."""
@@ -126,7 +129,7 @@ class AutoRoundProcessor(Processor):
 
     def __init__(self, config: AutoRoundConfig, context):
         super().__init__(config, context)
-        self.filters = [strategy.name_filter() for strategy in config.strategies]
+        self.filters = [strategy.name_filter(adapter_aliases(context)) for strategy in config.strategies]
         self.quantizers = [
             LinearQuantizer(s.qconfig.linear_qconfig, f"{config.yaml_path}.strategies[{i}].qconfig")
             for i, s in enumerate(config.strategies)

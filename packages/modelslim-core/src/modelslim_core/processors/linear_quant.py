@@ -31,7 +31,7 @@ from modelslim_core.quant.minmax import MinMaxObserver
 from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer, solve_shared_hessians
 from modelslim_core.quant.schemes import AUTO_GROUP_SIZES
 from modelslim_core.runtime.distributed import compute_once, is_distributed
-from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse
+from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse, adapter_aliases
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 
@@ -51,6 +51,9 @@ class LinearQuantConfig(ProcessorConfig, LayerSelection):
     def per_group_export_types(self) -> frozenset[str]:
         return self.export_types() if self.qconfig.weight.scope == "per_group" else frozenset()
 
+    def linear_selections(self) -> list[tuple[str, LayerSelection]]:
+        return [(self.yaml_path, self)]
+
 
 class LinearQuantProcessor(TracksPatternUse, Processor):
     config_class = LinearQuantConfig
@@ -58,7 +61,7 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
 
     def __init__(self, config: LinearQuantConfig, context):
         super().__init__(config, context)
-        self.filter = config.name_filter()
+        self.filter = config.name_filter(adapter_aliases(context))
         self.quantizer = LinearQuantizer(config.qconfig, f"{config.yaml_path}.qconfig")
         self._calibrating: list[tuple[LinearSite, CalibratingLinear]] = []
         self._stale = False
@@ -181,6 +184,7 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
         return self._stale
 
     def post_run(self) -> None:
+        super().post_run()  # include/exclude patterns that matched no layer are still reported
         outliers = find_outliers(self._static_steps)
         for outlier in outliers:
             self.context.recorder.stat(OUTLIER_SECTION, outlier.name, outlier.report_entry())

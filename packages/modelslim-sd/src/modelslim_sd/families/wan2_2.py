@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from modelslim_core.errors import ModelError
+from modelslim_core.errors import ConfigError, ModelError
 from modelslim_sd.adapter import Denoiser
 from modelslim_sd.families.base import GenerationAdapter
 from modelslim_sd.families.settings import PromptSettings, check_image_paths, load_images, parse_size
@@ -79,8 +79,6 @@ class Wan22Settings(PromptSettings):
     def _check_task(self) -> "Wan22Settings":
         if self.task != self.expected_task:
             raise ValueError(f"task must be {self.expected_task!r} for this model type, got {self.task!r}")
-        if self.image_required and self.image is None:
-            raise ValueError(f"task {self.task} needs an image: set image to the path of the first frame")
         if self.image_required is False and self.image is not None:
             raise ValueError(f"task {self.task} is text-to-video and takes no image; remove image")
         if not self.convert_model_dtype:
@@ -173,6 +171,11 @@ class Wan22Adapter(GenerationAdapter):
         return call
 
     def conditioning(self, config: Wan22Settings) -> dict[str, Any]:
+        if config.image_required and config.image is None:
+            raise ConfigError(
+                f"multimodal_sd_config.inference_config.image is not set, but task {config.task} captures its "
+                "calibration data by generating from an image.",
+                "set image to the path of the first frame, or use only data-free processors (enable_dump: false).")
         images = load_images(config.image)
         return {"image": images[0]} if images else {}
 

@@ -30,7 +30,8 @@ from modelslim.app.confirm import Confirmer
 from modelslim.app.evaluate import quantized_linears
 from modelslim.app.paths import check_model_path, check_save_path
 from modelslim.app.quick_quant import QuantArgs, choose_config, run_quant
-from modelslim.app.sensitivity import METRICS, SCOPES, SensitivityMeter, group_units, rank
+from modelslim.app.analysis_choices import METRICS, SCOPES
+from modelslim.app.sensitivity import SensitivityMeter, group_units, rank
 
 logger = logging.getLogger("modelslim")
 

@@ -13,17 +13,26 @@ from pathlib import Path
 from modelslim_core.errors import ModelError, SaveError, UsageError
 
 
-def check_model_path(text: str, flag: str = "model_path") -> Path:
+def check_model_path(text: str) -> Path:
     path = Path(text).expanduser()
     if not path.exists():
-        raise ModelError(f"{flag} {text!r} does not exist.", "pass the local directory of the model to quantize.")
+        raise ModelError(f"model_path {text!r} does not exist.", "pass the local directory of the model to quantize.")
     if not path.is_dir():
-        raise ModelError(f"{flag} {text!r} is not a directory.", "pass the directory that holds config.json.")
+        raise ModelError(f"model_path {text!r} is not a directory.", "pass the directory that holds config.json.")
     if not os.access(path, os.R_OK | os.X_OK):
-        raise ModelError(f"{flag} {text!r} cannot be read by this user.", "fix its permissions or run as its owner.")
+        raise ModelError(f"model_path {text!r} cannot be read by this user.", "fix its permissions or run as its owner.")
     if not any(path.iterdir()):
-        raise ModelError(f"{flag} {text!r} is empty.", "pass the directory that holds config.json and the weights.")
+        raise ModelError(f"model_path {text!r} is empty.", "pass the directory that holds config.json and the weights.")
     return path.resolve()  # which files must be there (config.json, model_index.json) is the adapter's check
+
+
+def check_quant_path(text: str) -> Path:
+    """An existing directory; whether it holds a checkpoint is the reference runtime's check (it names the file)."""
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        state = "is not a directory" if path.exists() else "does not exist"
+        raise ModelError(f"quant_path {text!r} {state}.", "pass the --save_path of a finished `msmodelslim quant` run.")
+    return path.resolve()
 
 
 def _nearest_existing(path: Path) -> Path:

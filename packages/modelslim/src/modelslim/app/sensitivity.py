@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelslim.app.sensitivity_names import METRICS, SCOPES  # noqa: F401 - re-exported for callers
 
 QUANTILE = 0.9999
 _BLOCK = re.compile(r"^(.*?\.layers\.\d+)\.")

@@ -17,7 +17,7 @@ from modelslim_core.errors import ConfigError
 from modelslim_core.protocol.validation import StrictModel, validate
 from modelslim_core.protocol.yaml_io import load_yaml_file
 
-from modelslim.app.sensitivity_names import SCOPES
+from modelslim.app.analysis_choices import SCOPES
 
 STRATEGIES = ("binary_fallback", "standing_high")
 _DURATION = re.compile(r"^(?:(\d+)D)?(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?$", re.IGNORECASE)

@@ -8,7 +8,7 @@ from modelslim.cli.parser import parse_bool, parse_model_type, parse_quant_type,
 
 
 def add_analyze(subparsers: argparse._SubParsersAction) -> None:
-    from modelslim.app.sensitivity_names import METRICS, SCOPES
+    from modelslim.app.analysis_choices import METRICS, SCOPES
 
     analyze = subparsers.add_parser(
         "analyze",

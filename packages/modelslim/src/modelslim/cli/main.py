@@ -47,7 +47,7 @@ def _report(exc: BaseException) -> int:
 
 def _early_checks(args) -> None:
     """Path checks that need nothing heavy, run before the command imports torch."""
-    from modelslim.app.paths import check_config_path, check_model_path, check_save_path  # noqa: PLC0415
+    from modelslim.app.paths import check_config_path, check_model_path, check_quant_path, check_save_path  # noqa: PLC0415
 
     if args.command == "quant":
         check_save_path(args.save_path, check_model_path(args.model_path))
@@ -55,7 +55,7 @@ def _early_checks(args) -> None:
             check_config_path(args.config_path)
     elif args.command == "eval":
         check_model_path(args.model_path)
-        check_model_path(args.quant_path, flag="quant_path")
+        check_quant_path(args.quant_path)
 
 
 def _quant(args) -> None:
