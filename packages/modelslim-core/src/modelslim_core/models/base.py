@@ -17,6 +17,7 @@ from torch import nn
 
 from modelslim_core.errors import ModelError
 from modelslim_core.models.subgraphs import DENSE_DECODER_SUBGRAPHS, Subgraph, SubgraphPattern, attention_heads, resolve_subgraphs
+from modelslim_core.models.tokenizer_files import check_tokenizer_files
 from modelslim_core.runtime.unit import LinearSite, Unit, UnitInput, module_linear_sites
 
 if TYPE_CHECKING:
@@ -125,6 +126,8 @@ class ModelAdapter:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
+            check_tokenizer_files(self.model_path)
+
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(
                     self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
@@ -146,8 +149,12 @@ class ModelAdapter:
     def load_model(self, dtype: torch.dtype) -> nn.Module:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # our own per-layer progress is the one users watch
+        from modelslim_core.models.weights import SourceWeights
 
+        hf_logging.disable_progress_bar()  # our own per-layer progress is the one users watch
+        source = SourceWeights(self.model_path)
+        if source.quantized:
+            return self.load_dequantized(source, dtype)
         try:
             model = self.model_class().from_pretrained(
                 self.model_path,
@@ -165,6 +172,28 @@ class ModelAdapter:
         model.requires_grad_(False)
         if getattr(model.config, "use_cache", None):
             model.config.use_cache = False
+        return model
+
+    def load_dequantized(self, source: Any, dtype: torch.dtype) -> nn.Module:
+        """The whole model from a checkpoint published quantized (FP8 blocks, packed INT4), read tensor by tensor.
+
+        transformers' own readers for these formats want a GPU or an extra package and may keep the weights
+        quantized; we build the skeleton and fill it through `SourceWeights`, which dequantizes each tensor as it
+        is read, so peak memory is the float model plus one tensor's working copy.
+        """
+        from modelslim_core.models.weights import LazyWeights, tied_aliases
+
+        logger.info("The source checkpoint in %s stores linears quantized; they are dequantized to %s as they are "
+                    "read.", self.model_path, dtype)
+        model = self.build_skeleton(dtype)
+        lazy = LazyWeights(source, tied_aliases(model), dtype)
+        missing = lazy.missing([name for name, _ in model.named_parameters(remove_duplicate=False)])
+        if missing:
+            raise ModelError(f"parameter {missing[0]} (and {len(missing) - 1} more) is not in the checkpoint files of "
+                             f"{str(self.model_path)!r}.", "the checkpoint does not match config.json; check the model directory.")
+        lazy.materialize(model)
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
         return model
 
     def build_skeleton(self, dtype: torch.dtype) -> nn.Module:

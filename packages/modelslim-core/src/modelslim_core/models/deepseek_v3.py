@@ -70,6 +70,9 @@ class DeepseekV3Adapter(MoEAdapterMixin, ModelAdapter):
         return keys
 
     def _report_mtp(self) -> None:
+        if getattr(self, "_mtp_reported", False):  # a quantized source loads through the skeleton: report once
+            return
+        self._mtp_reported = True
         keys = self.mtp_keys()
         if keys:
             logger.warning(

@@ -232,7 +232,7 @@ class MoEAdapterMixin:
 
     def smoothing_subgraphs(self, unit) -> list:
         """The dense patterns (modules a layer lacks are skipped), the family's pairs, shared experts' up->down
-        and every routed expert's up->down (shared/spec/cli-and-practices.md §4.3)."""
+        and every routed expert's up->down (docs/algorithms.md, "Smoothing")."""
         from modelslim_core.models.subgraphs import SubgraphPattern, attention_heads, resolve_subgraphs
 
         pairs = list(self.family_smoothing_pairs) + [("up-down", "mlp.shared_experts.up_proj", ("mlp.shared_experts.down_proj",))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,12 @@ V0_MIGRATION_HINT = (
     "`msmodelslim quant --config_path FILE` translates it and asks before using it (see README.md "
     "'modelslim_v0 configs')."
 )
+
+
+logger = logging.getLogger(__name__)
+
+#: Top-level keys the services read; others are kept (YAML anchor holders) with a warning.
+TOP_LEVEL_KEYS = ("apiversion", "metadata", "spec")
 
 
 @dataclass
@@ -45,6 +52,10 @@ def parse_quant_config(raw: Any, source: str) -> QuantConfig:
         service = registry.load(registry.SERVICES, apiversion)
     except PluginError as exc:
         raise ConfigError(f"{source}: apiversion: {exc.message}", exc.hint) from None
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            logger.warning("%s: top-level key %r is not read (only %s are); YAML anchors defined under it still "
+                           "apply where they are referenced.", source, key, ", ".join(TOP_LEVEL_KEYS))
     if "spec" not in raw:
         raise ConfigError(f"{source}: spec: this field is required.", "add a `spec:` mapping with process and save.")
     try:

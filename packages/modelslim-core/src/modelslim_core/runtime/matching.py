@@ -1,4 +1,4 @@
-"""include/exclude matching of module names (shared/spec/algorithms.md §2 "Name matching").
+"""include/exclude matching of module names (docs/algorithms.md, "Name matching").
 
 Exact equality first, then shell-style wildcards against the full dotted name: `*` also crosses dots,
 `?`, `[abc]`, `[!abc]` work, and `{a,b}` / `{1..5}` expand. Matching is case-sensitive. The filter remembers

@@ -43,10 +43,13 @@ class _PriorStageFields(StrictModel):
 
 
 class _SpecFields(StrictModel):
+    ignored_keys = {"default_text": "it is the prompt multimodal_vlm_modelslim_v1 pairs with images that have no "
+                                    "text; a text model calibrates on the texts of spec.dataset"}
+
     runner: str = "auto"
     prior: list[Any] = Field(default_factory=list)
     process: list[Any] = Field(default_factory=list)
-    save: list[Any]
+    save: list[Any] | None = None  # omitted: the default saver (protocol/spec.py)
     dataset: str = DEFAULT_DATASET
 
     @field_validator("runner")
@@ -89,7 +92,7 @@ class ModelslimV1Service(QuantService):
             stage = validate(_PriorStageFields, raw_stage, stage_path)
             prior.append(PriorStage(parse_processor_list(stage.process, f"{stage_path}.process"), stage.dataset))
         process = parse_processor_list(fields.process, f"{path}.process")
-        save = parse_saver_list(fields.save, f"{path}.save")
+        save = parse_saver_list(fields.save, f"{path}.save", process)
         check_savers_can_write(process, save, path)
         return ModelslimV1Spec(runner=fields.runner, process=process, save=save, dataset=fields.dataset, prior=prior)
 

@@ -1,7 +1,7 @@
 """What every smoothing processor shares: config fields, subgraph selection, statistics, fusion order.
 
 Per unit: `preprocess` selects the adapter's subgraphs of the enabled kinds whose SOURCE module matches
-include/exclude (shared/spec/algorithms.md §6.18) and hooks their first consumers; the unit's single
+include/exclude (docs/algorithms.md, "Smoothing") and hooks their first consumers; the unit's single
 calibration forward fills the statistics; `postprocess` combines them across ranks and lets the concrete
 processor compute and fuse each subgraph's scale, deepest consumers first (`APPLY_ORDER`). Fusion in
 float keeps the unit's function, so the forward's outputs remain valid inputs for the next unit.

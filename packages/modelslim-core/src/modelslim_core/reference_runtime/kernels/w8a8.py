@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modelslim_core.reference_runtime.int_gemm import int8_matmul
+from modelslim_core.reference_runtime.int_gemm import IntWeight
 from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec
 
 
@@ -24,10 +24,11 @@ class W8A8StaticLinear(nn.Module):
         self.register_buffer("input_scale", tensors["input_scale"].float())
         self.register_buffer("input_offset", tensors["input_offset"].float())
         self.register_buffer("deq_scale", deq_scale_as_float(tensors["deq_scale"]).double())
+        self.gemm = IntWeight(tensors["weight"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         codes = torch.clamp(torch.round(x.float() / self.input_scale) + self.input_offset, -128, 127)
-        accumulated = int8_matmul(codes, self.weight) + self.quant_bias
+        accumulated = self.gemm.matmul(codes) + self.quant_bias
         return (accumulated * self.deq_scale).to(x.dtype)
 
 
