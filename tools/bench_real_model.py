@@ -152,6 +152,7 @@ class Scheme:
 def schemes(group_size: int) -> list[Scheme]:
     token8 = q("int8", "per_token")
     w8 = q("int8", "per_channel")
+    static_histogram = q("int8", "per_tensor", "histogram", symmetric=False)
     return [
         Scheme("W8A16 per-channel", document([linear_quant("*", w8)], "ascendv1_saver"), lc="W8A16"),
         Scheme("W8A8 dynamic", document([linear_quant("*", w8, token8)], "ascendv1_saver"), lc="W8A8_DYNAMIC"),
@@ -163,6 +164,10 @@ def schemes(group_size: int) -> list[Scheme]:
         Scheme("w4a8 practice", quant_type="w4a8", lc="w4a8 practice"),
         Scheme("W8A8 static per-tensor", document(
             [linear_quant("*", w8, q("int8", "per_tensor", symmetric=False))], "ascendv1_saver"), lc="W8A8 static"),
+        Scheme("W8A8 static per-tensor, histogram", document(
+            [linear_quant("*", w8, static_histogram)], "ascendv1_saver")),
+        Scheme("W8A8 static per-tensor, iter_smooth + histogram", document(
+            [{"type": "iter_smooth", "alpha": 0.5}, linear_quant("*", w8, static_histogram)], "ascendv1_saver")),
     ]
 
 
