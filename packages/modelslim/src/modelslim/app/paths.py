@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from modelslim_core.errors import ModelError, SaveError, UsageError
+from modelslim_core.errors import ConfigError, ModelError, SaveError, UsageError
 
 
 def check_model_path(text: str) -> Path:
@@ -79,7 +79,7 @@ def check_config_path(text: str) -> Path:
     path = Path(text).expanduser()
     if not path.is_file():
         state = "is a directory" if path.is_dir() else "does not exist"
-        raise UsageError(f"config_path {text!r} {state}.", "pass a YAML config file (e.g. one of practices/*/*.yaml).")
+        raise ConfigError(f"config_path {text!r} {state}.", "pass a YAML config file (e.g. one of practices/*/*.yaml).")
     return path
 
 
