@@ -213,7 +213,8 @@ class ModelAdapter:
         return units
 
     def linear_sites(self, unit: Unit) -> list[LinearSite]:
-        return module_linear_sites(unit.module, unit.name)
+        sites = module_linear_sites(unit.module, unit.name)
+        return sites if unit.whole else [site for site in sites if unit.covers_site(site.name)]
 
     def attention_sites(self, unit: Unit) -> list["AttentionSite"]:
         """Attention modules of the unit with their head layout (KV-cache, FA3 and KV-smooth processors)."""

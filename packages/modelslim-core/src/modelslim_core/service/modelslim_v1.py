@@ -111,6 +111,7 @@ class ModelslimV1Service(QuantService):
             compute_dtype=compute_dtype,
             recorder=request.new_recorder(),
             config_digest=request.config_digest,
+            max_memory=request.max_memory,
             fingerprint=run_fingerprint(request.config_digest, request.model_path, compute_dtype, request.device.type)
             if request.config_digest
             else "",
