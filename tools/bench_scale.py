@@ -126,6 +126,7 @@ def run_case(args: argparse.Namespace, case: str, work: Path) -> list[dict]:
             results.append(row)
             continue
         report = json.loads((out / "quant_report.json").read_text())
+        row["peak_rss_gib"] = max(result.peak_rss, report["stages"][-1]["peak_rss_bytes"]) / GIB
         written = sum(f.stat().st_size for f in out.glob("*.safetensors"))
         io_bytes = build["bytes"] + written
         row["io_floor_s"] = io_bytes / disk_speed

@@ -68,6 +68,13 @@ def _io(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
+def _rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def run_capped(command: list[str], cap: int, env: dict[str, str] | None = None) -> CappedResult:
     """Run `command` with at most `cap` bytes of memory (cgroup), returning its peak RSS, time and I/O."""
     group = _cgroup(cap)
@@ -85,11 +92,14 @@ def run_capped(command: list[str], cap: int, env: dict[str, str] | None = None) 
     reader = threading.Thread(target=lambda: stderr_lines.extend(process.stderr), daemon=True)
     reader.start()
 
+    sampled_peak = [0]
+
     def sample_io() -> None:
         while process.poll() is None:
             read, written = _io(process.pid)
             io[0], io[1] = max(io[0], read), max(io[1], written)
-            time.sleep(0.2)
+            sampled_peak[0] = max(sampled_peak[0], _rss(process.pid))
+            time.sleep(0.05)
 
     sampler = threading.Thread(target=sample_io, daemon=True)
     sampler.start()
@@ -104,5 +114,7 @@ def run_capped(command: list[str], cap: int, env: dict[str, str] | None = None) 
         except OSError:
             oom = process.returncode == -9
         _remove(group)
-    return CappedResult(process.returncode, usage.ru_maxrss * 1024, seconds, usage.ru_utime + usage.ru_stime, oom,
+    # ru_maxrss alone is not enough: a process that resets its peak counter (/proc/self/clear_refs, as the
+    # per-piece memory report does) lowers it; the sampled RSS and the process's own report cover that.
+    return CappedResult(process.returncode, max(usage.ru_maxrss * 1024, sampled_peak[0]), seconds, usage.ru_utime + usage.ru_stime, oom,
                         io[0], io[1], "".join(stderr_lines))

@@ -20,7 +20,7 @@ from pathlib import Path
 from modelslim_core.errors import MemoryBudgetError
 from modelslim_core.quant.row_blocks import BLOCK_BYTES
 from modelslim_core.runtime.unit import Unit
-from modelslim_runners.memory import host_available_bytes, rss_bytes
+from modelslim_runners.memory import host_available_bytes, peak_since_reset, reset_peak_rss, rss_bytes
 from modelslim_runners.pieces import piece_bytes
 
 logger = logging.getLogger(__name__)
@@ -66,25 +66,6 @@ def host_budget_bytes() -> int:
     free = host_available_bytes() + rss_bytes()
     limit = cgroup_limit_bytes()
     return min(free, limit) if limit is not None else free
-
-
-def reset_peak_rss() -> bool:
-    """Restart the kernel's peak-RSS counter (VmHWM) so the next piece's own peak can be read."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_since_reset() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return rss_bytes()
 
 
 def streamed_piece_need(piece: Unit, storage_element: int) -> int:
@@ -149,7 +130,7 @@ class MemoryBudget:
         self._measuring = reset_peak_rss()
 
     def leave(self, label: str, need: int) -> None:
-        measured = max(0, (peak_rss_since_reset() if self._measuring else rss_bytes()) - self.baseline)
+        measured = max(0, (peak_since_reset() if self._measuring else rss_bytes()) - self.baseline)
         figures = self.figures.setdefault(kind_of(label), PieceFigures())
         figures.count += 1
         figures.plan = max(figures.plan, need)
