@@ -44,6 +44,9 @@ class GroupConfig(ProcessorConfig):
     def per_group_export_types(self) -> frozenset[str]:
         return frozenset().union(*(child.per_group_export_types() for child in self.configs))
 
+    def linear_selections(self) -> list[tuple[str, Any]]:
+        return [selection for child in self.configs for selection in child.linear_selections()]
+
 
 class GroupProcessor(Processor):
     config_class = GroupConfig
