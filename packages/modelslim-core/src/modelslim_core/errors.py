@@ -92,3 +92,9 @@ class QuantizationError(ModelSlimError):
     """A layer cannot be quantized as configured (numerically degenerate calibration data, ...)."""
 
     kind = "quantization error"
+
+
+class MemoryBudgetError(ModelSlimError):
+    """A piece of the model needs more memory than the run may use (--max_memory, or what the host has free)."""
+
+    kind = "memory budget"

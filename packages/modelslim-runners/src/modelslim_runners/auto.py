@@ -1,6 +1,7 @@
 """`auto`: choose a runner from the devices and the memory at hand.
 
-Several device indices mean data parallelism (`dp_layer_wise`). Otherwise the whole model goes on the
+Several device indices mean data parallelism (`dp_layer_wise`). On the host, the run's memory budget is
+the free RAM (capped by the process's cgroup limit) unless --max_memory gives one. Otherwise the whole model goes on the
 device (`model_wise`) when three times its compute-dtype size fits in the device's free memory (weights,
 quantized copies and activations), and the model is processed layer by layer otherwise.
 """
@@ -12,6 +13,7 @@ import os
 
 from modelslim_core import registry
 from modelslim_core.runtime.runner import Runner, Stage
+from modelslim_runners.budget import host_budget_bytes
 from modelslim_runners.memory import device_available_bytes, model_bytes_in
 
 logger = logging.getLogger(__name__)
@@ -40,4 +42,8 @@ class AutoRunner(Runner):
     def run(self, stages: list[Stage]) -> None:
         name, reason = self.choose()
         logger.info("Runner auto -> %s (%s).", name, reason)
+        if self.context.max_memory is None and self.context.device.torch_device.type == "cpu":
+            self.context.max_memory = host_budget_bytes()  # free RAM (and the cgroup's limit) bound every piece
+            logger.info("Memory budget: %.2f GiB (free host memory plus what this process holds; --max_memory "
+                        "sets it explicitly).", self.context.max_memory / GIB)
         registry.load(registry.RUNNERS, name)(self.context).run(stages)

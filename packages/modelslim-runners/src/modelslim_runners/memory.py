@@ -54,11 +54,42 @@ def rss_bytes() -> int:
         return peak_rss_bytes()
 
 
+#: The highest peak RSS seen before the kernel's counter was last reset (see reset_peak_rss).
+_peak_before_resets = 0
+
+
+def _kernel_peak_bytes() -> int:
+    """VmHWM: the kernel's peak RSS since the process started or the counter was last reset."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return rss_bytes()
+
+
+def reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS counter so the next piece's own peak can be read (peak_since_reset); the
+    process-wide peak is kept here, because the reset also lowers what getrusage reports."""
+    global _peak_before_resets
+    _peak_before_resets = max(_peak_before_resets, _kernel_peak_bytes())
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_since_reset() -> int:
+    return _kernel_peak_bytes()
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far."""
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, _peak_before_resets, _kernel_peak_bytes())
 
 
 def nested_tensor_bytes(value) -> int:

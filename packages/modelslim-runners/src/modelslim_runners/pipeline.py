@@ -33,8 +33,10 @@ from modelslim_core.runtime.selection_check import check_layer_selections
 from modelslim_core.runtime.saver import Saver
 from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
+from modelslim_runners.pieces import linear_pieces
 from modelslim_runners.placement import LayerWisePlacement, Placement, move
-from modelslim_runners.report import RunSummary, log_memory_plan
+from modelslim_runners.budget import ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget, streamed_piece_need
+from modelslim_runners.report import RunSummary, log_memory_plan, unit_bytes
 from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
 from modelslim_runners.spill import ActivationSpill
@@ -66,6 +68,9 @@ class UnitPipeline:
         self.store = ResumeStore(context.save_path, context.fingerprint, self.rank, self.world) if resumable else None
         self.summaries: list[RunSummary] = []
         self.spill = ActivationSpill.for_run(context.save_path, self.rank)
+        self._piecewise = False
+        self._budget = MemoryBudget(None, 0, "")
+        self._activations = 0
 
     def run(self, stages: list[Stage]) -> None:
         try:
@@ -144,12 +149,12 @@ class UnitPipeline:
         summary = RunSummary(stage.name, self.placement.device)
         self.summaries.append(summary)
         checkpointed = False
+        self._piecewise = self._streams_pieces(stage, processors)
         try:
             units = self.adapter.units(model)
             check_layer_selections(self.adapter, units, stage.processors)
             start, inputs = self._start(model, units, stage, processors, savers)
-            log_memory_plan(model, units, self.context.compute_dtype, nested_tensor_bytes(inputs or []),
-                            isinstance(self.placement, LayerWisePlacement))
+            self._budget = self._plan_memory(model, units, nested_tensor_bytes(inputs or []))
             for unit in self._progress(units[start:], stage):
                 started = time.perf_counter()
                 inputs = self._run_unit(unit, processors, savers, inputs, is_last=unit is units[-1])
@@ -159,6 +164,9 @@ class UnitPipeline:
                 if unit is not units[-1]:
                     self._checkpoint(stage, unit.index + 1, inputs, processors, savers)
                     checkpointed = checkpointed or bool(stage.savers and self.store)
+            for line in self._budget.report_lines(limit=8):
+                logger.info("Memory per piece (largest plans): %s.", line)
+            summary.memory = self._budget.as_json()
             for processor in processors:
                 processor.post_run()
             for saver in savers:
@@ -202,6 +210,54 @@ class UnitPipeline:
             eta = elapsed / (index + 1) * (len(units) - index - 1)
             logger.info("%s done (%d/%d, %.1f s elapsed, ETA %.1f s).", unit.name, index + 1, len(units), elapsed, eta)
 
+    def _streams_pieces(self, stage: Stage, processors: list[Processor]) -> bool:
+        """Data-free stages whose processors treat each linear on its own run linear by linear: one linear's
+        weights (in the checkpoint's dtype) in memory at a time, whatever the layer's size."""
+        return (not stage_needs_data(stage) and self.placement.loads_pieces
+                and all(type(p).handles_pieces(p.config) for p in processors))
+
+    def _storage_element(self) -> int:
+        return torch.empty((), dtype=self.placement.storage_dtype).element_size()
+
+    def _unit_need(self, unit: Unit, activations: int) -> int:
+        return 3 * unit_bytes(unit, self.context.compute_dtype) + 2 * activations
+
+    def _plan_memory(self, model: nn.Module, units: list[Unit], activations: int) -> MemoryBudget:
+        """Log the plan (per piece, with the measured baseline) and refuse up front a piece that cannot fit."""
+        layer_wise = isinstance(self.placement, LayerWisePlacement)
+        if not self._piecewise:
+            log_memory_plan(model, units, self.context.compute_dtype, activations, layer_wise)
+        if self._piecewise:
+            budget = MemoryBudget.start(self.context.max_memory, ASSUMPTIONS_STREAMED)
+            element = self._storage_element()
+            need, label = max((streamed_piece_need(piece, element), f"{unit.name}.{piece.label}")
+                              for unit in units for piece in linear_pieces(unit))
+            budget.log_plan(f"streamed linear by linear in {self.placement.storage_dtype}", label, need)
+        else:
+            budget = MemoryBudget.start(self.context.max_memory if layer_wise else None, ASSUMPTIONS_UNIT,
+                                        "raise --max_memory (or free memory on the host), or use a data-free "
+                                        "scheme (dynamic activations, minmax weights), which streams one linear "
+                                        "at a time.")
+            need, label = max((self._unit_need(unit, activations), unit.name) for unit in units)
+            budget.log_plan("whole units in " + str(self.context.compute_dtype), label, need)
+        self._activations = activations
+        budget.check_plan(label, need)
+        return budget
+
+    def _run_pieces(self, unit: Unit, processors: list[Processor], savers: list[Saver]) -> None:
+        element = self._storage_element()
+        for piece in linear_pieces(unit):
+            label, need = f"{unit.name}.{piece.label}", streamed_piece_need(piece, element)
+            self._budget.enter(label, need)
+            self.placement.enter(piece)
+            for processor in processors:
+                processor.preprocess(piece)
+                processor.postprocess(piece)
+            for saver in savers:
+                saver.save_unit(piece)
+            self.placement.leave(piece)
+            self._budget.leave(piece.label, need)
+
     @torch.no_grad()
     def _run_unit(
         self,
@@ -211,6 +267,11 @@ class UnitPipeline:
         inputs: Sequence[UnitInput] | None,
         is_last: bool,
     ) -> Sequence[UnitInput] | None:
+        if inputs is None and self._piecewise:
+            self._run_pieces(unit, processors, savers)
+            return None
+        need = self._unit_need(unit, self._activations)
+        self._budget.enter(unit.name, need)
         self.placement.enter(unit)
         outputs = None
         for index, processor in enumerate(processors):
@@ -227,6 +288,7 @@ class UnitPipeline:
         for saver in savers:
             saver.save_unit(unit)
         self.placement.leave(unit)
+        self._budget.leave("(whole unit)", need)
         if inputs is None or is_last:
             return None
         return self.spill.keep(self.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, inputs))

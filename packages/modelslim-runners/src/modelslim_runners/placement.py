@@ -20,6 +20,7 @@ from modelslim_core.models.weights import LazyWeights, SourceWeights, tied_alias
 from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.unit import Unit
 from modelslim_runners.memory import return_freed_host_memory
+from modelslim_runners.pieces import piece_parameter_names, release_piece
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,11 @@ class Placement:
 
     def finish_prefix(self, model: nn.Module, units: list[Unit]) -> None:
         """After the capture."""
+
+    @property
+    def loads_pieces(self) -> bool:
+        """Whether `enter`/`leave` can take a piece of a unit (only lazy layer-wise placement gains from it)."""
+        return False
 
     def enter(self, unit: Unit) -> None:
         """Before a unit is processed."""
@@ -116,11 +122,28 @@ class LayerWisePlacement(Placement):
         if self.lazy is not None:
             self.lazy.release(model, self._prefix_params)
 
+    @property
+    def loads_pieces(self) -> bool:
+        """Whether units can be loaded piece by piece (the skeleton is lazy: weights come from the checkpoint)."""
+        return self.lazy is not None
+
+    @property
+    def storage_dtype(self) -> torch.dtype:
+        """The dtype pieces are held in: the checkpoint's own (processors compute in float32 per linear)."""
+        return self.context.adapter.source_dtype or self.context.compute_dtype
+
     def enter(self, unit: Unit) -> None:
+        if not unit.whole:
+            self.lazy.materialize(unit.module, unit.name, names=piece_parameter_names(unit), dtype=self.storage_dtype,
+                                  device=self.device)
+            return
         if self.lazy is not None:
             self.lazy.materialize(unit.module, unit.name)
         unit.module.to(self.device)
 
     def leave(self, unit: Unit) -> None:
-        unit.module.to("meta")
+        if unit.whole:
+            unit.module.to("meta")
+        else:
+            release_piece(unit)
         return_freed_host_memory()

@@ -71,6 +71,8 @@ class RunSummary:
     units: list[tuple[str, float, int]] = field(default_factory=list)
     #: What adapters report about processed units (MoE routing counts), logged with the summary.
     notes: list[str] = field(default_factory=list)
+    #: The memory plan vs the measured peak per kind of piece (budget.py), for the report.
+    memory: dict | None = None
 
     def note(self, lines: list[str]) -> None:
         for line in lines:

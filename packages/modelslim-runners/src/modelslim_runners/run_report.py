@@ -46,6 +46,7 @@ def stage_entry(summary: RunSummary) -> dict[str, Any]:
         "total_seconds": round(sum(u["seconds"] for u in units), 4),
         "peak_rss_bytes": peak_rss_bytes(),
         "peak_device_bytes": device_peak_bytes(summary.device),
+        "memory": summary.memory,
     }
 
 

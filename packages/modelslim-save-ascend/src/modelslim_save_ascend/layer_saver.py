@@ -8,8 +8,10 @@ supply those and `finish`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -83,12 +85,28 @@ class LayerTreeSaver(Saver, ABC):
     def _write_float_params(self, prefix: str, module: nn.Module) -> None:
         for pname, param in module.named_parameters(recurse=False):
             full = f"{prefix}.{pname}" if prefix else pname
+            if param.is_meta and self._write_from_source(full, param.dtype):
+                continue
             value = self.context.weights.read(full) if param.is_meta else param.detach()  # lazy runs: from the source
             if self.dtypes.source is not None and value.is_floating_point():
                 value = value.to(self.dtypes.source)
             self._write(full, value, "FLOAT")
         if isinstance(module, nn.Linear):
             self.description.propose("FLOAT")
+
+    def _write_from_source(self, name: str, dtype: torch.dtype) -> bool:
+        """Copy a large float tensor the run never loaded (embeddings, lm_head) from the source checkpoint a
+        block of rows at a time; False when it is small enough to read whole."""
+        target = self.dtypes.source if self.dtypes.source is not None and dtype.is_floating_point else None
+        streamed = self.context.weights.row_blocks(name, target)
+        if streamed is None:
+            return False
+        shape, blocks = streamed
+        saved = self._saved_name(name)
+        first = next(blocks)
+        self.writer.write_blocks(saved, first.dtype, shape, itertools.chain([first], blocks))
+        self.description.tag(saved, "FLOAT")
+        return True
 
     def _write_quantized(self, prefix: str, layer: QuantizedLinear) -> None:
         exporter = EXPORTERS.get(layer.export_type)
@@ -118,10 +136,13 @@ class LayerTreeSaver(Saver, ABC):
         if layer.group_size:
             self.description.group_size = layer.group_size
 
-    def _write_tree(self, prefix: str, root: nn.Module, skip_prefixes: tuple[str, ...] = ()) -> None:
+    def _write_tree(self, prefix: str, root: nn.Module, skip_prefixes: tuple[str, ...] = (),
+                    covers: Callable[[str], bool] | None = None) -> None:
         for path, module in root.named_modules():
             name = ".".join(part for part in (prefix, path) if part)
             if any(name == p or name.startswith(p + ".") for p in skip_prefixes):
+                continue
+            if covers is not None and not covers(path):
                 continue
             if isinstance(module, QuantizedLinear):
                 self._write_quantized(name, module)
@@ -149,7 +170,8 @@ class LayerTreeSaver(Saver, ABC):
             self.description.globals.update(exports.globals)
 
     def save_unit(self, unit: Unit) -> None:
-        self._write_tree(unit.name, unit.module)
+        """A whole unit, or one piece of it (pieces come in module order, so the checkpoint is the same)."""
+        self._write_tree(unit.name, unit.module, covers=None if unit.whole else unit.covers)
 
     def save_remaining(self, model: nn.Module, unit_names: list[str]) -> None:
         self._write_tree("", model, skip_prefixes=tuple(unit_names))

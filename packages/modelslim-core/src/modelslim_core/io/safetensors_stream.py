@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,11 +151,19 @@ class _Shard:
         return {"data_path": self.data_path.name, "entries": entries}
 
     def append(self, name: str, tensor: torch.Tensor) -> None:
-        # A uint8 view sidesteps numpy's lack of bf16/fp8; flattening first makes it legal for 0-dim tensors.
-        payload = tensor.reshape(-1).view(torch.uint8).numpy()
-        self._data.write(payload)
-        self._entries.append(_Entry(name, tensor.dtype, list(tensor.shape), self.nbytes, payload.nbytes))
-        self.nbytes += payload.nbytes
+        self.append_blocks(name, tensor.dtype, list(tensor.shape), [tensor])
+
+    def append_blocks(self, name: str, dtype: torch.dtype, shape: list[int], blocks: Iterable[torch.Tensor]) -> None:
+        """One tensor whose bytes arrive as consecutive blocks (row blocks of a tensor too large to hold whole)."""
+        written = 0
+        for block in blocks:
+            # A uint8 view sidesteps numpy's lack of bf16/fp8; flattening first makes it legal for 0-dim tensors.
+            payload = block.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+            self._data.write(payload)
+            written += payload.nbytes
+        self._entries.append(_Entry(name, dtype, shape, self.nbytes, written))
+        self.entry_start = self.nbytes  # where the last tensor began (its size is checked by the writer)
+        self.nbytes += written
 
     def assemble(self, target: Path) -> None:
         """Write the finished file to `target`, laid out in the reference order, and drop the payload file."""
@@ -219,6 +228,24 @@ class ShardedSafetensorsWriter:
         nbytes = tensor.numel() * tensor.element_size()
         with self._saving():
             self._shard_for(name, nbytes).append(name, tensor)
+        self._shard_of[name] = len(self._assembled)
+        self._total_size += nbytes
+
+    def write_blocks(self, name: str, dtype: torch.dtype, shape: list[int], blocks: Iterable[torch.Tensor]) -> None:
+        """Append a tensor of `dtype` and `shape` from consecutive row blocks, so it never sits in memory whole."""
+        self._check_open()
+        if name in self._seen:
+            raise ValueError(f"tensor {name!r} was already written")
+        if dtype not in _DTYPE_NAME:
+            raise ValueError(f"tensor {name!r} has dtype {dtype}, which this writer cannot store")
+        self._seen.add(name)
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        with self._saving():
+            shard = self._shard_for(name, nbytes)
+            shard.append_blocks(name, dtype, list(shape), blocks)
+            if shard.nbytes - shard.entry_start != nbytes:
+                raise SaveError(f"tensor {name} received {shard.nbytes - shard.entry_start} of its {nbytes} bytes.",
+                                "this is a bug; please report it with MSMODELSLIM_LOG_LEVEL=debug output.")
         self._shard_of[name] = len(self._assembled)
         self._total_size += nbytes
 

@@ -267,6 +267,8 @@ class ModelAdapter:
 
     def linear_sites(self, unit: Unit) -> list[LinearSite]:
         sites = module_linear_sites(unit.module, unit.name)
+        if not unit.whole:
+            sites = [site for site in sites if unit.covers_site(site.name)]
         if not self.float_linears:
             return sites
         start = len(unit.name) + 1

@@ -71,6 +71,15 @@ class SourceWeights:
         with safe_open(self._file_of[name], framework="pt") as handle:
             return handle.get_tensor(name)
 
+    def is_file_tensor(self, name: str) -> bool:
+        """Whether `name` is stored as it is in a file (not dequantized from other tensors)."""
+        return name in self._file_of and not self.quantized
+
+    def read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of a file tensor (its first dimension), read without loading the rest."""
+        with safe_open(self._file_of[name], framework="pt") as handle:
+            return handle.get_slice(name)[start:stop]
+
     def _file_tensor_shape(self, name: str) -> tuple[int, ...]:
         with safe_open(self._file_of[name], framework="pt") as handle:
             return tuple(handle.get_slice(name).get_shape())
@@ -159,14 +168,38 @@ class LazyWeights:
                     return derived.read(name)
         return self.source.read(self.key_for(name))
 
-    def materialize(self, root: nn.Module, prefix: str = "", names: list[str] | None = None) -> None:
-        """Read the meta parameters of `root` (or just `names`, relative to root) from the checkpoint."""
+    def row_blocks(self, name: str, dtype: torch.dtype | None) -> tuple[list[int], Iterator[torch.Tensor]] | None:
+        """(shape, row blocks in `dtype`) of a checkpoint tensor too large to read whole; None for one that is
+        small, 0-dim, or only derived from another tensor (read those whole)."""
+        from modelslim_core.quant.row_blocks import BLOCK_BYTES, row_blocks
+
+        if not any(c in self.source for c in self.aliases.get(name, [name])):
+            return None
+        key = self.key_for(name)
+        if not self.source.is_file_tensor(key):
+            return None
+        shape = list(self.source.shape(key))
+        if len(shape) < 1 or self.source.nbytes([key]) <= BLOCK_BYTES:
+            return None
+        columns = max(1, self.source.nbytes([key]) // shape[0] // 4)  # float32-equivalent width of one row
+
+        def blocks() -> Iterator[torch.Tensor]:
+            for start, stop in row_blocks(shape[0], columns):
+                block = self.source.read_rows(key, start, stop)
+                yield block.to(dtype) if dtype is not None and block.is_floating_point() else block
+
+        return shape, blocks()
+
+    def materialize(self, root: nn.Module, prefix: str = "", names: list[str] | None = None,
+                    dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> None:
+        """Read the meta parameters of `root` (or just `names`, relative to root) from the checkpoint, as float
+        `dtype` (default: this loader's) on `device`."""
         for name in names if names is not None else [n for n, _ in root.named_parameters(remove_duplicate=False)]:
             param = root.get_parameter(name)
             if param.is_meta:
                 value = self.read(f"{prefix}.{name}" if prefix else name)
-                dtype = self.dtype if value.is_floating_point() else value.dtype
-                _set_param(root, name, nn.Parameter(value.to(dtype), requires_grad=False))
+                target = (dtype or self.dtype) if value.is_floating_point() else value.dtype
+                _set_param(root, name, nn.Parameter(value.to(device=device, dtype=target), requires_grad=False))
 
     @staticmethod
     def release(root: nn.Module, names: list[str]) -> None:

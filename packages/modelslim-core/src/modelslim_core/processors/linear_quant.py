@@ -78,6 +78,11 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
         """Data-free weight methods and minmax activation ranges (all-reduced); not GPTQ or histogram."""
         return config.qconfig.weight.method in DATA_FREE_WEIGHT_METHODS and config.qconfig.act.method in ("none", "minmax")
 
+    @classmethod
+    def handles_pieces(cls, config: LinearQuantConfig) -> bool:
+        """Data-free quantization treats every linear on its own, so it can stream a layer linear by linear."""
+        return not cls.needs_data(config)
+
     def pre_run(self, model: nn.Module) -> None:
         if self.quantizer.weight.adaptive_group_size:
             self._resolve_group_size(model)

@@ -23,6 +23,10 @@ class WeightQuantizer(ABC):
     """One weight quantization method, configured by the weight half of a qconfig."""
 
     needs_data: ClassVar[bool] = False
+    #: Each output row's codes and parameters depend on that row alone, so a large weight may be quantized a
+    #: block of rows at a time with a bit-identical result (row_blocks.py). False where rows interact (SSZ stops
+    #: when every row has converged; GPTQ propagates errors through a shared Hessian).
+    rows_independent: ClassVar[bool] = False
 
     def __init__(self, qconfig: QConfig):
         self.qconfig = qconfig

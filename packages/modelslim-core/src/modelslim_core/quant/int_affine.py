@@ -38,8 +38,9 @@ def compute_qparams(
 def quantize(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int) -> torch.Tensor:
     """Integer codes (int8 container) of `x`; scale/offset broadcast against x."""
     lo, hi = qrange(bits)
-    codes = torch.round(x.float() / scale + offset)
-    return torch.clamp(codes, lo, hi).to(torch.int8)
+    codes = x.to(torch.float32, copy=True)  # one float32 buffer, updated in place (same arithmetic, fewer copies)
+    codes.div_(scale).add_(offset).round_().clamp_(lo, hi)
+    return codes.to(torch.int8)
 
 
 def dequantize(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:

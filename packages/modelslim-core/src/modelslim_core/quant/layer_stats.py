@@ -9,10 +9,13 @@ deployed kernel multiplies with.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from modelslim_core.debug.recorder import Recorder
+from modelslim_core.quant.row_blocks import row_blocks, row_slice
 
 STATS_SECTION = "layers"
 DEBUG_NAMESPACE = "linear_quant"
@@ -20,24 +23,39 @@ TOKENS_SECTION = "calib_tokens"
 
 
 def record_weight(recorder: Recorder, name: str, export_type: str, weight: torch.Tensor, qweight: nn.Module) -> None:
-    """Relative and absolute error of `qweight` (a weight container) against the float `weight` ([out, in])."""
+    """Relative and absolute error of `qweight` (a weight container) against the float `weight` ([out, in]),
+    computed a block of rows at a time so a large linear never has whole float32 copies."""
+    rows, columns = weight.shape
+    square_sum = error_square_sum = 0.0
+    absmax = max_abs_error = 0.0
+    row_absmax, row_rel_error = [], []
     with torch.no_grad():
-        w = weight.detach().float()
-        error = qweight.dequantize().to(w.device).float() - w
-        w_norm = w.norm()
-        row_norm = w.norm(dim=1).clamp_min(1e-12)
-        stats = {
-            "type": export_type,
-            "shape": list(w.shape),
-            "weight_absmax": float(w.abs().max()),
-            "weight_rel_error": float(error.norm() / w_norm.clamp_min(1e-12)),
-            "weight_max_abs_error": float(error.abs().max()),
-        }
-        recorder.stat(STATS_SECTION, name, stats)
-        if recorder.debug_enabled:
-            recorder.debug(DEBUG_NAMESPACE, f"{name}.weight_absmax", w.abs().amax(dim=1))
-            recorder.debug(DEBUG_NAMESPACE, f"{name}.weight_rel_error", error.norm(dim=1) / row_norm)
-            recorder.debug(DEBUG_NAMESPACE, f"{name}.summary", stats)
+        for start, stop in row_blocks(rows, columns):
+            w = weight[start:stop].detach().float()
+            error = row_slice(qweight, start, stop).dequantize().to(w.device).float()
+            error.sub_(w)
+            row_norm = torch.linalg.vector_norm(w, dim=1)
+            square_sum += float(row_norm.double().square().sum())
+            error_square_sum += float(torch.linalg.vector_norm(error).double().square())
+            low, high = torch.aminmax(w)
+            absmax = max(absmax, -float(low), float(high))
+            low, high = torch.aminmax(error)
+            max_abs_error = max(max_abs_error, -float(low), float(high))
+            if recorder.debug_enabled:
+                row_absmax.append(w.abs().amax(dim=1))
+                row_rel_error.append(torch.linalg.vector_norm(error, dim=1) / row_norm.clamp_min(1e-12))
+    stats = {
+        "type": export_type,
+        "shape": [rows, columns],
+        "weight_absmax": absmax,
+        "weight_rel_error": math.sqrt(error_square_sum) / max(math.sqrt(square_sum), 1e-12),
+        "weight_max_abs_error": max_abs_error,
+    }
+    recorder.stat(STATS_SECTION, name, stats)
+    if recorder.debug_enabled:
+        recorder.debug(DEBUG_NAMESPACE, f"{name}.weight_absmax", torch.cat(row_absmax))
+        recorder.debug(DEBUG_NAMESPACE, f"{name}.weight_rel_error", torch.cat(row_rel_error))
+        recorder.debug(DEBUG_NAMESPACE, f"{name}.summary", stats)
 
 
 def record_activation(recorder: Recorder, name: str, tokens: int, act: nn.Module) -> None:

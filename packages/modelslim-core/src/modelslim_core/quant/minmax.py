@@ -21,8 +21,8 @@ def minmax_weight_qparams(
     w = weight.detach().float()
     if group_size:
         grouped = group_view(w, w.shape[1] // group_size)
-        return compute_qparams(grouped.amin(dim=-1), grouped.amax(dim=-1), bits, symmetric)
-    return compute_qparams(w.amin(dim=1), w.amax(dim=1), bits, symmetric)
+        return compute_qparams(*torch.aminmax(grouped, dim=-1), bits, symmetric)
+    return compute_qparams(*torch.aminmax(w, dim=1), bits, symmetric)
 
 
 def quantize_int_weight(weight: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int, group_size: int) -> IntWeight:
@@ -37,6 +37,8 @@ def quantize_int_weight(weight: torch.Tensor, scale: torch.Tensor, offset: torch
 class MinMaxIntWeight(WeightQuantizer):
     """int8/int4, per channel or per group, symmetric or asymmetric: the range of each row (or group)."""
 
+    rows_independent = True
+
     def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
         bits = BITS[self.qconfig.dtype]
         scale, offset = minmax_weight_qparams(weight, bits, self.qconfig.symmetric, self.group_size)
@@ -46,12 +48,16 @@ class MinMaxIntWeight(WeightQuantizer):
 class MinMaxFP8Weight(WeightQuantizer):
     """fp8_e4m3 per channel: each row's absolute maximum maps to 448."""
 
+    rows_independent = True
+
     def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
         return FP8Weight(*fp8_channel_quantize(weight))
 
 
 class MinMaxMXWeight(WeightQuantizer):
     """MXFP8 / MXFP4: each block of 32 input columns gets the exponent of its absolute maximum."""
+
+    rows_independent = True
 
     def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
         elements, exponents = mx_quantize(weight.detach(), MX_FORMATS[self.qconfig.dtype])

@@ -22,6 +22,7 @@ from modelslim_core.protocol.qconfig import LinearQConfig
 from modelslim_core.quant.gptq import GramCache, HessianAccumulator
 from modelslim_core.quant.methods import build_dynamic_act, build_observer, build_static_act, build_weight_quantizer, is_static
 from modelslim_core.quant.packing import layout_problems
+from modelslim_core.quant.row_blocks import quantize_by_rows
 
 
 def act_kind(qconfig: LinearQConfig) -> str:
@@ -88,7 +89,10 @@ class LinearQuantizer:
             )
 
     def quantize_weight(self, name: str, linear: nn.Linear) -> nn.Module:
-        """The weight container of a data-free weight method (minmax, ssz, fp8, MX)."""
+        """The weight container of a data-free weight method (minmax, ssz, fp8, MX); row-independent methods
+        run a block of rows at a time, so float32 copies of a large weight never exist whole."""
+        if self.weight.rows_independent:
+            return quantize_by_rows(lambda rows: self.weight.quantize(rows, name=name), linear.weight.detach())
         return self.weight.quantize(linear.weight, name=name)
 
     def quantize(self, name: str, linear: nn.Linear, qweight: nn.Module | None = None) -> QuantizedLinear:

@@ -51,3 +51,5 @@ class RunContext:
     recorder: Recorder = field(default_factory=Recorder)
     #: Digest of the normalised config, written into quant_report.json.
     config_digest: str = ""
+    #: Host memory the run may use in bytes (--max_memory); None: no explicit budget.
+    max_memory: int | None = None

@@ -88,6 +88,14 @@ class Processor:
         return False
 
     @classmethod
+    def handles_pieces(cls, config: ProcessorConfig) -> bool:
+        """Whether preprocess/postprocess may be given a piece of a unit (`Unit.parts`: e.g. one linear) instead
+        of the whole unit, so a runner can load, process and save a layer piece by piece. Only processors that
+        treat each linear on its own say yes; anything that relates modules of a unit (smoothing, rotation)
+        must see the whole unit."""
+        return False
+
+    @classmethod
     def needs_data(cls, config: ProcessorConfig) -> bool:
         """Whether any unit could need calibration data; False lets a run skip tokenization and forwards."""
         return False

@@ -16,11 +16,37 @@ from torch import nn
 
 @dataclass
 class Unit:
-    """One schedulable block of the model, e.g. `model.layers.3`."""
+    """One schedulable block of the model, e.g. `model.layers.3`, or a piece of one.
+
+    Runners may hand processors and savers a unit piece by piece (one linear, or attention / shared experts /
+    a group of routed experts of a MoE layer) so that only that piece's weights are in memory. A piece keeps
+    the unit's name, module and index and says which modules it covers: `parts`, exact module paths relative
+    to `module` (their own parameters), and `subtrees`, paths covered with everything below them.
+    """
 
     name: str
     module: nn.Module
     index: int
+    parts: frozenset[str] | None = None
+    subtrees: tuple[str, ...] = ()
+    #: A short label of the piece for logs and reports ("" for a whole unit).
+    label: str = ""
+
+    @property
+    def whole(self) -> bool:
+        return self.parts is None and not self.subtrees
+
+    def covers(self, path: str) -> bool:
+        """Whether the module at `path` (relative to `module`; "" is the unit itself) belongs to this unit/piece."""
+        if self.whole:
+            return True
+        if self.parts is not None and path in self.parts:
+            return True
+        return any(path == tree or path.startswith(tree + ".") for tree in self.subtrees)
+
+    def covers_site(self, site_name: str) -> bool:
+        """Whether a linear site (full name) lies in this unit/piece."""
+        return self.whole or self.covers(site_name[len(self.name) + 1:] if self.name else site_name)
 
 
 @dataclass

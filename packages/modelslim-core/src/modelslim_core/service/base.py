@@ -24,6 +24,8 @@ class QuantRequest:
     debug: bool = False
     #: Digest of the normalised config, part of the resume fingerprint.
     config_digest: str = ""
+    #: Host memory the run may use in bytes (--max_memory); None: no explicit budget.
+    max_memory: int | None = None
 
     def new_recorder(self) -> Recorder:
         """The run's recorder: debug records go to save_path/debug_info/ under --debug."""

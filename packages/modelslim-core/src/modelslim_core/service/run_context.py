@@ -45,4 +45,5 @@ def build_run_context(request: QuantRequest, device: DeviceSpec | None = None, r
         recorder=request.new_recorder(),
         config_digest=request.config_digest,
         fingerprint=fingerprint,
+        max_memory=request.max_memory,
     )

@@ -51,6 +51,8 @@ class QuantArgs:
     debug: bool = False
     yes: bool = False
     dry_run: bool = False
+    #: --max_memory in bytes (None: no explicit budget).
+    max_memory: int | None = None
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> "QuantArgs":
@@ -66,6 +68,7 @@ class QuantArgs:
             debug=ns.debug,
             yes=ns.yes,
             dry_run=getattr(ns, "dry_run", False),
+            max_memory=getattr(ns, "max_memory", None),
         )
 
 
@@ -106,7 +109,8 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     adapter = create_adapter(args.model_type, model_path, args.trust_remote_code)
     raw, source = choose_config(args, adapter.pedigree, confirm or Confirmer(args.yes), adapter.apiversions)
     config: QuantConfig = parse_quant_config(raw, source)
-    request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug)
+    request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug,
+                           max_memory=args.max_memory)
     try:
         config.service.check_request(config.spec, request)
     except ConfigError as exc:

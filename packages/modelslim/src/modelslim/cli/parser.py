@@ -59,6 +59,24 @@ def parse_quant_type(text: str) -> str:
     return lowered
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
+               "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
+
+
+def parse_memory_size(text: str) -> int:
+    """A memory size in bytes: a number with an optional unit (4GiB, 4G, 3500MiB, 4.5GB; G/M/K mean GiB/MiB/KiB)."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4GiB or 3500MiB, got {text!r}")
+    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
 def _add_quant(subparsers: argparse._SubParsersAction) -> None:
     quant = subparsers.add_parser(
         "quant",
@@ -81,6 +99,9 @@ def _add_quant(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument("--dry-run", dest="dry_run", action="store_true",
                        help="print the plan (config, runner, scheme of every linear, output, memory) and exit; "
                        "loads no weights and writes nothing")
+    quant.add_argument("--max_memory", type=parse_memory_size, default=None,
+                       help="host memory the run may use, e.g. 4GiB or 3500MiB: layers are processed in pieces that "
+                       "fit, and a piece that cannot fit stops the run with a message before the system runs out")
     quant.add_argument("-y", "--yes", action="store_true",
                        help="accept a fallback practice without asking (needed when stdin is not a terminal)")
 

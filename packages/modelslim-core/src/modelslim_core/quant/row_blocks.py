@@ -1,0 +1,62 @@
+"""Quantizing a large weight a block of output rows at a time, so float32 exists only for one block.
+
+A 29568 x 8192 projection is 0.9 GiB in float32, and a quantizer's temporaries (abs, scaled, rounded) are
+each that size again. Every data-free method whose parameters belong to one output row (per-channel and
+per-group integer, FP8 per channel, MX blocks of 32 input columns) gives the same codes for a row whatever
+other rows are quantized with it, so those methods run on blocks of rows and their containers are stitched
+together; the result is bit-identical to quantizing the whole weight at once. Every weight container
+(`weight_formats.py`) keeps only buffers whose first dimension is the output row, which is what lets
+`row_slice` and `stitch_rows` work on any of them.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+#: Float32 bytes one block of rows may take (its temporaries come on top, a few times this).
+BLOCK_BYTES = 64 * 2**20
+
+
+def row_blocks(rows: int, columns: int, block_bytes: int | None = None) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive row blocks whose float32 copy stays within `block_bytes` (default BLOCK_BYTES)."""
+    step = max(1, (block_bytes or BLOCK_BYTES) // max(1, columns * 4))
+    for start in range(0, rows, step):
+        yield start, min(rows, start + step)
+
+
+def row_slice(container: nn.Module, start: int, stop: int) -> nn.Module:
+    """The container of rows [start, stop) (views of its buffers, nothing copied)."""
+    sliced = copy.copy(container)
+    sliced._buffers = {name: None if value is None else value[start:stop] for name, value in container._buffers.items()}
+    return sliced
+
+
+def stitch_rows(blocks: Iterator[nn.Module], rows: int) -> nn.Module:
+    """One container from containers of consecutive row blocks; each buffer is allocated once at full size."""
+    whole: nn.Module | None = None
+    filled = 0
+    for block in blocks:
+        count = next(v for v in block._buffers.values() if v is not None).shape[0]
+        if whole is None:
+            whole = copy.copy(block)
+            whole._buffers = {name: None if value is None else value.new_empty((rows, *value.shape[1:]))
+                              for name, value in block._buffers.items()}
+        for name, value in block._buffers.items():
+            if value is not None:
+                whole._buffers[name][filled:filled + count] = value
+        filled += count
+    if whole is None or filled != rows:
+        raise ValueError(f"row blocks cover {filled} of {rows} rows")
+    return whole
+
+
+def quantize_by_rows(quantize: Callable[[torch.Tensor], nn.Module], weight: torch.Tensor) -> nn.Module:
+    """`quantize(weight)` computed block of rows by block of rows (see the module docstring for why it is exact)."""
+    rows, columns = weight.shape
+    if rows * columns * 4 <= BLOCK_BYTES:
+        return quantize(weight)
+    return stitch_rows((quantize(weight[start:stop]) for start, stop in row_blocks(rows, columns)), rows)

@@ -1,0 +1,155 @@
+"""The memory budget of a layer-wise run: a plan per piece, checked before each piece is loaded, and the
+measured peak per piece next to it.
+
+The plan counts bytes above the process baseline, which is measured (RSS when the first unit starts:
+Python, torch, transformers, the weightless skeleton, tokenized calibration data), never guessed. A piece
+streamed in a data-free stage holds its weight in the checkpoint's dtype, its quantized codes (one byte per
+element at most) and a few float32 row blocks; a whole unit (calibrated stages) holds its float32 weights
+about three times (float, calibrating/quantized copies, dequantized simulation) plus twice the activations.
+A piece that cannot fit stops the run before it is loaded, with the piece and the bytes it needed, instead
+of letting the kernel's OOM killer end the process without a word.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelslim_core.errors import MemoryBudgetError
+from modelslim_core.quant.row_blocks import BLOCK_BYTES
+from modelslim_core.runtime.unit import Unit
+from modelslim_runners.memory import host_available_bytes, peak_since_reset, reset_peak_rss, rss_bytes
+from modelslim_runners.pieces import piece_bytes
+
+logger = logging.getLogger(__name__)
+GIB = 2**30
+#: Float32 row blocks a streamed linear has alive at once (the block, the quantizer's temporaries).
+STREAM_BLOCKS = 4
+UNLIMITED = 2**60
+
+ASSUMPTIONS_STREAMED = ("a streamed linear holds its weight in the checkpoint dtype, its codes (<= 1 byte/element) "
+                        f"and {STREAM_BLOCKS} float32 row blocks of {BLOCK_BYTES // 2**20} MiB")
+ASSUMPTIONS_UNIT = "a whole unit holds its float32 weights 3x (float, quantized, dequantized simulation) + 2x activations"
+
+
+def gib(value: float) -> str:
+    return f"{value / GIB:.2f} GiB"
+
+
+def cgroup_limit_bytes() -> int | None:
+    """The memory limit of this process's cgroup (v1 or v2), or None when there is none."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        candidates = []
+        if "memory" in controllers.split(","):
+            candidates.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes")
+        if controllers == "":
+            candidates.append(Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max")
+        for candidate in candidates:
+            try:
+                text = candidate.read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < UNLIMITED:
+                return int(text)
+    return None
+
+
+def host_budget_bytes() -> int:
+    """What this process can still use, plus what it holds: free RAM, capped by its cgroup's limit."""
+    free = host_available_bytes() + rss_bytes()
+    limit = cgroup_limit_bytes()
+    return min(free, limit) if limit is not None else free
+
+
+def streamed_piece_need(piece: Unit, storage_element: int) -> int:
+    """Bytes above the baseline a streamed piece needs (see the module docstring)."""
+    weights = piece_bytes(piece, storage_element)
+    if not piece.subtrees:
+        return weights
+    elements = weights // storage_element
+    return weights + elements + STREAM_BLOCKS * min(BLOCK_BYTES, 4 * elements)
+
+
+def kind_of(label: str) -> str:
+    """A piece label with expert/layer numbers folded, so 768 expert linears report as one row."""
+    return re.sub(r"(^|\.)\d+(?=\.|$)", r"\1*", label)
+
+
+@dataclass
+class PieceFigures:
+    count: int = 0
+    plan: int = 0
+    measured: int = 0
+
+
+@dataclass
+class MemoryBudget:
+    """Plan and check of one stage: `limit` is the budget in bytes (None: report only, never refuse)."""
+
+    limit: int | None
+    baseline: int
+    assumptions: str
+    #: What the user can do when a piece does not fit.
+    hint: str = "raise --max_memory (or free memory on the host)."
+    figures: dict[str, PieceFigures] = field(default_factory=dict)
+    _measuring: bool = False
+
+    @classmethod
+    def start(cls, limit: int | None, assumptions: str, hint: str | None = None) -> MemoryBudget:
+        budget = cls(limit, rss_bytes(), assumptions)
+        budget.hint = hint or budget.hint
+        return budget
+
+    def check_plan(self, label: str, need: int) -> None:
+        """Refuse up front when the largest piece cannot fit next to the baseline."""
+        if self.limit is not None and self.baseline + need > self.limit:
+            raise MemoryBudgetError(
+                f"{label} needs ~{gib(need)} on top of the process baseline of {gib(self.baseline)} "
+                f"(= {gib(self.baseline + need)}), more than the memory budget of {gib(self.limit)}; assumed: "
+                f"{self.assumptions}.",
+                self.hint,
+            )
+
+    def enter(self, label: str, need: int) -> None:
+        """Before a piece is loaded: refuse if what the process holds now plus the piece's need exceed the budget."""
+        held = rss_bytes()
+        if self.limit is not None and held + need > self.limit:
+            raise MemoryBudgetError(
+                f"{label} needs ~{gib(need)} while the process already holds {gib(held)}; together they exceed "
+                f"the memory budget of {gib(self.limit)} (assumed: {self.assumptions}).",
+                "raise --max_memory; if the process holds much more than its baseline of "
+                f"{gib(self.baseline)}, please report it with MSMODELSLIM_LOG_LEVEL=debug output.",
+            )
+        self._measuring = reset_peak_rss()
+
+    def leave(self, label: str, need: int) -> None:
+        measured = max(0, (peak_since_reset() if self._measuring else rss_bytes()) - self.baseline)
+        figures = self.figures.setdefault(kind_of(label), PieceFigures())
+        figures.count += 1
+        figures.plan = max(figures.plan, need)
+        figures.measured = max(figures.measured, measured)
+
+    def log_plan(self, description: str, largest: str, need: int) -> None:
+        limit = gib(self.limit) if self.limit is not None else "none (--max_memory not given)"
+        logger.info("Memory plan (%s): process baseline %s (measured: Python, torch, transformers, skeleton, "
+                    "calibration data); largest piece %s needs ~%s, expected peak ~%s; budget %s. Assumed: %s.",
+                    description, gib(self.baseline), largest, gib(need), gib(self.baseline + need), limit,
+                    self.assumptions)
+
+    def report_lines(self, limit: int | None = None) -> list[str]:
+        """Plan vs measured (bytes above the baseline) per kind of piece, largest plan first (`limit` rows)."""
+        rows = sorted(self.figures.items(), key=lambda item: (-item[1].plan, -item[1].measured))[:limit]
+        return [f"{kind} (x{f.count}): plan {gib(f.plan)}, measured {gib(f.measured)} above the baseline"
+                for kind, f in rows]
+
+    def as_json(self) -> dict:
+        return {"baseline_bytes": self.baseline, "limit_bytes": self.limit, "assumptions": self.assumptions,
+                "pieces": {kind: {"count": f.count, "plan_bytes": f.plan, "measured_bytes": f.measured}
+                           for kind, f in self.figures.items()}}

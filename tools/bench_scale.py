@@ -1,0 +1,185 @@
+"""Benchmark: quantizing checkpoints of real layer size under a hard memory cap.
+
+Cases (issue "Scale to the checkpoints users quantize"):
+  (a) Qwen2.5-72B dimensions (hidden 8192, intermediate 29568, 64 heads, 8 KV heads), `--layers` layers.
+  (b) DeepSeek-V3 dimensions (hidden 7168, MLA, 1 dense + 1 MoE layer with `--experts` routed experts of
+      7168x2048 and the shared expert).
+Each checkpoint is built tensor by tensor (tools/scale_checkpoints.py: the model is never instantiated),
+then `msmodelslim quant` runs in a cgroup v1 child with `memory.limit_in_bytes` = `--cap` (tools/capped_run.py).
+Printed per run: peak RSS (kernel accounting), wall and CPU time, the I/O floor (bytes read + written at the
+disk speed measured while building the checkpoint), the forward floor (one float32 matmul over the
+calibration tokens per linear, measured on the largest linear and scaled by size; 0 for data-free schemes)
+and the largest piece's plan vs measured memory from quant_report.json; then the projected wall time of the
+full DeepSeek-V3 (3 dense + 58 MoE layers of 256 experts) and Qwen2.5-72B (80 layers) on this machine,
+from the measured time per layer and per routed expert.
+
+    uv run python tools/bench_scale.py --case a --layers 2 --cap 4
+    uv run python tools/bench_scale.py --case b --experts 64 --cap 4 --schemes w8a8_dynamic
+
+Wall times depend on what else runs on the machine: the load average is printed with every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from capped_run import run_capped  # noqa: E402
+from scale_checkpoints import build_checkpoint, deepseek_v3_config, qwen2_72b_config  # noqa: E402
+
+GIB = 2**30
+DYNAMIC = "{scope: per_token, dtype: int8, symmetric: true, method: minmax}"
+SCHEMES = {
+    "w8a8_dynamic": ("", f"act: {DYNAMIC}\n        weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}"),
+    "w8a8_static": ("dataset", "act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}\n"
+                    "        weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}"),
+    "w4a8_gptq": ("dataset", f"act: {DYNAMIC}\n        weight: {{scope: per_channel, dtype: int4, symmetric: true, method: gptq}}"),
+    "w4a8_per_channel": ("", f"act: {DYNAMIC}\n        weight: {{scope: per_channel, dtype: int4, symmetric: true, method: minmax}}"),
+}
+CASES = {
+    "a": {"model_type": "Qwen2.5-72B-Instruct", "full_layers": 80, "exclude": []},
+    "b": {"model_type": "DeepSeek-V3", "full_layers": 61, "exclude": ["*kv_b_proj*", "*mlp.gate"]},
+}
+
+
+def config_text(scheme: str, exclude: list[str], dataset: Path) -> str:
+    needs, qconfig = SCHEMES[scheme]
+    lines = ["apiversion: modelslim_v1", "spec:", "  runner: layer_wise", "  process:", "    - type: linear_quant",
+             "      qconfig:", f"        {qconfig}"]
+    if exclude:
+        lines.append(f"      exclude: {json.dumps(exclude)}")
+    lines.append("  save: [{type: ascendv1_saver, part_file_size: 4}]")
+    if needs:
+        lines.append(f"  dataset: {dataset}")
+    return "\n".join(lines) + "\n"
+
+
+def calibration_set(work: Path, samples: int) -> Path:
+    path = work / "calib.jsonl"
+    text = "Quantization keeps the accuracy of a large model while it shrinks its weights. " * 6
+    path.write_text("".join(json.dumps({"text": f"{i}: {text}"}) + "\n" for i in range(samples)))
+    return path
+
+
+def forward_floor_per_element(tokens: int) -> float:
+    """Seconds per weight element of one float32 matmul over `tokens` rows (measured on a 4096x4096 linear)."""
+    import torch
+
+    weight, x = torch.randn(4096, 4096), torch.randn(tokens, 4096)
+    x @ weight.T
+    started = time.perf_counter()
+    x @ weight.T
+    return (time.perf_counter() - started) / weight.numel()
+
+
+def projected_seconds(case: str, report: dict, experts: int) -> dict[str, float]:
+    """Full-model wall time from the measured units: per dense layer, and per routed expert for MoE layers."""
+    units = report["stages"][-1]["units"]
+    seconds = [u["seconds"] for u in units]
+    if case == "a":
+        return {"Qwen2.5-72B (80 layers)": sum(seconds) / len(seconds) * 80}
+    dense, moe = seconds[0], seconds[1]
+    # DeepSeek-V3: 3 dense layers, 58 MoE layers of 256 routed experts; a MoE layer scales with its expert count
+    # beyond what the dense layer (attention + one MLP) costs.
+    per_expert = max(0.0, moe - dense) / experts
+    return {"DeepSeek-V3 (3 dense + 58 MoE layers)": 3 * dense + 58 * (dense + 256 * per_expert)}
+
+
+def run_case(args: argparse.Namespace, case: str, work: Path) -> list[dict]:
+    model = work / f"model_{case}"
+    if not (model / "model.safetensors.index.json").is_file():
+        config = qwen2_72b_config(args.layers) if case == "a" else deepseek_v3_config(args.experts)
+        started = time.perf_counter()
+        size = build_checkpoint(model, config, CASES[case]["model_type"])
+        build_seconds = time.perf_counter() - started
+        (model / "bench_build.json").write_text(json.dumps({"bytes": size, "seconds": build_seconds}))
+    build = json.loads((model / "bench_build.json").read_text())
+    disk_speed = 2 * build["bytes"] / build["seconds"]  # the build writes every byte twice (payload, assembly)
+    print(f"case ({case}): checkpoint {build['bytes'] / GIB:.2f} GiB, built at {disk_speed / 2**20:.0f} MiB/s disk speed")
+    dataset = calibration_set(work, args.samples)
+    tokens = args.samples * 80
+    floor_per_element = forward_floor_per_element(tokens)
+    results = []
+    for scheme in args.schemes:
+        out = work / f"out_{case}_{scheme}"
+        shutil.rmtree(out, ignore_errors=True)
+        yaml = work / f"{case}_{scheme}.yaml"
+        yaml.write_text(config_text(scheme, CASES[case]["exclude"], dataset))
+        command = [sys.executable, "-m", "modelslim.cli.main", "quant", "--model_path", str(model), "--save_path",
+                   str(out), "--model_type", CASES[case]["model_type"], "--config_path", str(yaml), "--device", "cpu",
+                   "--max_memory", f"{int(args.cap * 1024)}MiB", "-y"]
+        load = os.getloadavg()[0]
+        result = run_capped(command, int(args.cap * GIB))
+        row = {"case": case, "scheme": scheme, "cap_gib": args.cap, "returncode": result.returncode,
+               "oom_killed": result.oom_killed, "peak_rss_gib": result.peak_rss / GIB, "wall_s": result.seconds,
+               "cpu_s": result.cpu_seconds, "load_before": load}
+        if result.returncode != 0:
+            print(result.stderr[-3000:], file=sys.stderr)
+            results.append(row)
+            continue
+        report = json.loads((out / "quant_report.json").read_text())
+        row["peak_rss_gib"] = max(result.peak_rss, report["stages"][-1]["peak_rss_bytes"]) / GIB
+        written = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+        io_bytes = build["bytes"] + written
+        row["io_floor_s"] = io_bytes / disk_speed
+        needs_forward = bool(SCHEMES[scheme][0])
+        row["forward_floor_s"] = floor_per_element * build["bytes"] / 2 if needs_forward else 0.0
+        memory = report["stages"][-1].get("memory") or {}
+        pieces = memory.get("pieces", {})
+        if pieces:
+            kind, figures = max(pieces.items(), key=lambda item: item[1]["plan_bytes"])
+            row["largest_piece"] = kind
+            row["piece_plan_gib"] = figures["plan_bytes"] / GIB
+            row["piece_measured_gib"] = max(f["measured_bytes"] for f in pieces.values()) / GIB
+            row["baseline_gib"] = memory["baseline_bytes"] / GIB
+        row["projected_s"] = projected_seconds(case, report, args.experts)
+        results.append(row)
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+    return results
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\ncase scheme            cap    rc  peak RSS  baseline  piece plan/measured  wall     cpu      I/O floor  fwd floor  load")
+    for r in rows:
+        plan = f"{r.get('piece_plan_gib', 0):.2f}/{r.get('piece_measured_gib', 0):.2f} GiB"
+        print(f"({r['case']})  {r['scheme']:<17} {r['cap_gib']:>4.1f}G {r['returncode']:>3}  {r['peak_rss_gib']:6.2f}G  "
+              f"{r.get('baseline_gib', 0):6.2f}G  {plan:>19}  {r['wall_s']:7.1f}s {r['cpu_s']:7.1f}s "
+              f"{r.get('io_floor_s', 0):8.1f}s  {r.get('forward_floor_s', 0):8.1f}s  {r['load_before']:.1f}")
+        for name, seconds in r.get("projected_s", {}).items():
+            print(f"      projected {name}: {seconds / 3600:.2f} h on this machine at this load")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=["a", "b", "all"], default="all")
+    parser.add_argument("--layers", type=int, default=4, help="case (a): decoder layers")
+    parser.add_argument("--experts", type=int, default=64, help="case (b): routed experts of the MoE layer")
+    parser.add_argument("--cap", type=float, default=4.0, help="memory cap in GiB (cgroup) and --max_memory")
+    parser.add_argument("--schemes", nargs="+", default=["w8a8_dynamic"], choices=sorted(SCHEMES))
+    parser.add_argument("--samples", type=int, default=8, help="calibration samples for calibrated schemes")
+    parser.add_argument("--workdir", type=Path, default=None, help="keeps built checkpoints between runs")
+    parser.add_argument("--keep", action="store_true", help="keep the quantized outputs")
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="modelslim-bench-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    try:
+        for case in (["a", "b"] if args.case == "all" else [args.case]):
+            rows += run_case(args, case, work)
+    finally:
+        if args.workdir is None and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
