@@ -27,7 +27,7 @@ from modelslim_core.quant.minmax import MinMaxObserver
 from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer, solve_shared_hessians
 from modelslim_core.runtime.distributed import compute_once, is_distributed
 from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse
-from modelslim_core.runtime.processor import Processor, ProcessorConfig
+from modelslim_core.runtime.processor import LayerScheme, Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,11 @@ class LinearQuantConfig(ProcessorConfig, LayerSelection):
 
     def per_group_export_types(self) -> frozenset[str]:
         return self.export_types() if self.qconfig.weight.scope == "per_group" else frozenset()
+
+    def layer_schemes(self) -> list[LayerScheme]:
+        weight = self.qconfig.weight
+        return [LayerScheme(self.qconfig.export_type, self.yaml_path, tuple(self.include),
+                            per_group=weight.scope == "per_group", symmetric_weights=weight.symmetric)]
 
 
 class LinearQuantProcessor(TracksPatternUse, Processor):

@@ -29,6 +29,8 @@ from modelslim.engines.stubs import LAYER_CLASSES, Placeholder, hardware_stubs
 
 ENGINE = "vllm-ascend"
 
+#: Suffixes of attention tensors stored under a linear's prefix (C8 scales under k_proj / v_proj).
+_ATTENTION_SUFFIXES = ("kv_cache_scale", "kv_cache_offset")
 #: Tags that are not linear layers.
 _NON_LINEAR_TAGS = frozenset({"FLOAT", "C8", "FAQuant"})
 #: vLLM's dense-model fusions (Llama/Qwen2/Qwen3/Mistral model classes' packed_modules_mapping).
@@ -167,7 +169,7 @@ class _LayerCheck:
         for param_name in params:
             if param_name in self.loaded or param_name == "bias":
                 continue
-            if any(pattern in param_name for pattern in computed):
+            if param_name in computed:  # the scheme derives these itself (AscendLinearMethod.get_computed_params)
                 continue
             self.problem(f"{self.layer_name}.{param_name}",
                          f"vLLM-Ascend's {tag} scheme reads this parameter, but the checkpoint holds no tensor for it")
@@ -249,6 +251,8 @@ def _check_linear(checkpoint, quant_config, adapters, layer_name, members, probl
     for member, out_size in zip(members, out_sizes):
         for name in [n for n in checkpoint.tensors if n.startswith(member + ".") and "." not in n[len(member) + 1:]]:
             suffix = name[len(member) + 1:]
+            if suffix in _ATTENTION_SUFFIXES:
+                continue
             if suffix == "bias":
                 _check_bias(check, name, out_size)
                 continue
