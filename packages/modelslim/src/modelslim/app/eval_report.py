@@ -6,6 +6,9 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from modelslim_core.io.atomic import write_text_atomic
+from modelslim_core.io.permissions import secure
+
 REPORT_NAME = "eval_report.json"
 PLOT_NAME = "eval_layer_error.png"
 
@@ -57,5 +60,6 @@ def plot_layer_errors(report: dict, path: Path) -> None:
 
 def write_report(report: dict, quant_path: Path) -> None:
     report["versions"] = _versions()
-    (quant_path / REPORT_NAME).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_text_atomic(quant_path / REPORT_NAME, json.dumps(report, indent=2))
     plot_layer_errors(report, quant_path / PLOT_NAME)
+    secure(quant_path / PLOT_NAME)

@@ -18,6 +18,7 @@ from typing import Any
 from modelslim_core.devices import resolve_device
 from modelslim_core.errors import ConfigError
 from modelslim_core.formats.engines import check_target_engines
+from modelslim_core.io.permissions import make_dir, secure_tree
 from modelslim_core.models.resolve import create_adapter
 from modelslim_core.practice import PracticeLibrary, select_practice
 from modelslim_core.protocol.config import QuantConfig, parse_quant_config
@@ -115,10 +116,13 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
 
         print(format_plan(build_plan(config, source, request)), flush=True)
         return save_path
-    save_path.mkdir(parents=True, exist_ok=True)
+    make_dir(save_path)
     exported = export_config(raw, save_path, args.model_type)
     logger.info("Config written to %s.", exported)
     request.config_digest = hashlib.sha256(exported.read_bytes()).hexdigest()
-    config.service().run(config.spec, request)
+    try:
+        config.service().run(config.spec, request)
+    finally:
+        secure_tree(save_path)  # whatever the umask: files 0o640, directories 0o750 (debug_info, optional/ too)
     logger.info("Done in %.1f s: %s", time.perf_counter() - started, save_path)
     return save_path

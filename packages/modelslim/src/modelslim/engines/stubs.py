@@ -175,6 +175,9 @@ def _vllm_overrides(config_provider: Any) -> dict[str, dict[str, Any]]:
         "vllm.model_executor.parameter": {"PerTensorScaleParameter": PerTensorScaleParameter},
         "vllm.model_executor.utils": {"set_weight_attrs": set_weight_attrs},
         "vllm.utils.math_utils": {"cdiv": lambda a, b: -(-a // b)},
+        # An Atlas A2 (SoC 220): the generation both engines' quantized linears target.
+        "torch_npu": {"npu": StubModule("torch_npu.npu", {"get_soc_version": lambda: 220, "is_available": lambda: False,
+                                                          "empty_cache": lambda: None})},
         "vllm_ascend.utils": {"ASCEND_QUANTIZATION_METHOD": "ascend", "COMPRESSED_TENSORS_METHOD": "compressed-tensors",
                               "FP8_METHOD": "fp8", "vllm_version_is": lambda version: version == "0.23.0",
                               "maybe_trans_nz": lambda tensor, *a, **k: tensor,
