@@ -55,11 +55,9 @@ SUPPORT: dict[str, dict[str, Support]] = {
         "C8": _PLAIN,
         "FAQuant": Support(mla_only=True),
     },
-    VLLM_ASCEND_310P: {
+    VLLM_ASCEND_310P: {  # served in float16 (no bf16 on 310P): deq_scale is the int64 layout
         "W8A8": _PLAIN,
-        "W8A8_DYNAMIC": Support(asymmetric_weights=False),
         "W8A8S": _PLAIN,
-        "C8": _PLAIN,
     },
     MINDIE_SD: {
         "W8A8": _PLAIN,
@@ -162,6 +160,8 @@ def check_target_engines(spec, tags: Iterable[str] | None, model_config: dict, s
         engine = target_engine(saver.type, tags)
         if engine is None:
             continue
+        if engine == VLLM_ASCEND_310P and getattr(saver, "serving_dtype", None) == "auto":
+            saver.serving_dtype = "float16"  # Atlas 300I serves float16 only: int64 deq_scale
         found = refusals(engine, schemes, model_config)
         if found:
             raise ConfigError(

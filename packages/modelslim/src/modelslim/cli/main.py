@@ -14,6 +14,7 @@ import traceback
 from modelslim_core.errors import ModelSlimError
 
 from modelslim.cli import logging_setup
+from modelslim.app.check import check_command
 from modelslim.cli.parser import build_parser
 
 logger = logging.getLogger("modelslim")
@@ -59,7 +60,7 @@ def _convert_config(args) -> None:
     print(convert_config(args.config), end="")
 
 
-COMMANDS = {"quant": _quant, "eval": _eval, "convert-config": _convert_config}
+COMMANDS = {"quant": _quant, "eval": _eval, "convert-config": _convert_config, "check": check_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from modelslim.app.check import add_check_parser
+
 from modelslim_core.practice import QUANT_TYPES
 
 _TRUE = {"true", "1", "yes", "y", "on"}
@@ -101,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="ModelSlim: post-training quantization for LLMs and multimodal models.",
         epilog="Environment: MSMODELSLIM_LOG_LEVEL=INFO|DEBUG, MSMODELSLIM_CUSTOM_PRACTICE_REPO=<dir>.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,convert-config}")
+    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,check,convert-config}")
     _add_quant(subparsers)
     _add_eval(subparsers)
     _add_convert_config(subparsers)
+    add_check_parser(subparsers)
     return parser
