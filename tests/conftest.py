@@ -58,3 +58,31 @@ def cli_env(monkeypatch: pytest.MonkeyPatch):
     root.setLevel(saved_level)
     for name, level in saved_levels.items():
         logging.getLogger(name).setLevel(level)
+
+
+#: Modules whose tests are end-to-end runs (a whole quantization in a subprocess, several data-parallel worker
+#: processes, full SD/VLM pipelines). `pytest -m "not slow"` skips them: the fast subset README.md promises.
+#: Listed here, in one place, so a module's speed class is visible and changing it is one line.
+SLOW_MODULES = frozenset({
+    "tests/attention/test_attention_dp.py",
+    "tests/autoround/test_autoround_e2e.py",
+    "tests/cli/test_eval.py",
+    "tests/cli/test_quant_e2e.py",
+    "tests/migration/test_reference_configs.py",
+    "tests/moe/test_moe_quant_e2e.py",
+    "tests/rotation/test_rotation_dp_and_savers.py",
+    "tests/runners/test_data_parallel.py",
+    "tests/runners/test_resume_data_parallel.py",
+    "tests/sd/test_generation_families.py",
+    "tests/sd/test_sd_quant_e2e.py",
+    "tests/smoothing/test_data_parallel_smoothing.py",
+    "tests/smoothing/test_distributed_stats.py",
+    "tests/vlm/test_vlm_quant_e2e.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        if str(Path(str(item.path)).relative_to(root)) in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

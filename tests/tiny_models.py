@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import (AutoModelForCausalLM, DeepseekV3Config, DeepseekV32Config, LlamaConfig, MistralConfig, Qwen2Config,
-                          Qwen3Config, Qwen3MoeConfig)
+from transformers import (AutoModelForCausalLM, DeepseekV3Config, DeepseekV32Config, LlamaConfig, MiniMaxM2Config, MistralConfig,
+                          Qwen2Config, Qwen3Config, Qwen3MoeConfig)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_MODEL = REPO / "examples" / "qwen2-demo"
@@ -35,6 +35,11 @@ CONFIGS = {
     "qwen3_moe": lambda vocab, **kw: Qwen3MoeConfig(
         vocab_size=vocab, head_dim=16, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
         norm_topk_prob=True, **{**_COMMON, **kw}),
+    # Checkpoint names differ from module paths: transformers loads `block_sparse_moe.experts.E.w1/w2/w3` as
+    # `mlp.experts.gate_up_proj/down_proj` and saves them back under the checkpoint's names.
+    "minimax_m2": lambda vocab, **kw: MiniMaxM2Config(
+        vocab_size=vocab, head_dim=16, rotary_dim=8, num_local_experts=4, num_experts_per_tok=2,
+        **{**_COMMON, "intermediate_size": 32, **kw}),
     # MLA attention (q/kv low-rank), layer 0 dense (first_k_dense_replace=1), layers 1-2 shared + routed experts.
     "deepseek_v3": lambda vocab, **kw: DeepseekV3Config(
         vocab_size=vocab, **{**_COMMON, "num_key_value_heads": 4, "num_hidden_layers": 3, **{

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -51,24 +52,33 @@ def write_wav(path: Path, seconds: float = 1.0, rate: int = 16000, seed: int = 0
     return path
 
 
-def write_mp4(path: Path, frames: int = 8, fps: int = 4, width: int = 64, height: int = 64, seed: int = 0) -> Path:
-    """An H.264 (or MPEG-4 part 2 if no H.264 encoder is built in) clip of a square moving over a gradient."""
+def write_frames_mp4(path: Path, frames: Iterable[np.ndarray], fps: int, width: int, height: int) -> Path:
+    """An H.264 (or MPEG-4 part 2 if no H.264 encoder is built in) clip of RGB uint8 `[height, width, 3]` frames."""
     import av
 
     with av.open(str(path), mode="w") as container:
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        base = synthetic_image(width, height, seed)
-        for index in range(frames):
-            frame = base.copy()
-            left = (index * width // frames) % (width - 16)
-            frame[24:40, left:left + 16] = (255, 255, 255)
+        for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def write_mp4(path: Path, frames: int = 8, fps: int = 4, width: int = 64, height: int = 64, seed: int = 0) -> Path:
+    """A clip of a white square moving over a gradient."""
+    base = synthetic_image(width, height, seed)
+
+    def frame(index: int) -> np.ndarray:
+        image = base.copy()
+        left = (index * width // frames) % (width - 16)
+        image[24:40, left:left + 16] = (255, 255, 255)
+        return image
+
+    return write_frames_mp4(path, (frame(index) for index in range(frames)), fps, width, height)
 
 
 def write_calib_set(target: Path) -> Path:

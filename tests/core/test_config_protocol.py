@@ -76,7 +76,7 @@ def test_non_mapping_item_hints_at_indentation():
     [
         ({**W8A8_DYNAMIC, "act": {**W8A8_DYNAMIC["act"], "symmetric": False}}, "act scheme int8/per_token/asym is not supported"),
         ({**W8A8_DYNAMIC, "weight": {**W8A8_DYNAMIC["weight"], "method": "histogram"}}, "weight method 'histogram' is not available"),
-        ({**W8A8_DYNAMIC, "weight": {**W8A8_DYNAMIC["weight"], "ext": {"step": 10}}}, "ext keys ['step'] are not used"),
+        ({**W8A8_DYNAMIC, "weight": {**W8A8_DYNAMIC["weight"], "ext": {"steps": 10}}}, "ext keys ['steps'] are not used"),
         ({"act": {"scope": "per_tensor", "dtype": "int8", "symmetric": True, "method": "minmax"},
           "weight": {"scope": "per_channel", "dtype": "int8", "symmetric": False, "method": "minmax"}}, "cannot be exported"),
         ({"weight": {"scope": "per_channel", "dtype": "int8", "method": "minmax"}}, "symmetric: this field is required"),
@@ -105,8 +105,8 @@ def test_apiversion_errors():
     )
     assert "modelslim_v1" in error_of({"apiversion": "modelslim_v9", "spec": {}})
     # modelslim-vlm and modelslim-sd are installed in the dev environment: their services validate the spec
-    assert "spec.save: this field is required" in error_of({"apiversion": "multimodal_vlm_modelslim_v1", "spec": {}})
-    assert "spec.save: this field is required" in error_of({"apiversion": "multimodal_sd_modelslim_v1", "spec": {}})
+    for service in ("multimodal_vlm_modelslim_v1", "multimodal_sd_modelslim_v1"):
+        assert "spec.save must be a non-empty list" in error_of({"apiversion": service, "spec": {"save": []}})
     assert "apiversion: this field is required" in error_of({"spec": {}})
     assert "top level must be a mapping" in error_of(["not", "a", "mapping"])
 

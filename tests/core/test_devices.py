@@ -1,4 +1,4 @@
-"""--device parsing and availability (shared/spec/README.md "Devices")."""
+"""--device parsing and availability (README.md, "msmodelslim quant" --device)."""
 
 import pytest
 

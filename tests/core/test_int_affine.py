@@ -1,4 +1,4 @@
-"""Hand-computed cases for the integer affine core (shared/spec/algorithms.md §3.1) and minmax (§3.2)."""
+"""Hand-computed cases for the integer affine core (docs/algorithms.md, "Integer affine core") and minmax ("MinMax")."""
 
 import pytest
 import torch

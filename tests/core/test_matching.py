@@ -1,4 +1,4 @@
-"""include/exclude name matching (shared/spec/algorithms.md §2 "Name matching")."""
+"""include/exclude name matching (docs/algorithms.md, "Name matching")."""
 
 from modelslim_core.runtime.matching import NameFilter, pattern_matches
 

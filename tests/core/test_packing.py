@@ -1,5 +1,5 @@
 """Hand-computed bit layouts and number formats: int4 nibbles, FP4 E2M1 codes, E8M0 exponents, MX rounding,
-FP8 scales, scale_bias (shared/spec/format-and-runners.md §1.6, algorithms.md §3.1–3.2)."""
+FP8 scales, scale_bias (docs/formats.md; docs/algorithms.md, "Integer affine core")."""
 
 from __future__ import annotations
 

@@ -32,14 +32,19 @@ def error_of(act: dict | None, weight: dict) -> str:
     return message
 
 
+def scope_ext(scheme) -> dict:
+    """The ext keys a scope requires (per_group: group_size; dual_scale: dual_block_size)."""
+    return {"group_size": 32} if scheme.scope == "per_group" else {"dual_block_size": 64} if scheme.scope == "dual_scale" else {}
+
+
 def test_every_table_entry_has_an_implementation_an_exporter_and_a_kernel():
     for scheme, methods in WEIGHT_METHODS.items():
         for method in methods:
-            ext = {"group_size": 32} if scheme.scope == "per_group" else {}
+            ext = scope_ext(scheme)
             assert build_weight_quantizer(QConfig(**qconfig(scheme, method, **ext))).qconfig.method == method
     for scheme, methods in ACT_METHODS.items():
         for method in methods:
-            act = QConfig(**qconfig(scheme, method))
+            act = QConfig(**qconfig(scheme, method, **scope_ext(scheme)))
             assert method in STATIC_OBSERVERS if is_static(act) else build_dynamic_act(act) is not None
     for tag in set(EXPORT_TYPES.values()):  # ascendv1 tags are reloadable; the others go to compressed-tensors
         assert (tag in EXPORTERS and tag in KERNELS) or (tag in CT_WRITES and tag not in EXPORTERS), tag
@@ -49,8 +54,10 @@ def test_every_table_entry_has_an_implementation_an_exporter_and_a_kernel():
 @pytest.mark.parametrize(("act", "weight"), list(EXPORT_TYPES), ids=lambda s: str(s))
 def test_every_exportable_pair_validates(act, weight):
     act_method = "none" if act.dtype == "float" else "minmax"
-    ext = {"group_size": 64} if weight.scope == "per_group" else {}
-    parsed = LinearQConfig.model_validate({"act": qconfig(act, act_method), "weight": qconfig(weight, "minmax", **ext)})
+    ext = {"group_size": 64} if weight.scope == "per_group" else scope_ext(weight)
+    weight_method = "minmax" if "minmax" in WEIGHT_METHODS[weight] else next(iter(WEIGHT_METHODS[weight]))
+    parsed = LinearQConfig.model_validate({"act": qconfig(act, act_method, **scope_ext(act)),
+                                           "weight": qconfig(weight, weight_method, **ext)})
     assert parsed.export_type == EXPORT_TYPES[(act, weight)]
 
 
@@ -62,8 +69,8 @@ def test_every_exportable_pair_validates(act, weight):
         (TOKEN, {**INT4_PC, "scope": "per_group"}, ["weight scope per_group needs ext.group_size, an integer > 0 (input columns per group)"]),
         (TOKEN, {**INT4_PC, "method": "histogram"}, ["weight method 'histogram' is not available for int4/per_channel/sym",
                                                       "available: gptq, minmax, ssz"]),
-        (TOKEN, {**INT4_PC, "method": "ssz", "ext": {"step": 10, "group_size": 64}},
-         ["ext keys ['group_size'] are not used by method 'ssz'", "allowed: step"]),
+        (TOKEN, {**INT4_PC, "method": "ssz", "ext": {"step": 10, "groupsize": 64}},
+         ["ext keys ['groupsize'] are not used by method 'ssz'", "did you mean 'group_size'?", "allowed: step"]),
         (TOKEN, {**INT4_PC, "method": "gptq", "ext": {"percdamp": 0}}, ["ext.percdamp must be a number > 0", "got 0"]),
         (TOKEN, {**INT4_PC, "method": "gptq", "ext": {"block_size": 12.5}}, ["ext.block_size must be an integer > 0"]),
         (TOKEN, {**INT4_PC, "method": "gptq", "ext": {"block_size": True}}, ["ext.block_size must be an integer > 0"]),

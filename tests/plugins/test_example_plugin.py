@@ -63,3 +63,14 @@ def test_plugin_processor_runs_from_a_yaml_config(tiny_models, tmp_path: Path):
         assert (dequantized - reference).abs().max() <= scale.max() / 2 + 1e-6, name
     # the clip really changed the down projection (the scale shrank)
     assert saved["model.layers.0.mlp.down_proj.weight_scale"].max() < original.down_proj.weight.abs().amax(dim=1).max() / 127
+
+
+def test_example_plugin_imports_only_the_public_api():
+    import ast
+    import inspect
+
+    from modelslim_example_plugin import weight_clip
+
+    imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(weight_clip)))
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("modelslim")}
+    assert imported == {"modelslim_core.api"}

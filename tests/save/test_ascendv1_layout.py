@@ -1,5 +1,5 @@
 """ascendv1 output: every tensor's name, dtype and shape per type, and the kernels' arithmetic rebuilt from
-the SAVED tensors matching the float layer (shared/spec/format-and-runners.md §1.4–1.6)."""
+the SAVED tensors matching the float layer (docs/formats.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""mindie_format_saver on its own: file names (one weight file; shards refused), deq_scale always float32, side files,
-types it cannot write refused with a pointer to ascendv1_saver (shared/spec/format-and-runners.md §2)."""
+"""mindie_format_saver on its own: file names (one weight file; shards refused), deq_scale always float32, side
+files, types it cannot write refused with a pointer to ascendv1_saver (docs/formats.md)."""
 
 from __future__ import annotations
 

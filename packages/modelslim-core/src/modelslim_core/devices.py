@@ -3,7 +3,8 @@
 Grammar: `cpu`, `cuda`, `npu`, optionally followed by `:` and comma-separated indices (`npu:0,1,2,3`,
 `cuda:1`, `cpu:0,1`). Several indices mean data-parallel layer-wise quantization. Without `--device`, an
 NPU is used when torch_npu and a device are present, else CUDA when present, else the CPU.
-torch_npu is imported only when an NPU is asked for or torch_npu is installed.
+torch_npu is imported only when an NPU is asked for or torch_npu is installed (never by `import torch`
+itself in the CLI), and a torch_npu that cannot load breaks only runs that asked for an NPU.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
+import sys
 
 import torch
 
+from modelslim_core.devices_env import BACKEND_AUTOLOAD_ENV
 from modelslim_core.errors import DeviceError, UsageError
 from modelslim_core.runtime.context import DeviceSpec
 
@@ -43,18 +47,39 @@ def parse_device(text: str) -> DeviceSpec:
     return DeviceSpec(kind, indices)
 
 
-def _npu_available() -> bool:
+def load_npu_backend(requested: bool) -> bool:
+    """Import torch_npu if installed; False when it is absent (or broken and no NPU was asked for).
+
+    A torch_npu that cannot load (no CANN driver, wrong version) is an error naming the cause only when the
+    user asked for an NPU; while merely probing for a default device it is a warning and the NPU is skipped."""
     if importlib.util.find_spec("torch_npu") is None:
         return False
-    importlib.import_module("torch_npu")
-    return bool(torch.npu.is_available())  # type: ignore[attr-defined]  # added by torch_npu
+    try:
+        importlib.import_module("torch_npu")
+    except Exception as exc:  # noqa: BLE001 - any failure inside a vendor extension means "no usable NPU"
+        reason = f"{type(exc).__name__}: {exc}".strip()
+        if requested:
+            raise DeviceError(
+                f"--device npu: torch_npu is installed but cannot be loaded ({reason}).",
+                "install the Ascend CANN toolkit and driver and `source set_env.sh` from it, "
+                "or use --device cpu / cuda.",
+            ) from None
+        logger.warning("torch_npu is installed but cannot be loaded (%s); NPUs are ignored.", reason)
+        sys.modules["torch_npu"] = None  # type: ignore[assignment]  # "not installed" for transformers' probes too
+        return False
+    os.environ[BACKEND_AUTOLOAD_ENV] = "1"
+    return True
 
 
-def _device_count(kind: str) -> int:
+def _npu_available(requested: bool = False) -> bool:
+    return load_npu_backend(requested) and bool(torch.npu.is_available())  # type: ignore[attr-defined]
+
+
+def _device_count(kind: str, requested: bool = False) -> int:
     if kind == "cuda":
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
     if kind == "npu":
-        return torch.npu.device_count() if _npu_available() else 0  # type: ignore[attr-defined]
+        return torch.npu.device_count() if _npu_available(requested) else 0  # type: ignore[attr-defined]
     return 0
 
 
@@ -62,7 +87,7 @@ def check_available(device: DeviceSpec) -> DeviceSpec:
     """Raise DeviceError when an explicitly requested accelerator (or index) is not there."""
     if device.type == "cpu":
         return device
-    count = _device_count(device.type)
+    count = _device_count(device.type, requested=True)
     if count == 0:
         hint = "install the `npu` extra and the Ascend driver" if device.type == "npu" else "check the CUDA driver"
         raise DeviceError(f"--device {device}: no {device.type.upper()} device is available on this machine.",
@@ -83,8 +108,12 @@ def default_device() -> DeviceSpec:
 
 
 def resolve_device(text: str | None) -> DeviceSpec:
+    requested = parse_device(text) if text is not None else None
+    if requested is None or requested.type != "npu":
+        # transformers imports torch_npu whenever it is installed: a broken one must be found (and hidden) here
+        load_npu_backend(requested=False)
     if text is None:
         device = default_device()
         logger.info("No --device given: using %s.", device)
         return device
-    return check_available(parse_device(text))
+    return check_available(requested)

@@ -7,6 +7,7 @@ import-time side effects. Lookups are lazy and cached per group.
 
 from __future__ import annotations
 
+import difflib
 import functools
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -67,8 +68,9 @@ def load(group: str, name: str) -> Any:
                 f"{kind} {name!r} is provided by an optional package that is not installed or not yet available.",
                 f"install {provider}, or use one of: {', '.join(names(group)) or 'none'}.",
             )
+        close = difflib.get_close_matches(str(name), names(group), n=1, cutoff=0.6)
         raise PluginError(
-            f"unknown {kind} {name!r}.",
+            f"unknown {kind} {name!r}" + (f" (did you mean {close[0]!r}?)." if close else "."),
             f"known {kind}s: {', '.join(names(group)) or 'none'}.",
         )
     try:

@@ -29,6 +29,7 @@ from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.distributed import rank_and_world
 from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.runner import Stage
+from modelslim_core.runtime.selection_check import check_layer_selections
 from modelslim_core.runtime.saver import Saver
 from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
@@ -145,6 +146,7 @@ class UnitPipeline:
         checkpointed = False
         try:
             units = self.adapter.units(model)
+            check_layer_selections(self.adapter, units, stage.processors)
             start, inputs = self._start(model, units, stage, processors, savers)
             log_memory_plan(model, units, self.context.compute_dtype, nested_tensor_bytes(inputs or []),
                             isinstance(self.placement, LayerWisePlacement))

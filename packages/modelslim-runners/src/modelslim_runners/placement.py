@@ -92,7 +92,7 @@ class LayerWisePlacement(Placement):
         source = SourceWeights(adapter.model_path)
         if source.available:
             model = adapter.build_skeleton(dtype)
-            lazy = LazyWeights(source, tied_aliases(model), dtype)
+            lazy = LazyWeights(source, tied_aliases(model), dtype, getattr(adapter, "saved_tensor_name", None))
             missing = lazy.missing([n for n, _ in model.named_parameters(remove_duplicate=False)])
             if not missing:
                 self.lazy = lazy

@@ -1,4 +1,4 @@
-"""`ascendv1_saver`: the checkpoint layout vLLM-Ascend and MindIE load (shared/spec/format-and-runners.md §1).
+"""`ascendv1_saver`: the checkpoint layout vLLM-Ascend and MindIE load (docs/formats.md).
 
 Output: `quant_model_weights.safetensors` (or `-0000i-of-0000N` shards plus an index when part_file_size
 > 0), the model's side files, config.json without `quantization_config`, and — written last, atomically —

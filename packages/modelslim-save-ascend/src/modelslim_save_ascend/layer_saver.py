@@ -146,7 +146,7 @@ class LayerTreeSaver(Saver, ABC):
             for suffix, tensor, tag in exports.tensors:
                 self._write(f"{prefix}.{suffix}", tensor.detach().contiguous(), tag)
             for suffix, value in exports.entries.items():
-                self.description.tag(f"{prefix}.{suffix}", value)
+                self.description.tag(self._saved_name(f"{prefix}.{suffix}"), value)
             self.description.globals.update(exports.globals)
 
     def save_unit(self, unit: Unit) -> None:

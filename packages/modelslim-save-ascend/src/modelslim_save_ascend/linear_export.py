@@ -1,4 +1,4 @@
-"""The tensors each quantized linear contributes to an ascendv1 checkpoint (shared/spec/format-and-runners.md §1.5–1.6).
+"""The tensors each quantized linear contributes to an ascendv1 checkpoint (docs/formats.md).
 
 One function per export tag; each returns `(suffix, tensor, tag)` triples in the order they are written.
 Names, dtypes and shapes here are the wire format vLLM-Ascend loads, so they never change silently.
@@ -157,6 +157,14 @@ def _mxfp4_weight_exporter(tag: str) -> Exporter:
     return export
 
 
+def export_w4a4_mxfp4_dualscale(name: str, layer: QuantizedLinear, dtypes: ExportDtypes) -> Exported:
+    """Packed FP4 codes and E8M0 exponents of W / S, and the float32 outer scale S `[out, in/dual, 1]`."""
+    weight = layer.qweight
+    tensors = {"weight": pack_fp4(fp4_codes(weight.elements.float())), "weight_scale": weight.exponents,
+               "weight_dual_scale": weight.dual_scale.float().unsqueeze(-1).contiguous()}
+    return _tagged("W4A4_MXFP4_DUALSCALE", tensors) + _float_bias(layer, dtypes)
+
+
 EXPORTERS: dict[str, Exporter] = {
     "W8A8": export_w8a8,
     "W8A8_MIX": export_w8a8_mix,
@@ -170,4 +178,5 @@ EXPORTERS: dict[str, Exporter] = {
     "W8A8_MXFP8": export_w8a8_mxfp8,
     "W4A8_MXFP": _mxfp4_weight_exporter("W4A8_MXFP"),
     "W4A4_MXFP4": _mxfp4_weight_exporter("W4A4_MXFP4"),
+    "W4A4_MXFP4_DUALSCALE": export_w4a4_mxfp4_dualscale,
 }

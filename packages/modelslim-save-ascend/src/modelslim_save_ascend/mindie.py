@@ -1,4 +1,4 @@
-"""`mindie_format_saver`: the layout MindIE-SD loads for diffusion transformers (shared/spec/format-and-runners.md §2).
+"""`mindie_format_saver`: the layout MindIE-SD loads for diffusion transformers (docs/formats.md).
 
 Output, for a model whose quantized layers make it `<type>` (e.g. W8A8_DYNAMIC):
 - `part_file_size: 0`: `quant_model_weight_<type lower>.safetensors`; otherwise shards
@@ -58,13 +58,13 @@ class MindieFormatSaverConfig(ShardedSaverConfig):
 class MindieFormatSaver(LayerTreeSaver):
     config_class = MindieFormatSaverConfig
     config: MindieFormatSaverConfig
-    writes = frozenset({"W8A8", "W8A8_DYNAMIC"})
+    writes = frozenset({"W8A8", "W8A8_DYNAMIC", "W8A8_MXFP8", "W4A4_MXFP4", "W4A4_MXFP4_DUALSCALE", "FLOAT"})
     writes_per_group = False  # the description has no group_size (the reference refuses per-group dynamic too)
     weights_prefix = WEIGHTS_PREFIX
     description_pattern = f"{DESCRIPTION_STEM}*.json"
     unsupported_hint = (
         "save this model with ascendv1_saver, which writes W8A16 too, "
-        "or quantize these layers as W8A8 or W8A8_DYNAMIC for MindIE-SD."
+        "or quantize these layers as W8A8, W8A8_DYNAMIC, W8A8_MXFP8, W4A4_MXFP4 or W4A4_MXFP4_DUALSCALE for MindIE-SD."
     )
 
     def __init__(self, config: MindieFormatSaverConfig, context):

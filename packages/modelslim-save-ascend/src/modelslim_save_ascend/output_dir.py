@@ -18,6 +18,10 @@ from modelslim_core.io.permissions import secure
 
 logger = logging.getLogger(__name__)
 
+#: What `msmodelslim eval` writes beside a checkpoint; it describes that checkpoint only, so it goes with it.
+EVAL_REPORT_NAME = "eval_report.json"
+EVAL_PLOT_NAME = "eval_layer_error.png"
+
 #: Model files copied next to the weights (tokenizer, configs, chat templates, remote code).
 SIDE_FILE_SUFFIXES = (".json", ".py", ".txt", ".jinja", ".model", ".tiktoken")
 
@@ -38,8 +42,9 @@ def clear_previous_output(save_path: Path, weights_prefix: str, description_patt
     for description in save_path.glob(description_pattern):  # first: the output stops looking complete
         description.unlink()
     for stale in (*save_path.glob(f"{weights_prefix}*.safetensors"), *save_path.glob(f".{weights_prefix}*.partial")):
-        stale.unlink()
-    (save_path / f"{weights_prefix}.safetensors.index.json").unlink(missing_ok=True)
+        stale.unlink(missing_ok=True)
+    for name in (f"{weights_prefix}.safetensors.index.json", EVAL_REPORT_NAME, EVAL_PLOT_NAME):
+        (save_path / name).unlink(missing_ok=True)
 
 
 def copy_side_files(

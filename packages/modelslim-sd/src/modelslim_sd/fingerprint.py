@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from modelslim_sd.adapter import DiffusionAdapter
+from modelslim_sd.adapter import Denoiser, DiffusionAdapter
 
 #: Bumped when the meaning of the recorded data changes, so older files are captured again.
 CAPTURE_VERSION = 1
@@ -69,10 +69,13 @@ class Fingerprint:
         return changed
 
 
-def calibration_fingerprint(adapter: DiffusionAdapter, config: Any, dtype: torch.dtype) -> Fingerprint:
+def calibration_fingerprint(
+    adapter: DiffusionAdapter, config: Any, dtype: torch.dtype, denoiser: Denoiser
+) -> Fingerprint:
     settings = {
         **adapter.capture_settings(config),
         "adapter": adapter.family,
+        "denoiser": denoiser.component,
         "dtype": str(dtype).removeprefix("torch."),
         "capture_version": CAPTURE_VERSION,
     }

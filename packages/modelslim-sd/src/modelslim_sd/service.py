@@ -16,10 +16,9 @@ from typing import Any, cast
 from modelslim_core import registry
 from modelslim_core.errors import ConfigError
 from modelslim_core.protocol.spec import processor_class
-from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.service.base import QuantRequest, QuantService
-from modelslim_core.service.modelslim_v1 import compute_dtype_for
+from modelslim_core.service.run_context import build_run_context, compute_dtype_for
 from modelslim_sd.adapter import DiffusionAdapter
 from modelslim_sd.calibration import obtain_calibration
 from modelslim_sd.spec import SdSpec, parse_sd_spec
@@ -85,22 +84,18 @@ class MultimodalSdService(QuantService):
         device = request.device
         if device.indices and len(device.indices) > 1:
             logger.warning("%s runs on one device; using %s of %s.", self.apiversion, device.torch_device, device)
-        context = RunContext(
-            adapter=request.adapter,
-            model_path=request.model_path,
-            save_path=request.save_path,
-            device=device,
-            compute_dtype=compute_dtype_for(device.type, request.adapter.source_dtype),
-            recorder=request.new_recorder(),
-            config_digest=request.config_digest,
-        )
-        samples = None
+        adapter = cast(DiffusionAdapter, request.adapter)
+        compute_dtype = compute_dtype_for(device.type, adapter.source_dtype)
+        calibration: dict[str, Any] = {}
         if plan.needs_data:
-            samples = obtain_calibration(
-                request.adapter, plan.inference, plan.dump_dir, device.torch_device, context.compute_dtype
-            )
+            calibration = obtain_calibration(adapter, plan.inference, plan.dump_dir, device.torch_device, compute_dtype)
         else:
             logger.info("No processor needs calibration data: the float pipeline is not run and nothing is dumped.")
-        logger.info("Runner: %s; compute dtype: %s; device: %s.", RUNNER, context.compute_dtype, device.torch_device)
-        stage = Stage("main", spec.process, spec.save, samples=samples)
-        registry.load(registry.RUNNERS, RUNNER)(context).run([stage])
+        for denoiser in adapter.denoisers():
+            bound = adapter.for_denoiser(denoiser)
+            save_path = request.save_path / denoiser.expert if denoiser.expert else request.save_path
+            context = build_run_context(request, device, resumable=False, adapter=bound, save_path=save_path)
+            logger.info("Quantizing %s (%s) into %s; runner %s, compute dtype %s, device %s.", denoiser.component,
+                        denoiser.label, save_path, RUNNER, context.compute_dtype, device.torch_device)
+            stage = Stage("main", spec.process, spec.save, samples=calibration.get(denoiser.component))
+            registry.load(registry.RUNNERS, RUNNER)(context).run([stage])

@@ -4,8 +4,8 @@ Fields: `runner` (only layer_wise runs; any other registered runner is accepted 
 `save`, and `multimodal_sd_config` with `dump_config` and the model's inference settings under
 `model_config` or its alias `inference_config` (not both). The inference settings belong to the model
 adapter, so they are kept raw here and validated against the adapter before any work starts.
-`prior` may only be empty and `dataset` is refused: calibration data comes from running the model's own
-pipeline on the configured prompts, never from a text set.
+`prior` may only be empty. `dataset` is accepted with a warning and not read (as in the reference tool for
+these pipelines): calibration data comes from running the model's own pipeline on the configured prompts.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from modelslim_core.errors import ConfigError
 from modelslim_core.protocol.spec import check_savers_can_write, parse_processor_list, parse_saver_list
-from modelslim_core.protocol.validation import StrictModel, describe_fields, validate
+from modelslim_core.protocol.validation import StrictModel, describe_fields, suggestion, validate
 from modelslim_core.runtime.processor import ProcessorConfig
 from modelslim_core.runtime.saver import SaverConfig
 from modelslim_core.service.modelslim_v1 import known_runner
@@ -35,11 +35,13 @@ class DumpConfig(StrictModel):
 
 
 class _SpecFields(StrictModel):
+    ignored_keys = {"dataset": "the calibration data of a diffusion pipeline comes from running it on the prompts in "
+                               "multimodal_sd_config.model_config, not from a dataset file"}
+
     runner: str = "layer_wise"
     prior: list[Any] = Field(default_factory=list)
     process: list[Any] = Field(default_factory=list)
-    save: list[Any]
-    dataset: str | None = None
+    save: list[Any] | None = None  # omitted: the default saver (protocol/spec.py)
     multimodal_sd_config: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("runner")
@@ -52,13 +54,6 @@ class _SpecFields(StrictModel):
     def _no_prior(cls, value: list[Any]) -> list[Any]:
         if value:
             raise ValueError("prior stages are not supported by multimodal_sd_modelslim_v1; leave the list empty")
-        return value
-
-    @field_validator("dataset")
-    @classmethod
-    def _no_dataset(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError("a text dataset is not used; the calibration prompts go in model_config.prompt")
         return value
 
 
@@ -102,7 +97,7 @@ def parse_sd_spec(spec: Any, path: str) -> SdSpec:
     unknown = [key for key in fields.multimodal_sd_config if key not in SD_CONFIG_KEYS]
     if unknown:
         raise ConfigError(
-            f"{sd_path}: unknown field(s) {', '.join(map(repr, unknown))}.",
+            f"{sd_path}: unknown field(s) {', '.join(map(repr, unknown))}{suggestion(unknown[0], SD_CONFIG_KEYS)}.",
             f"valid fields: {', '.join(SD_CONFIG_KEYS)}.",
         )
     dump_path = f"{sd_path}.dump_config"
@@ -112,6 +107,6 @@ def parse_sd_spec(spec: Any, path: str) -> SdSpec:
     )
     inference, inference_path = _inference_settings(fields.multimodal_sd_config, sd_path)
     process = parse_processor_list(fields.process, f"{path}.process")
-    save = parse_saver_list(fields.save, f"{path}.save")
+    save = parse_saver_list(fields.save, f"{path}.save", process)
     check_savers_can_write(process, save, path)
     return SdSpec(fields.runner, process, save, dump, inference, inference_path)

@@ -16,10 +16,9 @@ import torch
 
 from modelslim_core.errors import ConfigError
 from modelslim_core.protocol.spec import processor_class
-from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.service.base import QuantRequest, QuantService
-from modelslim_core.service.modelslim_v1 import compute_dtype_for
+from modelslim_core.service.run_context import build_run_context
 from modelslim_vlm.dataset import load_vlm_dataset
 from modelslim_vlm.dataset.media import decode_sample
 from modelslim_vlm.models.base import VlmAdapter
@@ -69,13 +68,7 @@ class MultimodalVlmService(QuantService):
         samples = self.calibration_inputs(spec, adapter) if needs_data else None
         if not needs_data:
             logger.info("No processor needs calibration data: the dataset is not read and no forward is run.")
-        context = RunContext(
-            adapter=adapter,
-            model_path=request.model_path,
-            save_path=request.save_path,
-            device=request.device,
-            compute_dtype=compute_dtype_for(request.device.type, adapter.source_dtype),
-        )
+        context = build_run_context(request, resumable=False)  # towers and recapture are not resumable
         logger.info("Runner: %s; compute dtype: %s; device: %s.", RUNNER, context.compute_dtype,
                     request.device.torch_device)
         stage = Stage("main", spec.process, spec.save, samples=samples)

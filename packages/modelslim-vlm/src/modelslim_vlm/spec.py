@@ -29,7 +29,7 @@ class _SpecFields(StrictModel):
     runner: str = RUNNER
     prior: list[Any] = Field(default_factory=list)
     process: list[Any] = Field(default_factory=list)
-    save: list[Any]
+    save: list[Any] | None = None  # omitted: the default saver (protocol/spec.py)
     dataset: str = DEFAULT_DATASET
     default_text: str = DEFAULT_TEXT
 
@@ -74,6 +74,6 @@ _SPEC_HINT = (
 def parse_vlm_spec(spec: Any, path: str) -> VlmSpec:
     fields = validate(_SpecFields, spec, path, hint=_SPEC_HINT)
     process = parse_processor_list(fields.process, f"{path}.process")
-    save = parse_saver_list(fields.save, f"{path}.save")
+    save = parse_saver_list(fields.save, f"{path}.save", process)
     check_savers_can_write(process, save, path)
     return VlmSpec(fields.runner, process, save, fields.dataset, fields.default_text)

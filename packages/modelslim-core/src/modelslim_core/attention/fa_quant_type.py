@@ -1,4 +1,4 @@
-"""The per-attention `quant_type` string of FA3 checkpoints (shared/spec/format-and-runners.md §1.5).
+"""The per-attention `quant_type` string of FA3 checkpoints (docs/formats.md).
 
 Each branch (Q, K, V, and P in the reference) has a (dtype name, static|dynamic) setting. Branches with the
 same setting form a group, in Q, K, V, P order; a group's text is `<letters>_<DTYPE>` plus `_DYNAMIC` when
@@ -11,8 +11,8 @@ from __future__ import annotations
 from modelslim_core.errors import CheckpointError
 
 BRANCH_ORDER = "QKVP"
-DTYPE_NAMES = {"int8": "INT8", "fp8_e4m3": "FP8"}
-_DTYPES_BY_NAME = {name: dtype for dtype, name in DTYPE_NAMES.items()} | {"MXFP4": "mxfp4"}
+DTYPE_NAMES = {"int8": "INT8", "fp8_e4m3": "FP8", "mxfp8": "MXFP8", "mxfp4": "MXFP4"}
+_DTYPES_BY_NAME = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 
 Setting = tuple[str, bool]  # (qconfig dtype, dynamic)
 

@@ -1,5 +1,5 @@
 """KV smoothing math: per-channel factors from the observed key range, folded into the Q and K producers so
-that Q·Kᵀ is unchanged while K's channels become flat (shared/spec/algorithms.md §3.7, kv_smooth).
+that Q·Kᵀ is unchanged while K's channels become flat (docs/algorithms.md, "KV smoothing").
 
 RoPE rotates channel d together with channel d + D/2 (rotate-half layout), so both get the same factor
 (the larger of their two maxima) and the rotation commutes with the scaling. K is divided and Q multiplied

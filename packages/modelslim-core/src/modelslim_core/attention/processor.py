@@ -17,7 +17,7 @@ from typing import ClassVar
 from modelslim_core.attention.sites import AttentionSite
 from modelslim_core.attention.taps import Tap, add_tap, remove_tap
 from modelslim_core.errors import DatasetError
-from modelslim_core.runtime.matching import NameFilter
+from modelslim_core.runtime.matching import NameFilter, adapter_aliases
 from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.unit import Unit
 
@@ -46,7 +46,7 @@ class AttentionProcessor(Processor, ABC):
         return True
 
     def name_filter(self) -> NameFilter:
-        return NameFilter(self.config.include or ["*"], self.config.exclude)
+        return NameFilter(self.config.include or ["*"], self.config.exclude, adapter_aliases(self.context))
 
     @property
     def tap_key(self) -> str:

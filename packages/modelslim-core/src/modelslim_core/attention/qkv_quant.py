@@ -14,6 +14,7 @@ import torch
 
 from modelslim_core.quant.fp8 import FP8_MAX, fake_quantize_per_token_fp8, fp8_scale
 from modelslim_core.quant.int_affine import compute_qparams, fake_quantize, fake_quantize_per_token_sym
+from modelslim_core.quant.mx import MX_FORMATS, mx_fake_quantize
 
 
 @dataclass
@@ -56,8 +57,14 @@ def fake_quantize_states(states: torch.Tensor, params: StateParams) -> torch.Ten
     return (values.float() * scale).to(states.dtype)
 
 
-def fake_quantize_states_per_token(states: torch.Tensor, dtype: str) -> torch.Tensor:
-    """Dynamic symmetric quantization per token of each head (over head_dim), as a serving kernel does it."""
+def fake_quantize_states_per_token(states: torch.Tensor, dtype: str, letter: str = "Q") -> torch.Tensor:
+    """Dynamic quantization of `[B, H, S, D]` states as a serving kernel does it: int8/fp8 symmetric per token
+    of each head (over head_dim); MX per block of 32 along head_dim for Q and K and along the sequence for V
+    (the value operand of the P·V product is blocked along its reduction axis)."""
+    if dtype in MX_FORMATS:
+        if letter == "V":
+            return mx_fake_quantize(states.transpose(-1, -2), MX_FORMATS[dtype]).transpose(-1, -2)
+        return mx_fake_quantize(states, MX_FORMATS[dtype])
     if dtype == "int8":
         return fake_quantize_per_token_sym(states, 8)
     return fake_quantize_per_token_fp8(states)
@@ -83,7 +90,9 @@ def fa_tap(branches: FABranches):
         if letter not in branches:
             return states
         dtype, params = branches[letter]
-        return fake_quantize_states_per_token(states, dtype) if params is None else fake_quantize_states(states, params)
+        if params is None:
+            return fake_quantize_states_per_token(states, dtype, letter)
+        return fake_quantize_states(states, params)
 
     def quantize_inputs(query, key, value):
         return quantize("Q", query), quantize("K", key), quantize("V", value)

@@ -10,6 +10,7 @@ module sharing a config has a tap, that config's attention implementation is swi
 wrapper of the same implementation (`modelslim_tap:<impl>`, with the same mask function), which runs the
 module's taps in attachment order and then the original kernel. Modules without taps are unaffected, and the
 switch is undone when the last tap of that config is removed. Nothing in transformers is edited.
+Diffusers attention modules are tapped at their kernel call instead (`diffusers_taps.py`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from modelslim_core.attention.diffusers_taps import TAPS_ATTR, add_diffusers_tap, is_diffusers_attention, remove_diffusers_tap
 from modelslim_core.errors import ModelError
 
 Tap = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
-TAPS_ATTR = "_modelslim_attention_taps"
 PREFIX = "modelslim_tap:"
 
 #: id(config) -> [weak reference to the config, original implementation, number of tapped modules using it].
@@ -89,6 +90,9 @@ def _config_of(module: nn.Module) -> Any:
 
 def add_tap(module: nn.Module, key: str, tap: Tap) -> None:
     """Attach `tap` to `module` under `key` (replacing an earlier tap with the same key)."""
+    if is_diffusers_attention(module):
+        add_diffusers_tap(module, key, tap)
+        return
     taps: dict[str, Tap] = module.__dict__.setdefault(TAPS_ATTR, {})
     first = key not in taps
     taps[key] = tap
@@ -107,6 +111,9 @@ def add_tap(module: nn.Module, key: str, tap: Tap) -> None:
 
 def remove_tap(module: nn.Module, key: str) -> None:
     """Detach the tap `key` from `module`; restores the original kernel when no tapped module is left."""
+    if is_diffusers_attention(module):
+        remove_diffusers_tap(module, key)
+        return
     taps: dict[str, Tap] = module.__dict__.get(TAPS_ATTR, {})
     if taps.pop(key, None) is None:
         return

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modelslim_core import registry
+from modelslim_core.calib.reference_sets import reference_set_error
 from modelslim_core.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ def resolve_dataset(name: str) -> Path:
     for root in searched:
         if (root / name).is_file():
             return root / name
+    reference = reference_set_error(name)
+    if reference is not None:
+        raise reference
     available = sorted({p.name for root in searched for p in root.iterdir() if p.suffix in (".jsonl", ".json")})
     raise DatasetError(
         f"dataset {name!r} was not found (as a path, or in {', '.join(map(str, searched)) or 'no calibration directory'}).",

@@ -134,8 +134,11 @@ class _Shard:
         self.data_path = data_path
         self._entries: list[_Entry] = list(entries or [])
         self.nbytes = sum(entry.nbytes for entry in self._entries)
+        # The payload is read back through this same handle when the shard is assembled: reopening it by
+        # name gave a window in which anything that removed the hidden file (a second run clearing the same
+        # save_path) turned a finished run into "No such file or directory" at save time.
         if entries is None:
-            self._data: BinaryIO = data_path.open("wb")
+            self._data: BinaryIO = data_path.open("w+b")
         else:  # resuming: drop whatever a killed run appended after its last snapshot
             self._data = data_path.open("r+b")
             self._data.truncate(self.nbytes)
@@ -157,15 +160,15 @@ class _Shard:
 
     def assemble(self, target: Path) -> None:
         """Write the finished file to `target`, laid out in the reference order, and drop the payload file."""
-        self._data.close()
         entries = sorted(self._entries, key=lambda entry: (_DTYPE_RANK[entry.dtype], entry.name))
         header = _header(entries)
-        with self.data_path.open("rb") as src, target.open("wb") as dst:
+        self._data.flush()
+        with self._data as src, target.open("wb") as dst:
             dst.write(struct.pack("<Q", len(header)))
             dst.write(header)
             for entry in entries:
                 _copy_range(src, dst, entry.offset, entry.nbytes)
-        self.data_path.unlink()
+        self.data_path.unlink(missing_ok=True)
 
     def discard(self) -> None:
         self._data.close()

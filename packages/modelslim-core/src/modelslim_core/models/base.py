@@ -7,8 +7,10 @@ the inputs of the first unit so units can be calibrated one at a time. Families 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,7 +18,9 @@ import torch
 from torch import nn
 
 from modelslim_core.errors import ModelError
+from modelslim_core.models.checkpoint_names import CheckpointNames
 from modelslim_core.models.subgraphs import DENSE_DECODER_SUBGRAPHS, Subgraph, SubgraphPattern, attention_heads, resolve_subgraphs
+from modelslim_core.models.tokenizer_files import check_tokenizer_files
 from modelslim_core.runtime.unit import LinearSite, Unit, UnitInput, module_linear_sites
 
 if TYPE_CHECKING:
@@ -99,7 +103,12 @@ class ModelAdapter:
         self._tokenizer = None
 
     def read_model_config(self) -> dict[str, Any]:
-        """The configuration of the network being quantized; raises ModelError when the directory lacks it."""
+        """The configuration of the network being quantized; raises ModelError when the directory lacks it
+        (naming the pipeline and the supported model types when it is a diffusers pipeline instead)."""
+        if not (self.model_path / "config.json").is_file() and (self.model_path / "model_index.json").is_file():
+            from modelslim_core.models.unsupported_pipeline import unsupported_pipeline_error
+
+            raise unsupported_pipeline_error(self.model_type, self.model_path)
         return read_config_json(self.model_path)
 
     # --- identity -----------------------------------------------------------------------------------------
@@ -125,6 +134,8 @@ class ModelAdapter:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
+            check_tokenizer_files(self.model_path)
+
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(
                     self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
@@ -146,8 +157,12 @@ class ModelAdapter:
     def load_model(self, dtype: torch.dtype) -> nn.Module:
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # our own per-layer progress is the one users watch
+        from modelslim_core.models.weights import SourceWeights
 
+        hf_logging.disable_progress_bar()  # our own per-layer progress is the one users watch
+        source = SourceWeights(self.model_path)
+        if source.quantized:
+            return self.load_dequantized(source, dtype)
         try:
             model = self.model_class().from_pretrained(
                 self.model_path,
@@ -165,6 +180,28 @@ class ModelAdapter:
         model.requires_grad_(False)
         if getattr(model.config, "use_cache", None):
             model.config.use_cache = False
+        return model
+
+    def load_dequantized(self, source: Any, dtype: torch.dtype) -> nn.Module:
+        """The whole model from a checkpoint published quantized (FP8 blocks, packed INT4), read tensor by tensor.
+
+        transformers' own readers for these formats want a GPU or an extra package and may keep the weights
+        quantized; we build the skeleton and fill it through `SourceWeights`, which dequantizes each tensor as it
+        is read, so peak memory is the float model plus one tensor's working copy.
+        """
+        from modelslim_core.models.weights import LazyWeights, tied_aliases
+
+        logger.info("The source checkpoint in %s stores linears quantized; they are dequantized to %s as they are "
+                    "read.", self.model_path, dtype)
+        model = self.build_skeleton(dtype)
+        lazy = LazyWeights(source, tied_aliases(model), dtype, self.saved_tensor_name)
+        missing = lazy.missing([name for name, _ in model.named_parameters(remove_duplicate=False)])
+        if missing:
+            raise ModelError(f"parameter {missing[0]} (and {len(missing) - 1} more) is not in the checkpoint files of "
+                             f"{str(self.model_path)!r}.", "the checkpoint does not match config.json; check the model directory.")
+        lazy.materialize(model)
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
         return model
 
     def build_skeleton(self, dtype: torch.dtype) -> nn.Module:
@@ -187,13 +224,25 @@ class ModelAdapter:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         return {name for name, module in model.named_modules() if head is not None and module is head}
 
+    @functools.cached_property
+    def checkpoint_names(self) -> CheckpointNames:
+        """transformers' load-time renames of this family, inverted (models/checkpoint_names.py)."""
+        return CheckpointNames.for_config(self.config_json)
+
     def saved_tensor_name(self, name: str) -> str:
         """The name a tensor of module path `name` has in the checkpoint format serving engines load.
 
-        The same as the module path for text LLMs; multimodal families whose transformers modules are nested
-        differently from their checkpoints on disk (and the Omni thinker's `thinker.` prefix) map it back.
+        The checkpoint's own name: the module path unless transformers renames the family on load (MiniMax-M2's
+        `block_sparse_moe`), in which case the rename is inverted; multimodal families whose transformers modules
+        are nested differently from their checkpoints on disk (and the Omni thinker's `thinker.` prefix) map it
+        back themselves.
         """
-        return name
+        return self.checkpoint_names.tensor_name(name)
+
+    def name_aliases(self, module_name: str) -> list[str]:
+        """Other names include/exclude patterns may use for a module: its name in the checkpoint on disk."""
+        saved = self.saved_tensor_name(f"{module_name}.weight").removesuffix(".weight")
+        return [saved] if saved != module_name else []
 
     # --- structure ----------------------------------------------------------------------------------------
     def units(self, model: nn.Module) -> list[Unit]:
@@ -212,8 +261,16 @@ class ModelAdapter:
             )
         return units
 
+    #: Linears that stay float whatever a practice includes (fnmatch patterns relative to a unit), e.g. MoE
+    #: routers written as nn.Linear: quantizing them changes which experts tokens reach. Saved as FLOAT.
+    float_linears: ClassVar[tuple[str, ...]] = ()
+
     def linear_sites(self, unit: Unit) -> list[LinearSite]:
-        return module_linear_sites(unit.module, unit.name)
+        sites = module_linear_sites(unit.module, unit.name)
+        if not self.float_linears:
+            return sites
+        start = len(unit.name) + 1
+        return [site for site in sites if not any(fnmatchcase(site.name[start:], p) for p in self.float_linears)]
 
     def attention_sites(self, unit: Unit) -> list["AttentionSite"]:
         """Attention modules of the unit with their head layout (KV-cache, FA3 and KV-smooth processors)."""

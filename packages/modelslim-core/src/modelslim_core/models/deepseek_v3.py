@@ -13,20 +13,13 @@ written, and the run says so, so a serving engine configured for MTP speculation
 
 from __future__ import annotations
 
-import logging
-
-import torch
-from torch import nn
-
 from modelslim_core.models.base import ModelAdapter
 from modelslim_core.models.moe import MoEAdapterMixin
-from modelslim_core.models.weights import SourceWeights
+from modelslim_core.models.mtp import MtpLayersMixin
 from modelslim_core.rotation.layout import DecoderRotationLayout
 
-logger = logging.getLogger(__name__)
 
-
-class DeepseekV3Adapter(MoEAdapterMixin, ModelAdapter):
+class DeepseekV3Adapter(MtpLayersMixin, MoEAdapterMixin, ModelAdapter):
     family = "deepseek_v3"
     model_types = (
         "DeepSeek-V3",
@@ -55,36 +48,6 @@ class DeepseekV3Adapter(MoEAdapterMixin, ModelAdapter):
         query = "self_attn.q_a_proj" if self.config_json.get("q_lora_rank") else "self_attn.q_proj"
         inputs = (query, "self_attn.kv_a_proj_with_mqa", *self.indexer_inputs)
         return DecoderRotationLayout(attn_inputs=inputs, value=None)
-
-    def mtp_keys(self) -> list[str]:
-        """Checkpoint keys of the MTP layer(s): layer indices at or beyond num_hidden_layers."""
-        layers = self.config_json.get("num_hidden_layers")
-        source = SourceWeights(self.model_path)
-        if not isinstance(layers, int) or not source.available:
-            return []
-        keys = []
-        for name in source.names():
-            parts = name.split(".")
-            if len(parts) > 3 and parts[:2] == ["model", "layers"] and parts[2].isdigit() and int(parts[2]) >= layers:
-                keys.append(name)
-        return keys
-
-    def _report_mtp(self) -> None:
-        keys = self.mtp_keys()
-        if keys:
-            logger.warning(
-                "The checkpoint holds %d tensors of the multi-token-prediction layer (e.g. %s); it is not part of the "
-                "model being quantized and is left out of the output (serve without MTP speculation).",
-                len(keys), keys[0],
-            )
-
-    def load_model(self, dtype: torch.dtype) -> nn.Module:
-        self._report_mtp()
-        return super().load_model(dtype)
-
-    def build_skeleton(self, dtype: torch.dtype) -> nn.Module:
-        self._report_mtp()
-        return super().build_skeleton(dtype)
 
 
 class DeepseekV32Adapter(DeepseekV3Adapter):

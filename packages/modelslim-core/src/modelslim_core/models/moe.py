@@ -55,12 +55,15 @@ class PerExpertMoE(nn.ModuleList):
     """Drop-in replacement of a fused transformers experts module: `forward(hidden, top_k_index, top_k_weights)`.
 
     `route_all_tokens`: None (default) routes all tokens through all experts exactly while some expert
-    observes its inputs; True/False force it on/off.
+    observes its inputs; True/False force it on/off. `identity_experts`: zero-computation experts the router
+    may pick after the real ones (LongCat-Flash: indices `len(self)` and up); a token routed there contributes
+    its own hidden state times the routing weight. They have no weights, so nothing quantizes or saves them.
     """
 
-    def __init__(self, experts: list[ExpertMLP]):
+    def __init__(self, experts: list[ExpertMLP], identity_experts: int = 0):
         super().__init__(experts)
         self.route_all_tokens: bool | None = None
+        self.identity_experts = identity_experts
         self.reset_routing_counts()
 
     @property
@@ -94,6 +97,10 @@ class PerExpertMoE(nn.ModuleList):
             else:
                 continue
             weighted = routed * top_k_weights[token, slot, None]
+            output.index_add_(0, token, weighted.to(output.dtype))
+        if self.identity_experts:
+            token, slot = torch.where(top_k_index >= len(self))
+            weighted = hidden_states[token] * top_k_weights[token, slot, None]
             output.index_add_(0, token, weighted.to(output.dtype))
         return output
 
@@ -137,7 +144,12 @@ def split_fused_experts(fused: nn.Module) -> PerExpertMoE:
     gate_up, down = fused.gate_up_proj, fused.down_proj
     if getattr(fused, "is_transposed", False):  # stored [E, in, out]
         gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
-    num_experts, double_inter, _ = gate_up.shape
+    # Experts with weights: down_proj's count. LongCat-Flash allocates gate_up rows for its zero-computation
+    # (identity) experts too, which the checkpoint does not store; those become `identity_experts`.
+    num_experts = down.shape[0]
+    total = getattr(fused, "total_experts", None)
+    identity = (total if isinstance(total, int) else gate_up.shape[0]) - num_experts
+    _, double_inter, _ = gate_up.shape
     inter = double_inter // 2
     interleaved = not getattr(fused, "is_concatenated", True)
     has_bias = getattr(fused, "has_bias", False)
@@ -153,7 +165,7 @@ def split_fused_experts(fused: nn.Module) -> PerExpertMoE:
             _linear(down[e], None if down_bias is None else down_bias[e]),
             fused.act_fn,
         ))
-    return PerExpertMoE(experts)
+    return PerExpertMoE(experts, identity_experts=max(identity, 0))
 
 
 def unfuse_experts(model: nn.Module) -> list[str]:
@@ -182,12 +194,13 @@ def promote_checkpoint_buffers(model: nn.Module, names: tuple[str, ...] = CHECKP
     put on `meta` as well so it is read from the checkpoint with its unit.
     """
     promoted: list[str] = []
+    # The whole model decides: LongCat's router holds the bias beside a child classifier, no own parameter.
+    skeleton = any(p.is_meta for p in model.parameters())
     for module_name, module in model.named_modules():
         for attr in names:
             buffer = module._buffers.get(attr)
             if buffer is None or attr in module._non_persistent_buffers_set:
                 continue
-            skeleton = any(p.is_meta for p in module.parameters(recurse=False))
             del module._buffers[attr]
             value = buffer.to("meta") if skeleton else buffer
             module._parameters[attr] = nn.Parameter(value, requires_grad=False)
@@ -232,7 +245,7 @@ class MoEAdapterMixin:
 
     def smoothing_subgraphs(self, unit) -> list:
         """The dense patterns (modules a layer lacks are skipped), the family's pairs, shared experts' up->down
-        and every routed expert's up->down (shared/spec/cli-and-practices.md §4.3)."""
+        and every routed expert's up->down (docs/algorithms.md, "Smoothing")."""
         from modelslim_core.models.subgraphs import SubgraphPattern, attention_heads, resolve_subgraphs
 
         pairs = list(self.family_smoothing_pairs) + [("up-down", "mlp.shared_experts.up_proj", ("mlp.shared_experts.down_proj",))]

@@ -1,12 +1,14 @@
-"""Qwen2 and Qwen2.5 dense models (and the DeepSeek-R1 distillations built on Qwen2.5)."""
+"""Qwen2 and Qwen2.5 dense models, and the releases built on the same architecture (config.json `qwen2`):
+Qwen1.5, QwQ-32B (Qwen2 practices) and the DeepSeek-R1 distillations of Qwen2.5."""
 
 from modelslim_core.models.base import ModelAdapter
 
 
 class Qwen2Adapter(ModelAdapter):
     family = "qwen2"
-    model_types = ("Qwen2-7B", "Qwen2-7B-Instruct", "Qwen2-72B", "Qwen2-72B-Instruct")
-    model_type_prefixes = ("Qwen2-",)
+    model_types = ("Qwen2-7B", "Qwen2-7B-Instruct", "Qwen2-72B", "Qwen2-72B-Instruct", "QwQ-32B", "Qwen-QwQ-32B",
+                   "Qwen1.5-110B")
+    model_type_prefixes = ("Qwen2-", "Qwen1.5-", "QwQ-", "Qwen-QwQ-")
     hf_model_types = ("qwen2",)
 
 

@@ -40,10 +40,20 @@ def adapter_class_for(model_type: str, hf_model_type: str | None) -> tuple[type[
     if prefixed:
         cls = max(prefixed, key=lambda item: item[0])[1]
         return cls, f"model type {model_type!r} belongs to the {cls.family} family"
-    for cls in classes.values():
+    # Several families can share an architecture (Kimi-K2 is DeepSeek-V3's): the one named after it goes first.
+    for cls in sorted(classes.values(), key=lambda c: c.family != hf_model_type):
         if hf_model_type and hf_model_type in cls.hf_model_types and cls.model_type_prefixes:
             return cls, f"config.json model_type {hf_model_type!r} is a {cls.family} architecture"
     return classes["default"], f"no family adapter matches {model_type!r}; using the generic adapter"
+
+
+def _directory_claim(model_path: Path) -> type[ModelAdapter] | None:
+    """An adapter that recognises the directory itself (e.g. any diffusers pipeline), for unmatched names."""
+    for cls in _adapter_classes().values():
+        claims = getattr(cls, "claims_directory", None)
+        if claims is not None and claims(model_path):
+            return cls
+    return None
 
 
 def create_adapter(model_type: str, model_path: Path, trust_remote_code: bool) -> ModelAdapter:
@@ -51,5 +61,8 @@ def create_adapter(model_type: str, model_path: Path, trust_remote_code: bool) -
     that the directory holds what it needs (config.json for LLMs, model_index.json for diffusers pipelines)."""
     hf_model_type = peek_model_type(model_path)
     cls, reason = adapter_class_for(model_type, hf_model_type)
+    claimed = _directory_claim(model_path) if cls.family == "default" else None
+    if claimed is not None:
+        cls, reason = claimed, f"{model_path} is a {claimed.family} directory that no family adapter claims"
     logger.info("Model adapter: %s (%s).", cls.family, reason)
     return cls(model_type, model_path, trust_remote_code)

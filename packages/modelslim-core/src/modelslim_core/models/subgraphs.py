@@ -4,7 +4,7 @@ Smoothing moves per-channel magnitude from activations into weights, so it needs
 (a norm, or a linear whose output rows can absorb a scale) and the linears that read the producer's output.
 Families declare these pairs as a mapping of names relative to one unit (`SubgraphPattern`); resolving
 the mapping against a unit gives `Subgraph`s with the live modules. A family with other module names adds
-a mapping, not code. Kinds follow shared/spec/algorithms.md §3.6: `norm-linear`, `linear-linear`, `ov`
+a mapping, not code. Kinds follow docs/algorithms.md, "Smoothing": `norm-linear`, `linear-linear`, `ov`
 (v_proj → o_proj, aware of grouped-query heads) and `up-down` (up_proj → down_proj).
 """
 

@@ -2,14 +2,17 @@
 
 The model skeleton is built with every parameter on the `meta` device (no memory); a unit's parameters are
 read from the model's own safetensors files (single file or sharded index) when the unit is processed and
-dropped again once it is saved.
+dropped again once it is saved. Checkpoints published quantized (FP8 blocks, packed INT4) are dequantized
+tensor by tensor as they are read (io/source_dequant.py), so both loading paths see float weights under the
+model's own names.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -17,16 +20,19 @@ from safetensors import safe_open
 from torch import nn
 
 from modelslim_core.errors import ModelError
+from modelslim_core.io.source_dequant import DequantizingReader, read_source_quantization
 
 INDEX_NAME = "model.safetensors.index.json"
 
 
 class SourceWeights:
-    """Name -> tensor access to a Hugging Face safetensors checkpoint."""
+    """Name -> tensor access to a Hugging Face safetensors checkpoint, quantized linears read as float."""
 
     def __init__(self, model_path: Path):
         self.model_path = Path(model_path)
         self._file_of = self._map_files()
+        self._reader = DequantizingReader(self._file_of, self._read_file_tensor, self._file_tensor_shape,
+                                          read_source_quantization(self.model_path))
 
     def _map_files(self) -> dict[str, Path]:
         index = self.model_path / INDEX_NAME
@@ -43,36 +49,46 @@ class SourceWeights:
     def available(self) -> bool:
         return bool(self._file_of)
 
+    @property
+    def quantized(self) -> bool:
+        """Whether the checkpoint stores some linears quantized (FP8 blocks, packed integers)."""
+        return self._reader.quantized
+
     def names(self) -> list[str]:
-        """Every tensor name of the checkpoint."""
-        return list(self._file_of)
+        """Every tensor name of the checkpoint, as the model names it (a quantized linear as `<linear>.weight`)."""
+        return self._reader.names()
 
     def __contains__(self, name: str) -> bool:
-        return name in self._file_of
+        return name in self._reader
 
     def read(self, name: str) -> torch.Tensor:
-        file = self._file_of.get(name)
-        if file is None:
+        if name not in self._reader:
             raise ModelError(f"tensor {name} is not in the checkpoint files of {str(self.model_path)!r}.",
                              "the checkpoint does not match config.json; check the model directory.")
-        with safe_open(file, framework="pt") as handle:
+        return self._reader.read(name)
+
+    def _read_file_tensor(self, name: str) -> torch.Tensor:
+        with safe_open(self._file_of[name], framework="pt") as handle:
             return handle.get_tensor(name)
 
-    def shape(self, name: str) -> tuple[int, ...]:
-        """A tensor's shape without reading it."""
+    def _file_tensor_shape(self, name: str) -> tuple[int, ...]:
         with safe_open(self._file_of[name], framework="pt") as handle:
             return tuple(handle.get_slice(name).get_shape())
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape without reading it (a quantized linear's float shape)."""
+        return self._reader.shape(name)
+
     def nbytes(self, names: list[str]) -> int:
-        """Bytes the named tensors take on disk (without reading them)."""
+        """Bytes the named tensors take once read (without reading them): on disk, or dequantized."""
         total = 0
         for name in names:
+            if self._reader.is_dequantized(name):
+                total += math.prod(self.shape(name)) * self._reader.dtype.itemsize
+                continue
             with safe_open(self._file_of[name], framework="pt") as handle:
                 sliced = handle.get_slice(name)
-                numel = 1
-                for dim in sliced.get_shape():
-                    numel *= dim
-                total += numel * _ELEMENT_BYTES.get(sliced.get_dtype(), 4)
+                total += math.prod(sliced.get_shape()) * _ELEMENT_BYTES.get(sliced.get_dtype(), 4)
         return total
 
 
@@ -108,29 +124,36 @@ def tied_aliases(model: nn.Module) -> dict[str, list[str]]:
 class LazyWeights:
     """Materialises and releases parts of a meta-device skeleton from the source checkpoint."""
 
-    def __init__(self, source: SourceWeights, aliases: dict[str, list[str]], dtype: torch.dtype):
+    def __init__(self, source: SourceWeights, aliases: dict[str, list[str]], dtype: torch.dtype,
+                 checkpoint_name: Callable[[str], str] | None = None):
         from modelslim_core.models.fused_expert_weights import FusedExpertTensors
 
         self.source = source
         self.aliases = aliases
         self.dtype = dtype
+        #: Module-path name -> the checkpoint's name, for families transformers renames on load.
+        self.checkpoint_name = checkpoint_name
         #: Tensors the checkpoint holds only inside others (per-expert weights of fused MoE checkpoints).
         self.derived = [FusedExpertTensors(source)]
 
+    def _candidates(self, name: str) -> list[str]:
+        names = self.aliases.get(name, [name])
+        return names + [self.checkpoint_name(n) for n in names] if self.checkpoint_name else names
+
     def key_for(self, name: str) -> str:
-        """The checkpoint key holding parameter `name` (itself, or a tied alias)."""
-        for candidate in self.aliases.get(name, [name]):
+        """The checkpoint key holding parameter `name` (itself, a tied alias, or their checkpoint names)."""
+        for candidate in self._candidates(name):
             if candidate in self.source:
                 return candidate
         raise ModelError(f"parameter {name} is not in the checkpoint files of {str(self.source.model_path)!r}.",
                          "the checkpoint does not match config.json; check the model directory.")
 
     def missing(self, names: list[str]) -> list[str]:
-        return [n for n in names if not any(c in self.source for c in self.aliases.get(n, [n]))
+        return [n for n in names if not any(c in self.source for c in self._candidates(n))
                 and not any(d.provides(n) for d in self.derived)]
 
     def read(self, name: str) -> torch.Tensor:
-        if not any(c in self.source for c in self.aliases.get(name, [name])):
+        if not any(c in self.source for c in self._candidates(name)):
             for derived in self.derived:
                 if derived.provides(name):
                     return derived.read(name)

@@ -17,6 +17,8 @@ from modelslim_core.practice.metadata import label_matches
 from modelslim_core.practice.quant_type import DEFAULT_QUANT_TYPE, parse_quant_type
 from modelslim_core.practice.verification import Verdict, verify
 
+#: The service of generation (diffusion) models, whose practices are never LLM ones.
+GENERATION_APIVERSION = "multimodal_sd_modelslim_v1"
 #: Pedigree whose practices serve any model, checked by label only.
 DEFAULT_PEDIGREE = "default"
 
@@ -47,6 +49,11 @@ class _Request:
     model_type: str
     requested: str | None
     tags: tuple[str, ...]
+    #: Config apiversions the model's services accept (None: any); a generation model never gets an LLM practice.
+    apiversions: tuple[str, ...] | None = None
+
+    def usable(self, practice: Practice) -> bool:
+        return self.apiversions is None or practice.data.get("apiversion") in self.apiversions
 
     @property
     def own_pedigree_is_default(self) -> bool:
@@ -59,7 +66,7 @@ def _search(request: _Request, quant_type: str) -> tuple[Practice, _Kind] | None
     if not request.own_pedigree_is_default:
         standby: Practice | None = None
         for practice in request.library.practices(request.pedigree):
-            if not label_matches(practice.metadata.label, wanted):
+            if not request.usable(practice) or not label_matches(practice.metadata.label, wanted):
                 continue
             verdict = verify(practice.metadata, request.model_type, list(request.tags))
             if verdict is Verdict.MATCH:
@@ -69,7 +76,7 @@ def _search(request: _Request, quant_type: str) -> tuple[Practice, _Kind] | None
         if standby is not None:
             return standby, _Kind.UNTAGGED
     for practice in request.library.practices(DEFAULT_PEDIGREE):
-        if label_matches(practice.metadata.label, wanted):
+        if request.usable(practice) and label_matches(practice.metadata.label, wanted):
             return practice, _Kind.DEFAULT
     return None
 
@@ -110,13 +117,22 @@ def _available(request: _Request, pedigree: str, model_type: str | None) -> str:
     names = {
         str(practice.metadata.label.quant_label)
         for practice in request.library.practices(pedigree)
-        if model_type is None or verify(practice.metadata, model_type, None) is Verdict.MATCH
+        if request.usable(practice)
+        and (model_type is None or verify(practice.metadata, model_type, None) is Verdict.MATCH)
     }
     return ", ".join(sorted(names)) or "none"
 
 
 def _unsupported(request: _Request, tried: list[str]) -> UnsupportedError:
     available = [f"in the default pedigree: {_available(request, DEFAULT_PEDIGREE, None)}"]
+    if request.apiversions is not None and GENERATION_APIVERSION in request.apiversions:
+        own = _available(request, request.pedigree, request.model_type)
+        return UnsupportedError(
+            f"no best practice for model type {request.model_type!r} (pedigree {request.pedigree!r}) with quant "
+            f"type {' or '.join(tried)}; it is a generation model, so the LLM practices do not apply to it.",
+            f"quant types with a practice for {request.model_type}: {own}; pass one of them with --quant_type, "
+            "or your own multimodal_sd_modelslim_v1 config with --config_path.",
+        )
     if not request.own_pedigree_is_default:
         own = _available(request, request.pedigree, request.model_type)
         available.insert(0, f"for model type {request.model_type} in pedigree {request.pedigree}: {own}")
@@ -134,14 +150,16 @@ def select_practice(
     model_type: str,
     quant_type: str | None = None,
     tags: list[str] | None = None,
+    apiversions: tuple[str, ...] | None = None,
 ) -> Selection:
     """Pick a practice by the six priorities; UnsupportedError when none applies.
 
+    Only practices whose apiversion is in `apiversions` (the model adapter's services) are considered.
     An invalid `quant_type` is a ConfigError. Without `quant_type` only w8a8 is tried (levels 1-3), and
     w8a8 is the only fallback for any other quant type (levels 4-6).
     """
     requested = str(parse_quant_type(quant_type)) if quant_type is not None else None
-    request = _Request(library, pedigree, model_type, requested, tuple(tags or ()))
+    request = _Request(library, pedigree, model_type, requested, tuple(tags or ()), apiversions)
     tried = [requested or DEFAULT_QUANT_TYPE]
     if tried[0] != DEFAULT_QUANT_TYPE:
         tried.append(DEFAULT_QUANT_TYPE)

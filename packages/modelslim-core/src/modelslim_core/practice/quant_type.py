@@ -10,27 +10,9 @@ import re
 from dataclasses import dataclass
 
 from modelslim_core.errors import ConfigError
+from modelslim_core.quant_types import DEFAULT_QUANT_TYPE, QUANT_TYPES
 
-#: Every quant type the tool accepts (naming `w<W>a<A>[c8|f4|f8][s]`): the reference's twelve plus w4a16,
-#: whose practice writes compressed-tensors (vLLM-Ascend loads no dense W4A16 from ascendv1).
-QUANT_TYPES: tuple[str, ...] = (
-    "w4a4",
-    "w4a8",
-    "w4a4c8",
-    "w4a4f8",
-    "w4a8c8",
-    "w4a16",
-    "w8a16",
-    "w8a8",
-    "w8a8s",
-    "w8a8c8",
-    "w8a8f8",
-    "w4a4f4",
-    "w16a16s",
-)
-
-#: Used when the user gives no quant type, and the fallback when the requested one has no practice.
-DEFAULT_QUANT_TYPE = "w8a8"
+__all__ = ["DEFAULT_QUANT_TYPE", "QUANT_TYPES", "QuantLabel", "parse_quant_type"]
 
 _GRAMMAR = re.compile(r"w(?P<w>\d+)a(?P<a>\d+)(?:(?P<kv>c8)|f(?P<fa>[48]))?(?P<sparse>s)?")
 

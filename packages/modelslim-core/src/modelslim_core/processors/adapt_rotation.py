@@ -23,7 +23,7 @@ from modelslim_core.processors.quarot import RotationFields, RotationProcessor, 
 from modelslim_core.protocol.validation import validate
 from modelslim_core.rotation.adapt import evenly_spaced_rows, optimize_rotation
 from modelslim_core.rotation.hadamard import hidden_rotation
-from modelslim_core.rotation.layout import attention_shape, layout_of, mlp_sites
+from modelslim_core.rotation.layout import attention_shape, layout_of, mlp_sites, rotates_unit
 from modelslim_core.rotation.quarot_transform import QuarotTransform, fuse_layer_norms
 from modelslim_core.runtime.distributed import gather_samples
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
@@ -97,6 +97,8 @@ class AdaptRotationStage1:
         self.rows = []
 
     def preprocess(self, unit: Unit) -> None:
+        if not rotates_unit(self.context.adapter, unit):
+            return
         layout = layout_of(self.context.adapter)
         mlp = mlp_sites(unit.module, layout, unit.name, self.hidden_size)
         fuse_layer_norms(unit.module, layout, unit.name, mlp.readers)

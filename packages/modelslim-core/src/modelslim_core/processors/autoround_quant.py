@@ -33,8 +33,8 @@ from modelslim_core.quant.autoround import SCALE_DTYPES, SignRoundGrid, SignRoun
 from modelslim_core.quant.methods import build_dynamic_act, is_static
 from modelslim_core.quant.layer_stats import record_weight
 from modelslim_core.quant.quantized_linear import LinearQuantizer, QuantizedLinear
-from modelslim_core.quant.schemes import BITS
-from modelslim_core.runtime.matching import LayerSelection
+from modelslim_core.quant.schemes import AUTO_GROUP_SIZE, BITS
+from modelslim_core.runtime.matching import LayerSelection, adapter_aliases
 from modelslim_core.runtime.processor import LayerScheme, Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit, UnitInput
 
@@ -65,6 +65,8 @@ class AutoRoundQConfig(StrictModel):
             raise ValueError(f"weight ext keys {sorted(unknown)} are not used by autoround; allowed: group_size, scale_dtype")
         if weight.scope != "per_group" and "group_size" in weight.ext:
             raise ValueError("weight.ext.group_size is only allowed with scope per_group")
+        if weight.ext.get("group_size") == AUTO_GROUP_SIZE:
+            raise ValueError("weight.ext.group_size must be an integer here ('auto' is a linear_quant option)")
         if weight.ext.get("scale_dtype", "float32") not in SCALE_DTYPES:
             raise ValueError(f"weight.ext.scale_dtype must be one of {', '.join(SCALE_DTYPES)}")
         if is_static(self.act):
@@ -117,6 +119,9 @@ class AutoRoundConfig(ProcessorConfig):
                                        symmetric_weights=linear.weight.symmetric))
         return schemes
 
+    def linear_selections(self) -> list[tuple[str, LayerSelection]]:
+        return [(f"{self.yaml_path}.strategies[{index}]", strategy) for index, strategy in enumerate(self.strategies)]
+
 
 class _Owned:
     """One linear this processor tunes: its site, strategy and (during tuning) its SignRoundLinear."""
@@ -133,7 +138,7 @@ class AutoRoundProcessor(Processor):
 
     def __init__(self, config: AutoRoundConfig, context):
         super().__init__(config, context)
-        self.filters = [strategy.name_filter() for strategy in config.strategies]
+        self.filters = [strategy.name_filter(adapter_aliases(context)) for strategy in config.strategies]
         self.quantizers = [
             LinearQuantizer(s.qconfig.linear_qconfig, f"{config.yaml_path}.strategies[{i}].qconfig")
             for i, s in enumerate(config.strategies)

@@ -1,4 +1,4 @@
-"""`dynamic_cache`: KV-cache int8 ("C8") calibration (shared/spec/algorithms.md §3.10).
+"""`dynamic_cache`: KV-cache int8 ("C8") calibration (docs/algorithms.md, "KV cache and FA3").
 
 The serving engine stores each layer's post-RoPE keys and values in an int8 cache with one static scale and
 offset per (KV head, head_dim) channel. This processor observes K and V where the attention kernel receives

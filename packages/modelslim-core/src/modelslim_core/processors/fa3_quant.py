@@ -1,5 +1,5 @@
 """`fa3_quant`: quantization of the query, key and value states entering the fused attention kernel
-(shared/spec/algorithms.md §3.10, format-and-runners.md §1.5).
+(docs/algorithms.md, "KV cache and FA3"; docs/formats.md).
 
 Per branch (Q, K, V) either static per-head (`scope: per_head`, int8 or fp8_e4m3, symmetric, minmax): the
 range of each head is its recall window — the narrowest interval holding ⌊ratio·N⌋ of the head's values —
@@ -40,7 +40,9 @@ BRANCHES = ("q", "k", "v")
 #: Share of each head's values the recall window keeps (an adapter may set `fa3_recall_ratios`).
 RECALL_RATIOS = {"q": 0.9999, "k": 0.9999, "v": 1.0}
 DEFAULT_QCONFIG = QConfig(dtype="int8", scope="per_head", symmetric=True, method="minmax")
-_SUPPORTED = "int8 or fp8_e4m3, symmetric, method minmax, scope per_head (static) or per_token (dynamic)"
+_SUPPORTED = ("int8 or fp8_e4m3, symmetric, method minmax, scope per_head (static) or per_token (dynamic); "
+              "or mxfp8/mxfp4 scope per_block (dynamic)")
+_MX_DTYPES = ("mxfp8", "mxfp4")
 
 
 class FA3Details(StrictModel):
@@ -50,8 +52,9 @@ class FA3Details(StrictModel):
 
 
 def _check_branch(name: str, qc: QConfig) -> None:
-    if qc.dtype not in ("int8", "fp8_e4m3") or qc.scope not in ("per_head", "per_token") or not qc.symmetric \
-            or qc.method != "minmax" or qc.ext:
+    mx = qc.dtype in _MX_DTYPES and qc.scope == "per_block"
+    scalar = qc.dtype in ("int8", "fp8_e4m3") and qc.scope in ("per_head", "per_token")
+    if not (mx or scalar) or not qc.symmetric or qc.method != "minmax" or set(qc.ext) - {"axes"}:
         raise ValueError(f"{name} {qc.scheme} method {qc.method!r} is not supported for FA3; supported: {_SUPPORTED}")
 
 
@@ -136,7 +139,7 @@ class FA3QuantProcessor(AttentionProcessor):
             offset_dtype = torch.int8 if params.dtype == "int8" else torch.float32
             tensors += [(f"fa_{branch}.scale", params.scale.float(), FA_TAG),
                         (f"fa_{branch}.offset", params.offset.to(offset_dtype), FA_TAG)]
-        settings = {b.upper(): (qc.dtype, qc.scope == "per_token") for b, qc in self.qconfigs.items()}
+        settings = {b.upper(): (qc.dtype, qc.scope != "per_head") for b, qc in self.qconfigs.items()}
         exports = ModuleExports(tensors=tensors, entries={"quant_type": format_quant_type(settings)},
                                 globals=dict(FA_GLOBALS) if tensors else {})
         attach_exports(site.module, self.config.type, exports)

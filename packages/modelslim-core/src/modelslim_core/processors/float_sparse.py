@@ -24,7 +24,7 @@ from modelslim_core.quant.activations import FloatAct
 from modelslim_core.quant.gptq import GramCache
 from modelslim_core.quant.quantized_linear import QuantizedLinear
 from modelslim_core.quant.weight_formats import FP16Weight
-from modelslim_core.runtime.matching import NameFilter, TracksPatternUse
+from modelslim_core.runtime.matching import Aliases, NameFilter, TracksPatternUse, adapter_aliases
 from modelslim_core.quant.layer_stats import record_weight
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
@@ -43,11 +43,14 @@ class FloatSparseConfig(ProcessorConfig):
     include: list[str] = Field(default_factory=list, description="linear name patterns; empty selects every linear")
     exclude: list[str] = Field(default_factory=list)
 
-    def name_filter(self) -> NameFilter:
-        return NameFilter(self.include or ["*"], self.exclude)
+    def name_filter(self, aliases: Aliases | None = None) -> NameFilter:
+        return NameFilter(self.include or ["*"], self.exclude, aliases)
 
     def export_types(self) -> frozenset[str]:
         return frozenset({W16A16S})
+
+    def linear_selections(self) -> list[tuple[str, "FloatSparseConfig"]]:
+        return [(self.yaml_path, self)]
 
 
 class FloatSparseProcessor(TracksPatternUse, Processor):
@@ -58,7 +61,7 @@ class FloatSparseProcessor(TracksPatternUse, Processor):
 
     def __init__(self, config: FloatSparseConfig, context):
         super().__init__(config, context)
-        self.filter = config.name_filter()
+        self.filter = config.name_filter(adapter_aliases(context))
         self._calibrating: list[tuple[LinearSite, InputStatsLinear]] = []
         self._grams = GramCache()
         self._stale = False

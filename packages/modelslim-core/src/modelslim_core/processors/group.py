@@ -47,6 +47,9 @@ class GroupConfig(ProcessorConfig):
     def layer_schemes(self):
         return [scheme for child in self.configs for scheme in child.layer_schemes()]
 
+    def linear_selections(self) -> list[tuple[str, Any]]:
+        return [selection for child in self.configs for selection in child.linear_selections()]
+
 
 class GroupProcessor(Processor):
     config_class = GroupConfig

@@ -19,14 +19,19 @@ from typing import Literal
 
 from torch import nn
 
-from modelslim_core.errors import DatasetError
+from modelslim_core.errors import ConfigError, DatasetError
 from modelslim_core.protocol.qconfig import LinearQConfig
+from modelslim_core.quant.act_outliers import ADVICE as OUTLIER_ADVICE
+from modelslim_core.quant.act_outliers import REPORT_SECTION as OUTLIER_SECTION
+from modelslim_core.quant.act_outliers import find_outliers
+from modelslim_core.quant.activations import StaticIntAct
 from modelslim_core.quant.gptq import GramCache
 from modelslim_core.quant.layer_stats import record_activation, record_weight
 from modelslim_core.quant.minmax import MinMaxObserver
 from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer, solve_shared_hessians
+from modelslim_core.quant.schemes import AUTO_GROUP_SIZES
 from modelslim_core.runtime.distributed import compute_once, is_distributed
-from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse
+from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse, adapter_aliases
 from modelslim_core.runtime.processor import LayerScheme, Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 
@@ -51,6 +56,9 @@ class LinearQuantConfig(ProcessorConfig, LayerSelection):
         return [LayerScheme(self.qconfig.export_type, self.yaml_path, tuple(self.include),
                             per_group=weight.scope == "per_group", symmetric_weights=weight.symmetric)]
 
+    def linear_selections(self) -> list[tuple[str, LayerSelection]]:
+        return [(self.yaml_path, self)]
+
 
 class LinearQuantProcessor(TracksPatternUse, Processor):
     config_class = LinearQuantConfig
@@ -58,11 +66,13 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
 
     def __init__(self, config: LinearQuantConfig, context):
         super().__init__(config, context)
-        self.filter = config.name_filter()
+        self.filter = config.name_filter(adapter_aliases(context))
         self.quantizer = LinearQuantizer(config.qconfig, f"{config.yaml_path}.qconfig")
         self._calibrating: list[tuple[LinearSite, CalibratingLinear]] = []
         self._stale = False
         self._grams = GramCache()
+        #: Calibrated static activation step of every layer so far (for the outlier check at the end of the run).
+        self._static_steps: dict[str, float] = {}
 
     @classmethod
     def needs_data(cls, config: LinearQuantConfig) -> bool:
@@ -72,6 +82,27 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
     def supports_distributed(cls, config: LinearQuantConfig) -> bool:
         """Data-free weight methods and minmax activation ranges (all-reduced); not GPTQ or histogram."""
         return config.qconfig.weight.method in DATA_FREE_WEIGHT_METHODS and config.qconfig.act.method in ("none", "minmax")
+
+    def pre_run(self, model: nn.Module) -> None:
+        if self.quantizer.weight.adaptive_group_size:
+            self._resolve_group_size(model)
+
+    def _resolve_group_size(self, model: nn.Module) -> None:
+        """`ext.group_size: auto`: one group size for the whole run, chosen from every matched linear's input
+        dim before any work, and said in the log (the checkpoint records one group size per scheme)."""
+        adapter = self.context.adapter
+        dims = {site.module.in_features for unit in adapter.units(model) for site in adapter.linear_sites(unit)
+                if isinstance(site.module, nn.Linear) and self.filter(site.name)}
+        chosen = self.quantizer.weight.resolve_group_size(dims)
+        where = f"{self.config.yaml_path}.qconfig.weight.ext.group_size"
+        if chosen is None:
+            raise ConfigError(
+                f"{where} is auto, but none of {', '.join(map(str, AUTO_GROUP_SIZES))} divides every input dimension "
+                f"of the layers it quantizes ({', '.join(map(str, sorted(dims)))}).",
+                "set an integer group_size and exclude the layers it does not divide, or use scope per_channel.",
+            )
+        logger.info("%s: auto -> %d, the largest of %s dividing every quantized layer's input dimension (%s).",
+                    where, chosen, "/".join(map(str, AUTO_GROUP_SIZES)), ", ".join(map(str, sorted(dims))))
 
     def _selected_sites(self, unit: Unit) -> list[LinearSite]:
         selected = []
@@ -137,6 +168,8 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
                 record_weight(self.context.recorder, site.name, self.quantizer.export_type, calibrating.weight,
                               quantized.qweight)
             record_activation(self.context.recorder, site.name, calibrating.tokens, quantized.act)
+            if isinstance(quantized.act, StaticIntAct):
+                self._static_steps[site.name] = float(quantized.act.scale.max())
             site.replace(quantized)
         self._grams.clear()
         self._stale = bool(self._calibrating) and self.quantizer.weight.needs_data
@@ -154,3 +187,19 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
 
     def outputs_stale(self, unit: Unit) -> bool:
         return self._stale
+
+    def post_run(self) -> None:
+        super().post_run()  # include/exclude patterns that matched no layer are still reported
+        outliers = find_outliers(self._static_steps)
+        for outlier in outliers:
+            self.context.recorder.stat(OUTLIER_SECTION, outlier.name, outlier.report_entry())
+        if outliers:
+            logger.warning("%s: %d static activation range(s) far above their peers':\n  %s\nFix: %s.",
+                           self.config.yaml_path, len(outliers), "\n  ".join(o.message() for o in outliers),
+                           OUTLIER_ADVICE)
+
+    def state_dict(self) -> dict:
+        return {"static_steps": dict(self._static_steps)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._static_steps = dict(state.get("static_steps", {}))

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from modelslim_core.rotation.export import ROTATION_EXTRAS
+from modelslim_core.rotation.layout import rotates_unit
 from modelslim_core.rotation.quarot_transform import QuarotSettings, QuarotTransform
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import Unit
@@ -87,7 +88,8 @@ class RotationProcessor(Processor):
         self.transform.apply_model(model)
 
     def preprocess(self, unit: Unit) -> None:
-        self.transform.apply_unit(unit)
+        if rotates_unit(self.context.adapter, unit):
+            self.transform.apply_unit(unit)
 
     @classmethod
     def supports_distributed(cls, config: RotationFields) -> bool:

@@ -1,4 +1,4 @@
-"""`smooth_quant`: SmoothQuant on norm → linears subgraphs (shared/spec/algorithms.md §3.7).
+"""`smooth_quant`: SmoothQuant on norm → linears subgraphs (docs/algorithms.md, "Smoothing").
 
 s_j = max(max|x_j|^α / max|W_:j|^(1−α), 1e-5) moves activation outliers of a norm's output into the
 weights of the linears reading it. Only norm-linear subgraphs; `symmetric: false` also centres the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,22 @@ V0_MIGRATION_HINT = (
     "settings a linear_quant qconfig, its disabled layer names that linear_quant's `exclude` list), and "
     "`msmodelslim quant --config_path FILE` translates it and asks before using it (see README.md "
     "'modelslim_v0 configs')."
+)
+
+
+logger = logging.getLogger(__name__)
+
+#: Top-level keys the services read; others are kept (YAML anchor holders) with a warning.
+TOP_LEVEL_KEYS = ("apiversion", "metadata", "spec")
+
+
+CONVERT = "modelslim_convert"
+CONVERT_HINT = (
+    "its routes have modelslim_v1 equivalents that run without calibration data: FP8-block (weight + "
+    "weight_scale_inv) and INT4 pack-quantized sources are read as float by every modelslim_v1 run, layer by "
+    "layer, so quantize from them directly; for W8A8_MXFP8 write a linear_quant with act and weight "
+    "`{dtype: mxfp8, scope: per_block, symmetric: true, method: minmax}` on the linears `linears[].match` named "
+    "(data-free, no dataset is read) and save with ascendv1_saver."
 )
 
 
@@ -41,10 +58,17 @@ def parse_quant_config(raw: Any, source: str) -> QuantConfig:
     if apiversion == "modelslim_v0":
         raise ConfigError(f"{source}: apiversion: modelslim_v0 is deprecated and must be translated first.",
                           V0_MIGRATION_HINT)
+    if apiversion == CONVERT and CONVERT not in registry.names(registry.SERVICES):
+        raise ConfigError(f"{source}: apiversion: {CONVERT} (offline checkpoint conversion) is not available in "
+                          "this version of ModelSlim.", CONVERT_HINT)
     try:
         service = registry.load(registry.SERVICES, apiversion)
     except PluginError as exc:
         raise ConfigError(f"{source}: apiversion: {exc.message}", exc.hint) from None
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            logger.warning("%s: top-level key %r is not read (only %s are); YAML anchors defined under it still "
+                           "apply where they are referenced.", source, key, ", ".join(TOP_LEVEL_KEYS))
     if "spec" not in raw:
         raise ConfigError(f"{source}: spec: this field is required.", "add a `spec:` mapping with process and save.")
     try:

@@ -1,4 +1,4 @@
-"""The qconfig schema of `linear_quant` (shared/spec/algorithms.md §2).
+"""The qconfig schema of `linear_quant` (docs/algorithms.md, "qconfig").
 
 `QConfig` describes one quantizer: dtype, scope, symmetric, method and method-specific `ext` keys. All four
 main fields are required, as in the reference. `LinearQConfig` pairs an activation and a weight quantizer;
@@ -11,11 +11,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from modelslim_core.protocol.validation import StrictModel
+from modelslim_core.protocol.validation import StrictModel, suggestion
 from modelslim_core.quant.schemes import (
     ACT_METHODS,
     EXPORT_TYPES,
     EXT_KEYS,
+    EXT_RULES,
+    REFERENCE_EXT_USES,
     REQUIRED_EXT_BY_SCOPE,
     WEIGHT_METHODS,
     Scheme,
@@ -62,15 +64,24 @@ def _check_method(qc: QConfig, table: dict[Scheme, dict[str, frozenset[str]]], r
             f"{role} method {qc.method!r} is not available for {qc.scheme}; available: {', '.join(sorted(methods))}"
         )
     allowed = methods[qc.method]
-    unknown = set(qc.ext) - allowed
+    unread = sorted(set(qc.ext) - allowed)
+    unknown = [key for key in unread if key not in REFERENCE_EXT_USES]
     if unknown:
         names = ", ".join(sorted(allowed)) or "none"
-        raise ValueError(f"{role} ext keys {sorted(unknown)} are not used by method {qc.method!r} for {qc.scheme}; allowed: {names}")
+        raise ValueError(f"{role} ext keys {unknown} are not used by method {qc.method!r} for {qc.scheme}"
+                         f"{suggestion(unknown[0], allowed | set(REFERENCE_EXT_USES))}; allowed: {names}")
+    for key in unread:  # keys the reference's configs carry without effect: dropped, with one warning
+        del qc.ext[key]
+        qc.note_ignored(f"ext.{key}", f"{role} method {qc.method!r} with {qc.scheme} does not read it (it is read "
+                                      f"{REFERENCE_EXT_USES[key]})")
     for key in sorted(REQUIRED_EXT_BY_SCOPE.get(qc.scope, frozenset()) - set(qc.ext)):
         raise ValueError(f"{role} scope {qc.scope} needs ext.{key}, {EXT_KEYS[key].rule}")
     for key, value in qc.ext.items():
         if not EXT_KEYS[key].valid(value):
             raise ValueError(f"{role} ext.{key} must be {EXT_KEYS[key].rule}, got {value!r}")
+    problem = EXT_RULES[qc.method](qc.ext) if qc.method in EXT_RULES else None
+    if problem:
+        raise ValueError(f"{role} {problem}")
 
 
 class LinearQConfig(StrictModel):

@@ -7,10 +7,12 @@ path of the item (`spec.process[1].type`, `spec.process[0].configs[2].qconfig.ac
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from modelslim_core import registry
 from modelslim_core.errors import ConfigError, PluginError
+from modelslim_core.protocol.saver_choice import saver_for
 from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.saver import Saver, SaverConfig
@@ -26,6 +28,27 @@ def _item_type(item: Any, path: str) -> str:
     if not isinstance(kind, str) or not kind:
         raise ConfigError(f"{path}.type: this field is required and must be a string.", "add `type: <name>`.")
     return kind
+
+
+logger = logging.getLogger(__name__)
+
+#: Saver names of the reference tool -> the saver that writes the same format here.
+SAVER_ALIASES = {
+    "compressed_tensors": "compressed_tensors_saver",
+    "ascendv1": "ascendv1_saver",
+    "ascend_v1": "ascendv1_saver",
+    "ascendv1_saver_distributed": "ascendv1_saver",  # ours writes data-parallel runs itself
+    "mindie_format": "mindie_format_saver",
+}
+
+
+def _canonical_saver(item: Any, path: str) -> Any:
+    """The item with a reference saver name replaced by ours (logged), anything else unchanged."""
+    if isinstance(item, dict) and item.get("type") in SAVER_ALIASES:
+        name = SAVER_ALIASES[item["type"]]
+        logger.info("%s.type: %r is the reference tool's name for %s; using %s.", path, item["type"], name, name)
+        return {**item, "type": name}
+    return item
 
 
 def _plugin(group: str, kind: str, path: str) -> Any:
@@ -51,8 +74,23 @@ def parse_processor_list(items: Any, path: str) -> list[ProcessorConfig]:
     return _parse_items(items, path, registry.PROCESSORS, "processors", "`- type: linear_quant`", allow_empty=True)
 
 
-def parse_saver_list(items: Any, path: str) -> list[SaverConfig]:
-    """Validate spec.save."""
+def default_savers(process: list[ProcessorConfig], path: str) -> list[SaverConfig]:
+    """What an omitted `spec.save` means: ascendv1_saver with its defaults (compressed_tensors_saver when the
+    processors produce a type only that one writes), announced in the log. The reference tool writes nothing
+    then, which turns an hour of calibration into no output."""
+    produced = frozenset().union(*(config.export_types() for config in process))
+    saver = saver_for(produced)
+    logger.info("%s is not set: writing the result with %s and its default settings (set %s to choose).",
+                path, saver, path)
+    return parse_saver_list([{"type": saver}], path)
+
+
+def parse_saver_list(items: Any, path: str, process: list[ProcessorConfig] | None = None) -> list[SaverConfig]:
+    """Validate spec.save; when it is omitted (None) and `process` is given, the default saver."""
+    if items is None and process is not None:
+        return default_savers(process, path)
+    if isinstance(items, list):
+        items = [_canonical_saver(item, f"{path}[{index}]") for index, item in enumerate(items)]
     return _parse_items(items, path, registry.SAVERS, "savers", "`- type: ascendv1_saver`", allow_empty=False)
 
 

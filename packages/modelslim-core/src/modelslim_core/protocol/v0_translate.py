@@ -16,11 +16,15 @@ The translation (our mapping, documented in README.md "modelslim_v0 configs"):
 | anti_method m5 (CBQ) | refused: no v1 processor |
 | anti_method m6 (flex smooth) | `flex_smooth_quant` (alpha/beta if given, otherwise searched) |
 | w_bit/a_bit/is_dynamic/act_method/w_sym/group_size/w_method | one `linear_quant` qconfig |
-| disable_names | that linear_quant's `exclude` |
+| disable_names | that linear_quant's `exclude` (and every mix_cfg processor's) |
+| pdmix: true (W8A8 only) | activations `int8/pd_mix/asym` minmax (W8A8_MIX) |
+| use_kvcache_quant: true | a `dynamic_cache` processor (int8 per-channel KV cache, C8) grouped with the linear_quant |
+| calib_params.mix_cfg {pattern: type} | a `group` of one linear_quant per pattern (exact names first, then the patterns in file order, each excluding the earlier ones; `float` patterns are only excluded), then the base linear_quant excluding them all |
 | calib_dataset | `dataset` |
 | calib_save_params.save_type [safe_tensor], part_file_size | `ascendv1_saver` (`compressed_tensors_saver` for W4A16 and per-group W4A8, which vLLM-Ascend loads only in that format) |
 
-Fields without an equivalent are refused, each naming the field (sparse/low-bit W8A8S settings, `mm_tensor`
+Fields without an equivalent are refused, each naming the field (sparse/low-bit W8A8S settings, including
+the outlier threshold `use_sigma`/`sigma_factor`, `mm_tensor`
 per-tensor weights, `act_method: 3`, `pr` < 1, `disable_level` > L0, a separate `anti_dataset`, numpy
 output, unknown keys). Fields that only steered the legacy implementation (`dev_type`, `dev_id`,
 `batch_size`, `anti_params.norm_class_name`) are dropped and listed in the header comment.
@@ -48,9 +52,15 @@ SPEC_KEYS = ("anti_cfg", "anti_params", "calib_cfg", "calib_params", "calib_save
 ANTI_KEYS = ("anti_method", "w_bit", "a_bit", "dev_type", "dev_id", "alpha", "beta", "w_sym")
 CALIB_KEYS = ("w_bit", "a_bit", "disable_names", "dev_type", "dev_id", "act_method", "pr", "w_sym", "mm_tensor",
               "is_dynamic", "group_size", "w_method", "co_sparse", "is_lowbit", "fraction", "nonuniform",
-              "open_outlier", "use_kvcache_quant")
+              "open_outlier", "use_kvcache_quant", "pdmix", "use_sigma", "sigma_factor")
 #: calib_cfg fields that select legacy features with no v1 equivalent, refused unless left at their default.
 NO_EQUIVALENT = {
+    "use_sigma": (False, "the sigma-based outlier threshold of v0's low-bit sparse quantization (use_sigma) has no "
+                         "published definition and no modelslim_v1 equivalent; for sparse weights write a modelslim_v1 "
+                         "config with `sparse_quant` (W8A8S) or `float_sparse` (W16A16S)"),
+    "sigma_factor": (None, "sigma_factor sets the outlier threshold of v0's low-bit sparse quantization, which has no "
+                           "modelslim_v1 equivalent; for sparse weights write a modelslim_v1 config with "
+                           "`sparse_quant` (W8A8S) or `float_sparse` (W16A16S)"),
     "co_sparse": (False, "v0's sparse compression (co_sparse) has no exact modelslim_v1 equivalent; for W8A8S write "
                          "a modelslim_v1 config with the `sparse_quant` processor (ADMM pruning to a sparse_ratio)"),
     "is_lowbit": (False, "low-bit sparse quantization (is_lowbit) has no modelslim_v1 processor; for W8A8S write a "
@@ -59,11 +69,15 @@ NO_EQUIVALENT = {
                        "modelslim_v1 equivalent; `sparse_quant` prunes to a sparse_ratio instead"),
     "nonuniform": (False, "non-uniform quantization (nonuniform) has no modelslim_v1 equivalent"),
     "open_outlier": (True, "switching the weight outlier handling (open_outlier) off has no modelslim_v1 equivalent"),
-    "use_kvcache_quant": (False, "KV-cache quantization here must be configured as a `dynamic_cache` processor"),
     "mm_tensor": (False, "per-tensor weight quantization (mm_tensor: true) has no modelslim_v1 scheme; "
                          "v1 quantizes weights per channel or per group"),
 }
 ACT_METHODS = {1: "minmax", 2: "histogram"}
+#: calib_params.mix_cfg types -> (w_bit, a_bit, is_dynamic); `float` keeps the layers unquantized.
+MIX_TYPES = {"w8a8": (8, 8, False), "w8a16": (8, 16, False), "w8a8_dynamic": (8, 8, True),
+             "w4a8_dynamic": (4, 8, True), "float": None}
+#: The int8 KV cache of use_kvcache_quant (C8), as modelslim_v1's dynamic_cache takes it.
+KV_CACHE_QCONFIG = {"scope": "per_channel", "dtype": "int8", "symmetric": True, "method": "minmax"}
 W_METHODS = {"minmax": "minmax", "gptq": "gptq", "ssz": "ssz"}
 SMOOTHING_DEFAULT_ALPHA = {"m1": 0.5, "m2": 0.5, "m4": 0.9}
 
@@ -130,6 +144,13 @@ def _weight_qconfig(calib: _Fields) -> dict[str, Any]:
 
 def _act_qconfig(calib: _Fields) -> dict[str, Any] | None:
     a_bit = calib.get("a_bit", 8)
+    if calib.get("pdmix", False):
+        if (calib.get("w_bit", 8), a_bit, calib.get("is_dynamic", False), calib.get("group_size", 0) or 0) != (8, 8, False, 0):
+            raise ConfigError(f"{calib.source}: {calib.path}.pdmix: pdmix (dynamic per-token activations for prefill, "
+                              "static for decode: W8A8_MIX) exists only for W8A8 (w_bit 8, a_bit 8, is_dynamic "
+                              "false, per-channel weights).",
+                              "set w_bit: 8, a_bit: 8 and is_dynamic: false, or remove pdmix.")
+        return {"scope": "pd_mix", "dtype": "int8", "symmetric": False, "method": "minmax"}
     if a_bit == 16:
         return None  # weight-only
     if a_bit != 8:
@@ -165,6 +186,50 @@ def _linear_quant(calib: _Fields, notes: list[str]) -> dict[str, Any]:
         raise ConfigError(f"{calib.source}: {calib.path}.disable_names: must be a list of layer names.",
                           "e.g. disable_names: [lm_head, model.layers.0.mlp.down_proj]")
     return {"type": "linear_quant", "qconfig": qconfig, "include": ["*"], "exclude": list(disabled)}
+
+
+def _is_wildcard(pattern: str) -> bool:
+    return any(char in pattern for char in "*?[{")
+
+
+def _mix_qconfig(calib: _Fields, w_bit: int, a_bit: int, dynamic: bool) -> dict[str, Any]:
+    """The qconfig of one mix_cfg type: its bits, the calibration's methods, per-channel weights."""
+    fields = _Fields({**calib.value, "w_bit": w_bit, "a_bit": a_bit, "is_dynamic": dynamic, "group_size": 0,
+                      "pdmix": False, "w_sym": calib.get("w_sym", True) if w_bit == 8 else True},
+                     calib.path, CALIB_KEYS, calib.source)
+    act = _act_qconfig(fields)
+    qconfig = {"act": act} if act is not None else {}
+    qconfig["weight"] = _weight_qconfig(fields)
+    _check_exportable(fields, qconfig)
+    return qconfig
+
+
+def _mix_items(params: _Fields, calib: _Fields, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """One linear_quant per calib_params.mix_cfg pattern, in the reference's priority (exact names, then
+    wildcards in file order): each excludes the layers an earlier pattern took (and disable_names), and the
+    base linear_quant excludes them all (it is dropped when a `*` pattern leaves it nothing). `float` patterns
+    only exclude."""
+    mix = params.get("mix_cfg")
+    if not mix:
+        return []
+    path = f"{params.path}.mix_cfg"
+    if not isinstance(mix, dict) or not all(isinstance(key, str) for key in mix):
+        raise ConfigError(f"{params.source}: {path}: must map layer-name patterns to quantization types.",
+                          "e.g. mix_cfg: {'*.mlp.*': w8a8_dynamic, '*': w8a8}")
+    disabled = list(base["exclude"])
+    items: list[dict[str, Any]] = []
+    earlier: list[str] = []
+    for pattern in [p for p in mix if not _is_wildcard(p)] + [p for p in mix if _is_wildcard(p)]:
+        kind = mix[pattern]
+        if kind not in MIX_TYPES:
+            raise ConfigError(f"{params.source}: {path}.{pattern}: unknown type {kind!r}.",
+                              f"use one of: {', '.join(MIX_TYPES)}.")
+        if MIX_TYPES[kind] is not None:
+            items.append({"type": "linear_quant", "qconfig": _mix_qconfig(calib, *MIX_TYPES[kind]),
+                          "include": [pattern], "exclude": disabled + earlier})
+        earlier.append(pattern)
+    base["exclude"] = disabled + earlier
+    return items
 
 
 def _check_exportable(calib: _Fields, qconfig: dict[str, Any]) -> None:
@@ -216,14 +281,14 @@ def _smoothing(anti: _Fields, weight_qconfig: dict[str, Any], notes: list[str]) 
                       "use one of m1, m2, m3, m4, m6 (m5 has no modelslim_v1 equivalent).")
 
 
-def _saver_type(qconfig: dict[str, Any], notes: list[str]) -> str:
-    """ascendv1_saver, unless the scheme is one vLLM-Ascend cannot load from it (W4A16, per-group W4A8): those
+def _saver_type(qconfigs: list[dict[str, Any]], notes: list[str]) -> str:
+    """ascendv1_saver, unless a scheme is one vLLM-Ascend cannot load from it (W4A16, per-group W4A8): those
     went to legacy engines in v0 and go to the compressed-tensors format now."""
-    export_type = LinearQConfig.model_validate(qconfig).export_type
-    saver = saver_for({export_type})
+    export_types = {LinearQConfig.model_validate(qconfig).export_type for qconfig in qconfigs}
+    saver = saver_for(export_types)
     if saver != ASCEND_SAVER:
-        notes.append(f"saved with {saver}: ascendv1_saver cannot write {export_type} (vLLM-Ascend does not load it "
-                     "from an ascendv1 checkpoint).")
+        notes.append(f"saved with {saver}: ascendv1_saver cannot write {', '.join(sorted(export_types))} "
+                     "(vLLM-Ascend does not load it from an ascendv1 checkpoint).")
     return saver
 
 
@@ -247,7 +312,7 @@ def translate_v0(raw: dict[str, Any], source: str) -> Translation:
     if "calib_cfg" not in spec.value:
         raise ConfigError(f"{source}: spec.calib_cfg: this field is required to translate a {V0} config.",
                           "add calib_cfg with at least w_bit and a_bit.")
-    calib_params = _Fields(spec.get("calib_params"), "spec.calib_params", ("disable_level",), source)
+    calib_params = _Fields(spec.get("calib_params"), "spec.calib_params", ("disable_level", "mix_cfg"), source)
     level = str(calib_params.get("disable_level", "L0"))
     if level != "L0":
         raise calib_params.refuse("disable_level", f"automatic float fallback of the most sensitive layers ({level})",
@@ -260,7 +325,14 @@ def translate_v0(raw: dict[str, Any], source: str) -> Translation:
         anti_params = _Fields(spec.get("anti_params"), "spec.anti_params", ("norm_class_name",), source)
         if anti_params.value:
             notes.append("spec.anti_params.norm_class_name dropped: model adapters find the norms themselves.")
-    process.append(linear_quant)
+    mixed = _mix_items(calib_params, calib, linear_quant)
+    quant_items = [*mixed, linear_quant] if "*" not in linear_quant["exclude"] else mixed
+    if not quant_items:
+        raise ConfigError(f"{source}: spec.calib_params.mix_cfg: every layer is mapped to float, so nothing would be "
+                          "quantized.", "map some patterns to a quantization type (w8a8, w8a8_dynamic, ...).")
+    if calib.get("use_kvcache_quant", False):
+        quant_items.append({"type": "dynamic_cache", "qconfig": dict(KV_CACHE_QCONFIG)})
+    process.append(quant_items[0] if len(quant_items) == 1 else {"type": "group", "configs": quant_items})
     dataset = spec.get("calib_dataset")
     if dataset is None:
         notes.append(f"spec.calib_dataset unset: using {DEFAULT_DATASET}.")
@@ -273,7 +345,7 @@ def translate_v0(raw: dict[str, Any], source: str) -> Translation:
     if "batch_size" in spec.value:
         notes.append("spec.batch_size dropped: calibration samples are processed one at a time.")
     save = _saver(_Fields(spec.get("calib_save_params"), "spec.calib_save_params", ("save_type", "part_file_size"),
-                          source), _saver_type(linear_quant["qconfig"], notes))
+                          source), _saver_type([item["qconfig"] for item in quant_items if item["type"] == "linear_quant"], notes))
     config: dict[str, Any] = {"apiversion": V1}
     if isinstance(raw.get("metadata"), dict):
         config["metadata"] = raw["metadata"]

@@ -1,12 +1,17 @@
-"""Safe YAML loading with duplicate-key rejection, and readable dumping.
+"""Safe YAML loading with duplicate-key rejection, numbers as people write them, and readable dumping.
 
 PyYAML's safe loader silently keeps the last of two equal keys; in a quantization config that hides a
 typo (two `exclude:` lines, say), so we reject duplicates and name the line. Anchors and aliases keep
 working because they are resolved by the composer before construction.
+
+PyYAML follows YAML 1.1, where a float needs a dot: `1e-5`, `1E-5` and `1e5` come back as strings and a
+`scale_min: 1e-5` would be refused as "not a number". Configs are written by people who read `1e-5` as a
+number (YAML 1.2 and every other tool do), so the loader resolves the exponent forms as floats too.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,11 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+#: Scientific notation without a dot (`1e-5`, `1E5`, `+2e+3`), which YAML 1.1 leaves a string; the dotted forms
+#: and `.5` already resolve as floats.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$")
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
 
 
 def load_yaml_text(text: str, source: str = "<string>") -> Any:

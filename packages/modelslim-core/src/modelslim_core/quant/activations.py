@@ -14,6 +14,7 @@ from torch import nn
 from modelslim_core.quant.fp8 import fake_quantize_per_token_fp8
 from modelslim_core.quant.int_affine import fake_quantize, fake_quantize_per_token_sym
 from modelslim_core.quant.mx import MX_FORMATS, mx_fake_quantize
+from modelslim_core.quant.mx_scales import dual_scale_fake_quantize
 
 
 class FloatAct(nn.Module):
@@ -50,6 +51,17 @@ class DynamicMXAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return mx_fake_quantize(x, self.fmt)
+
+
+class DynamicDualScaleMXAct(nn.Module):
+    """Dual-scale MXFP4 of the input (outer scale per `dual_block_size` columns), computed at run time."""
+
+    def __init__(self, dual_block_size: int):
+        super().__init__()
+        self.dual_block_size = dual_block_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dual_scale_fake_quantize(x, self.dual_block_size)
 
 
 class StaticIntAct(nn.Module):

@@ -15,7 +15,7 @@ forth), clamps them to their ranges,
 and the parameters with the lowest loss seen (the minmax start included) are kept. With more samples than
 one batch, losses of different batches are compared through an exponential moving average (β = 0.7).
 
-Choices that differ from the reference (shared/spec/algorithms.md §3.12): the loss is the mean squared
+Choices that differ from the reference (docs/algorithms.md, "AutoRound"): the loss is the mean squared
 error it is named after (the reference computes an L1 loss under that name); scales stay float32 unless
 `ext.scale_dtype` asks otherwise (the ascendv1 scales are float32, so rounding them to bf16 only loses
 accuracy). Activations are not fake-quantized while tuning, as in the reference.

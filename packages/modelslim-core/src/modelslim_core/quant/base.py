@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from modelslim_core.protocol.qconfig import QConfig
+from modelslim_core.quant.schemes import AUTO_GROUP_SIZE, adaptive_group_size
 
 
 class WeightQuantizer(ABC):
@@ -25,7 +26,17 @@ class WeightQuantizer(ABC):
 
     def __init__(self, qconfig: QConfig):
         self.qconfig = qconfig
-        self.group_size: int = qconfig.ext.get("group_size", 0)
+        group_size = qconfig.ext.get("group_size", 0)
+        #: `group_size: auto`: the group size is chosen per run from the model's layers (`resolve_group_size`).
+        self.adaptive_group_size = group_size == AUTO_GROUP_SIZE
+        self.group_size: int = 0 if self.adaptive_group_size else group_size
+
+    def resolve_group_size(self, input_dims: set[int]) -> int | None:
+        """For `group_size: auto`: fix the group size for the layers with these input dims (None: none fits)."""
+        chosen = adaptive_group_size(input_dims)
+        if chosen is not None:
+            self.group_size = chosen
+        return chosen
 
     def shape_problems(self, out_features: int, in_features: int) -> list[str]:
         """Why a `[out, in]` weight cannot be quantized by this method (empty when it can)."""

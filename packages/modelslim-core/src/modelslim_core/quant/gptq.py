@@ -34,6 +34,7 @@ from torch import nn
 
 from modelslim_core.errors import QuantizationError
 from modelslim_core.quant.base import WeightQuantizer
+from modelslim_core.quant.clip_search import clip_search_qparams
 from modelslim_core.quant.int_affine import compute_qparams, qrange
 from modelslim_core.quant.schemes import BITS
 from modelslim_core.quant.weight_formats import IntWeight
@@ -42,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PERCDAMP = 0.01
 DEFAULT_BLOCK_SIZE = 128
+DEFAULT_ACT_ORDER = False
+DEFAULT_CLIP_SEARCH = False
 _DAMPING_RETRIES = 4
 
 
@@ -191,9 +194,13 @@ class _Grid:
     differs from j // group_size when act-order permutes the columns.
     """
 
-    def __init__(self, out: int, in_features: int, bits: int, symmetric: bool, group_size: int, device: torch.device):
+    def __init__(self, out: int, in_features: int, bits: int, symmetric: bool, group_size: int, device: torch.device,
+                 importance: torch.Tensor | None = None):
         self.bits, self.symmetric = bits, symmetric
         self.group_size = group_size or in_features
+        #: Per input column (saved order), the Hessian diagonal: with it, group parameters come from the clipping
+        #: search (`clip_search.py`); without it, from each row's range.
+        self.importance = importance
         groups = in_features // self.group_size
         self.scale = torch.zeros(out, groups, device=device)
         self.offset = torch.zeros(out, groups, device=device)
@@ -208,7 +215,13 @@ class _Grid:
         self.static = True
 
     def start_group(self, weight_columns: torch.Tensor, group: int) -> None:
-        scale, offset = compute_qparams(weight_columns.amin(dim=1), weight_columns.amax(dim=1), self.bits, self.symmetric)
+        if self.importance is None:
+            scale, offset = compute_qparams(weight_columns.amin(dim=1), weight_columns.amax(dim=1), self.bits,
+                                            self.symmetric)
+        else:
+            first = group * self.group_size
+            importance = self.importance[first : first + weight_columns.shape[1]]
+            scale, offset = clip_search_qparams(weight_columns, self.bits, self.symmetric, importance)
         self.scale[:, group], self.offset[:, group] = scale, offset
 
     def quantize(self, column: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,7 +255,8 @@ def gptq_quantize(
     percdamp: float = DEFAULT_PERCDAMP,
     block_size: int = DEFAULT_BLOCK_SIZE,
     name: str = "weight",
-    act_order: bool = False,
+    act_order: bool = DEFAULT_ACT_ORDER,
+    clip_search: bool = DEFAULT_CLIP_SEARCH,
 ) -> IntWeight:
     """GPTQ-quantized IntWeight of a [out, in] weight given the Hessian [in, in] of its inputs."""
     w = weight.detach().float().clone()
@@ -251,7 +265,7 @@ def gptq_quantize(
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    grid = _Grid(out, in_features, bits, symmetric, group_size, w.device)
+    grid = _Grid(out, in_features, bits, symmetric, group_size, w.device, torch.diag(h) if clip_search else None)
     order = None
     if act_order:
         order = torch.argsort(torch.diag(h), descending=True, stable=True)
@@ -351,5 +365,6 @@ class GPTQWeight(WeightQuantizer):
             percdamp=self.qconfig.ext.get("percdamp", DEFAULT_PERCDAMP),
             block_size=self.qconfig.ext.get("block_size", DEFAULT_BLOCK_SIZE),
             name=name or "weight",
-            act_order=self.qconfig.ext.get("act_order", False),
+            act_order=self.qconfig.ext.get("act_order", DEFAULT_ACT_ORDER),
+            clip_search=self.qconfig.ext.get("clip_search", DEFAULT_CLIP_SEARCH),
         )

@@ -1,6 +1,6 @@
 """Integer affine quantization, the arithmetic every integer scheme shares.
 
-Conventions follow the Ascend kernels (see shared/spec/algorithms.md §3.1): the observed range is widened
+Conventions follow the Ascend kernels (see docs/algorithms.md, "Integer affine core"): the observed range is widened
 to contain zero; symmetric scale = max|x| / (2^(b-1)-1) with offset 0; asymmetric scale = (max-min)/(2^b-1)
 with a signed offset round(-min/scale) - 2^(b-1); codes are clamped to the full signed range; rounding is
 half-to-even; x ≈ (q - offset)·scale. Everything is computed in float32 whatever the model dtype, so

@@ -13,13 +13,14 @@ import torch
 from torch import nn
 
 from modelslim_core.protocol.qconfig import QConfig
-from modelslim_core.quant.activations import DynamicFP8Act, DynamicIntAct, DynamicMXAct, FloatAct, PdMixAct, StaticIntAct
+from modelslim_core.quant.activations import DynamicDualScaleMXAct, DynamicFP8Act, DynamicIntAct, DynamicMXAct, FloatAct, PdMixAct, StaticIntAct
 from modelslim_core.quant.base import WeightQuantizer
 from modelslim_core.quant.gptq import GPTQWeight
 from modelslim_core.quant.histogram import HistogramObserver
 from modelslim_core.quant.int_affine import compute_qparams
 from modelslim_core.quant.minmax import MinMaxFP8Weight, MinMaxIntWeight, MinMaxMXWeight, MinMaxObserver
 from modelslim_core.quant.schemes import BITS, STATIC_ACT_SCOPES
+from modelslim_core.quant.mx_methods import CeilXMXWeight, DualScaleMXWeightQuantizer, FourOverSixMXWeight, MSERoundMXWeight
 from modelslim_core.quant.ssz import SSZWeight
 
 _FAMILIES = {"int8": "int", "int4": "int", "fp8_e4m3": "fp8", "mxfp8": "mx", "mxfp4": "mx", "float": "float"}
@@ -31,6 +32,10 @@ WEIGHT_QUANTIZERS: dict[tuple[str, str], type[WeightQuantizer]] = {
     ("int", "gptq"): GPTQWeight,
     ("fp8", "minmax"): MinMaxFP8Weight,
     ("mx", "minmax"): MinMaxMXWeight,
+    ("mx", "mse_round"): MSERoundMXWeight,
+    ("mx", "ceil_x"): CeilXMXWeight,
+    ("mx", "fouroversix"): FourOverSixMXWeight,
+    ("mx", "dualscale"): DualScaleMXWeightQuantizer,
 }
 
 
@@ -69,6 +74,8 @@ def build_dynamic_act(qconfig: QConfig) -> nn.Module:
         return FloatAct()
     if family == "fp8":
         return DynamicFP8Act()
+    if family == "mx" and qconfig.scope == "dual_scale":
+        return DynamicDualScaleMXAct(qconfig.ext["dual_block_size"])
     if family == "mx":
         return DynamicMXAct(qconfig.dtype)
     return DynamicIntAct(BITS[qconfig.dtype])

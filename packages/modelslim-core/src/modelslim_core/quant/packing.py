@@ -1,4 +1,4 @@
-"""Bit layouts of packed 4-bit tensors (shared/spec/format-and-runners.md §1.6).
+"""Bit layouts of packed 4-bit tensors (docs/formats.md).
 
 - int4 (W4A8_DYNAMIC): two's-complement nibbles packed in pairs of OUTPUT rows:
   byte[j, k] = (q[2j, k] & 0xF) | (q[2j+1, k] << 4), stored as int8 `[out/2, in]`.
@@ -84,4 +84,7 @@ def layout_problems(export_type: str, name: str, out_features: int, in_features:
             problems.append(f"its W4A8_DYNAMIC scale_bias splits the input dimension {in_features} into {chunks} shards")
     if export_type in ("W4A8_MXFP", "W4A4_MXFP4") and in_features % 2:
         problems.append(f"{export_type} packs pairs of input columns, but the input dimension {in_features} is odd")
+    if export_type == "W4A4_MXFP4_DUALSCALE" and in_features % 64:
+        problems.append(f"{export_type} pairs the E8M0 scales of two 32-blocks, so the input dimension "
+                        f"{in_features} must be a multiple of 64")
     return problems

@@ -1,4 +1,4 @@
-"""`scale_bias` of W4A8_DYNAMIC linears (shared/spec/format-and-runners.md §1.6).
+"""`scale_bias` of W4A8_DYNAMIC linears (docs/formats.md).
 
 scale_bias = 8 · Σ_k W_q[n, k] · s[n] summed over the input dim: a per-row correction term that the
 vLLM-Ascend W4A8 kernels read next to the packed weight. Column-parallel linears (q/k/v, gate,

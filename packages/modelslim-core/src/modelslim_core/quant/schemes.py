@@ -31,6 +31,10 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _number_in(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
 def _positive_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
@@ -43,26 +47,76 @@ class ExtKey:
     valid: Callable[[Any], bool]
 
 
+#: `ext.group_size: auto`: the group size is the largest of AUTO_GROUP_SIZES dividing every quantized input dim.
+AUTO_GROUP_SIZE = "auto"
+AUTO_GROUP_SIZES = (128, 64, 32)
+
+
+def adaptive_group_size(input_dims: set[int] | list[int]) -> int | None:
+    """The largest of AUTO_GROUP_SIZES that divides every input dimension (None if none does). Real models
+    are not all multiples of 128 (SmolLM2-135M's hidden size is 576): the same practice then still fits."""
+    return next((size for size in AUTO_GROUP_SIZES if all(dim % size == 0 for dim in input_dims)), None)
+
+
 #: Every `ext` key some method reads, with its allowed values.
 EXT_KEYS: dict[str, ExtKey] = {
     "aggregation_type": ExtKey("'max' or 'mean'", lambda v: v in ("max", "mean")),
     "step": ExtKey("an integer >= 1 (SSZ iterations)", _positive_int),
     "percdamp": ExtKey("a number > 0 (damping, as a fraction of the mean Hessian diagonal)", _positive_number),
     "block_size": ExtKey("an integer > 0 (columns per GPTQ block)", _positive_int),
-    "group_size": ExtKey("an integer > 0 (input columns per group)", _positive_int),
+    "group_size": ExtKey(
+        "an integer > 0 (input columns per group) or 'auto' (the largest of 128/64/32 that divides the input "
+        "dimension of every layer the linear_quant quantizes)", lambda v: _positive_int(v) or v == AUTO_GROUP_SIZE),
     "act_order": ExtKey("true or false (GPTQ: quantize columns by decreasing Hessian diagonal)", lambda v: isinstance(v, bool)),
+    "clip_search": ExtKey("true or false (GPTQ: each row's grid range shrunk to the least input-weighted error)",
+                          lambda v: isinstance(v, bool)),
     "axes": ExtKey("-1 (MX blocks run along the input dimension)", lambda v: v == -1 and not isinstance(v, bool)),
+    "ceil_x_value": ExtKey("a number in [6, 12] (ceil_x: largest scaled block maximum)", lambda v: _number_in(v, 6, 12)),
+    "enable_search": ExtKey("true or false (ceil_x: search c per layer)", lambda v: isinstance(v, bool)),
+    "search_min": ExtKey("a number in [6, 12] (ceil_x search start)", lambda v: _number_in(v, 6, 12)),
+    "search_max": ExtKey("a number in [6, 12] (ceil_x search end)", lambda v: _number_in(v, 6, 12)),
+    "search_step": ExtKey("a number > 0 (ceil_x search step)", _positive_number),
+    "dual_block_size": ExtKey("a positive multiple of 32 (columns per outer dual-scale block)",
+                              lambda v: _positive_int(v) and v % 32 == 0),
 }
 
+#: `ext` keys that reference-tool configs carry for methods or scopes that do not read them (its quantizers
+#: ignore unread keys): accepted here with a warning saying where the key does have an effect. Any other
+#: unread key is an error.
+REFERENCE_EXT_USES: dict[str, str] = {
+    "aggregation_type": "by minmax activations with scope per_tensor or pd_mix",
+    "axes": "by the MX methods (dtype mxfp8/mxfp4, scope per_block)",
+    "step": "by the ssz weight method (int, scope per_channel, symmetric)",
+    "percdamp": "by the gptq weight method",
+    "block_size": "by the gptq weight method",
+    "act_order": "by the gptq weight method",
+    "group_size": "with scope per_group (scope per_channel quantizes whole rows)",
+    "scale_dtype": "by autoround_quant (the dtype of its learned scales); other methods keep scales in float32",
+    "enable_search": "by the ceil_x MX weight method",
+    "dual_block_size": "by the dualscale MX weight method (scope dual_scale)",
+}
+
+def _ceil_x_search(ext: dict[str, Any]) -> str | None:
+    if ext.get("enable_search") and ext.get("search_max", 12.0) <= ext.get("search_min", 6.0):
+        return "ext.search_max must be greater than ext.search_min when enable_search is true"
+    return None
+
+
+#: Checks across several `ext` keys of one method: None, or what is wrong.
+EXT_RULES: dict[str, Callable[[dict[str, Any]], str | None]] = {"ceil_x": _ceil_x_search}
+
 #: `ext` keys a scope needs whatever the method: a per-group scheme is meaningless without its group size.
-REQUIRED_EXT_BY_SCOPE: dict[str, frozenset[str]] = {"per_group": frozenset({"group_size"})}
+REQUIRED_EXT_BY_SCOPE: dict[str, frozenset[str]] = {"per_group": frozenset({"group_size"}),
+                                                    "dual_scale": frozenset({"dual_block_size"})}
 
 _NONE: frozenset[str] = frozenset()
 _AGGREGATION = frozenset({"aggregation_type"})
 _GROUP = frozenset({"group_size"})
 _SSZ = frozenset({"step"})
-_GPTQ = frozenset({"percdamp", "block_size", "act_order"})
+_GPTQ = frozenset({"percdamp", "block_size", "act_order", "clip_search"})
 _MX = frozenset({"axes"})
+_CEIL_X = _MX | {"ceil_x_value", "enable_search", "search_min", "search_max", "search_step"}
+_DUAL = _MX | {"dual_block_size"}
 
 
 def _int_weight_methods(scope: str, symmetric: bool) -> dict[str, frozenset[str]]:
@@ -85,6 +139,7 @@ ACT_METHODS: dict[Scheme, dict[str, frozenset[str]]] = {
     Scheme("int8", "pd_mix", False): {"minmax": _AGGREGATION},
     Scheme("mxfp8", "per_block", True): {"minmax": _MX},
     Scheme("mxfp4", "per_block", True): {"minmax": _MX},
+    Scheme("mxfp4", "dual_scale", True): {"minmax": _DUAL, "dualscale": _DUAL},
 }
 
 #: Weight schemes -> {method: allowed ext keys}.
@@ -96,8 +151,9 @@ WEIGHT_METHODS: dict[Scheme, dict[str, frozenset[str]]] = {
         for symmetric in (True, False)
     },
     Scheme("fp8_e4m3", "per_channel", True): {"minmax": _NONE},
-    Scheme("mxfp8", "per_block", True): {"minmax": _MX},
-    Scheme("mxfp4", "per_block", True): {"minmax": _MX},
+    Scheme("mxfp8", "per_block", True): {"minmax": _MX, "mse_round": _MX},
+    Scheme("mxfp4", "per_block", True): {"minmax": _MX, "ceil_x": _CEIL_X, "fouroversix": _MX},
+    Scheme("mxfp4", "dual_scale", True): {"dualscale": _DUAL},
 }
 
 _FLOAT_ACT = Scheme("float", "per_tensor", True)
@@ -129,6 +185,7 @@ EXPORT_TYPES: dict[tuple[Scheme, Scheme], str] = {
     (Scheme("mxfp8", "per_block", True), Scheme("mxfp8", "per_block", True)): "W8A8_MXFP8",
     (Scheme("mxfp8", "per_block", True), Scheme("mxfp4", "per_block", True)): "W4A8_MXFP",
     (Scheme("mxfp4", "per_block", True), Scheme("mxfp4", "per_block", True)): "W4A4_MXFP4",
+    (Scheme("mxfp4", "dual_scale", True), Scheme("mxfp4", "dual_scale", True)): "W4A4_MXFP4_DUALSCALE",
 }
 
 #: Activation scopes whose parameters are fixed at calibration (they need calibration data).

@@ -12,6 +12,7 @@ from torch import nn
 
 from modelslim_core.quant.int_affine import dequantize_grouped
 from modelslim_core.quant.mx import MX_FORMATS, mx_dequantize
+from modelslim_core.quant.mx_scales import dual_scale_dequantize
 from modelslim_core.quant.schemes import MX_BLOCK
 
 
@@ -82,6 +83,22 @@ class MXWeight(nn.Module):
 
     def dequantize(self) -> torch.Tensor:
         return mx_dequantize(self.elements.float(), self.exponents)
+
+
+class DualScaleMXWeight(MXWeight):
+    """Dual-scale MXFP4: MXFP4 elements and exponents of W / S, and the float32 outer scale S
+    `[out, in / dual_block_size]`; W ≈ elements · 2^(E − 127) · S."""
+
+    def __init__(self, elements: torch.Tensor, exponents: torch.Tensor, dual_scale: torch.Tensor):
+        super().__init__(elements, exponents, "mxfp4")
+        self.register_buffer("dual_scale", dual_scale.float())
+
+    @property
+    def dual_block_size(self) -> int:
+        return self.elements.shape[-1] // self.dual_scale.shape[-1]
+
+    def dequantize(self) -> torch.Tensor:
+        return dual_scale_dequantize(self.elements.float(), self.exponents, self.dual_scale)
 
 
 class FP16Weight(nn.Module):

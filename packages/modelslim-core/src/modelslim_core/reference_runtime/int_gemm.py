@@ -1,23 +1,67 @@
-"""Exact int8 × int8 → int32 matrix products on any device, through float BLAS.
+"""Exact integer matrix products (int8/int4 codes) on any device, through float32 BLAS.
 
-Every partial sum of int8 × int8 products over k terms is an integer of magnitude ≤ 128·128·k. float32
-represents every integer up to 2^24 exactly and float64 up to 2^53, so a float GEMM whose inputs are the
-integer codes returns the exact integer result when 128·128·k ≤ 2^24 (k ≤ 1024) in float32, or for any
-realistic k in float64. That is as exact as an int32 kernel and uses the fast float paths everywhere.
+float32 represents every integer up to 2^24 exactly. In a GEMM of integer codes every partial sum, in any
+summation order or blocking, is bounded by Σ_k |x_k|·|w_nk| ≤ max|x| · max_n Σ_k |w_nk|; when that bound
+stays below 2^24 the float32 result IS the integer result. `IntWeight` measures the bound once per weight
+(from its actual codes, not the worst case 128·128·k) and splits the input dim into the fewest runs of
+columns that each respect it; the per-run products are summed in float64 (exact for any realistic size).
+Typical int8 weights need one run up to k ≈ 4-8k, so most linears cost one float32 GEMM.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-_FLOAT32_EXACT_K = 2**24 // (128 * 128)
+FLOAT32_EXACT = 2**24
+
+
+def _column_runs(w_codes: torch.Tensor, act_bound: int) -> list[tuple[int, int]]:
+    """The fewest consecutive column runs [start, end) whose worst-case partial sums stay exact in float32."""
+    k = w_codes.shape[-1]
+    if k == 0:
+        return [(0, 0)]
+    cumulative = w_codes.to(torch.int64).abs().cumsum(dim=-1)  # [n, k]: Σ_{j<=k} |w_nj| per row
+    runs, start = [], 0
+    while start < k:
+        base = cumulative[:, start - 1:start] if start else torch.zeros_like(cumulative[:, :1])
+        within = ((cumulative[:, start:] - base).amax(dim=0) * act_bound) < FLOAT32_EXACT  # [k - start]
+        length = int(within.to(torch.int8).cumprod(dim=0).sum())
+        end = start + max(length, 1)  # one column alone is always exact (128·128 < 2^24)
+        runs.append((start, end))
+        start = end
+    return runs
+
+
+class IntWeight(nn.Module):
+    """Integer weight codes [n, k] prepared once for exact products with integer activations of |x| ≤ act_bound.
+
+    A module so that `.to(device)` moves the prepared float32 copy with the kernel that owns it; the copy is
+    a non-persistent buffer (the checkpoint's int8 codes stay the kernel's state)."""
+
+    def __init__(self, w_codes: torch.Tensor, act_bound: int = 128):
+        super().__init__()
+        self.runs = _column_runs(w_codes, act_bound)
+        rows = w_codes.to(torch.int64).abs().sum(dim=-1)
+        #: the largest |x·Wᵀ| any activation codes within act_bound can produce
+        self.bound = int(rows.max()) * act_bound if rows.numel() else 0
+        self.register_buffer("transposed", w_codes.to(torch.float32).T.contiguous(), persistent=False)  # [k, n]
+
+    def matmul(self, x_codes: torch.Tensor) -> torch.Tensor:
+        """x_codes [..., k] (integer-valued) -> exact x·Wᵀ [..., n] as float64."""
+        x = x_codes.to(torch.float32)
+        if len(self.runs) == 1:
+            return (x @ self.transposed).double()
+        total = None
+        for start, end in self.runs:
+            part = (x[..., start:end] @ self.transposed[start:end]).double()
+            total = part if total is None else total + part
+        return total
 
 
 def int8_matmul(x_codes: torch.Tensor, w_codes: torch.Tensor) -> torch.Tensor:
     """x_codes [..., k] (integer-valued) @ w_codes[n, k]ᵀ -> int32-valued tensor [..., n] (returned as float64)."""
-    k = w_codes.shape[-1]
-    dtype = torch.float32 if k <= _FLOAT32_EXACT_K else torch.float64
-    return (x_codes.to(dtype) @ w_codes.to(dtype).T).double()
+    return IntWeight(w_codes).matmul(x_codes)
 
 
 def grouped_int_matmul(x_codes: torch.Tensor, w_codes: torch.Tensor, groups: int) -> torch.Tensor:
@@ -25,6 +69,32 @@ def grouped_int_matmul(x_codes: torch.Tensor, w_codes: torch.Tensor, groups: int
     consecutive columns -> [..., n, groups] exact integers (float64). groups = 1 is a plain int8_matmul."""
     if groups == 1:
         return int8_matmul(x_codes, w_codes)[..., None]
-    x = x_codes.double().reshape(*x_codes.shape[:-1], groups, -1)
-    w = w_codes.double().reshape(w_codes.shape[0], groups, -1)
-    return torch.einsum("...gk,ngk->...ng", x, w)
+    return GroupedIntWeight(w_codes, groups).matmul(x_codes)
+
+
+class GroupedIntWeight(nn.Module):
+    """Integer codes [n, k] in `groups` runs of k/groups columns, for per-group products in one batched GEMM.
+
+    A group of g columns is exact in float32 while 128·128·g < 2^24 (g ≤ 1024, every real group size);
+    larger groups fall back to one exact IntWeight per group."""
+
+    def __init__(self, w_codes: torch.Tensor, groups: int, act_bound: int = 128):
+        super().__init__()
+        n, k = w_codes.shape
+        self.groups = groups
+        grouped = w_codes.reshape(n, groups, k // groups)
+        largest = int(grouped.to(torch.int64).abs().sum(dim=-1).max()) if grouped.numel() else 0
+        exact = act_bound * largest < FLOAT32_EXACT
+        batched = grouped.to(torch.float32).permute(1, 2, 0).contiguous() if exact else None  # [groups, k/groups, n]
+        self.register_buffer("batched", batched, persistent=False)
+        self.per_group = nn.ModuleList([] if exact else [IntWeight(grouped[:, g], act_bound) for g in range(groups)])
+
+    def matmul(self, x_codes: torch.Tensor) -> torch.Tensor:
+        """x_codes [..., k] -> exact per-group products [..., n, groups] as float64."""
+        lead = x_codes.shape[:-1]
+        x = x_codes.to(torch.float32).reshape(-1, self.groups, x_codes.shape[-1] // self.groups)  # [t, G, g]
+        if self.batched is not None:
+            products = torch.bmm(x.transpose(0, 1), self.batched)  # [G, t, n]
+            return products.permute(1, 2, 0).double().reshape(*lead, -1, self.groups)
+        parts = [weight.matmul(x[:, g]) for g, weight in enumerate(self.per_group)]  # each [t, n]
+        return torch.stack(parts, dim=-1).reshape(*lead, -1, self.groups)

@@ -28,13 +28,8 @@ def omni_thinker(config: Any) -> tuple[type[nn.Module], Any] | None:
 
 
 def saved_to_module_name(model: nn.Module) -> Callable[[str], str]:
-    """Maps a checkpoint tensor name to the module path of `model` (identity when transformers has no rules)."""
-    from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightRenaming, rename_source_key
+    """Maps a checkpoint tensor name to the module path of `model` (identity when transformers has no rules):
+    transformers' renamings plus the per-expert leaf names of its fusing converters (models/checkpoint_names.py)."""
+    from modelslim_core.models.checkpoint_names import checkpoint_to_module
 
-    renamings = [rule for rule in get_model_conversion_mapping(model) if isinstance(rule, WeightRenaming)]
-    if not renamings:
-        return lambda name: name
-    meta = {name: None for name, _ in model.named_parameters(remove_duplicate=False)}
-    prefix = getattr(model, "base_model_prefix", None)
-    return lambda name: rename_source_key(name, renamings, [], prefix, meta)[0]
+    return checkpoint_to_module(model)

@@ -35,6 +35,10 @@ class DecoderRotationLayout:
     final_norm: str = "model.norm"
     experts: str = "mlp.experts"
     mlp: str = "mlp"
+    #: Model-level linears (fnmatch patterns) whose outputs enter the residual stream besides the token
+    #: embeddings: a VLM's tower mergers, whose features replace or are added to token positions. They are
+    #: rotated like the embeddings, or image positions would carry unrotated features.
+    stream_writers: tuple[str, ...] = ()
 
 
 #: Leaf names inside an MoE block: modules that read the block's input, and modules that write its output.
@@ -84,6 +88,12 @@ def mlp_sites(layer: nn.Module, layout: DecoderRotationLayout, where: str, hidde
 
 def layout_of(adapter) -> DecoderRotationLayout:
     return getattr(adapter, "rotation_layout", None) or DecoderRotationLayout()
+
+
+def rotates_unit(adapter, unit) -> bool:
+    """Rotation acts on decoder layers; a VLM's tower units (vision/audio encoders) keep their own basis."""
+    is_tower = getattr(adapter, "is_tower", None)
+    return not (callable(is_tower) and is_tower(unit))
 
 
 def submodule(root: nn.Module, path: str, where: str) -> nn.Module:

@@ -15,6 +15,7 @@ rotated weights/activations afterwards is where the gain shows (outlier channels
 from __future__ import annotations
 
 import logging
+from fnmatch import fnmatchcase
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +25,7 @@ from modelslim_core.rotation import export, online
 from modelslim_core.rotation.fusing import computes_rms_norm, fuse_norm_into_linears, rotate_input, rotate_output
 from modelslim_core.rotation.hadamard import hidden_rotation, random_hadamard
 from modelslim_core.errors import ModelError
-from modelslim_core.rotation.layout import attention_shape, layout_of, mlp_sites, submodule
+from modelslim_core.rotation.layout import DecoderRotationLayout, attention_shape, layout_of, mlp_sites, submodule
 from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.unit import Unit
 
@@ -42,6 +43,20 @@ class QuarotSettings:
 
 def module_name(model: nn.Module, target: nn.Module) -> str:
     return next(name for name, module in model.named_modules() if module is target)
+
+
+def stream_writers(model: nn.Module, layout: DecoderRotationLayout) -> list[nn.Module]:
+    """The model-level linears `layout.stream_writers` names (a VLM's mergers); a pattern matching nothing is
+    an error, since the features it should rotate would then enter the rotated stream unrotated."""
+    found: list[nn.Module] = []
+    for pattern in layout.stream_writers:
+        matches = [m for n, m in model.named_modules() if fnmatchcase(n, pattern) and isinstance(getattr(m, "weight", None), torch.Tensor)]
+        if not matches:
+            raise ModelError(f"{type(model).__name__} has no module matching {pattern!r}, which writes tower features "
+                             "into the language model's residual stream and must be rotated with it.",
+                             "the adapter's rotation_layout.stream_writers does not fit this checkpoint; report it.")
+        found += matches
+    return found
 
 
 def materialize(context: RunContext, model: nn.Module, modules: list[nn.Module]) -> None:
@@ -120,6 +135,10 @@ class QuarotTransform:
             fuse_rms_norm(norm, [head], self.layout.final_norm)
             rotate_input(head, self.hidden)
         rotate_input(embed, self.hidden)
+        writers = stream_writers(model, self.layout)
+        materialize(self.context, model, writers)
+        for writer in writers:
+            rotate_output(writer, self.hidden)
         self.context.recorder.debug("rotation_matrices", "hidden", self.hidden)
         self.context.recorder.debug("rotation_matrices", "head_dim", self.head_rotation)
         if self.settings.export_extra_info:

@@ -1,14 +1,17 @@
-"""include/exclude matching of module names (shared/spec/algorithms.md §2 "Name matching").
+"""include/exclude matching of module names (docs/algorithms.md, "Name matching").
 
 Exact equality first, then shell-style wildcards against the full dotted name: `*` also crosses dots,
-`?`, `[abc]`, `[!abc]` work, and `{a,b}` / `{1..5}` expand. Matching is case-sensitive. The filter remembers
-which patterns ever matched so a run can warn about patterns that selected nothing (usually a typo).
+`?`, `[abc]`, `[!abc]` work, and `{a,b}` / `{1..5}` expand. Matching is case-sensitive. A module also answers
+to its other names (`aliases`: the checkpoint's name when transformers renames the family on load, so configs
+written against the files on disk select the same layers). The filter remembers which patterns ever matched
+so a run can warn about patterns that selected nothing (usually a typo).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import Field
 from wcmatch import fnmatch
@@ -24,20 +27,34 @@ def pattern_matches(pattern: str, name: str) -> bool:
     return pattern == name or fnmatch.fnmatch(name, pattern, flags=_FLAGS)
 
 
-class NameFilter:
-    """Selects names matching any include pattern and no exclude pattern."""
+#: A module name -> its other names (adapter.name_aliases).
+Aliases = Callable[[str], list[str]]
 
-    def __init__(self, include: Sequence[str], exclude: Sequence[str]):
+
+def adapter_aliases(context: Any) -> Aliases | None:
+    """The run's name aliases (the model adapter's), if it has any."""
+    return getattr(getattr(context, "adapter", None), "name_aliases", None)
+
+
+class NameFilter:
+    """Selects names matching any include pattern and no exclude pattern (by the name or one of its aliases)."""
+
+    def __init__(self, include: Sequence[str], exclude: Sequence[str], aliases: Aliases | None = None):
         self.include = list(include)
         self.exclude = list(exclude)
+        self.aliases = aliases
         self._used: set[str] = set()
 
+    def _matching(self, patterns: list[str], names: list[str]) -> list[str]:
+        return [p for p in patterns if any(pattern_matches(p, name) for name in names)]
+
     def __call__(self, name: str) -> bool:
-        included = [p for p in self.include if pattern_matches(p, name)]
+        names = [name, *(self.aliases(name) if self.aliases else [])]
+        included = self._matching(self.include, names)
         if not included:
             return False
         self._used.update(included)
-        excluded = [p for p in self.exclude if pattern_matches(p, name)]
+        excluded = self._matching(self.exclude, names)
         self._used.update(excluded)
         return not excluded
 
@@ -63,8 +80,8 @@ class LayerSelection(StrictModel):
     include: list[str] = Field(default_factory=lambda: ["*"])
     exclude: list[str] = Field(default_factory=list)
 
-    def name_filter(self) -> NameFilter:
-        return NameFilter(self.include, self.exclude)
+    def name_filter(self, aliases: Aliases | None = None) -> NameFilter:
+        return NameFilter(self.include, self.exclude, aliases)
 
 
 class TracksPatternUse:

@@ -11,7 +11,7 @@ calibrating modules in `preprocess` and turns what they saw into its result in `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -48,6 +48,11 @@ class ProcessorConfig(PluginConfig):
     def per_group_export_types(self) -> frozenset[str]:
         """The tags among export_types() that come with per-group weight parameters."""
         return frozenset()
+
+    def linear_selections(self) -> list[tuple[str, Any]]:
+        """(YAML path, selection with include/exclude and name_filter()) of each set of linear layers this
+        processor quantizes or prunes: one that selects no layer of the model fails the run at load time."""
+        return []
 
 
 class Processor:

@@ -11,18 +11,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from pydantic import Field, field_validator
 
 from modelslim_core import registry
 from modelslim_core.protocol.spec import check_savers_can_write, parse_processor_list, parse_saver_list
 from modelslim_core.protocol.validation import StrictModel, validate
-from modelslim_core.runtime.context import RunContext
-from modelslim_core.runtime.fingerprint import run_fingerprint
 from modelslim_core.runtime.processor import ProcessorConfig
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.runtime.saver import SaverConfig
 from modelslim_core.service.base import QuantRequest, QuantService
+from modelslim_core.service.run_context import build_run_context, compute_dtype_for  # noqa: F401 - compute_dtype_for: public here before
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +41,13 @@ class _PriorStageFields(StrictModel):
 
 
 class _SpecFields(StrictModel):
+    ignored_keys = {"default_text": "it is the prompt multimodal_vlm_modelslim_v1 pairs with images that have no "
+                                    "text; a text model calibrates on the texts of spec.dataset"}
+
     runner: str = "auto"
     prior: list[Any] = Field(default_factory=list)
     process: list[Any] = Field(default_factory=list)
-    save: list[Any]
+    save: list[Any] | None = None  # omitted: the default saver (protocol/spec.py)
     dataset: str = DEFAULT_DATASET
 
     @field_validator("runner")
@@ -70,13 +71,6 @@ class ModelslimV1Spec:
     prior: list[PriorStage] = field(default_factory=list)
 
 
-def compute_dtype_for(device_type: str, source: torch.dtype | None) -> torch.dtype:
-    """float32 on CPU (bf16 matmuls are slow there and float32 keeps statistics exact); the model's dtype elsewhere."""
-    if device_type == "cpu" or source is None:
-        return torch.float32
-    return source
-
-
 class ModelslimV1Service(QuantService):
     apiversion = "modelslim_v1"
 
@@ -89,7 +83,7 @@ class ModelslimV1Service(QuantService):
             stage = validate(_PriorStageFields, raw_stage, stage_path)
             prior.append(PriorStage(parse_processor_list(stage.process, f"{stage_path}.process"), stage.dataset))
         process = parse_processor_list(fields.process, f"{path}.process")
-        save = parse_saver_list(fields.save, f"{path}.save")
+        save = parse_saver_list(fields.save, f"{path}.save", process)
         check_savers_can_write(process, save, path)
         return ModelslimV1Spec(runner=fields.runner, process=process, save=save, dataset=fields.dataset, prior=prior)
 
@@ -102,19 +96,7 @@ class ModelslimV1Service(QuantService):
         return stages
 
     def run(self, spec: ModelslimV1Spec, request: QuantRequest) -> None:
-        compute_dtype = compute_dtype_for(request.device.type, request.adapter.source_dtype)
-        context = RunContext(
-            adapter=request.adapter,
-            model_path=request.model_path,
-            save_path=request.save_path,
-            device=request.device,
-            compute_dtype=compute_dtype,
-            recorder=request.new_recorder(),
-            config_digest=request.config_digest,
-            fingerprint=run_fingerprint(request.config_digest, request.model_path, compute_dtype, request.device.type)
-            if request.config_digest
-            else "",
-        )
+        context = build_run_context(request)
         runner_cls = registry.load(registry.RUNNERS, spec.runner)
         logger.info("Runner: %s; compute dtype: %s; device: %s.", spec.runner, context.compute_dtype, request.device)
         runner_cls(context).run(self.stages(spec))

@@ -1,7 +1,7 @@
 """What every smoothing processor shares: config fields, subgraph selection, statistics, fusion order.
 
 Per unit: `preprocess` selects the adapter's subgraphs of the enabled kinds whose SOURCE module matches
-include/exclude (shared/spec/algorithms.md §6.18) and hooks their first consumers; the unit's single
+include/exclude (docs/algorithms.md, "Smoothing") and hooks their first consumers; the unit's single
 calibration forward fills the statistics; `postprocess` combines them across ranks and lets the concrete
 processor compute and fuse each subgraph's scale, deepest consumers first (`APPLY_ORDER`). Fusion in
 float keeps the unit's function, so the forward's outputs remain valid inputs for the next unit.
@@ -19,7 +19,7 @@ from torch import nn
 
 from modelslim_core.models.moe import PerExpertMoE
 from modelslim_core.models.subgraphs import APPLY_ORDER, SUBGRAPH_KINDS, Subgraph
-from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse
+from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse, adapter_aliases
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import Unit
 from modelslim_core.smoothing.fusion import apply_scale, apply_shift
@@ -67,7 +67,7 @@ class SmoothingProcessor(TracksPatternUse, Processor):
 
     def __init__(self, config: SmoothingConfig, context):
         super().__init__(config, context)
-        self.filter = config.name_filter()
+        self.filter = config.name_filter(adapter_aliases(context))
         self._subgraphs: list[Subgraph] = []
         self._collector: SubgraphStatsCollector | None = None
         self._smoothed = 0

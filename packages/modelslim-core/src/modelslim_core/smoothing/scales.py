@@ -1,4 +1,4 @@
-"""Smoothing scale formulas (shared/spec/algorithms.md §3.6–3.7), all in float32.
+"""Smoothing scale formulas (docs/algorithms.md, "Smoothing"), all in float32.
 
 A smoothing scale s (one per consumer input channel) divides the activation and multiplies the consumer
 weight's column: x·Wᵀ = (x/s)·(W·diag(s))ᵀ. The SmoothQuant family picks s_j = a_j^α / w_j^β with a_j an

@@ -2,7 +2,7 @@
 
 Magnitude pruning ignores which inputs are large or correlated; ADMM instead solves
     min_W ‖X·Wᵀ − X·W₀ᵀ‖²  subject to  W having `sparse_ratio` zeros
-by alternating (shared/spec/algorithms.md §3.11):
+by alternating (docs/algorithms.md, "Sparsity"):
     Z = (Ŵ + Λ)∘mask          mask = all but the globally smallest `sparse_ratio` fraction of |Ŵ + Λ|
     Λ = Λ + Ŵ − Z
     Ŵ = (H + ρ₀I + ρI)⁻¹ · ((H + ρ₀I)·Ŵ₀ + ρ(Z − Λ))

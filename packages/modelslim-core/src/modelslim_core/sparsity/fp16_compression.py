@@ -1,7 +1,7 @@
 """The FP16 weight compression of W16A16S: few mantissa bits everywhere, full precision where it matters.
 
 A sparse FP16 weight compresses well when its values come from a small alphabet. Each weight
-w = ±m·2^e (1 ≤ m < 2, e the FP16 exponent) is therefore rounded (shared/spec/algorithms.md §3.11):
+w = ±m·2^e (1 ≤ m < 2, e the FP16 exponent) is therefore rounded (docs/algorithms.md, "Sparsity"):
 - e < −14 (an FP16 subnormal): 0;
 - −14 ≤ e ≤ −9: only the power of two survives: m → 1 (m ≤ 1.5) or 2 (m > 1.5);
 - otherwise m is rounded to `mantissa_bits` (2) fraction bits, to nearest (ties to even).

@@ -23,23 +23,21 @@ class Wan21Adapter(DiffusionAdapter):
     family = "wan2_1"
     model_types = ("Wan2.1", "Wan2_1")
     model_type_prefixes = ("Wan2.1-", "Wan2_1-")
-    pipeline_class_name = "WanPipeline"
+    pipeline_class_names = ("WanPipeline",)
     component_class_name = "WanTransformer3DModel"
     inference_config_class = WanInferenceConfig
 
-    def read_model_config(self) -> dict[str, Any]:
-        config = super().read_model_config()
-        second = self.model_index.get("transformer_2")
+    def check_pipeline(self, index: dict[str, Any]) -> None:
+        second = index.get("transformer_2")
         if isinstance(second, list) and any(second):
             raise ModelError(
                 f"{self.model_path / 'model_index.json'} has a second transformer (transformer_2): this is a "
                 "two-expert Wan2.2 pipeline, not Wan2.1.",
-                "quantize a Wan2.1 checkpoint; Wan2.2 is not supported yet.",
+                "use --model_type Wan2.2-T2V-A14B (or Wan2.2-I2V-A14B) for this checkpoint.",
             )
-        return config
 
-    def calibration_file_name(self, config: WanInferenceConfig) -> str:
-        return f"calib_data_{config.task}_{self.component}.pth"
+    def task_name(self, config: WanInferenceConfig) -> str:
+        return config.task
 
     def capture_settings(self, config: WanInferenceConfig) -> dict[str, Any]:
         """Everything but offload_model, which changes where the pipeline runs, not what it computes."""
@@ -49,6 +47,6 @@ class Wan21Adapter(DiffusionAdapter):
 
     def capture_calibration(
         self, config: WanInferenceConfig, device: torch.device, dtype: torch.dtype
-    ) -> list[UnitInput]:
+    ) -> dict[str, list[UnitInput]]:
         config.warn_unofficial_size()
-        return record_transformer_calls(self.model_path, config, device, dtype)
+        return {self.component: record_transformer_calls(self.model_path, config, device, dtype)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from modelslim_core.calib.reference_sets import reference_set_error
 from modelslim_core.calib.text import calib_roots
 from modelslim_core.errors import DatasetError
 from modelslim_vlm.dataset.index_file import INDEX_NAMES, index_in_directory, load_index
@@ -42,6 +43,9 @@ def resolve_vlm_dataset(name: str) -> Path:
     for root in roots:
         if (root / name).exists():
             return root / name
+    reference = reference_set_error(name)
+    if reference is not None:
+        raise reference
     tried = [str(Path.cwd() / name)] + [str(root / name) for root in roots]
     raise DatasetError(f"spec.dataset {name!r} was not found; looked for {', '.join(tried)}.",
                        "pass an absolute path, a path relative to the working directory, or a name under calib/ "

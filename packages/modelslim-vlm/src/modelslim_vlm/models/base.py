@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from modelslim_core.errors import ConfigError, DatasetError, ModelError
+from modelslim_core.rotation.layout import DecoderRotationLayout
 from modelslim_core.models.base import ModelAdapter
 from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.placement import move
@@ -48,6 +49,15 @@ class VlmAdapter(ModelAdapter):
     modalities: ClassVar[tuple[str, ...]] = ("image", "video")
     #: (module path prefix, checkpoint prefix) pairs, first match wins; names matching none are kept.
     checkpoint_prefixes: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: Tower linears (fnmatch module paths) whose outputs enter the language model's residual stream: the
+    #: mergers. QuaRot / adapt_rotation rotate their outputs together with the token embeddings.
+    stream_writers: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def rotation_layout(self) -> DecoderRotationLayout:
+        """The language model's decoder layout; its final norm sits under the language model, not at `model.norm`."""
+        return DecoderRotationLayout(final_norm=f"{self.layers_path.rpartition('.')[0]}.norm",
+                                     stream_writers=self.stream_writers)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -24,6 +24,7 @@ class Qwen25OmniThinkerAdapter(VlmAdapter):
     hf_model_types = (FULL_MODEL_TYPE, "qwen2_5_omni_thinker")
     model_class_name = "Qwen2_5OmniThinkerForConditionalGeneration"
     tower_paths = ("model.audio_tower", "model.visual")
+    stream_writers = ("model.audio_tower.proj", "model.visual.merger.mlp.2")
     modalities = ("image", "audio", "video")
     checkpoint_prefixes = (
         ("model.audio_tower", "thinker.audio_tower"),

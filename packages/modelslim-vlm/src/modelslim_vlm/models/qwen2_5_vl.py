@@ -14,4 +14,5 @@ class Qwen25VLAdapter(VlmAdapter):
     model_type_prefixes = ("Qwen2.5-VL-",)
     hf_model_types = ("qwen2_5_vl",)
     model_class_name = "Qwen2_5_VLForConditionalGeneration"
+    stream_writers = ("model.visual.merger.mlp.2",)
     checkpoint_prefixes = (("model.visual", "visual"), ("model.language_model", "model"))

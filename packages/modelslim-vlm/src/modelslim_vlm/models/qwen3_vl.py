@@ -14,6 +14,8 @@ from modelslim_vlm.models.base import VlmAdapter
 from modelslim_vlm.models.sample_input import VlmSampleInput
 
 DEEPSTACK_KWARGS = ("visual_pos_masks", "deepstack_visual_embeds")
+#: The merger and the DeepStack mergers write vision features into the language model's residual stream.
+QWEN3_VL_STREAM_WRITERS = ("model.visual.merger.linear_fc2", "model.visual.deepstack_merger_list.*.linear_fc2")
 
 
 class DeepStackMixin:
@@ -38,3 +40,4 @@ class Qwen3VLAdapter(DeepStackMixin, VlmAdapter):
     model_type_prefixes = ("Qwen3-VL-",)
     hf_model_types = ("qwen3_vl",)
     model_class_name = "Qwen3VLForConditionalGeneration"
+    stream_writers = QWEN3_VL_STREAM_WRITERS

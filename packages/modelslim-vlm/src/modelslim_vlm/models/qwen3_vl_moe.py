@@ -10,7 +10,7 @@ weight and stays float.
 
 from modelslim_core.models.moe import MoEAdapterMixin
 from modelslim_vlm.models.base import VlmAdapter
-from modelslim_vlm.models.qwen3_vl import DeepStackMixin
+from modelslim_vlm.models.qwen3_vl import QWEN3_VL_STREAM_WRITERS, DeepStackMixin
 
 
 class Qwen3VLMoeAdapter(DeepStackMixin, MoEAdapterMixin, VlmAdapter):
@@ -20,3 +20,4 @@ class Qwen3VLMoeAdapter(DeepStackMixin, MoEAdapterMixin, VlmAdapter):
     model_type_prefixes = ("Qwen3-VL-",)
     hf_model_types = ("qwen3_vl_moe",)
     model_class_name = "Qwen3VLMoeForConditionalGeneration"
+    stream_writers = QWEN3_VL_STREAM_WRITERS

@@ -25,7 +25,8 @@ from modelslim_core.protocol.config import QuantConfig
 from modelslim_core.protocol.yaml_io import dump_yaml
 from modelslim_core.quant.quantized_linear import LinearQuantizer
 from modelslim_core.runtime.context import RunContext
-from modelslim_core.runtime.matching import NameFilter, pattern_matches
+from modelslim_core.runtime.matching import Aliases, pattern_matches
+from modelslim_core.runtime.selection_check import check_layer_selections
 from modelslim_core.runtime.processor import ProcessorConfig
 from modelslim_core.service.base import QuantRequest
 from modelslim.app.export import normalized_config
@@ -87,8 +88,9 @@ def flatten(configs: list[ProcessorConfig], path: str) -> list[tuple[str, Proces
 class LinearAssigner:
     """Replays linear_quant's rule: the first linear_quant whose include/exclude selects a layer quantizes it."""
 
-    def __init__(self, processors: list[tuple[str, ProcessorConfig]]):
-        self.rules = [(path, config, config.name_filter(), LinearQuantizer(config.qconfig, f"{path}.qconfig"))
+    def __init__(self, processors: list[tuple[str, ProcessorConfig]], aliases: Aliases | None = None):
+        self.aliases = aliases
+        self.rules = [(path, config, config.name_filter(aliases), LinearQuantizer(config.qconfig, f"{path}.qconfig"))
                       for path, config in processors if config.type == "linear_quant"]
 
     def assign(self, name: str, linear: nn.Linear) -> LinearPlan:
@@ -103,9 +105,10 @@ class LinearAssigner:
     def float_reason(self, name: str) -> str:
         if not self.rules:
             return "no linear_quant in the config"
+        names = [name, *(self.aliases(name) if self.aliases else [])]
         for path, config, _, _ in self.rules:
-            if any(pattern_matches(p, name) for p in config.include):
-                pattern = next(p for p in config.exclude if pattern_matches(p, name))
+            if any(pattern_matches(p, n) for p in config.include for n in names):
+                pattern = next(p for p in config.exclude if any(pattern_matches(p, n) for n in names))
                 return f"excluded by {pattern!r} ({path}.exclude)"
         return "matched by no linear_quant include"
 
@@ -173,9 +176,11 @@ def build_plan(config: QuantConfig, source: str, request: QuantRequest) -> Plan:
         check_distributed_support(stages)
     model = adapter.build_skeleton(compute_dtype)
     units = adapter.units(model)
+    for stage in stages:
+        check_layer_selections(adapter, units, stage.processors)
     main = stages[-1]
     processors = flatten(main.processors, "spec.process")
-    assigner = LinearAssigner(processors)
+    assigner = LinearAssigner(processors, getattr(adapter, "name_aliases", None))
     unit_plans = [(unit.name, [assigner.assign(site.name, site.module) for site in adapter.linear_sites(unit)])
                   for unit in units]
     inside = {linear.name for _, linears in unit_plans for linear in linears}

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from modelslim_core.io.atomic import write_text_atomic
 from modelslim_core.io.permissions import secure
+from modelslim_save_ascend.output_dir import EVAL_PLOT_NAME as PLOT_NAME
+from modelslim_save_ascend.output_dir import EVAL_REPORT_NAME as REPORT_NAME
 
-REPORT_NAME = "eval_report.json"
-PLOT_NAME = "eval_layer_error.png"
+from modelslim.app.eval_data import out_of_domain_note
 
 
 def _versions() -> dict[str, str]:
@@ -35,7 +36,8 @@ def format_table(report: dict) -> str:
         f"ratio {report['ratio']:.4f} ({report['samples']} samples, {report['tokens']} tokens, "
         f"{report['model_quant_type']})"
     )
-    return "\n".join(lines + ["", summary])
+    notes = [out_of_domain_note(report)] if report.get("out_of_domain") else []
+    return "\n".join(lines + ["", summary, *notes])
 
 
 def plot_layer_errors(report: dict, path: Path) -> None:

@@ -2,8 +2,8 @@
 
 The checkpoint is rebuilt by the reference runtime (strict conformance, Ascend integer semantics), or, for
 the compressed-tensors format, by transformers' own compressed-tensors reader. Each
-quantized linear is compared with its float original on the float model's own inputs (local error, so a
-bad layer shows up by name), and the whole model is compared end to end: perplexity on held-out text for
+quantized linear is compared with its float original on the input its saved kernel sees (smoothing and
+rotations accounted for, see layer_compare.py; local error, so a bad layer shows up by name), and the whole model is compared end to end: perplexity on held-out text for
 causal LMs, else the cosine of the final hidden states.
 """
 
@@ -26,12 +26,14 @@ from modelslim_core.reference_runtime.checkpoint import SavedCheckpoint
 from modelslim_core.reference_runtime.loader import load_quantized_model
 
 from modelslim.app import ct_checkpoint
+from modelslim.app.eval_data import default_dataset, out_of_domain
 from modelslim.app.eval_report import write_report
+from modelslim.app.eval_passes import compare_models
+from modelslim.app.layer_compare import saved_global_rotation
 from modelslim.app.paths import check_model_path
 
 logger = logging.getLogger("modelslim")
 
-DEFAULT_DATASET = "heldout_eval.jsonl"
 MAX_TOKENS = 1024
 
 
@@ -39,38 +41,9 @@ MAX_TOKENS = 1024
 class EvalArgs:
     model_path: str
     quant_path: str
-    dataset: str = DEFAULT_DATASET
+    dataset: str | None = None  # None: the model's own held-out set when the repository ships one
     device: str | None = None
     max_samples: int | None = None
-
-
-@dataclass
-class LayerError:
-    name: str
-    tag: str
-    rel_l2: float
-    cosine: float
-
-
-class _LayerStats:
-    """Running sums for one linear: squared error, squared reference, per-token cosines."""
-
-    def __init__(self, tag: str):
-        self.tag = tag
-        self.err = 0.0
-        self.ref = 0.0
-        self.cos = 0.0
-        self.tokens = 0
-
-    def update(self, quantized: torch.Tensor, reference: torch.Tensor) -> None:
-        q, r = quantized.double().flatten(0, -2), reference.double().flatten(0, -2)
-        self.err += (q - r).pow(2).sum().item()
-        self.ref += r.pow(2).sum().item()
-        self.cos += F.cosine_similarity(q, r, dim=-1).sum().item()
-        self.tokens += r.shape[0]
-
-    def result(self, name: str) -> LayerError:
-        return LayerError(name, self.tag, math.sqrt(self.err / max(self.ref, 1e-30)), self.cos / max(self.tokens, 1))
 
 
 def _tokenize(quant_model_path: Path, texts: list[str]) -> list[dict[str, torch.Tensor]]:
@@ -91,26 +64,6 @@ def quantized_linears(float_model: nn.Module, quant_model: nn.Module) -> dict[st
 
 
 @torch.no_grad()
-def layer_errors(float_model: nn.Module, kernels: dict[str, nn.Module], tags: dict[str, str], samples: list) -> list[LayerError]:
-    """Each kernel run on its float original's real input, compared with the float output."""
-    stats = {name: _LayerStats(tags.get(f"{name}.weight", "?")) for name in kernels}
-    modules = dict(float_model.named_modules())
-    hooks = [
-        modules[name].register_forward_hook(
-            lambda _m, args, out, name=name: stats[name].update(kernels[name](args[0]), out)
-        )
-        for name in kernels
-    ]
-    try:
-        for sample in samples:
-            float_model(**sample)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return [s.result(name) for name, s in stats.items()]
-
-
-@torch.no_grad()
 def perplexity(model: nn.Module, samples: list[dict[str, torch.Tensor]]) -> tuple[float, int]:
     nll, tokens = 0.0, 0
     for sample in samples:
@@ -121,17 +74,6 @@ def perplexity(model: nn.Module, samples: list[dict[str, torch.Tensor]]) -> tupl
         nll += F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
         tokens += ids.shape[1] - 1
     return math.exp(nll / max(tokens, 1)), tokens
-
-
-@torch.no_grad()
-def hidden_cosine(float_model: nn.Module, quant_model: nn.Module, samples: list[dict[str, torch.Tensor]]) -> tuple[float, int]:
-    total, tokens = 0.0, 0
-    for sample in samples:
-        a = float_model(**sample).last_hidden_state.double().flatten(0, -2)
-        b = quant_model(**sample).last_hidden_state.double().flatten(0, -2)
-        total += F.cosine_similarity(a, b, dim=-1).sum().item()
-        tokens += a.shape[0]
-    return total / max(tokens, 1), tokens
 
 
 def _load_float(model_path: Path, device: torch.device) -> tuple[nn.Module, bool]:
@@ -172,28 +114,24 @@ def run_eval(args: EvalArgs) -> dict:
     device = resolve_device(args.device).torch_device
     float_model, causal = _load_float(model_path, device)
     quant_model, kernels, tags, quant_type = _load_quantized(model_path, quant_path, float_model, causal, device)
-    texts = load_texts(args.dataset)[: args.max_samples]
+    dataset = args.dataset or default_dataset(model_path)
+    texts = load_texts(dataset)[: args.max_samples]
     samples = [{k: v.to(device) for k, v in s.items()} for s in _tokenize(quant_path, texts)]
-    layers = layer_errors(float_model, kernels, tags, samples)
-    if causal:
-        metric = "perplexity"
-        float_value, tokens = perplexity(float_model, samples)
-        quant_value, _ = perplexity(quant_model, samples)
-    else:
-        metric = "hidden_state_cosine"
-        quant_value, tokens = hidden_cosine(float_model, quant_model, samples)
-        float_value = 1.0
+    layers, float_value, quant_value, tokens = compare_models(
+        float_model, quant_model, kernels, tags, samples, saved_global_rotation(quant_path), causal)
+    metric = "perplexity" if causal else "hidden_state_cosine"
     report = {
         "model_path": str(model_path),
         "quant_path": str(quant_path),
         "model_quant_type": quant_type,
-        "dataset": args.dataset,
+        "dataset": dataset,
         "samples": len(samples),
         "tokens": tokens,
         "metric": metric,
         "float": float_value,
         "quantized": quant_value,
         "ratio": quant_value / float_value,
+        "out_of_domain": causal and out_of_domain(float_value, float_model),
         "layers": [asdict(layer) for layer in layers],
         "elapsed_seconds": round(time.perf_counter() - started, 2),
     }

@@ -10,7 +10,10 @@ import argparse
 import hashlib
 import json
 import logging
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,17 +21,22 @@ from typing import Any
 from modelslim_core.devices import resolve_device
 from modelslim_core.errors import ConfigError
 from modelslim_core.formats.engines import check_target_engines
-from modelslim_core.io.permissions import make_dir, secure_tree
+from modelslim_core.io.permissions import secure_tree
+from modelslim_core.io.dir_lock import exclusive_directory
+from modelslim_core.models.base import ModelAdapter
 from modelslim_core.models.resolve import create_adapter
+from modelslim_core.models.tokenizer_files import check_tokenizer_files
 from modelslim_core.practice import PracticeLibrary, select_practice
 from modelslim_core.protocol.config import QuantConfig, parse_quant_config
+from modelslim_core.protocol.spec import processor_class
 from modelslim_core.protocol.v0_translate import V0, translate_v0
 from modelslim_core.protocol.yaml_io import load_yaml_file
 from modelslim_core.service.base import QuantRequest
+from modelslim_runners.resume import STATE_DIR as RESUME_DIR
 
 from modelslim.app.confirm import Confirmer
 from modelslim.app.export import export_config
-from modelslim.app.paths import check_model_path, check_save_path
+from modelslim.app.paths import check_config_path, check_model_path, check_save_path, create_save_path
 
 logger = logging.getLogger("modelslim")
 
@@ -64,13 +72,16 @@ class QuantArgs:
         )
 
 
-def choose_config(args: QuantArgs, pedigree: str, confirm: Confirmer) -> tuple[dict[str, Any], str]:
+def choose_config(
+    args: QuantArgs, pedigree: str, confirm: Confirmer, apiversions: tuple[str, ...] | None = None
+) -> tuple[dict[str, Any], str]:
     """The raw config mapping and where it came from: --config_path, or the practice library."""
     if args.config_path:
         if args.tags:
             logger.warning("--tag selects no practice with --config_path; it still names the serving engine checked.")
         return translated_if_v0(load_yaml_file(args.config_path), args.config_path, confirm), args.config_path
-    selection = select_practice(PracticeLibrary.discover(), pedigree, args.model_type, args.quant_type, args.tags)
+    selection = select_practice(PracticeLibrary.discover(), pedigree, args.model_type, args.quant_type, args.tags,
+                                apiversions)
     if selection.tip:
         confirm(selection.tip)
     logger.info("Practice: %s (%s), quant type %s.", selection.practice.metadata.config_id,
@@ -101,9 +112,11 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     started = time.perf_counter()
     model_path = check_model_path(args.model_path)
     save_path = check_save_path(args.save_path, model_path)
+    if args.config_path:
+        check_config_path(args.config_path)
     device = resolve_device(args.device)
     adapter = create_adapter(args.model_type, model_path, args.trust_remote_code)
-    raw, source = choose_config(args, adapter.pedigree, confirm or Confirmer(args.yes))
+    raw, source = choose_config(args, adapter.pedigree, confirm or Confirmer(args.yes), adapter.apiversions)
     config: QuantConfig = parse_quant_config(raw, source)
     check_target_engines(config.spec, args.tags, read_model_config(model_path), source)
     request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug)
@@ -111,18 +124,44 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
         config.service.check_request(config.spec, request)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
+    check_calibration_inputs(config, adapter, source)
     if args.dry_run:
         from modelslim.app.dry_run import build_plan, format_plan  # noqa: PLC0415
 
         print(format_plan(build_plan(config, source, request)), flush=True)
         return save_path
-    make_dir(save_path)
-    exported = export_config(raw, save_path, args.model_type)
-    logger.info("Config written to %s.", exported)
-    request.config_digest = hashlib.sha256(exported.read_bytes()).hexdigest()
-    try:
-        config.service().run(config.spec, request)
-    finally:
-        secure_tree(save_path)  # whatever the umask: files 0o640, directories 0o750 (debug_info, optional/ too)
+    created = create_save_path(save_path)
+    with exclusive_directory(save_path), removed_on_failure(save_path, created):
+        exported = export_config(raw, save_path, args.model_type)
+        logger.info("Config written to %s.", exported)
+        request.config_digest = hashlib.sha256(exported.read_bytes()).hexdigest()
+        try:
+            config.service().run(config.spec, request)
+        finally:
+            secure_tree(save_path)  # whatever the umask: files 0o640, directories 0o750 (debug_info, optional/ too)
     logger.info("Done in %.1f s: %s", time.perf_counter() - started, save_path)
     return save_path
+
+
+def check_calibration_inputs(config: QuantConfig, adapter: Any, source: str) -> None:
+    """A config that calibrates needs the model's tokenizer: say so now, not after the model has loaded."""
+    stages = getattr(config.service, "stages", None)
+    if stages is None or not isinstance(adapter, ModelAdapter) or type(adapter).load_tokenizer is not ModelAdapter.load_tokenizer:
+        return  # services and adapters with their own inputs (images, pipelines) check them themselves
+    if any(processor_class(p).needs_data(p) for stage in stages(config.spec) for p in stage.processors):
+        check_tokenizer_files(adapter.model_path, f"{source} calibrates on text")
+
+
+@contextmanager
+def removed_on_failure(save_path: Path, created: bool) -> Iterator[None]:
+    """A save_path this run created is removed again when the run fails before it can resume.
+
+    Otherwise a failed first run leaves a directory holding only the exported YAML, which looks like a
+    checkpoint folder to the next person. A directory that existed before is left to the savers' own cleanup,
+    and a run that left resume state keeps it (the same command continues from there)."""
+    try:
+        yield
+    except BaseException:
+        if created and not (save_path / RESUME_DIR).exists():
+            shutil.rmtree(save_path, ignore_errors=True)
+        raise

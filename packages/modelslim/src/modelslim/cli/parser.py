@@ -1,12 +1,34 @@
-"""Argument parsing for `msmodelslim` (seed: Quick Quantization Guide, "Parameters")."""
+"""Argument parsing for `msmodelslim`: the reference's quick-quantization flags plus what users expect
+(examples in every `-h`, `--version`, `--log_file`, either spelling of a flag, "did you mean").
+
+Only light modules are imported here: a wrong flag or path must be reported before torch is loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+import sys
+
+from modelslim_core.errors import UsageError
+from modelslim_core.quant_types import QUANT_TYPES
 
 from modelslim.app.check import add_check_parser
+from modelslim.cli.examples import EXAMPLES, TOP_EXAMPLES
+from modelslim.cli.spelling import did_you_mean
 
-from modelslim_core.practice import QUANT_TYPES
+
+class CliParser(argparse.ArgumentParser):
+    """argparse with errors raised as UsageError (one paragraph, exit 2) and a suggestion for a mistyped command."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            message += did_you_mean(choice[1], re.findall(r"'([^']*)'", choice[2]))
+        self.print_usage(sys.stderr)
+        command = self.prog.removeprefix("msmodelslim").strip()
+        raise UsageError(f"{command}: {message}" if command else message, f"`{self.prog} -h` lists every option, with examples.")
+
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
@@ -32,7 +54,10 @@ def parse_model_type(text: str) -> str:
 def parse_quant_type(text: str) -> str:
     lowered = text.strip().lower()
     if lowered not in QUANT_TYPES:
-        raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from {', '.join(QUANT_TYPES)})")
+        raise argparse.ArgumentTypeError(
+            f"invalid choice {text!r} (choose from {', '.join(QUANT_TYPES)}).{did_you_mean(lowered, QUANT_TYPES)} "
+            "`msmodelslim list quant-types` says what each one does."
+        )
     return lowered
 
 
@@ -82,7 +107,9 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--model_path", required=True, help="the float model directory the checkpoint was made from")
     evaluate.add_argument("--quant_path", required=True, help="the --save_path of a finished `msmodelslim quant` run")
-    evaluate.add_argument("--dataset", default="heldout_eval.jsonl", help="held-out texts (short name in calib/ or a path)")
+    evaluate.add_argument("--dataset", help="held-out texts (short name in calib/ or a path); default: the model's own "
+                          "held-out set when the repository ships one (the demo LM: demo_heldout.jsonl), else "
+                          "heldout_eval.jsonl")
     evaluate.add_argument("--device", help="cpu or cuda[:i] (default: as for quant)")
     evaluate.add_argument("--max_samples", type=positive_int, help="use only the first N samples")
 
@@ -97,15 +124,55 @@ def _add_convert_config(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("config", help="the modelslim_v0 YAML file")
 
 
+def _add_list(subparsers: argparse._SubParsersAction) -> None:
+    listing = subparsers.add_parser(
+        "list",
+        help="list model types, best practices or quant types, one line each",
+        description="List what `msmodelslim quant` can be given: the model types with a dedicated adapter (others "
+        "use the generic one), the shipped and plugin best practices, and the quant types with what each does.",
+    )
+    listing.add_argument("what", nargs="?", choices=("model-types", "practices", "quant-types"),
+                         help="one of model-types, practices, quant-types (default: all three)")
+
+
+def _finish(parser: argparse.ArgumentParser) -> None:
+    """What every subcommand gets: its examples under -h and --log_file."""
+    for name, sub in parser._subparsers._group_actions[0].choices.items():  # type: ignore[union-attr]
+        sub.formatter_class = argparse.RawDescriptionHelpFormatter
+        if name in EXAMPLES:
+            sub.epilog = "examples:\n" + EXAMPLES[name]
+        if "--log_file" not in sub._option_string_actions:
+            sub.add_argument("--log_file", help="also write the log (at DEBUG level) and any failure to this file")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"msmodelslim {version('modelslim')}"
+    except PackageNotFoundError:
+        return "msmodelslim (version unknown: not installed as a package)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="msmodelslim",
         description="ModelSlim: post-training quantization for LLMs and multimodal models.",
-        epilog="Environment: MSMODELSLIM_LOG_LEVEL=INFO|DEBUG, MSMODELSLIM_CUSTOM_PRACTICE_REPO=<dir>.",
+        epilog="examples:\n" + TOP_EXAMPLES + "\nFlags may be spelled with - or _ (--model-path = --model_path).\n"
+        "Environment: MSMODELSLIM_LOG_LEVEL=INFO|DEBUG, MSMODELSLIM_CUSTOM_PRACTICE_REPO=<dir>.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,check,convert-config}")
+    parser.add_argument("--version", action="version", version=_version())
+    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,check,convert-config,list,analyze,tune}",
+                                       parser_class=CliParser)
     _add_quant(subparsers)
     _add_eval(subparsers)
     _add_convert_config(subparsers)
+    _add_list(subparsers)
+    from modelslim.cli import analyze_command, tune_command  # noqa: PLC0415 - they import this module's argument types
+
+    analyze_command.add_analyze(subparsers)
+    tune_command.add_tune(subparsers)
     add_check_parser(subparsers)
+    _finish(parser)
     return parser

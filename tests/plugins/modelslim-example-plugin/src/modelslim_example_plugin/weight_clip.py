@@ -2,7 +2,7 @@
 
 Clipping rare extreme weights before per-channel quantization shrinks the scale and so the rounding error
 of all the other weights. It is data-free and knows nothing of ModelSlim's internals beyond the public
-processor protocol: that is the point of this package.
+processor protocol, imported from `modelslim_core.api`: that is the point of this package.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from modelslim_core.runtime.matching import LayerSelection
-from modelslim_core.runtime.processor import Processor, ProcessorConfig
-from modelslim_core.runtime.unit import Unit
+from modelslim_core.api import LayerSelection, Processor, ProcessorConfig, Unit
 
 
 class WeightClipConfig(ProcessorConfig, LayerSelection):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec
 from modelslim_core.reference_runtime.kernels.w4a4_dynamic import W4A4DynamicKernel
 from modelslim_core.reference_runtime.kernels.w4a4_mxfp4 import W4A4MXFP4Kernel
+from modelslim_core.reference_runtime.kernels.w4a4_mxfp4_dualscale import W4A4MXFP4DualScaleKernel
 from modelslim_core.reference_runtime.kernels.w4a8_dynamic import W4A8DynamicKernel
 from modelslim_core.reference_runtime.kernels.w4a8_mxfp import W4A8MXFPKernel
 from modelslim_core.reference_runtime.kernels.w8a8 import W8A8Kernel
@@ -29,6 +30,7 @@ KERNELS: dict[str, LinearKernel] = {
         W8A8MXFP8Kernel(),
         W4A8MXFPKernel(),
         W4A4MXFP4Kernel(),
+        W4A4MXFP4DualScaleKernel(),
         W8A8SKernel(),
         W16A16SKernel(),
     )

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from modelslim_core.quant.int_affine import SCALE_EPS
-from modelslim_core.reference_runtime.int_gemm import grouped_int_matmul
+from modelslim_core.reference_runtime.int_gemm import GroupedIntWeight, IntWeight
 
 
 def quantize_per_token(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,11 +34,15 @@ class DynamicIntLinear(nn.Module):
         self.register_buffer("scale", scale.double())
         self.register_buffer("offset", offset.double())
         self.register_buffer("bias", None if bias is None else bias.float())
+        self.has_offset = bool((offset != 0).any())
+        self.gemm = IntWeight(codes, 2 ** (act_bits - 1)) if self.groups == 1 else GroupedIntWeight(codes, self.groups, 2 ** (act_bits - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_codes, x_scale = quantize_per_token(x, self.act_bits)
-        products = grouped_int_matmul(x_codes, self.codes, self.groups)  # [..., out, groups]
-        if bool((self.offset != 0).any()):
+        products = self.gemm.matmul(x_codes)  # [..., out] per channel, [..., out, groups] per group
+        if self.groups == 1:
+            products = products[..., None]
+        if self.has_offset:
             group_sums = x_codes.double().reshape(*x_codes.shape[:-1], 1, self.groups, -1).sum(dim=-1)
             products = products - self.offset * group_sums
         y = ((products * self.scale).sum(dim=-1) * x_scale.double()).float()

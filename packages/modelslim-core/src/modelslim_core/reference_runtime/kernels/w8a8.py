@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modelslim_core.reference_runtime.int_gemm import int8_matmul
+from modelslim_core.reference_runtime.int_gemm import FLOAT32_EXACT, IntWeight
 from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec
 
 
@@ -24,10 +24,20 @@ class W8A8StaticLinear(nn.Module):
         self.register_buffer("input_scale", tensors["input_scale"].float())
         self.register_buffer("input_offset", tensors["input_offset"].float())
         self.register_buffer("deq_scale", deq_scale_as_float(tensors["deq_scale"]).double())
+        self.gemm = IntWeight(tensors["weight"])
+        # When every accumulator value (products plus quant_bias) is an integer below 2^24, float32 holds it
+        # exactly, and one float32 multiply by the float32 deq_scale rounds exactly as float64 then float32
+        # would: the whole epilogue can stay in float32 with the very same result.
+        largest = self.gemm.bound + int(self.quant_bias.abs().max()) if self.quant_bias.numel() else self.gemm.bound
+        self.float32_exact = len(self.gemm.runs) == 1 and largest < FLOAT32_EXACT
+        self.register_buffer("quant_bias_f32", self.quant_bias.float(), persistent=False)
+        self.register_buffer("deq_scale_f32", self.deq_scale.float(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        codes = torch.clamp(torch.round(x.float() / self.input_scale) + self.input_offset, -128, 127)
-        accumulated = int8_matmul(codes, self.weight) + self.quant_bias
+        codes = x.float().div(self.input_scale).round_().add_(self.input_offset).clamp_(-128, 127)
+        if self.float32_exact:
+            return (codes @ self.gemm.transposed).add_(self.quant_bias_f32).mul_(self.deq_scale_f32).to(x.dtype)
+        accumulated = self.gemm.matmul(codes) + self.quant_bias
         return (accumulated * self.deq_scale).to(x.dtype)
 
 

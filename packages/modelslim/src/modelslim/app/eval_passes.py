@@ -1,0 +1,89 @@
+"""`msmodelslim eval`'s model runs: two forwards per sample (float, then quantized), everything read off them.
+
+The first samples (up to layer_compare.FIT_SAMPLES) fit the per-linear frames from both forwards' captured
+linear calls; once the frames are known, every later sample's float forward feeds the kernels for the
+per-layer errors. Both forwards of every sample also give the end-to-end figure (perplexity of each model
+for causal LMs, else the cosine of the final hidden states), so the float model runs once per sample, not
+once for the fit, once for the per-layer errors and once for the perplexity. Only when every sample was
+needed for the fit (evals of at most FIT_SAMPLES samples) does the float model run once more to measure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modelslim.app.layer_compare import FIT_SAMPLES, FrameFitter, LayerError, _captured, measuring, new_stats, results
+
+
+class EndToEnd:
+    """Perplexity of both models (causal LMs) or the mean per-token cosine of their final hidden states."""
+
+    def __init__(self, causal: bool):
+        self.causal = causal
+        self.float_nll = self.quant_nll = self.cosine = 0.0
+        self.tokens = 0
+
+    @staticmethod
+    def _nll(logits: torch.Tensor, ids: torch.Tensor) -> float:
+        losses = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
+        return losses.double().sum().item()
+
+    def add(self, sample: dict[str, torch.Tensor], float_out, quant_out) -> None:
+        if not self.causal:
+            a = float_out.last_hidden_state.double().flatten(0, -2)
+            b = quant_out.last_hidden_state.double().flatten(0, -2)
+            self.cosine += F.cosine_similarity(a, b, dim=-1).sum().item()
+            self.tokens += a.shape[0]
+            return
+        ids = sample["input_ids"]
+        if ids.shape[1] < 2:
+            return
+        self.float_nll += self._nll(float_out.logits, ids)
+        self.quant_nll += self._nll(quant_out.logits, ids)
+        self.tokens += ids.shape[1] - 1
+
+    def result(self) -> tuple[float, float, int]:
+        """(float figure, quantized figure, tokens)."""
+        count = max(self.tokens, 1)
+        if not self.causal:
+            return 1.0, self.cosine / count, self.tokens
+        return math.exp(self.float_nll / count), math.exp(self.quant_nll / count), self.tokens
+
+
+@torch.no_grad()
+def compare_models(float_model: nn.Module, quant_model: nn.Module, kernels: dict[str, nn.Module], tags: dict[str, str],
+                   samples: list, rotation: torch.Tensor | None, causal: bool) -> tuple[list[LayerError], float, float, int]:
+    """Per-layer errors, then the float and quantized end-to-end figures and the token count."""
+    float_linears = {name: module for name, module in float_model.named_modules() if name in kernels}
+    fit_count = min(FIT_SAMPLES, len(samples))
+    fitter = FrameFitter(rotation)
+    stats = new_stats(kernels, tags)
+    figure = EndToEnd(causal)
+    frames = None
+    for index, sample in enumerate(samples):
+        if index < fit_count:
+            floats: dict[str, list] = {}
+            quants: dict[str, list] = {}
+            with _captured(float_linears, floats):
+                float_out = float_model(**sample)
+            with _captured(kernels, quants):
+                quant_out = quant_model(**sample)
+            fitter.add(floats, quants)
+        else:
+            if frames is None:
+                frames = fitter.frames(float_model, quant_model, kernels, samples[:fit_count])
+            with measuring(float_model, kernels, frames, stats):
+                float_out = float_model(**sample)
+            quant_out = quant_model(**sample)
+        figure.add(sample, float_out, quant_out)
+        del float_out, quant_out
+    if frames is None:  # every sample went to the fit: measure on them with one more float forward
+        frames = fitter.frames(float_model, quant_model, kernels, samples)
+        with measuring(float_model, kernels, frames, stats):
+            for sample in samples:
+                float_model(**sample)
+    return (results(stats), *figure.result())

@@ -1,0 +1,151 @@
+"""The `msmodelslim tune` strategy file: `strategy` (how to search) and `evaluation` (who judges).
+
+Every problem is a ConfigError naming the field's path in the file and the fix; the template is checked as
+a normal quantization config, and `rollback_path` must lead to a list (or a missing last key) inside it.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from modelslim_core.errors import ConfigError
+from modelslim_core.protocol.validation import StrictModel, validate
+from modelslim_core.protocol.yaml_io import load_yaml_file
+
+from modelslim.app.analysis_choices import SCOPES
+
+STRATEGIES = ("binary_fallback", "standing_high")
+_DURATION = re.compile(r"^(?:(\d+)D)?(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?$", re.IGNORECASE)
+
+
+class StrategyFields(StrictModel):
+    type: Literal["binary_fallback", "standing_high"]
+    template: dict[str, Any] = Field(description="a complete modelslim_v1 quantization config")
+    rollback_path: str = Field(description="dotted path of the exclude list inside template, e.g. spec.process.0.exclude")
+    rollback_candidates: list[str] = Field(default_factory=list, description="exclude patterns, most sensitive first")
+    analysis_dataset: str | None = None
+    analysis_scope: str = "layer"
+    analysis_samples: int = Field(default=4, ge=1)
+    anti_outlier_strategies: list[list[dict[str, Any]]] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("analysis_scope")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        if value not in SCOPES:
+            raise ValueError(f"must be one of {', '.join(SCOPES)}")
+        return value
+
+
+class Expectation(StrictModel):
+    dataset: str
+    target: Decimal
+    tolerance: Decimal = Decimal(0)
+
+    @field_validator("target", "tolerance", mode="before")
+    @classmethod
+    def _decimal(cls, value: Any) -> Any:
+        """YAML numbers become decimals through their text (80.1 stays 80.1, not 80.0999...)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return value
+        try:
+            return Decimal(str(value))
+        except ArithmeticError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+
+
+class Demand(StrictModel):
+    expectations: list[Expectation] = Field(min_length=1)
+
+
+class TuneFile(StrictModel):
+    strategy: dict[str, Any]
+    evaluation: dict[str, Any]
+
+
+def parse_duration(text: str) -> float:
+    """`2H`, `1D`, `3D4H`, `90M`, `30S` (or a bare number of seconds) -> seconds."""
+    stripped = text.strip()
+    if stripped.replace(".", "", 1).isdigit():
+        return float(stripped)
+    match = _DURATION.match(stripped)
+    if not stripped or match is None:
+        raise ValueError(f"expected a duration like 2H, 1D, 3D4H or 90M, got {text!r}")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def resolve_rollback_list(template: dict[str, Any], rollback_path: str, where: str) -> list[str]:
+    """The list at `rollback_path` inside the template (created empty when only its last key is missing)."""
+    node: Any = template
+    parts = rollback_path.split(".")
+    for depth, part in enumerate(parts):
+        at = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{where}: rollback_path {rollback_path!r}: {at!r} is not an index of a list of "
+                                  f"{len(node)} items.", "point rollback_path at the exclude list of a process item, "
+                                  "e.g. spec.process.0.exclude.")
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if part not in node:
+                if last:
+                    node[part] = []
+                else:
+                    raise ConfigError(f"{where}: rollback_path {rollback_path!r}: template has no {at!r}.",
+                                      "point rollback_path at the exclude list of a process item, e.g. spec.process.0.exclude.")
+            node = node[part]
+        else:
+            raise ConfigError(f"{where}: rollback_path {rollback_path!r}: {at!r} lies inside a {type(node).__name__}.",
+                              "point rollback_path at a list inside the template.")
+    if not isinstance(node, list) or not all(isinstance(item, str) for item in node):
+        raise ConfigError(f"{where}: rollback_path {rollback_path!r} leads to {node!r}, not a list of patterns.",
+                          "point rollback_path at an exclude list, e.g. spec.process.0.exclude.")
+    return node
+
+
+def with_rollback(template: dict[str, Any], rollback_path: str, patterns: list[str]) -> dict[str, Any]:
+    """A copy of the template whose rollback list also holds `patterns` (names without `*` become `*<name>*`)."""
+    import copy
+
+    config = copy.deepcopy(template)
+    target = resolve_rollback_list(config, rollback_path, "strategy.template")
+    for pattern in patterns:
+        expanded = pattern if "*" in pattern or "?" in pattern or "[" in pattern else f"*{pattern}*"
+        if expanded not in target:
+            target.append(expanded)
+    return config
+
+
+def load_tune_file(path: str) -> tuple[StrategyFields, dict[str, Any]]:
+    """The validated strategy and the raw evaluation block (its type picks the evaluator that validates it)."""
+    where = str(Path(path))
+    raw = load_yaml_file(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: a tune config is a mapping with the keys strategy and evaluation.",
+                          "see README.md 'Accuracy tuning' for an example.")
+    top = validate(TuneFile, raw, where)
+    strategy = validate(StrategyFields, top.strategy, f"{where}: strategy",
+                        f"strategy.type is one of {', '.join(STRATEGIES)}; see README.md 'Accuracy tuning'.")
+    if strategy.template.get("apiversion") not in ("modelslim_v1", "multimodal_vlm_modelslim_v1"):
+        raise ConfigError(f"{where}: strategy.template.apiversion is {strategy.template.get('apiversion')!r}.",
+                          "the template must be a modelslim_v1 (or multimodal_vlm_modelslim_v1) quantization config.")
+    resolve_rollback_list(strategy.template, strategy.rollback_path, f"{where}: strategy")
+    if strategy.type == "standing_high":
+        process = (strategy.template.get("spec") or {}).get("process") or []
+        if not any(isinstance(item, dict) and item.get("type") == "linear_quant" for item in process):
+            raise ConfigError(f"{where}: strategy.template.spec.process has no linear_quant item.",
+                              "standing_high tunes a linear_quant scheme; add one to the template.")
+        if not strategy.anti_outlier_strategies:
+            raise ConfigError(f"{where}: strategy.anti_outlier_strategies is empty.",
+                              "standing_high needs one or more processor lists to try, e.g. [[{type: smooth_quant}]].")
+    if not isinstance(top.evaluation.get("type"), str):
+        raise ConfigError(f"{where}: evaluation.type is missing.",
+                          "use perplexity, service_oriented or the name of an installed evaluator plugin.")
+    return strategy, top.evaluation

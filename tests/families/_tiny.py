@@ -1,0 +1,62 @@
+"""Tiny checkpoints of today's families, built from transformers' own config classes (never downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from tests.tiny_models import copy_tokenizer
+
+#: MLA geometry shared by the DeepSeek-style families (LongCat-Flash, GLM-5, Kimi-K2).
+MLA = dict(q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16)
+COMMON = dict(hidden_size=64, num_attention_heads=4, max_position_embeddings=512, tie_word_embeddings=False)
+
+
+def family_configs(vocab: int) -> dict:
+    """model_type -> a tiny config of that family (2-3 layers, 4 routed experts where MoE)."""
+    from transformers import (Glm4MoeConfig, Glm4MoeLiteConfig, GlmMoeDsaConfig, LongcatFlashConfig, MiniMaxM2Config,
+                              Qwen3NextConfig)
+
+    moe = dict(n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
+               moe_intermediate_size=32, intermediate_size=128)
+
+    return {
+        "longcat_flash": LongcatFlashConfig(vocab_size=vocab, num_layers=2, ffn_hidden_size=128, moe_topk=2,
+                                            n_routed_experts=4, zero_expert_num=2, expert_ffn_hidden_size=32,
+                                            head_dim=8, **MLA, **COMMON),
+        "glm4_moe": Glm4MoeConfig(vocab_size=vocab, num_hidden_layers=3, num_key_value_heads=2, head_dim=16,
+                                  intermediate_size=128, moe_intermediate_size=32, n_routed_experts=4,
+                                  num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
+                                  first_k_dense_replace=1, **COMMON),
+        "glm4_moe_lite": Glm4MoeLiteConfig(vocab_size=vocab, num_hidden_layers=2, num_key_value_heads=4,
+                                           mlp_layer_types=["dense", "sparse"], **moe, **MLA, **COMMON),
+        "glm_moe_dsa": GlmMoeDsaConfig(vocab_size=vocab, num_hidden_layers=2, num_key_value_heads=4, head_dim=8,
+                                       first_k_dense_replace=1, index_topk=64, index_head_dim=16, index_n_heads=2,
+                                       **moe, **MLA, **COMMON),
+        "minimax_m2": MiniMaxM2Config(vocab_size=vocab, num_hidden_layers=2, num_key_value_heads=2, head_dim=16,
+                                      intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+                                      bos_token_id=None, eos_token_id=None, **COMMON),
+        # hybrid: layers 0-2 linear attention (Gated DeltaNet), layer 3 full attention; every layer MoE
+        "qwen3_next": Qwen3NextConfig(vocab_size=vocab, num_hidden_layers=4, num_key_value_heads=2, head_dim=16,
+                                      intermediate_size=128, linear_key_head_dim=16, linear_value_head_dim=16,
+                                      linear_num_key_heads=2, linear_num_value_heads=4, moe_intermediate_size=32,
+                                      shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                                      **COMMON),
+    }
+
+
+def make_family_model(target: Path, model_type: str, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+    """Write a tiny random `model_type` checkpoint (checkpoint names as transformers saves them) to `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    vocab = copy_tokenizer(target)
+    config = family_configs(vocab)[model_type]
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():  # routing biases are stored in checkpoints
+            if name.endswith("e_score_correction_bias"):
+                buffer.normal_(0, 0.1)
+    model.to(dtype).save_pretrained(target, safe_serialization=True)
+    return target

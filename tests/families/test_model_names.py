@@ -1,0 +1,49 @@
+"""Reference model names of today's families resolve to their family's adapter and to a practice verified for
+them (lookup level 1 with --quant_type, never the `default` pedigree)."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelslim_core.models.resolve import adapter_class_for
+from modelslim_core.practice import PracticeLibrary, select_practice
+from tests.tiny_models import REPO
+
+#: (user-facing name, config.json model_type of its release, family, quant types the family's practices offer)
+NAMES = [
+    ("GLM-4.5", "glm4_moe", "glm4_moe", ["w8a8"]),
+    ("GLM-4.6", "glm4_moe", "glm4_moe", ["w8a8"]),
+    ("GLM-4.7", "glm4_moe", "glm4_moe", ["w8a8"]),
+    ("GLM-4.7-Flash", "glm4_moe_lite", "glm4_moe_lite", ["w8a8"]),
+    ("GLM-5", "glm_moe_dsa", "glm_5", ["w8a8", "w4a8"]),
+    ("GLM-5.1", "glm_moe_dsa", "glm_5", ["w8a8", "w4a8"]),
+    ("Kimi-K2-Instruct-0905", "kimi_k2", "kimi_k2", ["w8a8"]),
+    ("Kimi-K2-Thinking", "deepseek_v3", "kimi_k2", ["w8a8"]),
+    ("MiniMax-M2.7", "minimax_m2", "minimax_m2", ["w8a8"]),
+    ("MiniMax-M2.5", "minimax_m2", "minimax_m2", ["w8a8"]),
+    ("Qwen3-Next-80B-A3B-Instruct", "qwen3_next", "qwen3_next", ["w8a8"]),
+    ("LongCat-Flash-Chat", "longcat_flash", "longcat_flash", ["w8a8"]),
+    ("DeepSeek-R1-Distill-Qwen-1.5B", "qwen2", "qwen2_5", ["w8a8"]),
+    ("DeepSeek-R1-Distill-Qwen-32B", "qwen2", "qwen2_5", ["w8a8"]),
+    ("QwQ-32B", "qwen2", "qwen2", ["w8a8", "w8a8s"]),
+    ("Qwen-QwQ-32B", "qwen2", "qwen2", ["w8a8", "w8a8s"]),
+    ("Qwen1.5-110B", "qwen2", "qwen2", ["w8a8", "w8a16"]),
+    ("Qwen1.5-7B-Chat", "qwen2", "qwen2", ["w8a8"]),
+]
+
+
+@pytest.mark.parametrize(("name", "hf_model_type", "family", "quant_types"), NAMES)
+def test_reference_name_resolves_to_its_family_and_a_verified_practice(name, hf_model_type, family, quant_types):
+    cls, _ = adapter_class_for(name, hf_model_type)
+    assert cls.family == family
+    library = PracticeLibrary([REPO / "practices"])
+    for quant_type in quant_types:
+        selection = select_practice(library, cls.family, name, quant_type, None)
+        assert selection.level == 1 and selection.tip is None, (name, quant_type, selection.level)
+        assert name in selection.practice.metadata.verified_model_types
+    assert select_practice(library, cls.family, name, None, None).level in (1, 2)  # no --quant_type: w8a8, prompted
+
+
+def test_shared_architecture_falls_back_to_its_own_family():
+    """An unlisted name with DeepSeek-V3's config.json goes to the deepseek_v3 adapter, not Kimi-K2's."""
+    assert adapter_class_for("my-finetune", "deepseek_v3")[0].family == "deepseek_v3"

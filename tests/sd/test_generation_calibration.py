@@ -1,0 +1,111 @@
+"""Calibration capture of the generation families: per task and per expert files, reused only when every one
+matches, all captured again when any is missing or stale; image-conditioned capture for I2V."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from modelslim.app.quick_quant import QuantArgs, run_quant
+from modelslim_sd.calib_file import read_calib_file
+from modelslim_sd.families.wan2_2 import Wan22Adapter, Wan22I2VAdapter, Wan22TI2VAdapter
+from tests.sd._helpers import write_config
+from tests.sd.tiny_families import TINY_WAN22, make_wan22
+from tests.tiny_models import REPO
+
+pytestmark = pytest.mark.usefixtures("cli_env")
+
+IMAGE = str(REPO / "calib" / "vlm_calib" / "scene_0.jpg")
+FILES = ("calib_data_t2v-A14B_high_noise_model.pth", "calib_data_t2v-A14B_low_noise_model.pth")
+
+
+@pytest.fixture(scope="module")
+def t2v(tmp_path_factory) -> Path:
+    return make_wan22(tmp_path_factory.mktemp("wan22") / "t2v", "t2v")
+
+
+def static_config(dump: Path, **inference) -> dict:
+    """Static int8 attention activations: a config that needs calibration data."""
+    return {
+        "apiversion": "multimodal_sd_modelslim_v1",
+        "spec": {
+            "process": [{"type": "linear_quant", "include": ["*attn1*"], "qconfig": {
+                "act": {"scope": "per_tensor", "dtype": "int8", "symmetric": False, "method": "minmax"},
+                "weight": {"scope": "per_channel", "dtype": "int8", "symmetric": True, "method": "minmax"}}}],
+            "save": [{"type": "mindie_format_saver", "part_file_size": 0}],
+            "multimodal_sd_config": {"dump_config": {"enable_dump": True, "dump_data_dir": str(dump)},
+                                     "inference_config": {**TINY_WAN22, "task": "t2v-A14B", **inference}},
+        },
+    }
+
+
+def quantize(model: Path, out: Path, config: dict) -> Path:
+    path = write_config(out.parent / f"{out.name}.yaml", config)
+    return run_quant(QuantArgs(str(model), str(out), "Wan2.2-T2V-A14B", config_path=str(path), device="cpu"))
+
+
+def forbid_capture(monkeypatch):
+    def fail(*_args, **_kwargs):
+        raise AssertionError("the float pipeline ran although every cached calibration file matches")
+
+    monkeypatch.setattr(Wan22Adapter, "capture_calibration", fail)
+
+
+@pytest.mark.slow
+def test_two_expert_cache_is_reused_and_invalidated(t2v, tmp_path, monkeypatch, caplog):
+    dump = tmp_path / "dump"
+    out = quantize(t2v, tmp_path / "first", static_config(dump))
+    for expert in ("high_noise_model", "low_noise_model"):
+        assert (out / expert / "quant_model_description_w8a8.json").is_file()
+    first = {name: read_calib_file(dump / name) for name in FILES}
+    assert {name: len(f.records) for name, f in first.items()} == {FILES[0]: 6, FILES[1]: 2}
+    assert first[FILES[0]].fingerprint.settings["denoiser"] == "transformer"
+
+    with monkeypatch.context() as patch:
+        forbid_capture(patch)
+        quantize(t2v, tmp_path / "second", static_config(dump))  # both files match: reused
+
+    (dump / FILES[1]).unlink()  # one expert's file missing: both are captured again
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="modelslim_sd"):
+        quantize(t2v, tmp_path / "third", static_config(dump))
+    assert "Capturing calibration data" in caplog.text
+    assert all((dump / name).is_file() for name in FILES)
+
+    caplog.clear()
+    quantize(t2v, tmp_path / "fourth", static_config(dump, prompt="a lighthouse in a storm"))
+    assert "prompt ('a small robot waters a plant' -> 'a lighthouse in a storm')" in caplog.text
+    fourth = read_calib_file(dump / FILES[0])
+    assert not torch.equal(fourth.records[0].kwargs["encoder_hidden_states"],
+                           first[FILES[0]].records[0].kwargs["encoder_hidden_states"])
+
+
+@pytest.mark.parametrize("kind, cls, task", [("i2v", Wan22I2VAdapter, "i2v-A14B"), ("ti2v", Wan22TI2VAdapter, "ti2v-5B")])
+def test_image_conditioned_capture(tmp_path, kind, cls, task):
+    model = make_wan22(tmp_path / kind, kind)
+    adapter = cls("x", model)
+    config = adapter.parse_inference_config({**TINY_WAN22, "task": task, "image": IMAGE}, "inference_config")
+    records = adapter.capture_calibration(config, torch.device("cpu"), torch.float32)
+    calls = [r for component in records.values() for r in component]
+    assert len(calls) == 4 * 2
+    latents = calls[0].kwargs["hidden_states"]
+    # I2V concatenates the image condition (mask + encoded first frame) to the 16 noise channels; TI2V blends
+    # the encoded image into the first latent frame and keeps 16 channels
+    assert latents.shape[1] == (36 if kind == "i2v" else 16)
+    assert adapter.calibration_file_name(config, adapter.denoisers()[0]).startswith(f"calib_data_{task}_")
+
+
+def test_i2v_capture_needs_an_image_before_anything_loads(tmp_path, monkeypatch):
+    """Data-free I2V configs need no image; a capture without one is refused before the pipeline loads."""
+    from modelslim_core.errors import ConfigError
+    from modelslim_sd.families import base
+
+    model = make_wan22(tmp_path / "i2v", "i2v")
+    adapter = Wan22I2VAdapter("x", model)
+    config = adapter.parse_inference_config({**TINY_WAN22, "task": "i2v-A14B"}, "inference_config")
+    monkeypatch.setattr(base, "load_pipeline", lambda *a, **k: pytest.fail("the pipeline was loaded"))
+    with pytest.raises(ConfigError, match="image is not set"):
+        adapter.capture_calibration(config, torch.device("cpu"), torch.float32)

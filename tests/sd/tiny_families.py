@@ -1,0 +1,97 @@
+"""Tiny pipelines of the generation families, built offline from diffusers config objects.
+
+Wan2.2 transformers have 6 blocks, so the W4A4 practices' MXFP8 blocks 0-4 and MXFP4 block 5 both occur.
+Wan2.2 pipelines are complete (the tiny Wan2.1 text encoder, tokenizer and VAE; two experts for the A14B
+models, `boundary_ratio` 0.5 so a 4-step generation gives each expert two steps), so calibration capture
+runs the real pipeline. FLUX.1, HunyuanVideo and Qwen-Image-Edit directories hold model_index.json and the
+transformer only: their practices are data-free, which loads nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tests.sd.tiny_wan import make_tiny_wan
+
+#: Settings of the tiny Wan2.2 generations: 4 steps (shift 1: timesteps 999, 750, 500, 250, two per expert),
+#: guidance on (two calls per step).
+TINY_WAN22 = {"prompt": "a small robot waters a plant", "negative_prompt": "blurry", "size": "32*32",
+              "frame_num": 5, "sample_steps": 4, "sample_shift": 1.0, "sample_guide_scale": 4.0, "base_seed": 3}
+
+
+def wan_transformer(in_channels: int = 16, seed: int = 0, **extra: Any):
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32, in_channels=in_channels,
+        out_channels=16, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=6, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, **extra,
+    ).to(torch.bfloat16)
+
+
+def make_wan22(target: Path, kind: str) -> Path:
+    """kind: t2v (two experts), i2v (two experts, image-conditioned input channels) or ti2v (one DiT)."""
+    from diffusers import WanImageToVideoPipeline, WanPipeline
+
+    base = make_tiny_wan(target.parent / f".{target.name}-base")
+    from diffusers import WanPipeline as _Base
+
+    loaded = _Base.from_pretrained(base, local_files_only=True).components
+    parts = {k: loaded[k] for k in ("tokenizer", "text_encoder", "vae", "scheduler")}
+    if kind == "ti2v":
+        pipe = WanPipeline(**parts, transformer=wan_transformer(), expand_timesteps=True)
+    elif kind == "t2v":
+        pipe = WanPipeline(**parts, transformer=wan_transformer(seed=1), transformer_2=wan_transformer(seed=2),
+                           boundary_ratio=0.5)
+    else:
+        pipe = WanImageToVideoPipeline(**parts, transformer=wan_transformer(36, seed=1),
+                                       transformer_2=wan_transformer(36, seed=2), boundary_ratio=0.5,
+                                       image_encoder=None, image_processor=None)
+    pipe.save_pretrained(target)
+    return target
+
+
+def _transformer_only(target: Path, pipeline: str, model: torch.nn.Module) -> Path:
+    """model_index.json naming the pipeline, and the transformer folder (all a data-free run reads)."""
+    model.to(torch.bfloat16).save_pretrained(target / "transformer")
+    index = {"_class_name": pipeline, "_diffusers_version": "0.42.0",
+             "transformer": ["diffusers", type(model).__name__]}
+    (target / "model_index.json").write_text(json.dumps(index), encoding="utf-8")
+    return target
+
+
+def make_flux(target: Path) -> Path:
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    model = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=2,
+                                   attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32,
+                                   pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(8, 12, 12))
+    return _transformer_only(target, "FluxPipeline", model)
+
+
+def make_hunyuan_video(target: Path) -> Path:
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    torch.manual_seed(0)
+    model = HunyuanVideoTransformer3DModel(in_channels=16, out_channels=16, num_attention_heads=2,
+                                           attention_head_dim=32, num_layers=2, num_single_layers=2,
+                                           num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=32,
+                                           pooled_projection_dim=32, rope_axes_dim=(8, 12, 12))
+    return _transformer_only(target, "HunyuanVideoPipeline", model)
+
+
+def make_qwen_image_edit(target: Path) -> Path:
+    from diffusers import QwenImageTransformer2DModel
+
+    torch.manual_seed(0)
+    # width 2 x 256 = 512: the W4A4 practice's dual-scale blocks are 512 input columns
+    model = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16, num_layers=2,
+                                        attention_head_dim=256, num_attention_heads=2, joint_attention_dim=32,
+                                        axes_dims_rope=(64, 96, 96))
+    return _transformer_only(target, "QwenImageEditPlusPipeline", model)
