@@ -95,12 +95,15 @@ def _engine(checkpoint: EngineCheckpoint, platform: str) -> Iterator[tuple[Any, 
                 hf_config, "kv_lora_rank")),
             quant_config=quant_config, kv_transfer_config=None,
             parallel_config=SimpleNamespace(enable_expert_parallel=False), compilation_config=Placeholder())
-        previous_default = torch.get_default_dtype()
+        previous_default, previous_rank = torch.get_default_dtype(), torch.distributed.get_rank
         torch.set_default_dtype(checkpoint.serving_dtype)  # vLLM builds the model under its dtype
+        # MoE schemes ask the (stubbed) HCCL group for their rank: one process, rank 0.
+        torch.distributed.get_rank = lambda *args, **kwargs: 0
         try:
             yield quant_config, method_adapters
         finally:
             torch.set_default_dtype(previous_default)
+            torch.distributed.get_rank = previous_rank
             _CONFIG = None
 
 
