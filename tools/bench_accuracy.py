@@ -78,7 +78,7 @@ def configurations(group_size: int) -> dict[str, list[Item]]:
             None, q("int4", "per_group", True, "gptq", group_size=group_size)),
         f"W4A8_DYNAMIC per_group {group_size} gptq [compressed-tensors]": everywhere(
             token8, q("int4", "per_group", True, "gptq", group_size=group_size)),
-        "WFP8AFP8_DYNAMIC": everywhere(q("fp8_e4m3", "per_token", True), q("fp8_e4m3", "per_channel", True)),
+        "W8A8FP8_DYNAMIC": everywhere(q("fp8_e4m3", "per_token", True), q("fp8_e4m3", "per_channel", True)),
         "W8A8_MXFP8": everywhere(mx8, mx8),
         "W4A8_MXFP": everywhere(mx8, mx4),
         "W4A4_MXFP4": everywhere(mx4, mx4),

@@ -14,6 +14,7 @@ from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.errors import CheckpointError, ConfigError
 from modelslim_core.protocol.config import parse_quant_config
 from modelslim_core.protocol.yaml_io import load_yaml_text as load_yaml
+from tests.quant_runs import LAYOUT_TAGS
 from modelslim_core.reference_runtime import load_quantized_model
 from tests.quant_runs import DYNAMIC_ACT, WEIGHT_SYM, corrupt
 
@@ -54,7 +55,8 @@ def quantize(model_dir: Path, tmp: Path, dataset: Path, *attention: str) -> Path
     config = tmp / "config.yaml"
     config.write_text(config_text(dataset, *attention))
     out = tmp / "out"
-    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu"))
+    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu",
+                        tags=LAYOUT_TAGS))  # FA3 on non-MLA attention: MindIE LLM, not vLLM-Ascend
     return out
 
 

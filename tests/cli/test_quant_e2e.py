@@ -154,9 +154,20 @@ def test_w4a8_practice_of_every_dense_family(family, model_type):
     practice = selection.practice
     assert practice.metadata.config_id == f"{family.replace('_', '.')}-w4a8"
     assert (practice.metadata.label.w_bit, practice.metadata.label.a_bit) == (4, 8)
-    attention, mlp = parse_quant_config(practice.data, str(practice.path)).spec.process[0].configs
-    assert (attention.include, attention.qconfig.export_type) == (["*self_attn*"], "W8A8_DYNAMIC")
-    assert (mlp.include, mlp.qconfig.export_type, mlp.qconfig.weight.method) == (["*mlp*"], "W4A8_DYNAMIC", "gptq")
+    # vLLM-Ascend loads int4 W4A8_DYNAMIC only on MoE experts: a dense model's linears are all W8A8_DYNAMIC.
+    (every,) = parse_quant_config(practice.data, str(practice.path)).spec.process[0].configs
+    assert (every.include, every.qconfig.export_type) == (["*"], "W8A8_DYNAMIC")
+
+
+def test_default_w4a8c8_practice_puts_int4_on_moe_experts_only():
+    from modelslim_core.practice import PracticeLibrary
+    from modelslim_core.protocol.config import parse_quant_config
+
+    practice = next(p for p in PracticeLibrary.discover().practices("default") if p.metadata.config_id == "default-w4a8c8")
+    experts, rest, _cache = parse_quant_config(practice.data, str(practice.path)).spec.process[0].configs
+    assert (experts.include, experts.exclude, experts.qconfig.export_type) == (["*mlp.experts.*"], ["*shared_experts*"],
+                                                                               "W4A8_DYNAMIC")
+    assert (rest.include, rest.qconfig.export_type) == (["*"], "W8A8_DYNAMIC")
 
 
 def test_quant_type_w4a8_runs_and_reloads(tiny_models, tmp_path):
@@ -168,8 +179,8 @@ def test_quant_type_w4a8_runs_and_reloads(tiny_models, tmp_path):
     out = tmp_path / "w4a8"
     run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", quant_type="w4a8", device="cpu"), confirm=no_prompt)
     description = json.loads((out / "quant_model_description.json").read_text())
-    assert description["model.layers.1.mlp.down_proj.scale_bias"] == "W4A8_DYNAMIC"
+    assert description["model.layers.1.mlp.down_proj.weight"] == "W8A8_DYNAMIC"  # dense: what vLLM-Ascend loads
     assert description["model.layers.1.self_attn.q_proj.weight"] == "W8A8_DYNAMIC"
-    assert description["model_quant_type"] == "W8A8_DYNAMIC"  # W4A8_DYNAMIC is hidden from the ranking
+    assert description["model_quant_type"] == "W8A8_DYNAMIC"
     model = load_quantized_model(tiny_models("qwen2"), out)
     assert type(model.model.layers[0].mlp.up_proj).__name__ == "DynamicIntLinear"

@@ -150,14 +150,14 @@ def test_integer_types_values(integer_types):
 
 def test_float_types_layout_tags_and_globals(float_types):
     s = float_types
-    assert layout(s, "self_attn.q_proj") == {  # WFP8AFP8_DYNAMIC
+    assert layout(s, "self_attn.q_proj") == {  # W8A8FP8_DYNAMIC
         "weight": (FP8, (64, 64)), "weight_scale": (F32, (64, 1)), "weight_offset": (F32, (64, 1)), "bias": (torch.float16, (64,)),
     }
     assert layout(s, "self_attn.k_proj") == {"weight": (FP8, (32, 64)), "weight_scale": (U8, (32, 2)), "bias": (torch.float16, (32,))}
     assert layout(s, "self_attn.v_proj") == {"weight": (U8, (32, 32)), "weight_scale": (U8, (32, 2)), "bias": (torch.float16, (32,))}
     assert layout(s, "self_attn.o_proj") == {"weight": (U8, (64, 32)), "weight_scale": (U8, (64, 2))}
     assert layout(s, "mlp.down_proj") == {"weight": (I8, (64, 128)), "weight_scale": (F32, (64, 1)), "weight_offset": (F32, (64, 1))}
-    expected = {"self_attn.q_proj": "WFP8AFP8_DYNAMIC", "self_attn.k_proj": "W8A8_MXFP8", "self_attn.v_proj": "W4A8_MXFP",
+    expected = {"self_attn.q_proj": "W8A8FP8_DYNAMIC", "self_attn.k_proj": "W8A8_MXFP8", "self_attn.v_proj": "W4A8_MXFP",
                 "self_attn.o_proj": "W4A4_MXFP4", "mlp.down_proj": "W4A4_DYNAMIC"}
     for linear, tag in expected.items():
         assert {v for k, v in tags(s, linear).items() if k != "bias"} == {tag}, linear

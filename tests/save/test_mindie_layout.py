@@ -1,9 +1,11 @@
-"""mindie_format_saver on its own: file names with and without shards, deq_scale always float32, side files,
-types it cannot write refused with a pointer to ascendv1_saver (docs/formats.md)."""
+"""mindie_format_saver on its own: file names (one weight file; shards refused), deq_scale always float32, side
+files, types it cannot write refused with a pointer to ascendv1_saver (docs/formats.md)."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -79,14 +81,33 @@ def test_single_file_names_carry_the_type_and_deq_scale_is_float32(tmp_path):
     }
 
 
-def test_shards_keep_the_plain_prefix_and_get_an_index(tmp_path):
-    out = save(tmp_path, static_layer(), part_file_size=300 / 2**30)  # ~300 bytes: several shards
-    shards = sorted(p.name for p in out.glob("quant_model_weight-*.safetensors"))
-    assert len(shards) >= 2 and all(name.endswith(f"-of-{len(shards):05d}.safetensors") for name in shards)
-    index = json.loads((out / "quant_model_weight.safetensors.index.json").read_text())
-    assert set(index["weight_map"].values()) == set(shards)
-    assert (out / "quant_model_description_w8a8.json").is_file()
-    assert not (out / "quant_model_weight_w8a8.safetensors").exists()
+def test_sharding_is_refused_when_the_config_is_loaded():
+    """MindIE-SD opens only quant_model_weight_<type>.safetensors: shards could not be loaded."""
+    from modelslim_core.errors import ConfigError
+    from modelslim_core.protocol.config import parse_quant_config
+
+    token = {"scope": "per_token", "dtype": "int8", "symmetric": True, "method": "minmax"}
+    raw = {"apiversion": "modelslim_v1", "spec": {
+        "process": [{"type": "linear_quant", "qconfig": {"act": token, "weight": WEIGHT}}],
+        "save": [{"type": "mindie_format_saver", "part_file_size": 4}]}}
+    with pytest.raises(ConfigError) as error:
+        parse_quant_config(raw, "c.yaml")
+    assert "spec.save[0].part_file_size" in str(error.value)
+    assert "must be 0 for mindie_format_saver (got 4" in str(error.value) and "quant_model_weight_<type>" in str(error.value)
+    del raw["spec"]["save"][0]["part_file_size"]  # the default is one file
+    assert parse_quant_config(raw, "c.yaml").spec.save[0].part_file_size == 0
+
+
+def test_output_is_private_whatever_the_umask(tmp_path):
+    previous = os.umask(0o002)
+    try:
+        out = save(tmp_path, static_layer(), part_file_size=0)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        "config.json": 0o640, "model_index.json": 0o640, "quant_model_description_w8a8.json": 0o640,
+        "quant_model_weight_w8a8.safetensors": 0o640}
 
 
 def test_unquantized_output_has_no_type_suffix(tmp_path):

@@ -42,7 +42,10 @@ def test_sparse_quant_types_run_and_reload(quant_type, tag, kernel, tiny_models,
         raise AssertionError(f"unexpected confirmation: {tip}")
 
     out = tmp_path / quant_type
-    run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", quant_type=quant_type, device="cpu"), confirm=no_prompt)
+    # vLLM-Ascend loads neither (refused without a tag): W16A16S is for MindIE, W8A8S for Atlas 300I (310P).
+    tags = {"w16a16s": ["MindIE"], "w8a8s": ["310P"]}[quant_type]
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", quant_type=quant_type, device="cpu",
+                        tags=tags), confirm=lambda tip: None)
     description = json.loads((out / "quant_model_description.json").read_text())
     assert description["model_quant_type"] == tag
     assert description["model.layers.1.mlp.down_proj.weight"] == tag

@@ -46,7 +46,7 @@ class CompressedTensorsSaver(LayerTreeSaver):
     description_pattern = CONFIG_NAME  # config.json carries quantization_config: removed first, written last
     unsupported_hint = (
         "compressed-tensors expresses W8A8 (static), W8A8_DYNAMIC, W8A16, W4A16, W4A8_DYNAMIC (per channel or "
-        "per group) and WFP8AFP8_DYNAMIC; "
+        "per group) and W8A8FP8_DYNAMIC; "
         "use ascendv1_saver for the other types, or change the qconfig."
     )
 

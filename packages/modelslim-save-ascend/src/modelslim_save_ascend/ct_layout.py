@@ -30,7 +30,7 @@ from modelslim_core.quant.weight_formats import FP8Weight, IntWeight
 
 #: Checkpoint tags (our schemes) compressed-tensors can express; the others are refused at config load.
 CT_WRITES = frozenset({"W8A8", "W8A8_DYNAMIC", "W8A16", "W4A16", "W4A8_DYNAMIC", "W4A8_DYNAMIC_PER_GROUP",
-                       "WFP8AFP8_DYNAMIC"})
+                       "W8A8FP8_DYNAMIC"})
 
 INT_QUANTIZED = "int-quantized"
 PACK_QUANTIZED = "pack-quantized"

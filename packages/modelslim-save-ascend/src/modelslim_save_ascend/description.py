@@ -18,7 +18,7 @@ MODEL_QUANT_TYPE_RANK = (
     "W8A8_MIX",
     "W8A8",
     "W8A8S",
-    "WFP8AFP8_DYNAMIC",
+    "W8A8FP8_DYNAMIC",
     "W8A8_MXFP8",
     "W4A8_MXFP",
     "W4A4_DYNAMIC",

@@ -19,6 +19,7 @@ from pydantic import Field
 from torch import nn
 
 from modelslim_core.errors import SaveError
+from modelslim_core.io.permissions import make_dir
 from modelslim_core.io.safetensors_stream import ShardedSafetensorsWriter
 from modelslim_core.quant.quantized_linear import QuantizedLinear
 from modelslim_core.runtime.exports import exports_of
@@ -67,7 +68,7 @@ class LayerTreeSaver(Saver, ABC):
         return self.config.part_file_size > 0
 
     def pre_run(self, model: nn.Module) -> None:
-        self.save_path.mkdir(parents=True, exist_ok=True)
+        make_dir(self.save_path)
         clear_previous_output(self.save_path, self.weights_prefix, self.description_pattern)
         self.writer = ShardedSafetensorsWriter(self.save_path, self.weights_prefix, 0, limit_bytes=self._limit_bytes)
 

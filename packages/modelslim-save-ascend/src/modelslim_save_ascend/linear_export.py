@@ -139,7 +139,7 @@ def export_w4a8_dynamic(name: str, layer: QuantizedLinear, dtypes: ExportDtypes)
 
 def export_wfp8afp8_dynamic(name: str, layer: QuantizedLinear, dtypes: ExportDtypes) -> Exported:
     tensors = {"weight": layer.qweight.values, **_scale_and_zero_offset(layer.qweight.scale)}
-    return _tagged("WFP8AFP8_DYNAMIC", tensors) + _float_bias(layer, dtypes)
+    return _tagged("W8A8FP8_DYNAMIC", tensors) + _float_bias(layer, dtypes)
 
 
 def export_w8a8_mxfp8(name: str, layer: QuantizedLinear, dtypes: ExportDtypes) -> Exported:
@@ -177,7 +177,7 @@ EXPORTERS: dict[str, Exporter] = {
     "W8A16": _int_weight_exporter("W8A16"),
     "W4A4_DYNAMIC": _int_weight_exporter("W4A4_DYNAMIC"),
     "W4A8_DYNAMIC": export_w4a8_dynamic,
-    "WFP8AFP8_DYNAMIC": export_wfp8afp8_dynamic,
+    "W8A8FP8_DYNAMIC": export_wfp8afp8_dynamic,
     "W8A8_MXFP8": export_w8a8_mxfp8,
     "W4A8_MXFP": _mxfp4_weight_exporter("W4A8_MXFP"),
     "W4A4_MXFP4": _mxfp4_weight_exporter("W4A4_MXFP4"),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import Field, field_validator
 
 from modelslim_save_ascend.layer_saver import LayerTreeSaver, ShardedSaverConfig
 from modelslim_save_ascend.linear_export import ExportDtypes
@@ -41,6 +42,17 @@ _UNQUANTIZED = ("Unknown", "FLOAT")
 
 class MindieFormatSaverConfig(ShardedSaverConfig):
     type: Literal["mindie_format_saver"] = "mindie_format_saver"
+    part_file_size: float = Field(default=0, ge=0, description="0 only: MindIE-SD opens one weight file")
+
+    @field_validator("part_file_size")
+    @classmethod
+    def _one_file(cls, value: float) -> float:
+        if value > 0:
+            raise ValueError(
+                f"must be 0 for mindie_format_saver (got {value}): MindIE-SD's quantize() opens only "
+                "quant_model_weight_<type>.safetensors, so sharded weights cannot be loaded; remove part_file_size "
+                "or set it to 0")
+        return value
 
 
 class MindieFormatSaver(LayerTreeSaver):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modelslim_core.errors import SaveError
+from modelslim_core.io.permissions import secure
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def copy_side_files(
         if not source.is_file() or name in skip or name.endswith(".index.json") or not name.endswith(suffixes):
             continue
         shutil.copyfile(source, save_path / name)
+        secure(save_path / name)
         copied.append(name)
     return copied
 
@@ -80,4 +82,5 @@ def write_json_atomic(path: Path, data: Any, indent: int) -> None:
     """Write JSON under a temporary name and rename it into place, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(json.dumps(data, indent=indent, ensure_ascii=False), encoding="utf-8")
+    secure(tmp)
     os.replace(tmp, path)

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from modelslim_core.io.permissions import secure
+
 
 def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
@@ -16,6 +18,7 @@ def partial_path(path: Path) -> Path:
 def write_text_atomic(path: Path, text: str) -> None:
     tmp = partial_path(path)
     tmp.write_text(text, encoding="utf-8")
+    secure(tmp)
     os.replace(tmp, path)
 
 

@@ -28,6 +28,7 @@ from typing import BinaryIO
 import torch
 
 from modelslim_core.errors import SaveError
+from modelslim_core.io.permissions import secure
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     partial = _partial(path)
     try:
         partial.write_bytes(data)
+        secure(partial)
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -293,6 +295,7 @@ class ShardedSafetensorsWriter:
             names = self._final_names()
             for partial, final in zip(self._assembled, names, strict=True):
                 self._created.append(final)
+                secure(partial)
                 os.replace(partial, final)
             weight_map = {name: names[number].name for name, number in self._shard_of.items()}
             if self._sharded:

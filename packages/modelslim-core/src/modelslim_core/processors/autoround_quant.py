@@ -35,7 +35,7 @@ from modelslim_core.quant.layer_stats import record_weight
 from modelslim_core.quant.quantized_linear import LinearQuantizer, QuantizedLinear
 from modelslim_core.quant.schemes import AUTO_GROUP_SIZE, BITS
 from modelslim_core.runtime.matching import LayerSelection, adapter_aliases
-from modelslim_core.runtime.processor import Processor, ProcessorConfig
+from modelslim_core.runtime.processor import LayerScheme, Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit, UnitInput
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,15 @@ class AutoRoundConfig(ProcessorConfig):
 
     def export_types(self) -> frozenset[str]:
         return frozenset(s.qconfig.linear_qconfig.export_type for s in self.strategies)
+
+    def layer_schemes(self) -> list[LayerScheme]:
+        schemes = []
+        for index, strategy in enumerate(self.strategies):
+            linear = strategy.qconfig.linear_qconfig
+            schemes.append(LayerScheme(linear.export_type, f"{self.yaml_path}.strategies[{index}]", tuple(strategy.include),
+                                       per_group=linear.weight.scope == "per_group",
+                                       symmetric_weights=linear.weight.symmetric))
+        return schemes
 
     def linear_selections(self) -> list[tuple[str, LayerSelection]]:
         return [(f"{self.yaml_path}.strategies[{index}]", strategy) for index, strategy in enumerate(self.strategies)]

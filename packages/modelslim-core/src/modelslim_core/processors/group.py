@@ -44,6 +44,9 @@ class GroupConfig(ProcessorConfig):
     def per_group_export_types(self) -> frozenset[str]:
         return frozenset().union(*(child.per_group_export_types() for child in self.configs))
 
+    def layer_schemes(self):
+        return [scheme for child in self.configs for scheme in child.layer_schemes()]
+
     def linear_selections(self) -> list[tuple[str, Any]]:
         return [selection for child in self.configs for selection in child.linear_selections()]
 

@@ -32,7 +32,7 @@ from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuant
 from modelslim_core.quant.schemes import AUTO_GROUP_SIZES
 from modelslim_core.runtime.distributed import compute_once, is_distributed
 from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse, adapter_aliases
-from modelslim_core.runtime.processor import Processor, ProcessorConfig
+from modelslim_core.runtime.processor import LayerScheme, Processor, ProcessorConfig
 from modelslim_core.runtime.unit import LinearSite, Unit
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,11 @@ class LinearQuantConfig(ProcessorConfig, LayerSelection):
 
     def per_group_export_types(self) -> frozenset[str]:
         return self.export_types() if self.qconfig.weight.scope == "per_group" else frozenset()
+
+    def layer_schemes(self) -> list[LayerScheme]:
+        weight = self.qconfig.weight
+        return [LayerScheme(self.qconfig.export_type, self.yaml_path, tuple(self.include),
+                            per_group=weight.scope == "per_group", symmetric_weights=weight.symmetric)]
 
     def linear_selections(self) -> list[tuple[str, LayerSelection]]:
         return [(self.yaml_path, self)]

@@ -181,7 +181,7 @@ EXPORT_TYPES: dict[tuple[Scheme, Scheme], str] = {
     (_INT8_TOKEN, Scheme("int4", "per_group", True)): "W4A8_DYNAMIC_PER_GROUP",
     **{(_FLOAT_ACT, weight): "W4A16" for weight in _int_weights("int4", ("per_channel", "per_group"))},
     **{(_INT4_TOKEN, weight): "W4A4_DYNAMIC" for weight in _int_weights("int4", ("per_channel", "per_group"))},
-    (Scheme("fp8_e4m3", "per_token", True), Scheme("fp8_e4m3", "per_channel", True)): "WFP8AFP8_DYNAMIC",
+    (Scheme("fp8_e4m3", "per_token", True), Scheme("fp8_e4m3", "per_channel", True)): "W8A8FP8_DYNAMIC",
     (Scheme("mxfp8", "per_block", True), Scheme("mxfp8", "per_block", True)): "W8A8_MXFP8",
     (Scheme("mxfp8", "per_block", True), Scheme("mxfp4", "per_block", True)): "W4A8_MXFP",
     (Scheme("mxfp4", "per_block", True), Scheme("mxfp4", "per_block", True)): "W4A4_MXFP4",

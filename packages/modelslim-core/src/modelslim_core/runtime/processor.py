@@ -10,6 +10,7 @@ calibrating modules in `preprocess` and turns what they saw into its result in `
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
@@ -19,8 +20,26 @@ from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.unit import Unit
 
 
+@dataclass(frozen=True)
+class LayerScheme:
+    """One checkpoint tag a config gives the layers its patterns select, with what serving engines care about:
+    per-group weight parameters and asymmetric weights (offsets). Read by the load-time engine check."""
+
+    tag: str
+    path: str
+    include: tuple[str, ...] = ("*",)
+    per_group: bool = False
+    symmetric_weights: bool = True
+
+
 class ProcessorConfig(PluginConfig):
     """Base of processor configs; each subclass declares `type: Literal['<its name>']`."""
+
+    def layer_schemes(self) -> list[LayerScheme]:
+        """What the export types of this config mean for serving engines (subclasses with weight qconfigs refine it)."""
+        grouped = self.per_group_export_types()
+        include = tuple(getattr(self, "include", None) or ("*",))
+        return [LayerScheme(tag, self.yaml_path, include, per_group=tag in grouped) for tag in sorted(self.export_types())]
 
     def export_types(self) -> frozenset[str]:
         """Checkpoint tags this processor can give layers, so a saver that cannot write one fails at load time."""

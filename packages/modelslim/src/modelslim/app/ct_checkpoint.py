@@ -33,7 +33,7 @@ def scheme_tag(group: dict[str, Any]) -> str:
     """Our export tag for one config group (the inverse of what compressed_tensors_saver writes)."""
     weights, act = group["weights"], group.get("input_activations")
     if weights["type"] == "float":
-        return "WFP8AFP8_DYNAMIC"
+        return "W8A8FP8_DYNAMIC"
     bits = weights["num_bits"]
     if act is None:
         return f"W{bits}A16"

@@ -6,6 +6,8 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from modelslim_core.io.atomic import write_text_atomic
+from modelslim_core.io.permissions import secure
 from modelslim_save_ascend.output_dir import EVAL_PLOT_NAME as PLOT_NAME
 from modelslim_save_ascend.output_dir import EVAL_REPORT_NAME as REPORT_NAME
 
@@ -60,5 +62,6 @@ def plot_layer_errors(report: dict, path: Path) -> None:
 
 def write_report(report: dict, quant_path: Path) -> None:
     report["versions"] = _versions()
-    (quant_path / REPORT_NAME).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_text_atomic(quant_path / REPORT_NAME, json.dumps(report, indent=2))
     plot_layer_errors(report, quant_path / PLOT_NAME)
+    secure(quant_path / PLOT_NAME)

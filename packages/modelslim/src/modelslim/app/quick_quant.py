@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import shutil
 import time
@@ -19,6 +20,8 @@ from typing import Any
 
 from modelslim_core.devices import resolve_device
 from modelslim_core.errors import ConfigError
+from modelslim_core.formats.engines import check_target_engines
+from modelslim_core.io.permissions import secure_tree
 from modelslim_core.io.dir_lock import exclusive_directory
 from modelslim_core.models.base import ModelAdapter
 from modelslim_core.models.resolve import create_adapter
@@ -78,7 +81,7 @@ def choose_config(
     """The raw config mapping and where it came from: --config_path, or the practice library."""
     if args.config_path:
         if args.tags:
-            logger.warning("--tag is ignored with --config_path.")
+            logger.warning("--tag selects no practice with --config_path; it still names the serving engine checked.")
         return translated_if_v0(load_yaml_file(args.config_path), args.config_path, confirm), args.config_path
     selection = select_practice(PracticeLibrary.discover(), pedigree, args.model_type, args.quant_type, args.tags,
                                 apiversions)
@@ -99,6 +102,15 @@ def translated_if_v0(raw: Any, source: str, confirm: Confirmer) -> Any:
     return translation.config
 
 
+def read_model_config(model_path: Path) -> dict[str, Any]:
+    """config.json of the model (empty for pipelines without one): what the engine check needs to know."""
+    file = model_path / "config.json"
+    try:
+        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    except ValueError:
+        return {}
+
+
 def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     started = time.perf_counter()
     model_path = check_model_path(args.model_path)
@@ -109,6 +121,7 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     adapter = create_adapter(args.model_type, model_path, args.trust_remote_code)
     raw, source = choose_config(args, adapter.pedigree, confirm or Confirmer(args.yes), adapter.apiversions)
     config: QuantConfig = parse_quant_config(raw, source)
+    check_target_engines(config.spec, args.tags, read_model_config(model_path), source)
     request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug,
                            max_memory=args.max_memory)
     try:
@@ -126,7 +139,10 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
         exported = export_config(raw, save_path, args.model_type)
         logger.info("Config written to %s.", exported)
         request.config_digest = hashlib.sha256(exported.read_bytes()).hexdigest()
-        config.service().run(config.spec, request)
+        try:
+            config.service().run(config.spec, request)
+        finally:
+            secure_tree(save_path)  # whatever the umask: files 0o640, directories 0o750 (debug_info, optional/ too)
     logger.info("Done in %.1f s: %s", time.perf_counter() - started, save_path)
     return save_path
 

@@ -13,6 +13,7 @@ import traceback
 
 from modelslim_core.errors import ModelSlimError, UsageError
 
+from modelslim.app.check import check_command
 from modelslim.cli import analyze_command, environment, logging_setup, signals, tune_command
 from modelslim.cli.parser import build_parser
 from modelslim.cli.spelling import did_you_mean, long_options, normalize, subcommands
@@ -85,7 +86,7 @@ def _list(args) -> None:
 
 
 COMMANDS = {"quant": _quant, "eval": _eval, "convert-config": _convert_config, "list": _list,
-            "analyze": analyze_command.run, "tune": tune_command.run}
+            "analyze": analyze_command.run, "tune": tune_command.run, "check": check_command}
 
 
 def _unknown_flag(parser, argv: list[str]) -> None:

@@ -13,6 +13,7 @@ import sys
 from modelslim_core.errors import UsageError
 from modelslim_core.quant_types import QUANT_TYPES
 
+from modelslim.app.check import add_check_parser
 from modelslim.cli.examples import EXAMPLES, TOP_EXAMPLES
 from modelslim.cli.spelling import did_you_mean
 
@@ -27,6 +28,7 @@ class CliParser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         command = self.prog.removeprefix("msmodelslim").strip()
         raise UsageError(f"{command}: {message}" if command else message, f"`{self.prog} -h` lists every option, with examples.")
+
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
@@ -182,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
-    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,convert-config,list,analyze,tune}",
+    subparsers = parser.add_subparsers(dest="command", metavar="{quant,eval,check,convert-config,list,analyze,tune}",
                                        parser_class=CliParser)
     _add_quant(subparsers)
     _add_eval(subparsers)
@@ -192,5 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze_command.add_analyze(subparsers)
     tune_command.add_tune(subparsers)
+    add_check_parser(subparsers)
     _finish(parser)
     return parser

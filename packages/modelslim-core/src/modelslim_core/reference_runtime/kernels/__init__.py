@@ -15,7 +15,7 @@ from modelslim_core.reference_runtime.kernels.w8a8_mxfp8 import W8A8MXFP8Kernel
 from modelslim_core.reference_runtime.kernels.w8a8s import W8A8SKernel
 from modelslim_core.reference_runtime.kernels.w16a16s import W16A16SKernel
 from modelslim_core.reference_runtime.kernels.w8a16 import W8A16Kernel
-from modelslim_core.reference_runtime.kernels.wfp8afp8_dynamic import WFP8AFP8DynamicKernel
+from modelslim_core.reference_runtime.kernels.w8a8fp8_dynamic import W8A8FP8DynamicKernel
 
 KERNELS: dict[str, LinearKernel] = {
     kernel.tag: kernel
@@ -26,7 +26,7 @@ KERNELS: dict[str, LinearKernel] = {
         W8A16Kernel(),
         W4A8DynamicKernel(),
         W4A4DynamicKernel(),
-        WFP8AFP8DynamicKernel(),
+        W8A8FP8DynamicKernel(),
         W8A8MXFP8Kernel(),
         W4A8MXFPKernel(),
         W4A4MXFP4Kernel(),
@@ -35,5 +35,7 @@ KERNELS: dict[str, LinearKernel] = {
         W16A16SKernel(),
     )
 }
+#: The reference tool's name for the same layout (vLLM-Ascend's scheme is W8A8FP8_DYNAMIC): older checkpoints load.
+KERNELS["WFP8AFP8_DYNAMIC"] = KERNELS["W8A8FP8_DYNAMIC"]
 
 __all__ = ["KERNELS", "LinearKernel", "LinearShape", "TensorSpec"]

@@ -1,4 +1,4 @@
-"""WFP8AFP8_DYNAMIC: per-token FP8 E4M3 activations × per-channel FP8 E4M3 weights.
+"""W8A8FP8_DYNAMIC: per-token FP8 E4M3 activations × per-channel FP8 E4M3 weights.
 
 s_x = max|x_token| / 448, x_8 = fp8(x / s_x); y = (x_8 · W_8ᵀ) · s_x · s_w + bias, the products of FP8 values
 accumulated in float32 as the FP8 matmul units do.
@@ -28,8 +28,8 @@ class FP8DynamicLinear(nn.Module):
         return y.to(x.dtype)
 
 
-class WFP8AFP8DynamicKernel(LinearKernel):
-    tag = "WFP8AFP8_DYNAMIC"
+class W8A8FP8DynamicKernel(LinearKernel):
+    tag = "W8A8FP8_DYNAMIC"
 
     def expected(self, shape: LinearShape) -> dict[str, TensorSpec]:
         column = (shape.out_features, 1)
