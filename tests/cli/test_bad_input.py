@@ -219,7 +219,7 @@ def test_missing_config_file_is_a_config_error_naming_it(model: Path, guard, tmp
     missing = tmp_path / "nope.yaml"
     save = tmp_path / "out"
     result = run_inprocess(quant_args(model, save, "--config_path", str(missing), "--device", "cpu"), capsys)
-    assert_clean_failure(result, 2, "usage error", str(missing), "does not exist")
+    assert_clean_failure(result, 1, "config error", str(missing), "does not exist")
     assert not save.exists()
 
 

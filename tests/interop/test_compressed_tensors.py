@@ -249,7 +249,7 @@ def test_quant_type_w4a16_uses_the_default_practice_and_writes_compressed_tensor
     input_ids = torch.randint(0, 200, (1, 16))
     with torch.no_grad():
         theirs, plain = loaded(input_ids=input_ids).logits, float_model(input_ids=input_ids).logits
-    assert 0 < ((theirs - plain).norm() / plain.norm()).item() < 0.2
+    assert 0 < ((theirs - plain).norm() / plain.norm()).item() < 0.25  # int4 weights on a random tiny model
 
 
 def test_eval_without_the_compressed_tensors_package_says_how_to_get_it(tiny_models, small_calib, tmp_path, monkeypatch,

@@ -51,7 +51,7 @@ def test_float_quarot_checkpoint_reloads_with_the_same_logits(tied_fp32, tmp_pat
                    "online: true, down_proj_online_layers: [1], max_tp_size: 2")
     description = json.loads((out / "quant_model_description.json").read_text())
     assert description["optional"] == {"quarot": {"rotation_map": {"global_rotation": "optional/quarot.safetensors"}}}
-    assert description["metadata"] == {"quarot": {
+    assert description["metadata"] == {"serving_dtype": "float16", "quarot": {
         "max_tp_size": 2,
         "heads_rotation": {"layers": ["model.layers.0.self_attn.o_proj", "model.layers.1.self_attn.o_proj"]},
         "kronecker_rotation": {"layers": ["model.layers.1.mlp.down_proj"]},
@@ -81,7 +81,7 @@ def test_quarot_with_w8a8_dynamic_reloads_close_to_float(tiny_models, tmp_path, 
     model_dir = tiny_models("qwen3", torch.bfloat16)
     out = quantize(model_dir, tmp_path, small_calib, "layer_wise", "export_extra_info: false", W8A8_DYNAMIC)
     description = json.loads((out / "quant_model_description.json").read_text())
-    assert description["optional"] == {} and description["metadata"] == {}
+    assert description["optional"] == {} and description["metadata"] == {"serving_dtype": "bfloat16"}
     assert not (out / "optional").exists()
     assert description["model.layers.0.mlp.down_proj.weight"] == "W8A8_DYNAMIC"
     expected = logits(load(model_dir))

@@ -43,10 +43,11 @@ def write_config(tmp_path: Path, name: str, process: str, dataset: Path, runner:
     return path
 
 
-def quant(model: Path, out: Path, config: Path, device: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def quant(model: Path, out: Path, config: Path, device: str, env: dict | None = None,
+          extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "modelslim.cli.main", "quant", "--model_path", str(model), "--save_path", str(out),
-         "--model_type", "Qwen2-demo", "--config_path", str(config), "--device", device],
+         "--model_type", "Qwen2-demo", "--config_path", str(config), "--device", device, *extra],
         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600,
         env={**os.environ, "MSMODELSLIM_LOG_LEVEL": "info", **(env or {})},
     )

@@ -117,7 +117,7 @@ spec:
 
 def test_gptq_reruns_the_unit_so_the_next_one_calibrates_on_quantized_outputs(tiny_models, small_calib, tmp_path, forward_calls):
     calls = forward_calls
-    gptq = "{act: {scope: per_token, dtype: int8, symmetric: true, method: minmax}, weight: {scope: per_channel, dtype: int4, symmetric: true, method: gptq}}"
+    gptq = "{act: {scope: per_token, dtype: int8, symmetric: true, method: minmax}, weight: {scope: per_channel, dtype: int8, symmetric: true, method: gptq}}"
     config = write(tmp_path, "gptq.yaml", f"""\
 apiversion: modelslim_v1
 spec:
@@ -128,5 +128,5 @@ spec:
   dataset: {small_calib}
 """)
     run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out"), "Qwen2-demo", config_path=str(config)))
-    # calibration forward (Hessians, float weights), then a rerun with the int4 weights; the last unit needs no rerun
+    # calibration forward (Hessians, float weights), then a rerun with the int8 weights; the last unit needs no rerun
     assert calls == ["model.layers.0", "model.layers.0", "model.layers.1"]

@@ -120,7 +120,7 @@ Q = "model.layers.0.self_attn.q_proj"
         (lambda t, d: t.__setitem__(f"{Q}.quant_bias", t[f"{Q}.quant_bias"][:10]), f"{Q}.quant_bias is int32 [10], expected int32 [64]"),
         (lambda t, d: (t.__setitem__(f"{Q}.scale_typo", t.pop(f"{Q}.input_scale")),
                        d.__setitem__(f"{Q}.scale_typo", d.pop(f"{Q}.input_scale"))), f"{Q}.input_scale is missing"),
-        (lambda t, d: d.__setitem__(f"{Q}.weight", "W4A4_MXFP4_DUALSCALE"), "tagged 'W4A4_MXFP4_DUALSCALE', a type the reference runtime does not know"),
+        (lambda t, d: d.__setitem__(f"{Q}.weight", "W2A2_UNKNOWN"), "tagged 'W2A2_UNKNOWN', a type the reference runtime does not know"),
         (lambda t, d: t.pop("model.norm.weight"), "model.norm.weight is described"),
     ],
 )

@@ -112,7 +112,8 @@ def test_description_tags_and_globals(saved):
     assert set(desc) - {"version", "model_quant_type", "metadata", "group_size", "optional"} == set(saved["tensors"])
     assert list(desc)[-5:] == ["version", "model_quant_type", "metadata", "group_size", "optional"]
     assert (desc["version"], desc["model_quant_type"], desc["group_size"]) == ("1.0.0", "W8A8", 0)
-    assert desc["metadata"] == {} and desc["optional"] == {}
+    # the dtype the deq_scale layout was written for (bf16: float32 deq_scale, fp16: int64)
+    assert desc["metadata"] == {"serving_dtype": str(saved["dtype"]).removeprefix("torch.")} and desc["optional"] == {}
 
 
 # --- arithmetic from the saved tensors ----------------------------------------------------------------------

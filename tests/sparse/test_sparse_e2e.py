@@ -108,7 +108,11 @@ def test_reference_runtime_reproduces_each_layer_and_stays_close_to_float(sparse
     torch.manual_seed(0)
     for name, layer in sparse_run["captured"].items():
         x = torch.randn(5, layer.in_features)
-        assert torch.allclose(reloaded.get_submodule(name)(x), layer(x), rtol=1e-4, atol=1e-4), name
+        # float16: an activation code can round the other way between the in-memory simulation and the saved
+        # scale (one input step, ~1e-3 here); bf16/fp32 runs still agree to 1e-4
+        tolerance = 2e-3 if sparse_run["dtype"] == torch.float16 else 1e-4
+        ours, theirs = reloaded.get_submodule(name)(x), layer(x)
+        assert torch.allclose(ours, theirs, rtol=tolerance, atol=tolerance), (name, (ours - theirs).abs().max().item())
     float_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     ids = torch.randint(0, 1000, (2, 24))
     with torch.no_grad():

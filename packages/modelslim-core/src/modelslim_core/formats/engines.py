@@ -154,8 +154,11 @@ def _processor_configs(spec) -> list:
 def check_target_engines(spec, tags: Iterable[str] | None, model_config: dict, source: str) -> None:
     """Refuse (ConfigError) a config whose saver's target engine cannot load a layer scheme the config asks for."""
     from modelslim_core.errors import ConfigError  # noqa: PLC0415
+    from modelslim_core.rotation.export import ROTATION_EXTRAS  # noqa: PLC0415
 
-    schemes = [scheme for config in _processor_configs(spec) for scheme in config.layer_schemes()]
+    # QuaRot extras are saver capabilities (rotation tensors beside the weights), not layer schemes an engine loads.
+    schemes = [scheme for config in _processor_configs(spec) for scheme in config.layer_schemes()
+               if scheme.tag != ROTATION_EXTRAS]
     for saver in getattr(spec, "save", []) or []:
         engine = target_engine(saver.type, tags)
         if engine is None:

@@ -85,6 +85,8 @@ def adopt_smoothing_biases(model: nn.Module, checkpoint: SavedCheckpoint) -> Non
 def plan_for(model: nn.Module, checkpoint: SavedCheckpoint, source_dtype: torch.dtype | None) -> Plan:
     plan = Plan()
     group_size = _group_size(checkpoint)
+    serving = (checkpoint.description.get("metadata") or {}).get("serving_dtype")
+    serving_dtype = getattr(torch, serving) if serving in ("bfloat16", "float16") else None
     covered: set[str] = set()
     for name, module in model.named_modules():
         tag = checkpoint.tags.get(f"{name}.weight")
@@ -96,7 +98,8 @@ def plan_for(model: nn.Module, checkpoint: SavedCheckpoint, source_dtype: torch.
                 f"{name}.weight is tagged {tag!r}, a type the reference runtime does not know.",
                 f"known types: FLOAT, {', '.join(KERNELS)}.",
             )
-        shape = LinearShape(module.out_features, module.in_features, module.bias is not None, source_dtype, name, group_size)
+        shape = LinearShape(module.out_features, module.in_features, module.bias is not None, source_dtype, name, group_size,
+                            serving_dtype)
         plan.quantized[name] = (tag, shape)
         for suffix, spec in kernel.expected(shape).items():
             plan.specs[f"{name}.{suffix}"] = spec

@@ -16,6 +16,14 @@ from modelslim_core.runtime.matching import Aliases
 from modelslim_core.runtime.processor import ProcessorConfig
 from modelslim_core.runtime.unit import Unit
 
+class EmptySelectionError(ConfigError):
+    """A processor selects no linear layer; `path` is its YAML path (callers that build configs may drop it)."""
+
+    def __init__(self, path: str, message: str, hint: str):
+        super().__init__(message, hint)
+        self.path = path
+
+
 #: How many layer names a refusal shows as examples.
 EXAMPLES = 3
 
@@ -35,7 +43,8 @@ def check_selections(configs: Iterable[ProcessorConfig], linear_names: list[str]
             name_filter = selection.name_filter(aliases)
             if any(name_filter(name) for name in linear_names):
                 continue
-            raise ConfigError(
+            raise EmptySelectionError(
+                path,
                 f"{path}: include {selection.include} with exclude {selection.exclude} selects none of the model's "
                 f"{len(linear_names)} linear layers, so nothing it configures would be applied and they would stay "
                 "float.",

@@ -28,12 +28,13 @@ from typing import Any
 import yaml
 
 from modelslim_core.errors import ModelSlimError
+from modelslim_core.runtime.selection_check import EmptySelectionError
 
 from modelslim.app.analyze import measure_scheme, write_private
 from modelslim.app.evaluators import Evaluator, Verdict, build_evaluator
 from modelslim.app.paths import check_model_path, check_save_path
 from modelslim.app.quick_quant import QuantArgs
-from modelslim.app.tune_config import StrategyFields, load_tune_file, with_rollback
+from modelslim.app.tune_config import StrategyFields, load_tune_file, with_rollback, without_rollback_item
 
 logger = logging.getLogger("modelslim")
 
@@ -121,7 +122,13 @@ class Tuner:
         work = self.save_path / HISTORY / "work"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, mode=0o750)
-        out = quantize_config(config, self.quant, work, "round")
+        try:
+            out = quantize_config(config, self.quant, work, "round")
+        except EmptySelectionError:
+            # every layer of the rolled-back item is float: the round runs without that item
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True, mode=0o750)
+            out = quantize_config(without_rollback_item(config, self.rollback_path), self.quant, work, "round")
         return self._install(out, key)
 
     def _install(self, checkpoint: Path, key: str) -> Path:

@@ -6,6 +6,8 @@ a normal quantization config, and `rollback_path` must lead to a list (or a miss
 
 from __future__ import annotations
 
+import copy
+
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -112,14 +114,25 @@ def resolve_rollback_list(template: dict[str, Any], rollback_path: str, where: s
 
 def with_rollback(template: dict[str, Any], rollback_path: str, patterns: list[str]) -> dict[str, Any]:
     """A copy of the template whose rollback list also holds `patterns` (names without `*` become `*<name>*`)."""
-    import copy
-
     config = copy.deepcopy(template)
     target = resolve_rollback_list(config, rollback_path, "strategy.template")
     for pattern in patterns:
         expanded = pattern if "*" in pattern or "?" in pattern or "[" in pattern else f"*{pattern}*"
         if expanded not in target:
             target.append(expanded)
+    return config
+
+
+def without_rollback_item(config: dict[str, Any], rollback_path: str) -> dict[str, Any]:
+    """A copy of `config` without the process item `rollback_path` points into (`spec.process.0.exclude` ->
+    `spec.process[0]` removed): the round where that item's every layer is rolled back to float."""
+    config = copy.deepcopy(config)
+    parts = rollback_path.split(".")
+    node: Any = config
+    for part in parts[:-3]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    items = node[parts[-3]]
+    del items[int(parts[-2])]
     return config
 
 

@@ -47,7 +47,14 @@ _TUNE = """\
       --model_type Qwen2-demo --timeout 2H
 """
 
-EXAMPLES: dict[str, str] = {"quant": _QUANT, "eval": _EVAL, "convert-config": _CONVERT, "list": _LIST,
+_CHECK = """\
+  # would vLLM-Ascend (the engine installed here) load the quick-start output?
+  msmodelslim check out/w8a8
+  # the same for a MindIE-SD checkpoint
+  msmodelslim check out/wan --engine mindie-sd
+"""
+
+EXAMPLES: dict[str, str] = {"quant": _QUANT, "eval": _EVAL, "check": _CHECK, "convert-config": _CONVERT, "list": _LIST,
                             "analyze": _ANALYZE, "tune": _TUNE}
 
 TOP_EXAMPLES = """\

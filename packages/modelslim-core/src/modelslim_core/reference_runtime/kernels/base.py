@@ -42,6 +42,14 @@ class LinearShape:
     source_dtype: torch.dtype | None
     name: str = ""
     group_size: int = 0
+    #: The dtype the checkpoint says it was written to be served in (description metadata.serving_dtype);
+    #: it, not the source dtype, decides the deq_scale layout when present.
+    serving_dtype: torch.dtype | None = None
+
+    @property
+    def deq_scale_dtype(self) -> torch.dtype:
+        """fp32 deq_scale for bf16 serving, else int64 holding the fp32 bit pattern."""
+        return torch.float32 if (self.serving_dtype or self.source_dtype) == torch.bfloat16 else torch.int64
 
 
 class LinearKernel(ABC):

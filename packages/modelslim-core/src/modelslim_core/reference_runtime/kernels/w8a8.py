@@ -46,7 +46,7 @@ class W8A8Kernel(LinearKernel):
 
     def expected(self, shape: LinearShape) -> dict[str, TensorSpec]:
         out = shape.out_features
-        deq_dtype = torch.float32 if shape.source_dtype == torch.bfloat16 else torch.int64
+        deq_dtype = shape.deq_scale_dtype
         return {
             "weight": TensorSpec((torch.int8,), (out, shape.in_features)),
             "quant_bias": TensorSpec((torch.int32,), (out,)),
