@@ -166,7 +166,9 @@ def broken_torch_npu(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_npu_extra_without_cann_does_not_break_cpu_runs(tmp_path: Path, broken_torch_npu: dict[str, str]) -> None:
-    plain = subprocess.run([sys.executable, "-c", "import torch"], env=os.environ | broken_torch_npu,
+    # (in-process CLI runs earlier in the session may have switched autoload off in os.environ: a bare import has it on)
+    plain = subprocess.run([sys.executable, "-c", "import torch"],
+                           env=os.environ | broken_torch_npu | {"TORCH_DEVICE_BACKEND_AUTOLOAD": "1"},
                            capture_output=True, text=True, timeout=300)
     assert plain.returncode != 0 and "torch_npu" in plain.stderr  # the simulation breaks a bare `import torch`
 

@@ -59,9 +59,12 @@ SUPPORT: dict[str, dict[str, Support]] = {
         "W8A8": _PLAIN,
         "W8A8S": _PLAIN,
     },
-    MINDIE_SD: {
+    MINDIE_SD: {  # MX layers and the FA quantizers verified with mindiesd 3.1.0's quantize() on the generation practices
         "W8A8": _PLAIN,
         "W8A8_DYNAMIC": Support(asymmetric_weights=False),
+        "W8A8_MXFP8": Support(per_group=True),
+        "W4A4_MXFP4": Support(per_group=True),
+        "W4A4_MXFP4_DUALSCALE": Support(per_group=True),
     },
 }
 
