@@ -15,6 +15,8 @@ from pydantic import Field, field_validator
 
 from modelslim_core.protocol.validation import StrictModel
 
+from modelslim_sd.wan2_1.inference_config import check_prompts
+
 DEFAULT_PROMPT = (
     "A red fox trots through fresh snow between tall pine trees at sunrise, its breath visible in the cold "
     "air, while the camera slowly follows it at ground level."
@@ -38,13 +40,7 @@ class PromptSettings(StrictModel):
 
     prompt: str | list[str] = Field(default=DEFAULT_PROMPT, description="a non-empty string or list of strings")
 
-    @field_validator("prompt")
-    @classmethod
-    def _check_prompt(cls, value: str | list[str]) -> str | list[str]:
-        prompts = [value] if isinstance(value, str) else value
-        if not prompts or any(not p.strip() for p in prompts):
-            raise ValueError("prompt must be a non-empty string or a non-empty list of non-empty strings")
-        return value
+    _check_prompt = field_validator("prompt")(classmethod(lambda cls, value: check_prompts(value)))
 
     @property
     def prompts(self) -> list[str]:

@@ -17,6 +17,14 @@ from pydantic import Field, field_validator
 
 from modelslim_core.protocol.validation import StrictModel
 
+
+def check_prompts(value: str | list[str]) -> str | list[str]:
+    """A calibration prompt field: a non-empty string, or a non-empty list of non-empty strings."""
+    prompts = [value] if isinstance(value, str) else value
+    if not prompts or any(not p.strip() for p in prompts):
+        raise ValueError("prompt must be a non-empty string or a non-empty list of non-empty strings")
+    return value
+
 logger = logging.getLogger(__name__)
 
 #: Sizes the Wan2.1 release supports per task, first = default.
@@ -52,13 +60,7 @@ class WanInferenceConfig(StrictModel):
         default=True, description="true | false: free the text encoder before the transformer is loaded"
     )
 
-    @field_validator("prompt")
-    @classmethod
-    def _check_prompt(cls, value: str | list[str]) -> str | list[str]:
-        prompts = [value] if isinstance(value, str) else value
-        if not prompts or any(not p.strip() for p in prompts):
-            raise ValueError("prompt must be a non-empty string or a non-empty list of non-empty strings")
-        return value
+    _check_prompt = field_validator("prompt")(classmethod(lambda cls, value: check_prompts(value)))
 
     @field_validator("frame_num")
     @classmethod
