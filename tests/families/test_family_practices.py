@@ -9,6 +9,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
+from modelslim.engines.conformance import check_saved
 from tests.families._helpers import float_relative_error, quantize, saved
 from tests.families._tiny import make_family_model
 from tests.tiny_models import REPO, make_tiny_model
@@ -23,6 +24,8 @@ CASES = [
     ("minimax_m2", "MiniMax-M2.7", "minimax_m2/minimax_m2-w8a8.yaml", 0.06),
     ("qwen3_next", "Qwen3-Next-80B-A3B-Instruct", "qwen3_next/qwen3_next-w8a8.yaml", 0.06),
     ("longcat_flash", "LongCat-Flash-Chat", "longcat_flash/longcat_flash-w8a8.yaml", 0.06),
+    ("deepseek_v4", "DeepSeek-V4-Flash", "deepseek_v4/deepseek_v4-w8a8.yaml", 0.06),
+    ("deepseek_v4", "DeepSeek-V4-Pro", "deepseek_v4/deepseek_v4-w4a8.yaml", 0.08),
 ]
 
 
@@ -73,6 +76,7 @@ def test_family_practice_quantizes_reloads_and_keeps_release_names(family_models
     error = float_relative_error(model_dir, out)
     print(f"{practice}: {len(quantized)} quantized linears, relative logits error {error:.4f}")
     assert error < limit
+    assert [str(problem) for problem in check_saved(out, "vllm-ascend")] == []
 
 
 #: Tags that show which linears a family keeps float (and that its neighbours are quantized).
@@ -80,7 +84,8 @@ EXPECTED_TAGS = {
     ("qwen3_next", "Qwen3-Next-80B-A3B-Instruct", "qwen3_next/qwen3_next-w8a8.yaml"): {
         "model.layers.0.linear_attn.in_proj_ba.weight": "FLOAT",
         "model.layers.0.mlp.shared_expert_gate.weight": "FLOAT",
-        "model.layers.0.linear_attn.in_proj_qkvz.weight": "W8A8_DYNAMIC",
+        "model.layers.0.linear_attn.in_proj_qkvz.weight": "FLOAT",  # vLLM-Ascend fuses it with in_proj_ba
+        "model.layers.0.linear_attn.out_proj.weight": "W8A8_DYNAMIC",
         "model.layers.3.self_attn.q_proj.weight": "W8A8",
     },
     ("minimax_m2", "MiniMax-M2.7", "minimax_m2/minimax_m2-w8a8.yaml"): {
