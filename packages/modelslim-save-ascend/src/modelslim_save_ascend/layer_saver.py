@@ -199,6 +199,7 @@ class LayerTreeSaver(Saver, ABC):
                 first = next(blocks)
                 self.writer.write_blocks(name, first.dtype, shape, itertools.chain([first], blocks))
             self.description.tag(name, "FLOAT")
+        self.description.metadata["carried_float"] = self.context.adapter.carried_source_prefixes()
 
     def abort(self) -> None:
         if self.writer is not None:

@@ -69,6 +69,20 @@ class MtpLayersMixin:
                         "unquantized, as vLLM-Ascend loads its MTP draft.", len(keys), keys[0])
         return keys
 
+    def carried_source_prefixes(self) -> list[str]:
+        """The name prefixes of the carried tensors (one per MTP layer or module), recorded in the description so
+        readers know these FLOAT tensors are not part of the quantized model."""
+        prefixes = set()
+        layers = self._num_decoder_layers()
+        for name in self.mtp_keys():
+            prefix = next((p for p in self.mtp_prefixes if name.startswith(p)), None)
+            if prefix is None:
+                parts = name.split(".")
+                start = parts.index("layers")
+                prefix = ".".join(parts[: start + 2]) + "."
+            prefixes.add(prefix)
+        return sorted(prefixes) if layers is not None or self.mtp_prefixes else []
+
     def _report_mtp(self) -> None:
         if getattr(self, "_mtp_reported", False):  # a quantized source loads through the skeleton: report once
             return

@@ -4,8 +4,9 @@ attention (every `full_attention_interval`-th layer), each layer followed by a M
 What is quantized, what stays float and why:
 - Full-attention layers (`self_attn.q_proj` (query and output gate), `k_proj`, `v_proj`, `o_proj`): quantized,
   with the input norm smoothed into q/k/v as in Qwen3.
-- Linear-attention layers: `linear_attn.in_proj_qkvz` and `linear_attn.out_proj` are plain projections and are
-  quantized; `linear_attn.in_proj_ba` stays float — it produces the per-head write strength (beta) and decay
+- Linear-attention layers: `linear_attn.in_proj_qkvz` and `linear_attn.out_proj` are plain projections (the
+  practice quantizes out_proj and keeps in_proj_qkvz float: vLLM-Ascend fuses in_proj_qkvz with in_proj_ba into
+  one layer of one precision); `linear_attn.in_proj_ba` stays float — it produces the per-head write strength (beta) and decay
   (through `A_log`/`dt_bias` and an exponential) of the recurrent state, so an error there compounds over every
   later token, and it has only 2 x heads outputs (nothing to save). The input norm is NOT smoothed into
   in_proj_qkvz: the projection feeds a causal convolution and per-head L2 norms, and the reference keeps its
