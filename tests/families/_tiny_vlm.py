@@ -41,3 +41,42 @@ def add_tensors(weights: Path, tensors: dict[str, torch.Tensor]) -> None:
     saved = load_file(weights)
     saved.update(tensors)
     save_file(saved, weights, metadata={"format": "pt"})
+
+
+GLM_SPECIAL = ["<|begin_of_image|>", "<|end_of_image|>", "<|image|>", "<|begin_of_video|>", "<|end_of_video|>",
+               "<|video|>"]
+GLM_PLACEHOLDERS = {"IMAGE": "<|begin_of_image|><|image|><|end_of_image|>",
+                    "VIDEO": "<|begin_of_video|><|video|><|end_of_video|>", "AUDIO": ""}
+#: GLM-4.5-Air-style text model: dense layer 0, MoE layer 1 (4 routed experts, 1 shared), partial M-RoPE.
+GLM_TEXT = {**TEXT, "head_dim": 16, "model_type": "glm4v_moe_text", "n_routed_experts": 4, "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32, "first_k_dense_replace": 1, "n_shared_experts": 1,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2],
+                                "partial_rotary_factor": 0.5}}
+GLM_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, image_size=56)
+
+
+def make_glm46v(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+    """GLM-4.6V as its release is laid out: config model_type `glm4v_moe` (Glm4vMoeForConditionalGeneration, a
+    GLM-4.5-Air-style MoE text model), with GLM's own image/video processors."""
+    from transformers import Glm4vMoeConfig, Glm4vMoeForConditionalGeneration, Glm4vProcessor
+    from transformers.models.glm4v.image_processing_glm4v import Glm4vImageProcessor
+    from transformers.models.glm4v.video_processing_glm4v import Glm4vVideoProcessor
+
+    from tests.vlm.tiny_vlm import _template
+
+    tokenizer = make_tokenizer(GLM_SPECIAL)
+    pixels = 28 * 28
+    image = Glm4vImageProcessor(patch_size=14, merge_size=2, temporal_patch_size=2,
+                                size={"shortest_edge": pixels * 4, "longest_edge": pixels * 16})
+    video = Glm4vVideoProcessor(patch_size=14, merge_size=2, temporal_patch_size=2, fps=2.0,
+                                size={"shortest_edge": pixels * 4, "longest_edge": pixels * 64})
+    processor = Glm4vProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video,
+                               chat_template=_template(GLM_PLACEHOLDERS))
+    ids = tokenizer.convert_tokens_to_ids
+    config = Glm4vMoeConfig(text_config=GLM_TEXT, vision_config=GLM_VISION, image_token_id=ids("<|image|>"),
+                            video_token_id=ids("<|video|>"), image_start_token_id=ids("<|begin_of_image|>"),
+                            image_end_token_id=ids("<|end_of_image|>"), video_start_token_id=ids("<|begin_of_video|>"),
+                            video_end_token_id=ids("<|end_of_video|>"))
+    torch.manual_seed(seed)
+    return _save(Glm4vMoeForConditionalGeneration(config), processor, target, dtype, seed)

@@ -17,7 +17,7 @@ from modelslim_core.models.resolve import create_adapter
 from modelslim_core.reference_runtime import load_quantized_model
 from modelslim_vlm.dataset import load_vlm_dataset
 from modelslim_vlm.dataset.media import decode_sample
-from tests.families._tiny_vlm import make_qwen3_5
+from tests.families._tiny_vlm import make_glm46v, make_qwen3_5
 from tests.tiny_models import REPO
 from tests.vlm.media_files import media_set
 
@@ -25,6 +25,7 @@ from tests.vlm.media_files import media_set
 BUILDERS = {
     "qwen3_5": make_qwen3_5,
     "qwen3_5_moe": lambda target: make_qwen3_5(target, moe=True),
+    "glm46v": make_glm46v,
 }
 #: (tiny model kind, --model_type, practice, largest relative logits error, a linear the practice quantizes)
 CASES = [
@@ -34,6 +35,7 @@ CASES = [
      "model.language_model.layers.3.mlp.experts.2.down_proj.weight"),
     ("qwen3_5_moe", "Qwen3.5-397B-A17B", "qwen3_5_moe/qwen3_5_moe-w4a8.yaml", 0.08,
      "model.language_model.layers.1.mlp.experts.0.gate_proj.weight"),
+    ("glm46v", "GLM-4.6V", "glm46v/glm46v-w8a8.yaml", 0.05, "model.language_model.layers.1.mlp.experts.3.up_proj.weight"),
 ]
 #: Linears each family keeps float whatever the practice includes.
 FLOAT_LINEARS = {
@@ -42,6 +44,7 @@ FLOAT_LINEARS = {
     "qwen3_5_moe": ["model.language_model.layers.0.linear_attn.in_proj_a.weight",
                     "model.language_model.layers.0.mlp.shared_expert_gate.weight",
                     "model.language_model.layers.0.mlp.gate.weight"],
+    "glm46v": ["model.language_model.layers.1.mlp.gate.weight"],
 }
 
 
