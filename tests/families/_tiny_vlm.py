@@ -80,3 +80,32 @@ def make_glm46v(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0
                             video_end_token_id=ids("<|end_of_video|>"))
     torch.manual_seed(seed)
     return _save(Glm4vMoeForConditionalGeneration(config), processor, target, dtype, seed)
+
+
+INTERNVL_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+                   "video_token": "<video>"}
+
+
+def make_internvl(target: Path, moe: bool = False, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+    """InternVL3.5 in the Hugging Face layout: InternViT (56 px, 14 px patches: 4 tokens per tile after the pixel
+    shuffle) and a Qwen3 (or Qwen3-MoE) language model."""
+    from transformers import GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor
+    from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+
+    from tests.vlm.tiny_vlm import _template
+
+    tokenizer = make_tokenizer(list(INTERNVL_TOKENS.values()), extra_special_tokens=INTERNVL_TOKENS)
+    image = GotOcr2ImageProcessor(size={"height": 56, "width": 56}, crop_to_patches=False)
+    video = InternVLVideoProcessor(size={"height": 56, "width": 56}, num_frames=2)
+    processor = InternVLProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video, image_seq_length=4,
+                                  chat_template=_template({"IMAGE": "<IMG_CONTEXT>", "VIDEO": "<video>", "AUDIO": ""}))
+    text = {**TEXT, "model_type": "qwen3", "head_dim": 16}
+    if moe:
+        text.update(model_type="qwen3_moe", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                    decoder_sparse_step=1)
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  image_size=[56, 56], patch_size=[14, 14])
+    config = InternVLConfig(text_config=text, vision_config=vision, image_token_id=tokenizer.context_image_token_id,
+                            image_seq_length=4)
+    torch.manual_seed(seed)
+    return _save(InternVLForConditionalGeneration(config), processor, target, dtype, seed)

@@ -17,7 +17,7 @@ from modelslim_core.models.resolve import create_adapter
 from modelslim_core.reference_runtime import load_quantized_model
 from modelslim_vlm.dataset import load_vlm_dataset
 from modelslim_vlm.dataset.media import decode_sample
-from tests.families._tiny_vlm import make_glm46v, make_qwen3_5
+from tests.families._tiny_vlm import make_glm46v, make_internvl, make_qwen3_5
 from tests.tiny_models import REPO
 from tests.vlm.media_files import media_set
 
@@ -26,6 +26,8 @@ BUILDERS = {
     "qwen3_5": make_qwen3_5,
     "qwen3_5_moe": lambda target: make_qwen3_5(target, moe=True),
     "glm46v": make_glm46v,
+    "internvl": make_internvl,
+    "internvl_moe": lambda target: make_internvl(target, moe=True),
 }
 #: (tiny model kind, --model_type, practice, largest relative logits error, a linear the practice quantizes)
 CASES = [
@@ -36,6 +38,10 @@ CASES = [
     ("qwen3_5_moe", "Qwen3.5-397B-A17B", "qwen3_5_moe/qwen3_5_moe-w4a8.yaml", 0.08,
      "model.language_model.layers.1.mlp.experts.0.gate_proj.weight"),
     ("glm46v", "GLM-4.6V", "glm46v/glm46v-w8a8.yaml", 0.05, "model.language_model.layers.1.mlp.experts.3.up_proj.weight"),
+    ("internvl", "InternVL3_5-38B", "internvl/internvl-w8a8.yaml", 0.05,
+     "model.language_model.layers.1.self_attn.q_proj.weight"),
+    ("internvl_moe", "InternVL3_5-241B-A28B", "internvl/internvl-w8a8.yaml", 0.05,
+     "model.language_model.layers.1.mlp.experts.3.down_proj.weight"),
 ]
 #: Linears each family keeps float whatever the practice includes.
 FLOAT_LINEARS = {
@@ -45,7 +51,14 @@ FLOAT_LINEARS = {
                     "model.language_model.layers.0.mlp.shared_expert_gate.weight",
                     "model.language_model.layers.0.mlp.gate.weight"],
     "glm46v": ["model.language_model.layers.1.mlp.gate.weight"],
+    "internvl": ["model.multi_modal_projector.linear_2.weight"],
+    "internvl_moe": ["model.language_model.layers.1.mlp.gate.weight", "model.multi_modal_projector.linear_1.weight"],
 }
+
+#: Where vLLM-Ascend 0.23's quantization config cannot load a family's quantized layers, and why (the rest of
+#: the checkpoint must still load). InternVL's config model_type `internvl` has no entry in its table of fused
+#: layouts, so it finds no per-expert mapping for a MoE language model and refuses quantized experts.
+ENGINE_GAPS = {"internvl_moe": "mlp.experts: vLLM-Ascend refuses this MoE layer"}
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +114,11 @@ def test_vlm_family_practice_end_to_end(tiny_models, media_index, tmp_path, monk
     assert description[quantized] != "FLOAT"
     for name in FLOAT_LINEARS[kind]:
         assert description[name] == "FLOAT", name
-    assert {tag for name, tag in description.items() if name.startswith("model.visual.")} == {"FLOAT"}
+    assert {tag for name, tag in description.items()
+            if name.startswith(("model.visual.", "model.vision_tower."))} == {"FLOAT"}
     error = logits_error(model_type, model, out, media_index)
     print(f"{practice}: relative multimodal logits error {error:.4f}")
     assert error < limit
-    assert [str(problem) for problem in check_saved(out, "vllm-ascend")] == []
+    problems = [str(problem) for problem in check_saved(out, "vllm-ascend")]
+    gap = ENGINE_GAPS.get(kind)
+    assert [p for p in problems if gap is None or gap not in p] == []
