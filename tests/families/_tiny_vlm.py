@@ -109,3 +109,38 @@ def make_internvl(target: Path, moe: bool = False, dtype: torch.dtype = torch.bf
                             image_seq_length=4)
     torch.manual_seed(seed)
     return _save(InternVLForConditionalGeneration(config), processor, target, dtype, seed)
+
+
+def make_qwen3_omni(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+    """A Qwen3-Omni release: a tiny thinker (audio tower, DeepStack vision tower, Qwen3-MoE language model) under
+    `thinker.` with a full `qwen3_omni_moe` config.json."""
+    from transformers import (Qwen3OmniMoeProcessor, Qwen3OmniMoeThinkerConfig,
+                              Qwen3OmniMoeThinkerForConditionalGeneration, WhisperFeatureExtractor)
+
+    from tests.vlm.tiny_vlm import (OMNI_PLACEHOLDERS, OMNI_SPECIAL, _qwen2_vision_processors, _template,
+                                    as_full_omni_checkpoint)
+
+    names = dict(image_token="<|IMAGE|>", video_token="<|VIDEO|>", audio_token="<|AUDIO|>",
+                 vision_bos_token="<|vision_bos|>", vision_eos_token="<|vision_eos|>",
+                 audio_bos_token="<|audio_bos|>", audio_eos_token="<|audio_eos|>")
+    tokenizer = make_tokenizer(OMNI_SPECIAL, extra_special_tokens=names)
+    image, video = _qwen2_vision_processors(16)
+    audio = WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=2, n_fft=400)
+    processor = Qwen3OmniMoeProcessor(image_processor=image, video_processor=video, feature_extractor=audio,
+                                      tokenizer=tokenizer, chat_template=_template(OMNI_PLACEHOLDERS))
+    ids = tokenizer.convert_tokens_to_ids
+    text = {**TEXT, "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+            "decoder_sparse_step": 1, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                          "mrope_section": [2, 3, 3], "mrope_interleaved": True}}
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
+                  spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[0])
+    audio_config = dict(num_mel_bins=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32,
+                        output_dim=64, max_source_positions=1500, n_window=50, downsample_hidden_size=16,
+                        conv_chunksize=50, n_window_infer=100)
+    config = Qwen3OmniMoeThinkerConfig(
+        text_config=text, vision_config=vision, audio_config=audio_config, audio_token_id=ids("<|AUDIO|>"),
+        image_token_id=ids("<|IMAGE|>"), video_token_id=ids("<|VIDEO|>"), audio_start_token_id=ids("<|audio_bos|>"),
+        vision_start_token_id=ids("<|vision_bos|>"), user_token_id=ids("u"))
+    torch.manual_seed(seed)
+    _save(Qwen3OmniMoeThinkerForConditionalGeneration(config), processor, target, dtype, seed)
+    return as_full_omni_checkpoint(target, config, "Qwen3OmniMoeConfig", "Qwen3OmniMoeForConditionalGeneration")

@@ -17,7 +17,7 @@ from modelslim_core.models.resolve import create_adapter
 from modelslim_core.reference_runtime import load_quantized_model
 from modelslim_vlm.dataset import load_vlm_dataset
 from modelslim_vlm.dataset.media import decode_sample
-from tests.families._tiny_vlm import make_glm46v, make_internvl, make_qwen3_5
+from tests.families._tiny_vlm import make_glm46v, make_internvl, make_qwen3_5, make_qwen3_omni
 from tests.tiny_models import REPO
 from tests.vlm.media_files import media_set
 
@@ -28,6 +28,7 @@ BUILDERS = {
     "glm46v": make_glm46v,
     "internvl": make_internvl,
     "internvl_moe": lambda target: make_internvl(target, moe=True),
+    "qwen3_omni_moe": make_qwen3_omni,
 }
 #: (tiny model kind, --model_type, practice, largest relative logits error, a linear the practice quantizes)
 CASES = [
@@ -42,6 +43,8 @@ CASES = [
      "model.language_model.layers.1.self_attn.q_proj.weight"),
     ("internvl_moe", "InternVL3_5-241B-A28B", "internvl/internvl-w8a8.yaml", 0.05,
      "model.language_model.layers.1.mlp.experts.3.down_proj.weight"),
+    ("qwen3_omni_moe", "Qwen3-Omni-30B-A3B-Instruct", "qwen3_omni_moe/qwen3_omni_moe-w8a8.yaml", 0.05,
+     "thinker.model.layers.1.mlp.experts.2.gate_proj.weight"),
 ]
 #: Linears each family keeps float whatever the practice includes.
 FLOAT_LINEARS = {
@@ -53,6 +56,7 @@ FLOAT_LINEARS = {
     "glm46v": ["model.language_model.layers.1.mlp.gate.weight"],
     "internvl": ["model.multi_modal_projector.linear_2.weight"],
     "internvl_moe": ["model.language_model.layers.1.mlp.gate.weight", "model.multi_modal_projector.linear_1.weight"],
+    "qwen3_omni_moe": ["thinker.model.layers.0.mlp.gate.weight", "thinker.audio_tower.proj2.weight"],
 }
 
 #: Where vLLM-Ascend 0.23's quantization config cannot load a family's quantized layers, and why (the rest of
@@ -115,7 +119,7 @@ def test_vlm_family_practice_end_to_end(tiny_models, media_index, tmp_path, monk
     for name in FLOAT_LINEARS[kind]:
         assert description[name] == "FLOAT", name
     assert {tag for name, tag in description.items()
-            if name.startswith(("model.visual.", "model.vision_tower."))} == {"FLOAT"}
+            if name.startswith(("model.visual.", "model.vision_tower.", "thinker.visual."))} == {"FLOAT"}
     error = logits_error(model_type, model, out, media_index)
     print(f"{practice}: relative multimodal logits error {error:.4f}")
     assert error < limit
