@@ -22,6 +22,8 @@ CASES = [
     ("glm_moe_dsa", "GLM-5", "glm_5/glm_5-w4a8.yaml", 0.06),
     ("deepseek_v3", "Kimi-K2-Thinking", "kimi_k2/kimi_k2-w8a8.yaml", 0.06),
     ("minimax_m2", "MiniMax-M2.7", "minimax_m2/minimax_m2-w8a8.yaml", 0.06),
+    ("minimax_m2", "MiniMax-M2.7", "minimax_m2/minimax_m2-w8a8c8.yaml", 0.1),  # int8 KV of a random tiny model
+    ("minimax_m2", "MiniMax-M2.7", "minimax_m2/minimax_m2-w8a8-mxfp8.yaml", 0.06),
     ("qwen3_next", "Qwen3-Next-80B-A3B-Instruct", "qwen3_next/qwen3_next-w8a8.yaml", 0.06),
     ("longcat_flash", "LongCat-Flash-Chat", "longcat_flash/longcat_flash-w8a8.yaml", 0.06),
     ("deepseek_v4", "DeepSeek-V4-Flash", "deepseek_v4/deepseek_v4-w8a8.yaml", 0.06),

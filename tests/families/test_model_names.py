@@ -59,3 +59,10 @@ def test_reference_name_resolves_to_its_family_and_a_verified_practice(name, hf_
 def test_shared_architecture_falls_back_to_its_own_family():
     """An unlisted name with DeepSeek-V3's config.json goes to the deepseek_v3 adapter, not Kimi-K2's."""
     assert adapter_class_for("my-finetune", "deepseek_v3")[0].family == "deepseek_v3"
+
+
+def test_w8a8_selects_the_int8_practice_over_mxfp8():
+    """MiniMax-M2 ships an MXFP8 W8A8 practice beside the int8 one; `--quant_type w8a8` means int8."""
+    library = PracticeLibrary([REPO / "practices"])
+    selection = select_practice(library, "minimax_m2", "MiniMax-M2.7", "w8a8", None)
+    assert selection.practice.metadata.config_id == "minimax_m2-w8a8"
