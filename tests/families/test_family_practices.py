@@ -26,6 +26,7 @@ CASES = [
     ("minimax_m2", "MiniMax-M2.7", "minimax_m2/minimax_m2-w8a8-mxfp8.yaml", 0.06),
     ("qwen3_next", "Qwen3-Next-80B-A3B-Instruct", "qwen3_next/qwen3_next-w8a8.yaml", 0.06),
     ("longcat_flash", "LongCat-Flash-Chat", "longcat_flash/longcat_flash-w8a8.yaml", 0.06),
+    ("longcat_flash", "LongCat-Flash-Chat", "longcat_flash/longcat_flash-w4a4-mxfp4.yaml", 0.1),  # 4-bit activations
     ("deepseek_v4", "DeepSeek-V4-Flash", "deepseek_v4/deepseek_v4-w8a8.yaml", 0.06),
     ("deepseek_v4", "DeepSeek-V4-Pro", "deepseek_v4/deepseek_v4-w4a8.yaml", 0.08),
 ]
