@@ -114,20 +114,11 @@ def make_internvl(target: Path, moe: bool = False, dtype: torch.dtype = torch.bf
 def make_qwen3_omni(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
     """A Qwen3-Omni release: a tiny thinker (audio tower, DeepStack vision tower, Qwen3-MoE language model) under
     `thinker.` with a full `qwen3_omni_moe` config.json."""
-    from transformers import (Qwen3OmniMoeProcessor, Qwen3OmniMoeThinkerConfig,
-                              Qwen3OmniMoeThinkerForConditionalGeneration, WhisperFeatureExtractor)
+    from transformers import Qwen3OmniMoeProcessor, Qwen3OmniMoeThinkerConfig, Qwen3OmniMoeThinkerForConditionalGeneration
 
-    from tests.vlm.tiny_vlm import (OMNI_PLACEHOLDERS, OMNI_SPECIAL, _qwen2_vision_processors, _template,
-                                    as_full_omni_checkpoint)
+    from tests.vlm.tiny_vlm import as_full_omni_checkpoint, omni_processor
 
-    names = dict(image_token="<|IMAGE|>", video_token="<|VIDEO|>", audio_token="<|AUDIO|>",
-                 vision_bos_token="<|vision_bos|>", vision_eos_token="<|vision_eos|>",
-                 audio_bos_token="<|audio_bos|>", audio_eos_token="<|audio_eos|>")
-    tokenizer = make_tokenizer(OMNI_SPECIAL, extra_special_tokens=names)
-    image, video = _qwen2_vision_processors(16)
-    audio = WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=2, n_fft=400)
-    processor = Qwen3OmniMoeProcessor(image_processor=image, video_processor=video, feature_extractor=audio,
-                                      tokenizer=tokenizer, chat_template=_template(OMNI_PLACEHOLDERS))
+    tokenizer, processor = omni_processor(Qwen3OmniMoeProcessor, 16)
     ids = tokenizer.convert_tokens_to_ids
     text = {**TEXT, "head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
             "decoder_sparse_step": 1, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,

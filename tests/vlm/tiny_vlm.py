@@ -134,18 +134,26 @@ def make_qwen3_vl(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int =
     return _save(model, _qwen3_vl_processor(tokenizer), target, dtype, seed)
 
 
-def make_qwen2_5_omni_thinker(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
-    from transformers import (Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig,
-                              Qwen2_5OmniThinkerForConditionalGeneration, WhisperFeatureExtractor)
+def omni_processor(processor_class, patch: int):
+    """(tokenizer, processor) of a Qwen Omni thinker: the Omni special tokens, Qwen2-VL image/video processors with
+    `patch`-pixel patches, a 16-mel Whisper feature extractor."""
+    from transformers import WhisperFeatureExtractor
 
     names = dict(image_token="<|IMAGE|>", video_token="<|VIDEO|>", audio_token="<|AUDIO|>",
                  vision_bos_token="<|vision_bos|>", vision_eos_token="<|vision_eos|>",
                  audio_bos_token="<|audio_bos|>", audio_eos_token="<|audio_eos|>")
     tokenizer = make_tokenizer(OMNI_SPECIAL, extra_special_tokens=names)
-    image, video = _qwen2_vision_processors(14)
+    image, video = _qwen2_vision_processors(patch)
     audio = WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=2, n_fft=400)
-    processor = Qwen2_5OmniProcessor(image_processor=image, video_processor=video, feature_extractor=audio,
-                                     tokenizer=tokenizer, chat_template=_template(OMNI_PLACEHOLDERS))
+    processor = processor_class(image_processor=image, video_processor=video, feature_extractor=audio,
+                                tokenizer=tokenizer, chat_template=_template(OMNI_PLACEHOLDERS))
+    return tokenizer, processor
+
+
+def make_qwen2_5_omni_thinker(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+    from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+    tokenizer, processor = omni_processor(Qwen2_5OmniProcessor, 14)
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5OmniThinkerConfig(
         text_config={**TEXT, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}},

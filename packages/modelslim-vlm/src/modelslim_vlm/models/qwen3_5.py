@@ -40,14 +40,10 @@ class Qwen35Adapter(MtpLayersMixin, VlmAdapter):
     mtp_prefixes = ("mtp.",)
 
 
-class Qwen35MoeAdapter(MtpLayersMixin, MoEAdapterMixin, VlmAdapter):
+class Qwen35MoeAdapter(MoEAdapterMixin, Qwen35Adapter):
     family = "qwen3_5_moe"
     model_types = MOE_NAMES
-    model_type_prefixes = ("Qwen3.5-", "Qwen3.6-")
     hf_model_types = ("qwen3_5_moe",)
     model_class_name = "Qwen3_5MoeForConditionalGeneration"
-    stream_writers = ("model.visual.merger.linear_fc2",)
     float_linears = LINEAR_ATTENTION_GATES + ("mlp.shared_expert_gate",)
-    mtp_after_layers = False
-    mtp_prefixes = ("mtp.",)
     family_smoothing_pairs = (("up-down", "mlp.shared_expert.up_proj", ("mlp.shared_expert.down_proj",)),)
