@@ -18,7 +18,8 @@ from modelslim.engines.conformance import check_saved
 from tests.families._helpers import dynamic_w8a8_config, float_relative_error, quantize
 from tests.families._sources import write_fp8_source
 from tests.families._tiny import make_family_model
-from tests.families._tiny_vlm import add_tensors
+from tests.families._tiny_vlm import add_tensors, make_glm46v, make_qwen3_5
+from tests.families._vlm_runs import logits_error, quantize_vlm
 from tests.tiny_models import make_tiny_model
 
 
@@ -42,12 +43,13 @@ def _mtp_like(tensors: dict[str, torch.Tensor], layer: str, root: str, hidden: i
     return mtp
 
 
-def _with_mtp(model_dir, root_of, style: str = "deepseek"):
+def _with_mtp(model_dir, root_of, style: str = "deepseek", layers_prefix: str = "model.layers."):
     weights = model_dir / "model.safetensors"
     tensors = load_file(weights)
     config = json.loads((model_dir / "config.json").read_text())
+    config = config.get("text_config", config)
     layers = config["num_hidden_layers"]
-    mtp = _mtp_like(tensors, f"model.layers.{layers - 1}.", root_of(layers), config["hidden_size"], style)
+    mtp = _mtp_like(tensors, f"{layers_prefix}{layers - 1}.", root_of(layers), config["hidden_size"], style)
     add_tensors(weights, mtp)
     return mtp
 
@@ -104,3 +106,30 @@ def test_fp8_mtp_layer_is_dequantized_when_carried(tmp_path, monkeypatch):
             error = ((saved.float() - tensor.float()).norm() / tensor.float().norm()).item()
             assert error < 0.05, (name, error)  # FP8 blocks, dequantized
         assert not any(name.endswith("weight_scale_inv") for name in handle.keys())
+
+
+#: (VLM builder, --model_type, practice, where the release keeps its MTP layer, style, the decoder layers' prefix)
+VLM_CASES = [
+    (make_qwen3_5, "Qwen3.5-27B", "qwen3_5/qwen3_5-w8a8.yaml", lambda layers: "mtp.layers.0.", "qwen",
+     "model.language_model.layers."),
+    (make_glm46v, "GLM-4.6V", "glm46v/glm46v-w8a8.yaml", lambda layers: f"model.language_model.layers.{layers}.",
+     "deepseek", "model.language_model.layers."),
+]
+
+
+@pytest.mark.parametrize(("builder", "model_type", "practice", "root_of", "style", "layers_prefix"), VLM_CASES,
+                         ids=["qwen3_5", "glm46v"])
+def test_vlm_mtp_layers_are_carried_float(tmp_path, media_index, monkeypatch, builder, model_type, practice, root_of,
+                                          style, layers_prefix):
+    """Multimodal releases: Qwen3.5's `mtp.*` and GLM-4.6V's layer after the language model's last one."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = builder(tmp_path / "model")
+    mtp = _with_mtp(model, root_of, style, layers_prefix)
+    out = quantize_vlm(model, tmp_path / "out", model_type, practice, media_index)
+    description = json.loads((out / "quant_model_description.json").read_text())
+    assert all(description[name] == "FLOAT" for name in mtp)
+    with safe_open(out / "quant_model_weights.safetensors", framework="pt") as handle:
+        assert all(torch.equal(handle.get_tensor(name), tensor) for name, tensor in mtp.items())
+    assert logits_error(model_type, model, out, media_index) < 0.05
+    linears = sorted({name.removesuffix(".weight") for name in mtp if name.endswith(("proj.weight", "fc.weight"))})
+    assert linears and _engine_loads_unquantized(out, linears) == []

@@ -1,0 +1,40 @@
+"""Quantizing a tiny multimodal family model with its shipped practice and comparing the reload with float."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from modelslim.app.quick_quant import QuantArgs, run_quant
+from modelslim_core.models.resolve import create_adapter
+from modelslim_core.reference_runtime import load_quantized_model
+from modelslim_vlm.dataset import load_vlm_dataset
+from modelslim_vlm.dataset.media import decode_sample
+from tests.tiny_models import REPO
+
+
+def quantize_vlm(model: Path, out: Path, model_type: str, practice: str, dataset: Path) -> Path:
+    config = yaml.safe_load((REPO / "practices" / practice).read_text(encoding="utf-8"))
+    config["spec"]["dataset"] = str(dataset)
+    config["spec"]["save"][0]["part_file_size"] = 0
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return run_quant(QuantArgs(str(model), str(out), model_type, config_path=str(path), device="cpu"))
+
+
+def multimodal_inputs(model_type: str, model: Path, index: Path) -> dict[str, torch.Tensor]:
+    """The processor inputs of the set's image + video entry."""
+    adapter = create_adapter(model_type, model, False)
+    sample = adapter.usable_sample(load_vlm_dataset(str(index), "Describe.")[3])
+    return adapter.build_inputs(decode_sample(sample, adapter.audio_sampling_rate))
+
+
+def logits_error(model_type: str, model: Path, out: Path, index: Path) -> float:
+    inputs = multimodal_inputs(model_type, model, index)
+    float_model = create_adapter(model_type, model, False).load_model(torch.float32)
+    with torch.no_grad():
+        reference = float_model(**inputs).logits
+        logits = load_quantized_model(model, out)(**inputs).logits
+    return ((logits - reference).norm() / reference.norm()).item()
