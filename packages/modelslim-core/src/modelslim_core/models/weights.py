@@ -80,6 +80,10 @@ class SourceWeights:
         with safe_open(self._file_of[name], framework="pt") as handle:
             return handle.get_slice(name)[start:stop]
 
+    def stored_format(self, name: str) -> str:
+        """How `name` is stored in the files: "fp8_block", "packed" or "plain" (io/source_dequant.py)."""
+        return self._reader.stored_format(name)
+
     def _file_tensor_shape(self, name: str) -> tuple[int, ...]:
         with safe_open(self._file_of[name], framework="pt") as handle:
             return tuple(handle.get_slice(name).get_shape())
