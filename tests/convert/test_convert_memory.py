@@ -5,11 +5,12 @@ from __future__ import annotations
 import weakref
 
 import pytest
+import torch
 
 from modelslim_core.models.weights import SourceWeights
 from modelslim_save_ascend.convert import service
-from tests.convert._run import convert, spec_yaml
-from tests.convert.checkpoints import HIDDEN, VOCAB
+from tests.convert._run import convert, read_all, spec_yaml
+from tests.convert.checkpoints import HIDDEN, INTER, VOCAB, float_tensors
 
 
 def test_at_most_one_source_tensor_is_alive(fp8_source, tmp_path, monkeypatch):
@@ -43,6 +44,17 @@ def test_largest_tensor_held_is_reported(fp8_source, tmp_path, caplog):
     convert(fp8_source[0], tmp_path / "out", spec_yaml("save: [{type: hf}]"))
     biggest = VOCAB * HIDDEN * 2 / 2**20  # the bf16 embedding table
     assert f"largest tensor held at once: {biggest:.1f} MB" in caplog.text
+
+
+def test_large_float_tensors_are_streamed_in_row_blocks(fp8_source, tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO")
+    monkeypatch.setattr(service.TensorConverter, "stream_bytes", 64 * 2**10)
+    out = convert(fp8_source[0], tmp_path / "out", spec_yaml("save: [{type: hf, part_file_size: 0}]"))
+    saved = read_all(out)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):  # 256 KB each: four blocks of 64 KB
+        assert torch.equal(saved[name], float_tensors()[name])
+    # The largest thing held is now a dequantized 384x256 MLP weight in bf16 (192 KB), not the 256 KB table.
+    assert f"largest tensor held at once: {INTER * HIDDEN * 2 / 2**20:.1f} MB" in caplog.text
 
 
 @pytest.mark.parametrize("layout", ["ascendv1", "hf"])

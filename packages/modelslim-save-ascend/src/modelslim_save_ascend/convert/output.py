@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -59,6 +60,12 @@ class ConvertOutput:
 
     def write(self, name: str, tensor: torch.Tensor, tag: str) -> None:
         self.writer.write(name, tensor)
+        self.description.tag(name, tag)
+
+    def write_blocks(self, name: str, dtype: torch.dtype, shape: list[int], blocks: Iterable[torch.Tensor],
+                     tag: str) -> None:
+        """A tensor arriving as consecutive row blocks (never whole in memory)."""
+        self.writer.write_blocks(name, dtype, shape, blocks)
         self.description.tag(name, tag)
 
     def commit(self, serving_dtype: str) -> list[str]:

@@ -11,7 +11,6 @@ start at the tensor's stored format, a shape the target format cannot hold.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -277,7 +276,3 @@ def build_plan(spec: ConvertSpec, source: SourceWeights, path: str = "spec") -> 
             _check_target(tensor, spec.linears[tensor.rule], spec)
     return ConvertPlan(tensors)
 
-
-def planned_bytes(tensor: PlannedTensor, itemsize: int) -> int:
-    """Upper bound of the bytes `tensor` holds once read (its float size)."""
-    return math.prod(tensor.producer.shape) * itemsize

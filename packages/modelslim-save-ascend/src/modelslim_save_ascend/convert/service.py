@@ -6,6 +6,7 @@ stored quantized), converted, handed to the streaming writer, whose bytes go str
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from types import SimpleNamespace
@@ -17,10 +18,11 @@ from modelslim_core.errors import ConfigError, ModelError
 from modelslim_core.models.base import source_dtype_of
 from modelslim_core.models.weights import SourceWeights
 from modelslim_core.quant.quantized_linear import LinearQuantizer
+from modelslim_core.quant.row_blocks import BLOCK_BYTES
 from modelslim_core.service.base import QuantRequest, QuantService
 
 from modelslim_save_ascend.convert.output import ConvertOutput
-from modelslim_save_ascend.convert.plan import ConvertPlan, PlannedTensor, build_plan
+from modelslim_save_ascend.convert.plan import ConvertPlan, PlannedTensor, Stored, build_plan
 from modelslim_save_ascend.convert.routes import FLOAT, QUANT_TARGETS
 from modelslim_save_ascend.convert.spec import ConvertSpec, parse_convert_spec
 from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
@@ -79,7 +81,13 @@ def _targets_summary(plan: ConvertPlan) -> str:
 
 
 class TensorConverter:
-    """Reads, converts and writes one planned tensor at a time; `peak_bytes` is the largest one read."""
+    """Reads, converts and writes one planned tensor at a time; `peak_bytes` is the most it held at once.
+
+    A large float tensor that is copied as it is (embeddings, lm_head) never sits in memory whole: it goes
+    from the source file to the output a block of rows (`stream_bytes`) at a time.
+    """
+
+    stream_bytes: int = BLOCK_BYTES
 
     def __init__(self, source: SourceWeights, dtype: torch.dtype, out: ConvertOutput):
         self.source = source
@@ -90,6 +98,8 @@ class TensorConverter:
         self.peak_bytes = 0
 
     def convert(self, tensor: PlannedTensor) -> None:
+        if self._streamed(tensor):
+            return
         value = tensor.producer.read(self.source)
         self.peak_bytes = max(self.peak_bytes, value.numel() * value.element_size())
         if tensor.producer.kind != FLOAT and value.is_floating_point():
@@ -100,6 +110,22 @@ class TensorConverter:
                 self.out.description.propose(FLOAT)
             return
         self._write_quantized(tensor, value)
+
+    def _streamed(self, tensor: PlannedTensor) -> bool:
+        """Copy a large stored float tensor in row blocks; False when it is small, derived or converted."""
+        producer = tensor.producer
+        if not (isinstance(producer, Stored) and producer.kind == FLOAT and tensor.target == FLOAT and producer.shape):
+            return False
+        nbytes = self.source.nbytes([producer.name])
+        if nbytes <= self.stream_bytes:
+            return False
+        rows = producer.shape[0]
+        step = max(1, self.stream_bytes * rows // nbytes)
+        blocks = (self.source.read_rows(producer.name, start, min(rows, start + step)) for start in range(0, rows, step))
+        first = next(blocks)
+        self.peak_bytes = max(self.peak_bytes, first.numel() * first.element_size())
+        self.out.write_blocks(tensor.name, first.dtype, list(producer.shape), itertools.chain([first], blocks), FLOAT)
+        return True
 
     def _write_quantized(self, tensor: PlannedTensor, weight: torch.Tensor) -> None:
         quantizer = self.quantizers[tensor.target]
