@@ -3,6 +3,8 @@ nothing written (the plan is checked from the checkpoint's headers before save_p
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.cli._helpers import assert_clean_failure, run_inprocess
@@ -80,3 +82,17 @@ def test_model_type_is_still_required_for_other_configs(fp8_source, tmp_path, ca
     result = run_inprocess(["--model_path", str(fp8_source[0]), "--save_path", str(tmp_path / "out"), "--config_path",
                             str(config)], capsys)
     assert_clean_failure(result, 2, "--model_type is required", "modelslim_convert")
+
+
+def test_dry_run_lists_targets_and_writes_nothing(fp8_source, tmp_path, capsys):
+    config = tmp_path / "plan.yaml"
+    config.write_text(spec_yaml("linears: [{match: ['*.mlp.*'], target: W8A8_MXFP8}]"))
+    out = tmp_path / "out"
+    code = __import__("modelslim.cli.main", fromlist=["main"]).main(
+        ["quant", "--model_path", str(fp8_source[0]), "--save_path", str(out), "--config_path", str(config), "--dry-run"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "25 tensors (FLOAT x11, FP8_BLOCK x14)" in printed
+    assert "W8A8_MXFP8 x6 (spec.linears[0]):" in printed
+    assert re.search(r"^FLOAT x19:\n  model\.layers\.\d\.self_attn\.\w+\.weight \[\d+, 256\] <- FP8_BLOCK$", printed, re.M), printed
+    assert not out.exists()

@@ -26,7 +26,7 @@ from modelslim_core.io.dir_lock import exclusive_directory
 from modelslim_core.models.base import ModelAdapter
 from modelslim_core.models.tokenizer_files import check_tokenizer_files
 from modelslim_core.practice import PracticeLibrary, select_practice
-from modelslim_core.protocol.config import QuantConfig, parse_quant_config
+from modelslim_core.protocol.config import CONVERT, QuantConfig, parse_quant_config
 from modelslim_core.protocol.spec import processor_class
 from modelslim_core.protocol.v0_translate import V0, translate_v0
 from modelslim_core.protocol.yaml_io import load_yaml_file
@@ -130,6 +130,11 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
     check_calibration_inputs(config, adapter, source)
+    if args.dry_run and config.apiversion == CONVERT:
+        from modelslim_save_ascend.convert.summary import dry_run_text  # noqa: PLC0415
+
+        print(dry_run_text(config.spec, request), flush=True)
+        return save_path
     if args.dry_run:
         from modelslim.app.dry_run import build_plan, format_plan  # noqa: PLC0415
 
