@@ -128,3 +128,28 @@ def packed_int4_checkpoint(directory: Path, group: int = 32, seed: int = 0) -> t
                                                                                "symmetric": True, "strategy": "group",
                                                                                "group_size": group}}}}
     return write(directory, tensors, config_json(quant)), expected
+
+
+def release_fp8_checkpoint(directory: Path, hf_config, model_type: str, seed: int = 0) -> Path:
+    """A checkpoint of any architecture laid out as the FP8-block releases are, from the adapter's weightless
+    skeleton (names and shapes only): every 2-D linear weight except embeddings, lm_head and the MoE router in
+    FP8 with `weight_scale_inv`, everything else bf16."""
+    from modelslim_core.models.resolve import create_adapter
+
+    directory.mkdir(parents=True, exist_ok=True)
+    hf_config.save_pretrained(directory)
+    skeleton = create_adapter(model_type, directory, False).build_skeleton(torch.bfloat16)
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, param in skeleton.named_parameters():
+        if name.endswith("norm.weight"):
+            tensors[name] = torch.ones(param.shape, dtype=torch.bfloat16)
+            continue
+        value = torch.randn(*param.shape, generator=g) * 0.02
+        if param.dim() == 2 and "embed" not in name and not name.startswith("lm_head") and not name.endswith("mlp.gate.weight"):
+            tensors[name], tensors[name.replace(".weight", ".weight_scale_inv")] = fp8_block(value)
+        else:
+            tensors[name] = value.bfloat16()
+    config = json.loads((directory / "config.json").read_text())
+    config.update(torch_dtype="bfloat16", quantization_config={"quant_method": "fp8", "weight_block_size": [BLOCK, BLOCK]})
+    return write(directory, tensors, config)

@@ -119,3 +119,26 @@ def test_rerun_replaces_earlier_output(fp8_source, tmp_path):
     assert not list(out.glob("quant_model_weights-*")), "stale shards of the first run are gone"
     assert (out / "quant_model_weights.safetensors").is_file()
     assert description(out)["model_quant_type"] == "W8A8_MXFP8"
+
+
+@pytest.mark.skipif(not HAS_VLLM_ASCEND, reason="the engines dependency group provides vllm-ascend")
+def test_deepseek_v3_fp8_release_experts_to_mxfp8_load_in_vllm_ascend(tmp_path):
+    """MLA attention, a dense first layer, routed and shared experts: the DeepSeek-V3 layout, FP8 as released."""
+    from transformers import DeepseekV3Config
+
+    from modelslim.engines.conformance import check_saved
+    from tests.convert.checkpoints import release_fp8_checkpoint
+
+    config = DeepseekV3Config(
+        vocab_size=512, hidden_size=256, intermediate_size=384, moe_intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, n_shared_experts=1, n_routed_experts=4, num_experts_per_tok=2,
+        n_group=1, topk_group=1, first_k_dense_replace=1, q_lora_rank=128, kv_lora_rank=64, qk_rope_head_dim=32,
+        qk_nope_head_dim=32, v_head_dim=32, max_position_embeddings=256, tie_word_embeddings=False)
+    model = release_fp8_checkpoint(tmp_path / "src", config, "DeepSeek-V3")
+    out = convert(model, tmp_path / "out", spec_yaml("linears: [{match: ['*.mlp.experts.*'], target: W8A8_MXFP8}]"))
+    tags = description(out)
+    assert tags["model.layers.1.mlp.experts.3.down_proj.weight"] == "W8A8_MXFP8"
+    assert tags["model.layers.1.mlp.shared_experts.up_proj.weight"] == "FLOAT"
+    assert tags["model.layers.1.self_attn.kv_b_proj.weight"] == "FLOAT"
+    assert not [name for name in read_all(out) if name.endswith("weight_scale_inv")]
+    assert [str(problem) for problem in check_saved(out, "vllm-ascend")] == []
