@@ -135,10 +135,15 @@ def test_deepseek_v3_fp8_release_experts_to_mxfp8_load_in_vllm_ascend(tmp_path):
         n_group=1, topk_group=1, first_k_dense_replace=1, q_lora_rank=128, kv_lora_rank=64, qk_rope_head_dim=32,
         qk_nope_head_dim=32, v_head_dim=32, max_position_embeddings=256, tie_word_embeddings=False)
     model = release_fp8_checkpoint(tmp_path / "src", config, "DeepSeek-V3")
-    out = convert(model, tmp_path / "out", spec_yaml("linears: [{match: ['*.mlp.experts.*'], target: W8A8_MXFP8}]"))
-    tags = description(out)
+    experts = convert(model, tmp_path / "experts", spec_yaml("linears: [{match: ['*.mlp.experts.*'], target: W8A8_MXFP8}]"))
+    tags = description(experts)
     assert tags["model.layers.1.mlp.experts.3.down_proj.weight"] == "W8A8_MXFP8"
     assert tags["model.layers.1.mlp.shared_experts.up_proj.weight"] == "FLOAT"
     assert tags["model.layers.1.self_attn.kv_b_proj.weight"] == "FLOAT"
-    assert not [name for name in read_all(out) if name.endswith("weight_scale_inv")]
-    assert [str(problem) for problem in check_saved(out, "vllm-ascend")] == []
+    assert not [name for name in read_all(experts) if name.endswith("weight_scale_inv")]
+    assert [str(problem) for problem in check_saved(experts, "vllm-ascend")] == []
+    # `*` takes every linear, but never the router: vLLM-Ascend builds it float (with its e_score_correction_bias).
+    everything = convert(model, tmp_path / "all", spec_yaml("linears: [{match: ['*'], target: W8A8_MXFP8}]"))
+    tags = description(everything)
+    assert tags["model.layers.1.mlp.gate.weight"] == "FLOAT" and tags["lm_head.weight"] == "W8A8_MXFP8"
+    assert [str(problem) for problem in check_saved(everything, "vllm-ascend")] == []

@@ -211,12 +211,16 @@ def _apply_convert(state: dict[str, Producer], step: ConvertStep, path: str) -> 
     return result
 
 
+#: Module names of MoE routers: engines build them unquantized (their correction bias has nowhere to go otherwise).
+ROUTER_NAMES = ("gate", "router")
+
+
 def _is_linear_weight(name: str, producer: Producer) -> bool:
-    """A 2-D `<linear>.weight` that is not an embedding table (those are looked up, not multiplied)."""
+    """A 2-D `<linear>.weight` that is neither an embedding table (looked up, not multiplied) nor a MoE router."""
     if not name.endswith(".weight") or len(producer.shape) != 2:
         return False
     module = name.removesuffix(".weight").rsplit(".", 1)[-1]
-    return "embed" not in module and module not in ("wte", "wpe")
+    return "embed" not in module and module not in ("wte", "wpe", *ROUTER_NAMES)
 
 
 def _rule_matches(rule: LinearRule, linear: str) -> bool:
