@@ -16,16 +16,16 @@ import argparse
 import json
 import math
 import shutil
+import subprocess
 import sys
 from pathlib import Path
-
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tools.capped_run import GIB, run_capped  # noqa: E402
-from tools.scale_checkpoints import _BLOCK, _fill, deepseek_v3_config  # noqa: E402
+
+# This process stays small (no torch): a forked child's peak RSS counts the parent's pages until it execs.
 
 BLOCK = 128
 CONFIG = """apiversion: modelslim_convert
@@ -36,7 +36,9 @@ spec:
 """
 
 
-def _fp8_blocks(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _fp8_blocks(weight):
+    import torch
+
     rows, cols = weight.shape
     pad = torch.nn.functional.pad(weight.float(), (0, -cols % BLOCK, 0, -rows % BLOCK))
     blocks = pad.reshape(pad.shape[0] // BLOCK, BLOCK, pad.shape[1] // BLOCK, BLOCK)
@@ -51,8 +53,11 @@ def _quantized_in_release(name: str, shape: tuple[int, ...]) -> bool:
 
 
 def build_fp8_checkpoint(path: Path, experts: int) -> int:
+    import torch
+
     from modelslim_core.io.safetensors_stream import ShardedSafetensorsWriter
     from modelslim_core.models.resolve import create_adapter
+    from tools.scale_checkpoints import _BLOCK, _fill, deepseek_v3_config
 
     path.mkdir(parents=True, exist_ok=True)
     config = deepseek_v3_config(experts)
@@ -97,11 +102,16 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=8)
     parser.add_argument("--cap_gib", type=float, default=3.0, help="memory cap of the conversion process")
     parser.add_argument("--keep", action="store_true", help="keep the output checkpoint")
+    parser.add_argument("--build_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     source = args.work / f"dsv3-fp8-{args.experts}e"
+    if args.build_only:
+        build_fp8_checkpoint(source, args.experts)
+        return
     if not (source / "config.json").is_file():
         print(f"building {source} ...", flush=True)
-        build_fp8_checkpoint(source, args.experts)
+        subprocess.run([sys.executable, __file__, "--work", str(args.work), "--experts", str(args.experts),
+                        "--build_only"], check=True)
     source_bytes = sum(p.stat().st_size for p in source.glob("*.safetensors"))
     config = args.work / "convert.yaml"
     config.write_text(CONFIG)
