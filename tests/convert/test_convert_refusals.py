@@ -96,3 +96,16 @@ def test_dry_run_lists_targets_and_writes_nothing(fp8_source, tmp_path, capsys):
     assert "W8A8_MXFP8 x6 (spec.linears[0]):" in printed
     assert re.search(r"^FLOAT x19:\n  model\.layers\.\d\.self_attn\.\w+\.weight \[\d+, 256\] <- FP8_BLOCK$", printed, re.M), printed
     assert not out.exists()
+
+
+def test_a_directory_without_safetensors_is_named(tmp_path, capsys):
+    model = tmp_path / "bin-only"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen3"}')
+    (model / "pytorch_model.bin").write_bytes(b"")
+    config = tmp_path / "c.yaml"
+    config.write_text(spec_yaml("save: [{type: hf}]"))
+    result = run_inprocess(["--model_path", str(model), "--save_path", str(tmp_path / "out"), "--config_path", str(config)],
+                           capsys)
+    assert_clean_failure(result, 1, "holds no *.safetensors weights to convert")
+    assert not (tmp_path / "out").exists()
