@@ -84,16 +84,21 @@ def build_fp8_checkpoint(path: Path, experts: int) -> int:
     return total
 
 
-def largest_bf16_tensor(path: Path) -> tuple[str, int]:
+def largest_bf16_tensors(path: Path) -> tuple[tuple[str, int], tuple[str, int]]:
+    """(name, bf16 bytes) of the largest tensor, and of the largest FP8 one (dequantized whole by the run;
+    large float tensors are copied in row blocks instead)."""
     from safetensors import safe_open
 
-    best = ("", 0)
+    largest, converted = ("", 0), ("", 0)
     for file in path.glob("*.safetensors"):
         with safe_open(file, framework="pt") as handle:
             for name in handle.keys():
-                size = math.prod(handle.get_slice(name).get_shape()) * 2
-                best = max(best, (name, size), key=lambda item: item[1])
-    return best
+                piece = handle.get_slice(name)
+                entry = (name, math.prod(piece.get_shape()) * 2)
+                largest = max(largest, entry, key=lambda item: item[1])
+                if piece.get_dtype() == "F8_E4M3":
+                    converted = max(converted, entry, key=lambda item: item[1])
+    return largest, converted
 
 
 def main() -> None:
@@ -127,17 +132,19 @@ def main() -> None:
         print(run.stderr[-3000:])
         raise SystemExit(f"conversion failed (exit {run.returncode}, OOM killed: {run.oom_killed})")
     out_bytes = sum(p.stat().st_size for p in out.glob("*.safetensors"))
-    name, largest = largest_bf16_tensor(source)
+    (name, largest), (fp8_name, converted) = largest_bf16_tensors(source)
     description = json.loads((out / "quant_model_description.json").read_text())
     tags = {tag: sum(1 for v in description.values() if v == tag) for tag in ("W8A8_MXFP8", "FLOAT")}
+    above = run.peak_rss - baseline.peak_rss
     print(f"source: {source_bytes / GIB:.2f} GiB FP8-block ({args.experts} experts); output: {out_bytes / GIB:.2f} GiB "
           f"ascendv1 ({tags['W8A8_MXFP8']} W8A8_MXFP8 tensors, {tags['FLOAT']} FLOAT)")
-    print(f"time: {run.seconds:.1f} s wall, {run.cpu_seconds:.1f} s CPU; {source_bytes / GIB / run.seconds:.2f} GiB/s read")
+    print(f"time: {run.seconds:.1f} s wall, {run.cpu_seconds:.1f} s CPU; {source_bytes / 2**20 / run.seconds:.1f} MiB/s "
+          f"of source; I/O read {run.read_bytes / GIB:.2f} GiB, written {run.written_bytes / GIB:.2f} GiB")
     print(f"peak RSS: {run.peak_rss / GIB:.2f} GiB (cap {args.cap_gib:g} GiB); import-only baseline "
-          f"{baseline.peak_rss / GIB:.2f} GiB; largest tensor {name} {largest / GIB:.2f} GiB as bf16")
-    print(f"peak above baseline: {(run.peak_rss - baseline.peak_rss) / GIB:.2f} GiB = "
-          f"{(run.peak_rss - baseline.peak_rss) / largest:.2f} x the largest tensor, "
-          f"{(run.peak_rss - baseline.peak_rss) / source_bytes:.3f} x the source")
+          f"{baseline.peak_rss / GIB:.2f} GiB")
+    print(f"peak above baseline: {above / GIB:.2f} GiB = {above / largest:.2f} x the largest tensor ({name}, "
+          f"{largest / GIB:.2f} GiB as bf16, copied in row blocks) = {above / converted:.2f} x the largest dequantized "
+          f"one ({fp8_name}, {converted / GIB:.2f} GiB as bf16) = {above / source_bytes:.3f} x the source")
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
 

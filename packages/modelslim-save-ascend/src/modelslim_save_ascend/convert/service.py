@@ -30,6 +30,8 @@ from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
 logger = logging.getLogger(__name__)
 
 APIVERSION = "modelslim_convert"
+#: How many progress lines a conversion logs (a 600 GB checkpoint takes a while).
+PROGRESS_STEPS = 10
 
 
 def open_source(request: QuantRequest) -> SourceWeights:
@@ -68,8 +70,12 @@ class ConvertService(QuantService):
                     len(plan.tensors), request.model_path, plan.dequantized, _targets_summary(plan), spec.output.type)
         with ConvertOutput(request.save_path, request.model_path, spec.output.type, spec.output.part_file_size) as out:
             converter = TensorConverter(source, dtype, out)
-            for tensor in plan.tensors:
+            step = max(1, len(plan.tensors) // PROGRESS_STEPS)
+            for done, tensor in enumerate(plan.tensors, 1):
                 converter.convert(tensor)
+                if done % step == 0 and done < len(plan.tensors):
+                    logger.info("Converted %d of %d tensors (%.0f s).", done, len(plan.tensors),
+                                time.perf_counter() - started)
             files = out.commit("float16" if dtype == torch.float16 else "bfloat16")
         logger.info("Converted in %.1f s: %d files in %s (largest tensor held at once: %.1f MB).",
                     time.perf_counter() - started, len(files), request.save_path, converter.peak_bytes / 2**20)
