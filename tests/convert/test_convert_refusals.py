@@ -40,6 +40,15 @@ CASES = {
                   ["spec.preprocess[0].ops[0].dim", "between -2 and 1"]),
     "convert_source_nothing": ("preprocess: [{type: convert, source: '*.experts.gate_up_proj', target: ['*.g', '*.u'], "
                                "ops: [{type: chunk}]}]", ["spec.preprocess[0].source", "matches no tensor"]),
+    "merge_missing": ("preprocess: [{type: convert, source: ['*.mlp.gate_proj.weight', '*.mlp.nope.weight'], "
+                      "target: '*.mlp.gu.weight', ops: [{type: merge}]}]",
+                      ["spec.preprocess[0].source", "model.layers.0.mlp.nope.weight is not in the checkpoint"]),
+    "merge_shapes": ("preprocess: [{type: convert, source: ['*.mlp.gate_proj.weight', '*.mlp.down_proj.weight'], "
+                     "target: '*.mlp.gd.weight', ops: [{type: merge, dim: 0}]}]",
+                     ["spec.preprocess[0]", "[[384, 256], [256, 384]]", "do not join along dim 0"]),
+    "target_taken": ("preprocess: [{type: convert, source: '*.mlp.down_proj.weight', "
+                     "target: ['*.mlp.up_proj.weight', '*.mlp.x.weight'], ops: [{type: chunk, dim: 0}]}]",
+                     ["spec.preprocess[0].target", "up_proj.weight already exists"]),
     "chunk_then_mxfp4": ("preprocess: [{type: convert, source: '*.mlp.down_proj.weight', target: ['*.mlp.a.weight', "
                         "'*.mlp.b.weight'], ops: [{type: chunk, dim: 1}]}]\n"
                         "linears: [{match: ['*.mlp.a'], target: W4A8_MXFP}]", None),
