@@ -11,6 +11,7 @@ start at the tensor's stored format, a shape the target format cannot hold.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -227,6 +228,11 @@ def _rule_matches(rule: LinearRule, linear: str) -> bool:
     return any(fnmatchcase(linear, pattern) or fnmatchcase(f"{linear}.weight", pattern) for pattern in rule.match)
 
 
+@functools.cache
+def _quantizer(target: str, path: str) -> LinearQuantizer:
+    return LinearQuantizer(QUANT_TARGETS[target], path)
+
+
 def _check_target(tensor: PlannedTensor, rule: LinearRule, spec: ConvertSpec) -> None:
     path = spec.paths[tensor.rule]
     kind = tensor.producer.kind
@@ -236,8 +242,7 @@ def _check_target(tensor: PlannedTensor, rule: LinearRule, spec: ConvertSpec) ->
     if tensor.target == FLOAT:
         return
     out, inp = tensor.producer.shape
-    quantizer = LinearQuantizer(QUANT_TARGETS[tensor.target], path)
-    quantizer.check(tensor.linear, SimpleNamespace(out_features=out, in_features=inp))
+    _quantizer(tensor.target, path).check(tensor.linear, SimpleNamespace(out_features=out, in_features=inp))
 
 
 def _target_of(name: str, producer: Producer, spec: ConvertSpec, used: set[int]) -> tuple[str, int | None]:
