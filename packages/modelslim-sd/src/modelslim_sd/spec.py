@@ -21,6 +21,7 @@ from modelslim_core.protocol.validation import StrictModel, describe_fields, sug
 from modelslim_core.runtime.processor import ProcessorConfig
 from modelslim_core.runtime.saver import SaverConfig
 from modelslim_core.service.modelslim_v1 import known_runner
+from modelslim_sd.mindie_fa import check_mindie_fa
 
 #: Keys of `multimodal_sd_config`; model_config and inference_config are two names for one thing.
 SD_CONFIG_KEYS = ("dump_config", "model_config", "inference_config")
@@ -109,4 +110,5 @@ def parse_sd_spec(spec: Any, path: str) -> SdSpec:
     process = parse_processor_list(fields.process, f"{path}.process")
     save = parse_saver_list(fields.save, f"{path}.save", process)
     check_savers_can_write(process, save, path)
+    check_mindie_fa(process, save)
     return SdSpec(fields.runner, process, save, dump, inference, inference_path)
