@@ -209,7 +209,8 @@ class DiffusionAdapter(ModelAdapter, ABC):
         raise ConfigError(
             f"model type {self.model_type!r} is calibrated from its own pipeline's transformer calls, not from a "
             "text dataset.",
-            "use apiversion multimodal_sd_modelslim_v1 and put the prompts in multimodal_sd_config.inference_config.",
+            "use apiversion multimodal_sd_modelslim_v1 with a prompt set in spec.dataset (e.g. wan2_2_t2v) or the "
+            "prompts in multimodal_sd_config.inference_config.",
         )
 
     def forward_sample(self, model: nn.Module, sample: UnitInput, device: torch.device) -> Any:

@@ -13,13 +13,12 @@ text set for language models: it is accepted with a warning and not used.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelslim_core.calib.text import calib_roots
+from modelslim_core.calib.text import calib_roots, jsonl_objects
 from modelslim_core.errors import ConfigError, DatasetError
 from modelslim_core.protocol.validation import suggestion
 
@@ -94,19 +93,10 @@ def _sample(item: Any, index: Path, where: str) -> tuple[str, str | None]:
 def load_prompt_set(value: str, where: str) -> PromptSet:
     """Resolve and read `spec.dataset` (before any model is loaded)."""
     index = resolve_prompt_set(value, where)
-    samples = []
     try:
-        lines = index.read_text(encoding="utf-8").splitlines()
+        samples = [_sample(item, index, f"{index} line {number}") for number, item in jsonl_objects(index)]
     except UnicodeDecodeError:
         raise DatasetError(f"{index} is not UTF-8 text.", "save the prompt set as UTF-8.") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError as exc:
-            raise DatasetError(f"{index} line {number} is not valid JSON: {exc}.", "one JSON object per line.") from None
-        samples.append(_sample(item, index, f"{index} line {number}"))
     if not samples:
         raise DatasetError(f"{where}: {index} holds no prompts.", "add at least one line.")
     logger.info("Prompt set %s: %d prompts (%d with an image).", index, len(samples), sum(s[1] is not None for s in samples))

@@ -8,8 +8,9 @@ runs the image-to-video branch when an image is given.
 
 `inference_config` keys are the reference's (size, frame_num, sample_shift, sample_solver, sample_steps,
 sample_guide_scale, base_seed, offload_model, task, convert_model_dtype) plus prompt, negative_prompt and
-image (the reference reads prompts and images from a dataset index; here they are settings, so they enter
-the calibration fingerprint). `base_seed` must be >= 0 (the reference's -1 = random would make the cached
+image (one path, or one per prompt); `spec.dataset` (a prompt set, prompt_sets.py) fills prompt and image
+the way the reference reads them from its dataset index. Being settings, they enter the calibration
+fingerprint. `base_seed` must be >= 0 (the reference's -1 = random would make the cached
 calibration unverifiable).
 """
 
