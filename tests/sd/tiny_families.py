@@ -65,14 +65,45 @@ def _transformer_only(target: Path, pipeline: str, model: torch.nn.Module) -> Pa
     return target
 
 
-def make_flux(target: Path) -> Path:
+def flux_transformer():
     from diffusers import FluxTransformer2DModel
 
     torch.manual_seed(0)
-    model = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=2,
-                                   attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32,
-                                   pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(8, 12, 12))
-    return _transformer_only(target, "FluxPipeline", model)
+    return FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=2,
+                                  attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32,
+                                  pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(8, 12, 12))
+
+
+def make_flux(target: Path) -> Path:
+    return _transformer_only(target, "FluxPipeline", flux_transformer())
+
+
+#: Settings of the tiny FLUX.1 generations: 32x32 pixels (8x8 packed latent tokens), 2 steps.
+TINY_FLUX = {"prompt": "a red kite over a hill", "height": 32, "width": 32, "num_inference_steps": 2,
+             "max_sequence_length": 16, "seed": 1}
+
+
+def make_flux_pipeline(target: Path) -> Path:
+    """A complete FluxPipeline: CLIP and T5 text encoders (the repository's example tokenizer for both), a
+    two-level VAE (scale factor 2) and the transformer of make_flux, so calibration capture runs it."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from tests.tiny_models import EXAMPLE_MODEL
+
+    tokenizer = AutoTokenizer.from_pretrained(EXAMPLE_MODEL, local_files_only=True, model_max_length=77)
+    torch.manual_seed(0)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=1, num_attention_heads=2, projection_dim=32,
+                                        max_position_embeddings=77))
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+                                 relative_attention_num_buckets=8))
+    vae = AutoencoderKL(down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        block_out_channels=[8, 16], latent_channels=16, norm_num_groups=8, sample_size=32)
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=clip, tokenizer=tokenizer,
+                        text_encoder_2=t5, tokenizer_2=tokenizer, transformer=flux_transformer().to(torch.bfloat16))
+    pipe.save_pretrained(target)
+    return target
 
 
 def make_hunyuan_video(target: Path) -> Path:

@@ -183,6 +183,11 @@ class DiffusionAdapter(ModelAdapter, ABC):
                              "this architecture needs its own diffusion adapter.")
         return units
 
+    def unit_output(self, output: Any) -> Any:
+        """Every output of a block: dual-stream blocks (FLUX, HunyuanVideo, Qwen-Image-Edit) return the image
+        and the text stream, and the next block needs both (block_outputs names them)."""
+        return tuple(output) if isinstance(output, (tuple, list)) else output
+
     def next_unit_input(self, output: Any, previous: UnitInput) -> UnitInput:
         """The block's outputs replace the same-named inputs; everything else (timestep embedding, rotary
         embedding, masks) is passed on unchanged."""

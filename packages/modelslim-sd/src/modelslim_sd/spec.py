@@ -73,7 +73,8 @@ class SdSpec:
 
 _SPEC_HINT = (
     "multimodal_sd_modelslim_v1 takes runner, process, save, dataset (a prompt set) and multimodal_sd_config; "
-    "its calibration data comes from running the pipeline on the prompts, so `prior` is not used."
+    "its calibration data comes from running the pipeline on the prompts (of the prompt set, or of "
+    "multimodal_sd_config.model_config), so `prior` is not used."
 )
 
 
