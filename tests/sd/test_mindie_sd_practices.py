@@ -159,6 +159,8 @@ REFUSED = {
         NEEDS_ROTATION.format("FP8_DYNAMIC")),
     "int8-per-token": ([ROTATION, fa_item({**FP8_TOKEN, "dtype": "int8"})], "spec.process[2]",
                        SKIPPED.format("int8 per_token")),
+    "int8-per-head-static": ([ROTATION, fa_item({**FP8_TOKEN, "dtype": "int8", "scope": "per_head"})],
+                             "spec.process[2]", SKIPPED.format("int8 per_head")),
     "mixed-branches": (
         [ROTATION, fa_item(details={"fa_q": FP8_TOKEN, "fa_k": MXFP4_BLOCK, "fa_v": MXFP4_BLOCK})], "spec.process[2]",
         SKIPPED.format("Q, K and V with different settings (Q fp8_e4m3 per_token, K mxfp4 per_block, "

@@ -7,7 +7,8 @@ tests/sd/test_mindie_sd_practices.py): it applies exactly three FA types, the sa
 without a word, so that attention would be served in float. Its FP8 and MXFP8 attentions multiply Q and K
 by the saved `<attn>.q_rot` / `<attn>.k_rot` and refuse a checkpoint without them, so those types need an
 `online_quarot` item selecting every attention the fa3_quant item selects (MXFP4 rotates only when the
-tensors are there). Static per-head FA3 is refused earlier: mindie_format_saver does not write FAQuant.
+tensors are there). Static per-head FA3 (int8 / fp8 per_head scales) is among what it skips: the entry
+`INT8` means no FA quantization to it, and it reads no FA scale tensors.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def check_mindie_fa(process: list[ProcessorConfig], save: list) -> None:
     configs = list(_flat(process))
     rotations = [config for config in configs if config.type == "online_quarot"]
     for config in configs:
-        if config.type != "fa3_quant" or config.static_branches:
+        if config.type != "fa3_quant":
             continue
         fa_type, written = _fa_type(config)
         where = f"{config.yaml_path} (attentions {', '.join(config.include)})"

@@ -112,7 +112,7 @@ def parse_sd_spec(spec: Any, path: str) -> SdSpec:
     inference, inference_path = _inference_settings(fields.multimodal_sd_config, sd_path)
     process = parse_processor_list(fields.process, f"{path}.process")
     save = parse_saver_list(fields.save, f"{path}.save", process)
+    check_mindie_fa(process, save)  # before the savers' check: its reason is MindIE-SD's, not the file format's
     check_savers_can_write(process, save, path)
-    check_mindie_fa(process, save)
     prompt_set = read_dataset_field(fields.dataset, f"{path}.dataset")
     return SdSpec(fields.runner, process, save, dump, inference, inference_path, prompt_set)
