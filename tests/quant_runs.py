@@ -104,3 +104,8 @@ def checkpoint_digest(out: Path) -> dict[str, str]:
 
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())
             if p.is_file() and p.name != "quant_report.json"}
+
+
+#: `--tag` for runs that write QuaRot online rotations with ascendv1_saver: vLLM-Ascend applies none of them (its
+#: schemes read no heads_rotation / kronecker_rotation_*), so such runs are refused for it and target MindIE LLM.
+ONLINE_ROTATIONS_TARGET = ["MindIE"]
