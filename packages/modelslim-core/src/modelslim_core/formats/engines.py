@@ -56,6 +56,10 @@ class Refusal:
         return f"{self.path} (layers {patterns}): {self.tag} {self.reason}; instead, {self.alternative}"
 
 
+def _loaded_linear(table: dict, registry: TagRegistry) -> list[str]:
+    return [tag for tag in registry.tags("linear") if tag in table]
+
+
 def _experts_only(include: tuple[str, ...]) -> bool:
     return all(".experts." in pattern and "shared_experts" not in pattern for pattern in include)
 
@@ -72,7 +76,7 @@ def refusals(engine: str, schemes, model_config: dict, registry: TagRegistry = T
         if support is None:
             reason = fmt.unloaded if fmt is not None and fmt.unloaded else f"is not a scheme {name} loads"
             found.append(Refusal(scheme.path, scheme.include, scheme.tag, reason,
-                                 alternative or f"choose a type {name} loads: {', '.join(sorted(table))}"))
+                                 alternative or f"choose a type {name} loads: {', '.join(_loaded_linear(table, registry))}"))
             continue
         if scheme.per_group and not support.per_group:
             found.append(Refusal(scheme.path, scheme.include, scheme.tag,
