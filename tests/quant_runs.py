@@ -65,10 +65,10 @@ def quantize_capturing(model_dir: Path, config: Path, out: Path, saver: type = a
 
 
 def corrupt(out: Path, tmp_path: Path, edit) -> Path:
-    """A copy of checkpoint `out` after `edit(tensors, description)` changed it in place."""
+    """A copy of checkpoint `out` (one weight file, sharded or not) after `edit(tensors, description)` changed it."""
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
-    weights = broken / "quant_model_weights.safetensors"
+    (weights,) = broken.glob("quant_model_weights*.safetensors")
     tensors = load_file(weights)
     description = json.loads((broken / "quant_model_description.json").read_text())
     edit(tensors, description)

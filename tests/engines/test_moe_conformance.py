@@ -4,31 +4,14 @@ and every expert's tensors land in the `w13_*` / `w2_*` parameters under the nam
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 from modelslim.engines import vllm_ascend
 from modelslim.engines.checkpoint import EngineCheckpoint
 from tests.engines._harness import problems
 from tests.engines._practices import run_practice
-
-
-def corrupt(out: Path, tmp_path: Path, edit) -> Path:
-    """A copy of the (one-shard) checkpoint `out` after `edit(tensors, description)` changed it in place."""
-    broken = tmp_path / "broken"
-    shutil.copytree(out, broken)
-    (weights,) = broken.glob("quant_model_weights*.safetensors")
-    tensors = load_file(weights)
-    description = json.loads((broken / "quant_model_description.json").read_text())
-    edit(tensors, description)
-    save_file(tensors, weights)
-    (broken / "quant_model_description.json").write_text(json.dumps(description))
-    return broken
+from tests.quant_runs import corrupt
 
 EXPERT = "model.layers.0.mlp.experts.1"
 

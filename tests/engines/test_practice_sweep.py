@@ -16,15 +16,14 @@ import pytest
 import yaml
 
 from modelslim_core.errors import ConfigError
-from modelslim_core.formats.engines import _processor_configs
+from modelslim_core.formats.engines import processor_configs
 from modelslim_core.protocol.config import parse_quant_config
 from tests.engines._harness import problems
 from tests.engines._practices import FAMILIES, PRACTICES, run_practice
+from tests.vlm.conftest import BUILDERS as VLM_BUILDERS
 
-#: Folders that are not LLM practices for vLLM-Ascend: generation models (MindIE-SD, tests/sd) and the VLMs
-#: (their practices run in tests/vlm).
-NOT_SWEPT = frozenset({"flux1", "hunyuan_video", "qwen_image_edit", "wan2_1", "wan2_2", "qwen2_5_vl", "qwen3_vl",
-                       "qwen3_vl_moe", "qwen2_5_omni_thinker"})
+#: Folders swept elsewhere: generation models (MindIE-SD, tests/sd) and the VLMs (test_vlm_practices.py).
+NOT_SWEPT = frozenset({"flux1", "hunyuan_video", "qwen_image_edit", "wan2_1", "wan2_2", *VLM_BUILDERS})
 #: Practice name suffix -> what the refusal for vLLM-Ascend says (these practices target other engines).
 REFUSED = {
     "w16a16s": "W16A16S is not a scheme vLLM-Ascend loads",
@@ -54,7 +53,7 @@ def practice_tags(practice: str) -> set[str]:
     spec = _spec(practice)
     if spec.save[0].type != "ascendv1_saver":
         return set()
-    return {scheme.tag for config in _processor_configs(spec) for scheme in config.layer_schemes()}
+    return {scheme.tag for config in processor_configs(spec) for scheme in config.layer_schemes()}
 
 
 def refusal_for(practice: str) -> str | None:

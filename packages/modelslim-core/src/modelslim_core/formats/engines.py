@@ -98,7 +98,7 @@ def refusals(engine: str, schemes, model_config: dict, registry: TagRegistry = T
     return found
 
 
-def _processor_configs(spec) -> list:
+def processor_configs(spec) -> list:
     configs = list(getattr(spec, "process", []) or [])
     for stage in getattr(spec, "prior", []) or []:
         configs += list(getattr(stage, "process", []) or [])
@@ -110,7 +110,7 @@ def check_target_engines(spec, tags: Iterable[str] | None, model_config: dict, s
     """Refuse (ConfigError) a config whose saver's target engine cannot load a layer scheme the config asks for."""
     from modelslim_core.errors import ConfigError  # noqa: PLC0415
 
-    schemes = [scheme for config in _processor_configs(spec) for scheme in config.layer_schemes()]
+    schemes = [scheme for config in processor_configs(spec) for scheme in config.layer_schemes()]
     for saver in getattr(spec, "save", []) or []:
         engine = target_engine(saver.type, tags)
         if engine is None:
