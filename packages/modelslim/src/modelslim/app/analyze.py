@@ -31,7 +31,7 @@ from modelslim.app.evaluate import quantized_linears
 from modelslim.app.paths import check_model_path, check_save_path
 from modelslim.app.quick_quant import QuantArgs, choose_config, run_quant
 from modelslim.app.analysis_choices import METRICS, SCOPES
-from modelslim.app.sensitivity import SensitivityMeter, group_units, rank
+from modelslim.app.sensitivity import SensitivityMeter, group_units, rank, unit_layers
 
 logger = logging.getLogger("modelslim")
 
@@ -130,6 +130,7 @@ class Measured:
     rows: list[dict]
     quant_dir: Path
     float_dir: Path
+    layers: dict[str, list[str]]  # unit pattern -> its linears, MoE experts collapsed to expert 0
 
 
 def measure_scheme(raw: dict[str, Any], source: str, quant: QuantArgs, work: Path, scope: str, metric: str,
@@ -150,7 +151,8 @@ def measure_scheme(raw: dict[str, Any], source: str, quant: QuantArgs, work: Pat
                                quant.trust_remote_code)
     meter = SensitivityMeter(float_model, quant_model, kernels, samples)
     divergence, rows = meter.measure(units, end_to_end=metric not in LOCAL_ONLY)
-    return Measured(divergence, rank(rows, metric), quant_dir, float_dir)
+    layers = {unit.pattern: unit_layers(unit) for unit in units}
+    return Measured(divergence, rank(rows, metric), quant_dir, float_dir, layers)
 
 
 def exclude_snippet(rows: list[dict], topk: int) -> str:

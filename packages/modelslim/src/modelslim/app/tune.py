@@ -141,7 +141,7 @@ class Tuner:
 
     def evaluate(self, template: dict, patterns: list[str]) -> bool:
         """One round (or its recorded verdict): quantize with these patterns rolled back, then judge."""
-        config = with_rollback(template, self.rollback_path, patterns)
+        config = with_rollback(template, self.rollback_path, patterns, self.history.state.get("candidate_layers"))
         key = _digest(config)
         done = self.history.cached(key)
         if done is not None:
@@ -184,6 +184,7 @@ class Tuner:
                                   "float_gain", dataset, self.strategy.analysis_samples)
         ranked = [row["pattern"] for row in measured.rows]
         self.history.state["candidates"][key] = ranked
+        self.history.state.setdefault("candidate_layers", {}).update(measured.layers)
         self._install(measured.quant_dir, _digest(with_rollback(template, self.rollback_path, [])))
         shutil.rmtree(work, ignore_errors=True)
         return ranked
@@ -232,7 +233,7 @@ class Tuner:
                              f"loosen the target, add rollback_candidates, or change the scheme; the rounds are in "
                              f"{self.save_path / HISTORY}.")
         k, template, patterns, rollback_path = best
-        config = with_rollback(template, rollback_path, patterns)
+        config = with_rollback(template, rollback_path, patterns, self.history.state.get("candidate_layers"))
         key = _digest(config)
         if self.history.state.get("quant_model") != key:
             self._quantize(config, key)  # the passing checkpoint is the one left in quant_model/

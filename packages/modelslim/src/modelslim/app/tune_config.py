@@ -89,12 +89,13 @@ def _rollback_error(where: str, rollback_path: str, what: str, fix: str) -> Conf
 _FIX = "point rollback_path at the exclude list of a process item, e.g. spec.process.0.exclude."
 
 
-def rollback_lists(template: dict[str, Any], rollback_path: str, where: str) -> list[list[str]]:
-    """The list(s) at `rollback_path` inside the template, created empty when only the last key is missing.
+def rollback_lists(template: dict[str, Any], rollback_path: str, where: str) -> list[tuple[dict | None, list[str]]]:
+    """The list(s) at `rollback_path` inside the template (created empty when only the last key is missing),
+    each with the processor item it belongs to when that item is a group's child.
 
     One list, except for `<group item>.exclude`: a `group` has no exclude of its own, so the path means the
-    exclude list of each of its children that selects layers (the VLM practices group static attention and
-    dynamic MLP quantization; rolling a layer back must take it out of both)."""
+    exclude list of each of its children that selects layers (the VLM and MoE practices group static attention
+    and dynamic MLP quantization; rolling a layer back must take it out of both)."""
     node: Any = template
     parts = rollback_path.split(".")
     for depth, part in enumerate(parts):
@@ -106,8 +107,8 @@ def rollback_lists(template: dict[str, Any], rollback_path: str, where: str) -> 
             node = node[int(part)]
         elif isinstance(node, dict):
             if last and node.get("type") == "group" and isinstance(node.get("configs"), list):
-                return [_child_list(child, part, where, rollback_path) for child in node["configs"]
-                        if isinstance(child, dict) and _selects_layers(child)]
+                return [(child, _checked_list(child.setdefault(part, []), where, rollback_path))
+                        for child in node["configs"] if isinstance(child, dict) and _selects_layers(child)]
             if part not in node:
                 if not last:
                     raise _rollback_error(where, rollback_path, f"template has no {at!r}.", _FIX)
@@ -116,15 +117,11 @@ def rollback_lists(template: dict[str, Any], rollback_path: str, where: str) -> 
         else:
             raise _rollback_error(where, rollback_path, f"{at!r} lies inside a {type(node).__name__}.",
                                   "point rollback_path at a list inside the template.")
-    return [_checked_list(node, where, rollback_path)]
+    return [(None, _checked_list(node, where, rollback_path))]
 
 
 def _selects_layers(item: dict[str, Any]) -> bool:
     return item.get("type") == "linear_quant" or "include" in item or "exclude" in item
-
-
-def _child_list(child: dict[str, Any], key: str, where: str, rollback_path: str) -> list[str]:
-    return _checked_list(child.setdefault(key, []), where, rollback_path)
 
 
 def _checked_list(node: Any, where: str, rollback_path: str) -> list[str]:
@@ -134,15 +131,31 @@ def _checked_list(node: Any, where: str, rollback_path: str) -> list[str]:
     return node
 
 
-def with_rollback(template: dict[str, Any], rollback_path: str, patterns: list[str]) -> dict[str, Any]:
-    """A copy of the template whose rollback list(s) also hold `patterns` (names without `*` become `*<name>*`)."""
+def with_rollback(template: dict[str, Any], rollback_path: str, patterns: list[str],
+                  linears: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """A copy of the template whose rollback list(s) also hold `patterns` (names without `*` become `*<name>*`).
+
+    `linears` (pattern -> the layers it covers, known when the candidates come from the analysis) sends a
+    pattern only to the group children that include one of its layers, so no child is told to exclude
+    layers it never selects (which the run would report as a pattern that matched nothing)."""
     config = copy.deepcopy(template)
-    for target in rollback_lists(config, rollback_path, "strategy.template"):
-        for pattern in patterns:
-            expanded = pattern if "*" in pattern or "?" in pattern or "[" in pattern else f"*{pattern}*"
+    targets = rollback_lists(config, rollback_path, "strategy.template")
+    for pattern in patterns:
+        expanded = pattern if "*" in pattern or "?" in pattern or "[" in pattern else f"*{pattern}*"
+        chosen = [target for item, target in targets if _selects_any(item, (linears or {}).get(pattern))]
+        for target in chosen or [target for _, target in targets]:
             if expanded not in target:
                 target.append(expanded)
     return config
+
+
+def _selects_any(item: dict | None, names: list[str] | None) -> bool:
+    """Whether a group child's include picks one of `names` (True when either is unknown)."""
+    if item is None or not names:
+        return True
+    from modelslim_core.runtime.matching import pattern_matches
+
+    return any(pattern_matches(p, name) for p in item.get("include", ["*"]) for name in names)
 
 
 _ITEM_PATH = re.compile(r"(\w+)\[(\d+)\]")
