@@ -1,4 +1,4 @@
-"""`msmodelslim analyze` and `tune` on the shipped VLM and MoE practices (group items, layer_wise and auto
+"""`msmodelslim analyze` and `msmodelslim tune` (the CLI, in process) on the shipped VLM and MoE practices (group items, layer_wise and auto
 runners): tiny Qwen2.5-VL, Qwen3-MoE and DeepSeek-V3 models with one function-preserving outlier MLP, the
 analysis on the service's own samples, routed experts as one unit, routers never quantized, and the
 rollback reaching the group child that selects the rolled-back layers (and only it)."""
@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from modelslim.app.analyze import AnalyzeArgs, analysis_samples, run_analyze
-from modelslim.app.tune import TuneArgs, run_tune
+from modelslim.cli.main import main
 from tests.tiny_models import REPO, make_tiny_model
 from tests.tune._helpers import inject_outliers, write_calib
 from tests.vlm.media_files import media_set
@@ -44,11 +44,14 @@ def write(path: Path, document: dict) -> Path:
 
 
 def tune(model: Path, model_type: str, template: dict, save: Path, calib: Path, max_ratio: float, scope: str) -> dict:
+    """`msmodelslim tune` (in process), returning its tune_report.json."""
     document = {"strategy": {"type": "binary_fallback", "template": template, "rollback_path": "spec.process.0.exclude",
                              "analysis_scope": scope},
                 "evaluation": {"type": "perplexity", "dataset": str(calib), "max_ratio": max_ratio}}
-    return run_tune(TuneArgs(str(model), str(save), str(write(save.parent / f"{save.name}.yaml", document)), "cpu",
-                             model_type))
+    config = write(save.parent / f"{save.name}.yaml", document)
+    assert main(["tune", "--model_path", str(model), "--save_path", str(save), "--config", str(config), "--device", "cpu",
+                 "--model_type", model_type]) == 0
+    return json.loads((save / "tune_report.json").read_text())
 
 
 def description(checkpoint: Path) -> dict:
@@ -70,8 +73,10 @@ def test_vlm_analysis_runs_the_multimodal_prompts_and_ranks_the_language_model(v
     model, template, _ = vlm
     samples = analysis_samples(template, "practice", model, VLM_TYPE, template["spec"]["dataset"], 2, torch.device("cpu"))
     assert len(samples) == 2 and all("pixel_values" in s or "pixel_values_videos" in s for s in samples)
-    report = run_analyze(AnalyzeArgs("linear", str(model), VLM_TYPE, str(tmp_path / "out"),
-                                     config_path=str(write(tmp_path / "p.yaml", template)), device="cpu", topk=1))
+    assert main(["analyze", "linear", "--model_path", str(model), "--model_type", VLM_TYPE, "--output_dir",
+                 str(tmp_path / "out"), "--config_path", str(write(tmp_path / "p.yaml", template)), "--device", "cpu",
+                 "--topk", "1"]) == 0
+    report = json.loads((tmp_path / "out" / "analysis.json").read_text())
     assert report["dataset"] == template["spec"]["dataset"]  # the config's media set, not a text default
     units = [row["unit"] for row in report["units"]]
     assert units[0] == "model.language_model.layers.1.mlp.down_proj"
@@ -93,6 +98,8 @@ def test_vlm_tune_rolls_the_outlier_layer_back_through_the_group(vlm, tmp_path):
     assert saved["model.layers.0.self_attn.q_proj.weight"] == "W8A8"
     assert saved["model.layers.0.mlp.down_proj.weight"] == "W8A8_DYNAMIC"
     assert {tag for name, tag in saved.items() if name.startswith("visual.")} == {"FLOAT"}
+    judged = json.loads((tmp_path / "run" / "quant_model" / "eval_report.json").read_text())  # eval on a VLM
+    assert judged["metric"] == "perplexity" and {layer["tag"] for layer in judged["layers"]} == {"W8A8", "W8A8_DYNAMIC"}
 
 
 # -- MoE ------------------------------------------------------------------------------------------------
