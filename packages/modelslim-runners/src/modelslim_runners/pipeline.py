@@ -33,9 +33,12 @@ from modelslim_core.runtime.selection_check import check_layer_selections
 from modelslim_core.runtime.saver import Saver
 from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
-from modelslim_runners.pieces import linear_pieces
+from modelslim_runners.moe_pieces import MoEPieceRun, expert_group_piece, routed_experts, trunk_piece
+from modelslim_runners.pieces import linear_pieces, piece_bytes
 from modelslim_runners.placement import LayerWisePlacement, Placement, move
-from modelslim_runners.budget import ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget, streamed_piece_need
+from modelslim_core.errors import MemoryBudgetError
+from modelslim_runners.budget import (ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget, gib, kind_of,
+                                      streamed_piece_need)
 from modelslim_runners.report import RunSummary, log_memory_plan, unit_bytes
 from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
@@ -69,6 +72,8 @@ class UnitPipeline:
         self.summaries: list[RunSummary] = []
         self.spill = ActivationSpill.for_run(context.save_path, self.rank)
         self._piecewise = False
+        self._moe_pieces = False
+        self._data_processors = 0
         self._budget = MemoryBudget(None, 0, "")
         self._activations = 0
 
@@ -150,6 +155,8 @@ class UnitPipeline:
         self.summaries.append(summary)
         checkpointed = False
         self._piecewise = self._streams_pieces(stage, processors)
+        self._moe_pieces = self._calibrates_in_pieces(stage, processors)
+        self._data_processors = sum(type(p).needs_data(p.config) for p in processors)
         try:
             units = self.adapter.units(model)
             check_layer_selections(self.adapter, units, stage.processors)
@@ -216,6 +223,59 @@ class UnitPipeline:
         return (not stage_needs_data(stage) and self.placement.loads_pieces
                 and all(type(p).handles_pieces(p.config) for p in processors))
 
+    def _calibrates_in_pieces(self, stage: Stage, processors: list[Processor]) -> bool:
+        """Calibrated stages whose processors all accept MoE pieces may process a MoE layer that does not fit
+        the budget as its trunk plus groups of routed experts (moe_pieces.py); single process only."""
+        return (stage_needs_data(stage) and self.placement.loads_pieces and self.world == 1
+                and all(type(p).handles_calibrated_pieces(p.config) for p in processors))
+
+    def _piece_need(self, piece: Unit) -> int:
+        """Bytes above the baseline a calibrated MoE piece needs. An expert group: its float32 weights 3x. The
+        trunk: the same, a copy of it in the calibration state, one capture of the experts' inputs per
+        calibrating processor plus the final one, and the unit's inputs and outputs."""
+        weights = piece_bytes(piece, self._compute_element())
+        if piece.subtrees:
+            return 3 * weights
+        return 4 * weights + (self._data_processors + 3) * self._activations
+
+    def _compute_element(self) -> int:
+        return torch.empty((), dtype=self.context.compute_dtype).element_size()
+
+    def _experts_per_group(self, unit: Unit) -> int | None:
+        """Routed experts per piece of a calibrated MoE unit that does not fit the budget whole (None: whole)."""
+        found = routed_experts(unit) if self._moe_pieces else None
+        if found is None or self._budget.limit is None:
+            return None
+        room = self._budget.limit - self._budget.baseline
+        if self._unit_need(unit, self._activations) <= room:
+            return None
+        path, moe = found
+        trunk = self._piece_need(trunk_piece(unit, path))
+        expert = self._piece_need(expert_group_piece(unit, path, range(1)))
+        if trunk + expert > room:
+            raise MemoryBudgetError(
+                f"{unit.name} does not fit the memory budget of {gib(self._budget.limit)} even in pieces: its trunk "
+                f"(attention, router, shared experts) needs ~{gib(trunk)} and one routed expert ~{gib(expert)} on "
+                f"top of the process baseline of {gib(self._budget.baseline)}.", self._budget.hint)
+        return min(len(moe), (room - trunk) // expert)
+
+    def _unit_plan(self, unit: Unit) -> tuple[int, str]:
+        """(bytes needed above the baseline, label) of the largest piece a unit is processed in."""
+        group = self._experts_per_group(unit)
+        if group is None:
+            return self._unit_need(unit, self._activations), unit.name
+        path, _ = routed_experts(unit)
+        need = self._piece_need(trunk_piece(unit, path)) + self._piece_need(expert_group_piece(unit, path, range(group)))
+        return need, f"{unit.name} (trunk + {group} routed experts)"
+
+    def enter_calibrated_piece(self, piece: Unit, need: int) -> None:
+        self._budget.enter(f"{piece.name}.{piece.label}", need)
+        self.placement.enter(piece, self.context.compute_dtype)
+
+    def leave_calibrated_piece(self, piece: Unit, need: int) -> None:
+        self.placement.leave(piece)
+        self._budget.leave(kind_of(piece.label) if not piece.subtrees else "routed experts (group)", need)
+
     def _storage_element(self) -> int:
         return torch.empty((), dtype=self.placement.storage_dtype).element_size()
 
@@ -238,7 +298,8 @@ class UnitPipeline:
                                         "raise --max_memory (or free memory on the host), or use a data-free "
                                         "scheme (dynamic activations, minmax weights), which streams one linear "
                                         "at a time.")
-            need, label = max((self._unit_need(unit, activations), unit.name) for unit in units)
+            self._budget, self._activations = budget, activations
+            need, label = max(self._unit_plan(unit) for unit in units)
             budget.log_plan("whole units in " + str(self.context.compute_dtype), label, need)
         self._activations = activations
         budget.check_plan(label, need)
@@ -270,6 +331,11 @@ class UnitPipeline:
         if inputs is None and self._piecewise:
             self._run_pieces(unit, processors, savers)
             return None
+        group = self._experts_per_group(unit) if inputs is not None else None
+        if group is not None:
+            path, moe = routed_experts(unit)
+            logger.info("%s is processed in pieces: its trunk, then %d routed experts at a time.", unit.name, group)
+            return MoEPieceRun(self, unit, path, processors, savers, inputs, is_last, group, self._piece_need).run()
         need = self._unit_need(unit, self._activations)
         self._budget.enter(unit.name, need)
         self.placement.enter(unit)
