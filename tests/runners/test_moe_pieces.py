@@ -90,12 +90,11 @@ class PieceWatch:
         monkeypatch.setattr(LayerWisePlacement, "enter", enter)
 
 
-@pytest.mark.parametrize("process", list(PROCESSES))
-@pytest.mark.parametrize(("arch", "model_type"), [("deepseek_v3", "DeepSeek-V3"), ("qwen3_moe", "Qwen3-30B-A3B")])
+@pytest.mark.parametrize(("arch", "model_type", "process"),
+                         [("deepseek_v3", "DeepSeek-V3", process) for process in PROCESSES]
+                         + [("qwen3_moe", "Qwen3-30B-A3B", "static_everywhere")])
 def test_pieces_write_the_whole_layer_checkpoint(arch, model_type, process, tiny_models, calib, tmp_path, cli_env,
                                                  monkeypatch):
-    if arch == "qwen3_moe" and process != "static_everywhere":
-        pytest.skip("one process list is enough for the second family")
     model = tiny_models(arch)
     whole = quantize(model, model_type, PROCESSES[process], calib, tmp_path / "whole")
     watch = PieceWatch(monkeypatch, group=3)  # 4 experts: groups of 3 and 1
@@ -131,3 +130,68 @@ def test_save_plan_keeps_module_order(tiny_models) -> None:
     assert flat == order
     assert names(plan.after)[0] == "mlp.gate.weight"  # the router and shared experts follow the routed experts
     assert sorted(plan.experts) == list(range(len(moe)))
+
+
+# --- kill -9 inside a unit processed in pieces ---------------------------------------------------------------
+#: Runs the CLI; after the Nth group checkpoint, the next group's saving is cut by SIGKILL after its first piece
+#: (so a partly written group sits in the shard files when the run dies).
+KILLER = """
+import os, signal, sys
+from modelslim_runners import moe_pieces, resume
+kill_after = int(sys.argv[1])
+checkpoints = 0
+original_save = resume.ResumeStore.save
+def save(self, point):
+    global checkpoints
+    original_save(self, point)
+    checkpoints += point.piece is not None
+resume.ResumeStore.save = save
+original_pieces = moe_pieces.MoEPieceRun._save
+def save_pieces(self, pieces):
+    if checkpoints >= kill_after and pieces:
+        original_pieces(self, pieces[:1])
+        os.kill(os.getpid(), signal.SIGKILL)
+    original_pieces(self, pieces)
+moe_pieces.MoEPieceRun._save = save_pieces
+from modelslim.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def cli(model: Path, out: Path, config: Path) -> list[str]:
+    return ["quant", "--model_path", str(model), "--save_path", str(out), "--model_type", "DeepSeek-V3",
+            "--config_path", str(config), "--device", "cpu"]
+
+
+@pytest.mark.parametrize(("process", "kill_after"), [("static_everywhere", 2),
+                                                    pytest.param("gptq", 4, marks=pytest.mark.slow)])
+def test_a_run_killed_between_pieces_resumes_to_the_same_checkpoint(process, kill_after, tiny_models, calib, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    model = tiny_models("deepseek_v3")
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG.format(process=PROCESSES[process], dataset=calib))
+    env = {**os.environ, "MSMODELSLIM_EXPERTS_PER_PIECE": "1", "MSMODELSLIM_LOG_LEVEL": "info",
+           "OMP_NUM_THREADS": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600,
+                              stdin=subprocess.DEVNULL)
+
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    done = run("-m", "modelslim.cli.main", *cli(model, reference, config))
+    assert done.returncode == 0, done.stderr
+    killed = run("-c", KILLER, str(kill_after), *cli(model, resumed, config))
+    assert killed.returncode == -9, killed.stderr
+    state = json.loads((resumed / ".modelslim_resume" / "state.json").read_text())
+    assert "-piece" in state["payload"]  # the run died inside a unit, after a group checkpoint
+    assert not (resumed / "quant_model_description.json").exists()
+    again = run("-m", "modelslim.cli.main", *cli(model, resumed, config))
+    assert again.returncode == 0, again.stderr
+    assert "resuming at routed expert" in again.stderr
+    assert checkpoint_digest(resumed) == checkpoint_digest(reference)
+    assert not (resumed / ".modelslim_resume").exists()
+    report = [json.loads((out / "quant_report.json").read_text()) for out in (reference, resumed)]
+    assert report[0]["layers"] == report[1]["layers"]

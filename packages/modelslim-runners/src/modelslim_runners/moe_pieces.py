@@ -143,7 +143,8 @@ class MoEPieceRun:
 
     def __init__(self, pipeline: Any, unit: Unit, experts_path: str, processors: list[Processor],
                  savers: list[Saver], inputs: Sequence[UnitInput], is_last: bool, experts_per_group: int,
-                 needs: Callable[[Unit], int]):
+                 needs: Callable[[Unit], int], checkpoint: Callable[[dict], None] | None = None,
+                 resume: dict | None = None):
         self.pipeline = pipeline
         self.unit = unit
         self.experts_path = experts_path
@@ -162,6 +163,8 @@ class MoEPieceRun:
         self.snapshot: nn.Module | None = None
         self.sums: list[torch.Tensor] | None = None
         self.final_mode: bool | None = None  # None: not decided yet
+        self.checkpoint = checkpoint
+        self.resume = resume
 
     # --- forwards ---------------------------------------------------------------------------------------
     def _run(self, module: nn.Module, sample: UnitInput) -> torch.Tensor:
@@ -231,12 +234,17 @@ class MoEPieceRun:
                 self.captured[index] = self._capture()
             processor.postprocess(trunk)
             stale_from_last |= index >= self.last and processor.outputs_stale(trunk)
-        if stale_from_last:
-            self._decide(final=True)
         plan = save_plan(unit, self.experts_path)
-        self._save(plan.before)
-        for start in range(0, len(self.moe), self.group_size):
+        first = 0
+        if self.resume is None:
+            if stale_from_last:
+                self._decide(final=True)
+            self._save(plan.before)
+        else:  # the trunk was redone (same result); what the killed run had done after it is restored
+            first = self._restore(self.resume)
+        for start in range(first, len(self.moe), self.group_size):
             self._run_group(range(start, min(len(self.moe), start + self.group_size)), plan)
+            self._checkpoint(start + self.group_size)
         self._save(plan.after)
         outputs = None
         if self.outputs_needed:
@@ -249,6 +257,31 @@ class MoEPieceRun:
         if outputs is None:
             return None
         return pipeline.spill.keep(pipeline.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, self.inputs))
+
+    def _checkpoint(self, next_group: int) -> None:
+        """After a group is saved: what a killed run needs to continue with the next group."""
+        if self.checkpoint is None or next_group >= len(self.moe):
+            return
+        self.checkpoint({"next_group": next_group, "group_size": self.group_size, "final_mode": self.final_mode,
+                         "sums": None if self.sums is None else list(self.sums),
+                         "routed_tokens": list(self.moe.routed_tokens), "seen_tokens": self.moe.seen_tokens,
+                         "all_token_tokens": self.moe.all_token_tokens})
+
+    def _restore(self, state: dict) -> int:
+        """Continue a killed run: processors' and recorder state as they were after its last group (the redone
+        trunk recorded the same again), its group boundaries, summed expert outputs and routing counts."""
+        for processor, processor_state in zip(self.processors, state["processors"], strict=True):
+            processor.load_state_dict(processor_state)
+        self.pipeline.context.recorder.restore(state["recorder"])
+        self.moe.routed_tokens = list(state["routed_tokens"])
+        self.moe.seen_tokens, self.moe.all_token_tokens = state["seen_tokens"], state["all_token_tokens"]
+        if state["final_mode"] is not None:
+            self._decide(final=state["final_mode"])
+        if state["sums"] is not None:
+            self.sums = list(state["sums"])
+        logger.info("%s: resuming at routed expert %d (groups of %d).", self.unit.name, state["next_group"],
+                    self.group_size)
+        return state["next_group"]
 
     def _decide(self, final: bool) -> None:
         """Fix where the unit's outputs come from; for final outputs, capture the final trunk's expert inputs."""

@@ -13,6 +13,7 @@ Stages do not share weights: a `prior` stage hands its results to later stages t
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,8 @@ from modelslim_runners.resume import ResumePoint, ResumeStore
 from modelslim_runners.spill import ActivationSpill
 
 logger = logging.getLogger(__name__)
+#: Routed experts per piece of a calibrated MoE layer, whatever the budget (memory bounded without knowing it).
+EXPERTS_PER_PIECE_ENV = "MSMODELSLIM_EXPERTS_PER_PIECE"
 #: Where a resume point keeps the recorder's records (report statistics of the units already finished).
 RECORDER_STATE_KEY = "_modelslim_recorder"
 
@@ -74,6 +77,8 @@ class UnitPipeline:
         self._piecewise = False
         self._moe_pieces = False
         self._data_processors = 0
+        self._resume_piece: dict | None = None
+        self._checkpointed = False
         self._budget = MemoryBudget(None, 0, "")
         self._activations = 0
 
@@ -140,20 +145,26 @@ class UnitPipeline:
             processor.load_state_dict(state)
         for saver, state in zip(savers, point.savers, strict=True):
             saver.load_state_dict(state)
+        if point.piece is not None:  # killed inside a unit processed in pieces: MoEPieceRun continues it
+            self._resume_piece = {**point.piece, "processors": point.processors,
+                                  "recorder": point.context_state.get(RECORDER_STATE_KEY)}
         return point.next_unit, point.inputs
 
-    def _checkpoint(self, stage: Stage, next_unit: int, inputs, processors: list[Processor], savers: list[Saver]) -> None:
+    def _checkpoint(self, stage: Stage, next_unit: int, inputs, processors: list[Processor], savers: list[Saver],
+                    piece: dict | None = None) -> None:
         if self.store is not None and stage.savers:  # every rank: each keeps its own inputs; rank 0 the savers'
             context_state = {**self.context.state, RECORDER_STATE_KEY: self.context.recorder.snapshot()}
             self.store.save(ResumePoint(stage.name, next_unit, inputs, [p.state_dict() for p in processors],
-                                        [s.state_dict() for s in savers], context_state))
+                                        [s.state_dict() for s in savers], context_state, piece))
+            self._checkpointed = True
 
     def _run_stage(self, model: nn.Module, stage: Stage) -> None:
         processors = [build_processor(config, self.context) for config in stage.processors]
         savers = [build_saver(config, self.context) for config in stage.savers] if self.rank == 0 else []
         summary = RunSummary(stage.name, self.placement.device)
         self.summaries.append(summary)
-        checkpointed = False
+        self._checkpointed = False
+        self._stage = stage
         self._piecewise = self._streams_pieces(stage, processors)
         self._moe_pieces = self._calibrates_in_pieces(stage, processors)
         self._data_processors = sum(type(p).needs_data(p.config) for p in processors)
@@ -170,7 +181,6 @@ class UnitPipeline:
                 self.adapter.record_unit(unit, self.context.recorder)
                 if unit is not units[-1]:
                     self._checkpoint(stage, unit.index + 1, inputs, processors, savers)
-                    checkpointed = checkpointed or bool(stage.savers and self.store)
             for line in self._budget.report_lines(limit=8):
                 logger.info("Memory per piece (largest plans): %s.", line)
             summary.memory = self._budget.as_json()
@@ -183,7 +193,7 @@ class UnitPipeline:
             for saver in savers:
                 saver.finish()
         except BaseException:
-            if checkpointed or self._resume_point is not None:
+            if self._checkpointed or self._resume_point is not None:
                 logger.error("Run interrupted; run the same command again to resume after the last finished unit.")
             else:
                 for saver in savers:
@@ -244,12 +254,17 @@ class UnitPipeline:
     def _experts_per_group(self, unit: Unit) -> int | None:
         """Routed experts per piece of a calibrated MoE unit that does not fit the budget whole (None: whole)."""
         found = routed_experts(unit) if self._moe_pieces else None
-        if found is None or self._budget.limit is None:
+        if found is None:
+            return None
+        path, moe = found
+        forced = os.environ.get(EXPERTS_PER_PIECE_ENV, "")
+        if forced.isdigit() and int(forced) > 0:
+            return min(len(moe), int(forced))
+        if self._budget.limit is None:
             return None
         room = self._budget.limit - self._budget.baseline
         if self._unit_need(unit, self._activations) <= room:
             return None
-        path, moe = found
         trunk = self._piece_need(trunk_piece(unit, path))
         expert = self._piece_need(expert_group_piece(unit, path, range(1)))
         if trunk + expert > room:
@@ -331,11 +346,18 @@ class UnitPipeline:
         if inputs is None and self._piecewise:
             self._run_pieces(unit, processors, savers)
             return None
-        group = self._experts_per_group(unit) if inputs is not None else None
+        resume, self._resume_piece = self._resume_piece, None
+        # A resumed unit keeps the group boundaries of the killed run, whatever the budget is now.
+        group = resume["group_size"] if resume else self._experts_per_group(unit) if inputs is not None else None
         if group is not None:
             path, moe = routed_experts(unit)
             logger.info("%s is processed in pieces: its trunk, then %d routed experts at a time.", unit.name, group)
-            return MoEPieceRun(self, unit, path, processors, savers, inputs, is_last, group, self._piece_need).run()
+
+            def checkpoint(progress: dict) -> None:
+                self._checkpoint(self._stage, unit.index, inputs, processors, savers, piece=progress)
+
+            return MoEPieceRun(self, unit, path, processors, savers, inputs, is_last, group, self._piece_need,
+                               checkpoint, resume).run()
         need = self._unit_need(unit, self._activations)
         self._budget.enter(unit.name, need)
         self.placement.enter(unit)

@@ -118,7 +118,7 @@ class Processor:
     def handles_calibrated_pieces(cls, config: ProcessorConfig) -> bool:
         """Whether a calibrated stage may hand this processor a MoE layer piece by piece: the layer without its
         routed experts, then groups of routed experts, each with its own calibration forward over the inputs
-        the runner captured at the experts (docs/architecture.md, "Pieces"). Say yes only if everything the
+        the runner captured at the experts (modelslim_runners/moe_pieces.py). Say yes only if everything the
         processor relates lies within one piece (each linear on its own; smoothing pairs inside attention or
         inside one expert) and its outputs_stale() is the same for every piece of a unit."""
         return False
