@@ -240,13 +240,12 @@ class UnitPipeline:
                 and all(type(p).handles_calibrated_pieces(p.config) for p in processors))
 
     def _piece_need(self, piece: Unit) -> int:
-        """Bytes above the baseline a calibrated MoE piece needs. An expert group: its float32 weights 3x. The
-        trunk: the same, a copy of it in the calibration state, one capture of the experts' inputs per
-        calibrating processor plus the final one, and the unit's inputs and outputs."""
-        weights = piece_bytes(piece, self._compute_element())
-        if piece.subtrees:
-            return 3 * weights
-        return 4 * weights + (self._data_processors + 3) * self._activations
+        """Bytes above the baseline a calibrated MoE piece needs, both in float32 weights 3x: an expert group
+        (float or calibrating, quantized, dequantized simulation); the trunk (calibrating, the copy of its
+        calibration state its outputs are replayed from, dequantized simulation) plus one capture of the
+        experts' inputs per calibrating processor and the final one, and the unit's inputs and outputs."""
+        weights = 3 * piece_bytes(piece, self._compute_element())
+        return weights if piece.subtrees else weights + (self._data_processors + 3) * self._activations
 
     def _compute_element(self) -> int:
         return torch.empty((), dtype=self.context.compute_dtype).element_size()
