@@ -111,7 +111,9 @@ def projected_seconds(case: str, report: dict, experts: int) -> dict[str, float]
     seconds = [u["seconds"] for u in units]
     if case == "a":
         return {"Qwen2.5-72B (80 layers)": sum(seconds) / len(seconds) * 80}
-    dense, moe = seconds[0], seconds[1]
+    if len(seconds) == 1:  # MoE layer only (--dense_layers 0)
+        return {"DeepSeek-V3 MoE layers (58 of 256 experts)": 58 * seconds[0] / experts * 256}
+    dense, moe = seconds[0], seconds[-1]
     # DeepSeek-V3: 3 dense layers, 58 MoE layers of 256 routed experts; a MoE layer scales with its expert count
     # beyond what the dense layer (attention + one MLP) costs.
     per_expert = max(0.0, moe - dense) / experts
@@ -119,9 +121,12 @@ def projected_seconds(case: str, report: dict, experts: int) -> dict[str, float]
 
 
 def run_case(args: argparse.Namespace, case: str, work: Path) -> list[dict]:
-    model = work / f"model_{case}"
+    shape = (f"l{args.layers}" if case == "a" else f"e{args.experts}_d{args.dense_layers}") + f"_v{args.vocab or 0}"
+    model = work / f"model_{case}_{shape}"
     if not (model / "model.safetensors.index.json").is_file():
-        config = qwen2_72b_config(args.layers) if case == "a" else deepseek_v3_config(args.experts)
+        vocab = {"vocab": args.vocab} if args.vocab else {}
+        config = (qwen2_72b_config(args.layers, **vocab) if case == "a"
+                  else deepseek_v3_config(args.experts, dense_layers=args.dense_layers, **vocab))
         started = time.perf_counter()
         size = build_checkpoint(model, config, CASES[case]["model_type"])
         build_seconds = time.perf_counter() - started
@@ -231,6 +236,9 @@ def main() -> None:
     parser.add_argument("--case", choices=["a", "b", "all"], default="all")
     parser.add_argument("--layers", type=int, default=4, help="case (a): decoder layers")
     parser.add_argument("--experts", type=int, default=64, help="case (b): routed experts of the MoE layer")
+    parser.add_argument("--dense_layers", type=int, default=1, help="case (b): dense layers before the MoE layer")
+    parser.add_argument("--vocab", type=int, default=0, help="vocabulary size (0: the model's real one); a smaller "
+                        "one shrinks the embeddings, which calibrated runs hold in float32 while capturing inputs")
     parser.add_argument("--cap", type=float, default=4.0, help="memory cap in GiB (cgroup) and --max_memory")
     parser.add_argument("--schemes", nargs="+", default=["w8a8_dynamic"], choices=sorted(SCHEMES) + sorted(PROCESSES))
     parser.add_argument("--samples", type=int, default=8, help="calibration samples for calibrated schemes")
