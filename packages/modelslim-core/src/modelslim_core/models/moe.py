@@ -106,9 +106,7 @@ class PerExpertMoE(nn.ModuleList):
         self.all_token_tokens = 0  # tokens pushed through every expert for statistics
 
     def _all_tokens_now(self) -> bool:
-        if self.route_all_tokens is not None:
-            return self.route_all_tokens
-        return any(_observes(module) for expert in self for module in expert.modules())
+        return self.observing(range(len(self)))
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
         output = torch.zeros_like(hidden_states)
@@ -116,7 +114,22 @@ class PerExpertMoE(nn.ModuleList):
         self.seen_tokens += hidden_states.shape[0]
         if all_tokens:
             self.all_token_tokens += hidden_states.shape[0]
-        for index, expert in enumerate(self):
+        self.add_expert_outputs(output, hidden_states, top_k_index, top_k_weights, range(len(self)), all_tokens)
+        self.add_identity_outputs(output, hidden_states, top_k_index, top_k_weights)
+        return output
+
+    def observing(self, experts: range) -> bool:
+        """Whether any of `experts` collects statistics now (decides the all-token mode of a forward)."""
+        if self.route_all_tokens is not None:
+            return self.route_all_tokens
+        return any(_observes(module) for index in experts for module in self[index].modules())
+
+    def add_expert_outputs(self, output: torch.Tensor, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                           top_k_weights: torch.Tensor, experts: range, all_tokens: bool) -> None:
+        """Add the routed, weighted outputs of `experts` (in order) to `output`. A runner processing a layer's
+        experts group by group calls this per group, in expert order, so the sum is the one `forward` makes."""
+        for index in experts:
+            expert = self[index]
             token, slot = torch.where(top_k_index == index)
             self.routed_tokens[index] += int(token.numel())
             if all_tokens:
@@ -127,11 +140,13 @@ class PerExpertMoE(nn.ModuleList):
                 continue
             weighted = routed * top_k_weights[token, slot, None]
             output.index_add_(0, token, weighted.to(output.dtype))
+
+    def add_identity_outputs(self, output: torch.Tensor, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                             top_k_weights: torch.Tensor) -> None:
         if self.identity_experts:
             token, slot = torch.where(top_k_index >= len(self))
             weighted = hidden_states[token] * top_k_weights[token, slot, None]
             output.index_add_(0, token, weighted.to(output.dtype))
-        return output
 
 
 # --- rewriting fused experts -------------------------------------------------------------------------------

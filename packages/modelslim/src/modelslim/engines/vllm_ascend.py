@@ -24,6 +24,8 @@ from typing import Any, Iterator
 import torch
 
 from modelslim.engines.checkpoint import EngineCheckpoint
+from modelslim_core.formats.registry import VLLM_ASCEND
+from modelslim_core.formats.tags import TAGS
 from modelslim.engines.problems import Problem
 from modelslim.engines.stubs import LAYER_CLASSES, Placeholder, hardware_stubs
 
@@ -31,23 +33,24 @@ ENGINE = "vllm-ascend"
 
 #: Suffixes of attention tensors stored under a linear's prefix (C8 scales under k_proj / v_proj).
 _ATTENTION_SUFFIXES = ("kv_cache_scale", "kv_cache_offset")
-#: Tags that are not linear layers.
-_NON_LINEAR_TAGS = frozenset({"FLOAT", "C8", "FAQuant"})
+#: Registered tags that are not quantized linear layers (an unknown tag is treated as one, for the engine to judge).
+_NON_LINEAR_TAGS = frozenset(fmt.tag for fmt in TAGS if fmt.kind != "linear")
 #: vLLM's dense-model fusions (Llama/Qwen2/Qwen3/Mistral model classes' packed_modules_mapping).
 DEFAULT_PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 #: Module names vLLM builds as RowParallelLinear (input split across ranks).
 ROW_PARALLEL = frozenset({"o_proj", "down_proj", "dense", "out_proj", "w2", "dense_4h_to_h"})
 _EXPERT = re.compile(r"^(?P<block>.+\.experts)\.(?P<index>\d+)\.(?P<proj>[A-Za-z0-9_]+)$")
 #: Tags whose engine kernel never reads `weight_offset` (a non-zero offset would be silently ignored).
-OFFSET_IGNORED = {"W8A8_DYNAMIC": "W8A8_DYNAMIC", "W4A4_DYNAMIC": "W4A4_DYNAMIC"}
+OFFSET_IGNORED = frozenset(tag for tag, support in TAGS.support(VLLM_ASCEND).items() if not support.asymmetric_weights)
 
 
 def logical_shape(tag: str, stored: tuple[int, ...]) -> tuple[int, int]:
     """[out, in] of the float linear behind a stored weight (int4 pairs pack rows, FP4 pairs pack columns)."""
     out, inp = stored[-2], stored[-1]
-    if tag == "W4A8_DYNAMIC":
+    packing = TAGS.packing(tag)
+    if packing == "rows":
         return out * 2, inp
-    if tag in ("W4A8_MXFP", "W4A4_MXFP4"):
+    if packing == "columns":
         return out, inp * 2
     return out, inp
 
