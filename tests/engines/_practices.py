@@ -40,6 +40,7 @@ FAMILIES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "glm_5": (_family("glm_moe_dsa"), "GLM-5"),
     "longcat_flash": (_family("longcat_flash"), "LongCat-Flash-Chat"),
     "minimax_m2": (_family("minimax_m2"), "MiniMax-M2.7"),
+    "deepseek_v4": (_family("deepseek_v4"), "DeepSeek-V4-Flash"),
     "qwen3_next": (_family("qwen3_next"), "Qwen3-Next-80B-A3B-Instruct"),
 }
 def _num_layers(model_dir: Path) -> int:

@@ -22,8 +22,10 @@ from tests.engines._harness import problems
 from tests.engines._practices import FAMILIES, PRACTICES, run_practice
 from tests.vlm.conftest import BUILDERS as VLM_BUILDERS
 
-#: Folders swept elsewhere: generation models (MindIE-SD, tests/sd) and the VLMs (test_vlm_practices.py).
-NOT_SWEPT = frozenset({"flux1", "hunyuan_video", "qwen_image_edit", "wan2_1", "wan2_2", *VLM_BUILDERS})
+#: Folders swept elsewhere: generation models (MindIE-SD, tests/sd), the VLMs (test_vlm_practices.py) and today's
+#: multimodal families (tests/families/test_vlm_families.py).
+NOT_SWEPT = frozenset({"flux1", "hunyuan_video", "qwen_image_edit", "wan2_1", "wan2_2", *VLM_BUILDERS, "qwen3_5",
+                       "qwen3_5_moe", "glm46v", "internvl", "qwen3_omni_moe"})
 #: Practice name suffix -> what the refusal for vLLM-Ascend says (these practices target other engines).
 REFUSED = {
     "w16a16s": "W16A16S is not a scheme vLLM-Ascend loads",
@@ -32,7 +34,7 @@ REFUSED = {
 #: One practice per export tag, run in the fast subset.
 FAST = ("qwen2/qwen2-w8a8.yaml", "qwen2/qwen2-w4a8c8.yaml", "qwen2/qwen2-w8a16.yaml", "qwen2/qwen2-w8a8s.yaml",
         "qwen2/qwen2-w16a16s.yaml", "qwen3_moe/qwen3_moe-30b-w4a8.yaml", "deepseek_v3/deepseek_v3-w8a8.yaml",
-        "qwen2/qwen2-w4a4.yaml")
+        "qwen2/qwen2-w4a4.yaml", "longcat_flash/longcat_flash-w4a4-mxfp4.yaml")
 
 
 def llm_practices() -> list[str]:

@@ -306,6 +306,16 @@ def _expert_names(packed: dict[str, list[str]]) -> dict[str, tuple[str, int | No
     return {"gate_proj": ("w13", 0), "up_proj": ("w13", 1), "down_proj": ("w2", None)}
 
 
+def _checkpoint_expert_names(checkpoint, names: dict[str, tuple[str, int | None]]) -> dict[str, tuple[str, int | None]]:
+    """The expert leaves as the checkpoint names them: vLLM-Ascend renames some models' leaves before its lookup
+    (its own QUANT_MODEL_SUBSTR_MAPPINGS table: DeepSeek-V4's `w1`/`w2`/`w3` become gate/down/up_proj)."""
+    from vllm_ascend.quantization import modelslim_config  # noqa: PLC0415 - imported under the hardware stubs
+
+    mapping = getattr(modelslim_config, "QUANT_MODEL_SUBSTR_MAPPINGS", {}).get(checkpoint.config.get("model_type", ""), {})
+    leaves = {new.strip("."): old.strip(".") for old, new in mapping.items()}
+    return {leaves.get(proj, proj): slot for proj, slot in names.items()}
+
+
 def _check_moe(checkpoint, quant_config, adapters, block, experts, problems) -> None:
     """One FusedMoE layer: every expert's gate/up/down tensors into w13_* / w2_* parameters, expert by expert."""
     tags = checkpoint.tags()
@@ -315,7 +325,7 @@ def _check_moe(checkpoint, quant_config, adapters, block, experts, problems) -> 
         check.problem(block, f"experts mix {', '.join(sorted(expert_tags))}; vLLM-Ascend loads one scheme per MoE layer")
         return
     tag = expert_tags.pop()
-    names = _expert_names(quant_config.packed_modules_mapping)
+    names = _checkpoint_expert_names(checkpoint, _expert_names(quant_config.packed_modules_mapping))
     unknown = sorted({p for _, p in experts} - set(names))
     if unknown:
         check.problem(block, f"expert projections named {', '.join(unknown)}; vLLM-Ascend loads this model's experts "
