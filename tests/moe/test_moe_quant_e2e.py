@@ -120,8 +120,9 @@ def test_quant_type_reaches_the_moe_practices(tiny_models, tmp_path, caplog):
     assert "deepseek_v3-w4a8" in (out / "DeepSeek-R1_best_practice.yaml").read_text()
 
 
-def test_deepseek_mtp_layer_is_left_out_and_said_so(tiny_models, tmp_path, caplog):
-    """Hub DeepSeek checkpoints carry an MTP layer after the last decoder layer; it is not in the output."""
+def test_deepseek_mtp_layer_is_carried_float_and_said_so(tiny_models, tmp_path, caplog):
+    """Hub DeepSeek checkpoints carry an MTP layer after the last decoder layer; the output carries it FLOAT
+    (vLLM-Ascend loads the MTP draft unquantized and looks its linears up in the description)."""
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -134,8 +135,9 @@ def test_deepseek_mtp_layer_is_left_out_and_said_so(tiny_models, tmp_path, caplo
     save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
     caplog.set_level(logging.INFO)
     out = quantize(model, tmp_path / "out", "DeepSeek-V3", quant_type="w4a8")
-    assert "2 tensors of the multi-token-prediction layer (e.g. model.layers.3." in caplog.text
-    assert not [name for name in saved(out)[0] if name.startswith("model.layers.3.")]
+    assert "Carrying 2 tensors of the multi-token-prediction layer(s) (e.g. model.layers.3." in caplog.text
+    carried = {name: tag for name, tag in saved(out)[0].items() if name.startswith("model.layers.3.")}
+    assert carried == {"model.layers.3.eh_proj.weight": "FLOAT", "model.layers.3.enorm.weight": "FLOAT"}
 
 
 @pytest.mark.parametrize("transposed", [False, True])
