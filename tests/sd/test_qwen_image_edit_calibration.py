@@ -20,6 +20,7 @@ from modelslim_sd.calib_file import read_calib_file
 from modelslim_sd.families.qwen_image_edit import QwenImageEditAdapter
 from modelslim_sd.prompt_sets import load_prompt_set, with_prompt_set
 from tests.sd._helpers import write_config
+from tests.sd.test_generation_calibration import static_config
 from tests.sd.tiny_families import TINY_QWEN_IMAGE_EDIT, make_qwen_image_edit_pipeline, tiny_qwen_image_edit_areas
 from tests.tiny_models import REPO
 
@@ -94,19 +95,14 @@ def test_edit_capture_records_image_conditioned_calls(pipeline, small_areas):
     assert adapter.calibration_file_name(config, adapter.denoisers()[0]) == CALIB
 
 
-def static_config(dump: Path, dataset: Path) -> dict:
-    return {
-        "apiversion": "multimodal_sd_modelslim_v1",
-        "spec": {
-            "process": [{"type": "linear_quant", "include": ["transformer_blocks.*.attn.to_*"], "qconfig": {
-                "act": {"scope": "per_tensor", "dtype": "int8", "symmetric": False, "method": "minmax"},
-                "weight": {"scope": "per_channel", "dtype": "int8", "symmetric": True, "method": "minmax"}}}],
-            "save": [{"type": "mindie_format_saver", "part_file_size": 0}],
-            "dataset": str(dataset),
-            "multimodal_sd_config": {"dump_config": {"enable_dump": True, "dump_data_dir": str(dump)},
-                                     "inference_config": dict(TINY_QWEN_IMAGE_EDIT)},
-        },
-    }
+def edit_config(dump: Path, dataset: Path) -> dict:
+    """test_generation_calibration's static int8 config on the transformer blocks' attention linears, with the
+    prompt set and the tiny edit settings."""
+    config = static_config(dump)
+    config["spec"]["process"][0]["include"] = ["transformer_blocks.*.attn.to_*"]
+    config["spec"]["dataset"] = str(dataset)
+    config["spec"]["multimodal_sd_config"]["inference_config"] = dict(TINY_QWEN_IMAGE_EDIT)
+    return config
 
 
 @pytest.mark.slow
@@ -116,7 +112,7 @@ def test_edit_calibration_cache_and_mindie_sd_load(pipeline, small_areas, tmp_pa
 
     def run(name: str, lines: list[tuple[str, str]]) -> Path:
         index = prompt_set(tmp_path / "set", lines)
-        path = write_config(tmp_path / f"{name}.yaml", static_config(dump, index))
+        path = write_config(tmp_path / f"{name}.yaml", edit_config(dump, index))
         return run_quant(QuantArgs(str(pipeline), str(tmp_path / name), MODEL_TYPE, config_path=str(path),
                                    device="cpu"))
 
