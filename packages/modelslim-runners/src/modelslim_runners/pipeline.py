@@ -412,7 +412,6 @@ class UnitPipeline:
         def outputs() -> Iterator[Any]:
             for item in inputs:
                 output = unit.module(*move(item.args, device), **move(item.kwargs, device))
-                hidden = output[0] if isinstance(output, (tuple, list)) else output
-                yield hidden.to(back)
+                yield move(self.adapter.unit_output(output), back)
 
         return self.spill.keep(outputs())
