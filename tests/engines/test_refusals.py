@@ -94,3 +94,36 @@ def test_310p_serves_float16_unless_the_saver_says_otherwise():
     config = parse_quant_config(explicit, "c.yaml").spec
     check_target_engines(config, ["310P"], {}, "c.yaml")
     assert config.save[0].serving_dtype == "bfloat16"  # an explicit choice is kept (and checked by the harness)
+
+
+INTERNVL_MOE = {"model_type": "internvl", "text_config": {"model_type": "qwen3_moe", "num_experts": 8}}
+
+
+def test_quantized_experts_of_a_model_type_without_an_expert_layout_are_refused():
+    """vLLM-Ascend finds no fused-expert layout for `internvl` (a Qwen3-MoE language model inside): quantized
+    experts would fail its load; the same item with the experts excluded, or a dense model, is accepted."""
+    item = linear("W8A8_DYNAMIC", "model.language_model.layers.*.mlp.*")
+    with pytest.raises(ConfigError) as error:
+        check_target_engines(spec(item), None, INTERNVL_MOE, "c.yaml")
+    message = str(error.value)
+    assert "W8A8_DYNAMIC on the MoE experts of model type 'internvl' is not loadable by vLLM-Ascend" in message
+    assert "'*mlp.experts.*' to this item's exclude" in message
+    excluded = item[:-1] + ", exclude: ['*mlp.experts.*']}"
+    check_target_engines(spec(excluded), None, INTERNVL_MOE, "c.yaml")
+    check_target_engines(spec(item), None, {"model_type": "internvl", "text_config": {"model_type": "qwen3"}}, "c.yaml")
+    check_target_engines(spec(item), None, {"model_type": "qwen3_moe", "num_experts": 8}, "c.yaml")
+    check_target_engines(spec(item), ["MindIE"], INTERNVL_MOE, "c.yaml")
+
+
+def test_expert_layouts_match_the_installed_engine():
+    from modelslim_core.formats.engines import VLLM_ASCEND_EXPERT_LAYOUTS
+
+    from modelslim.engines.stubs import hardware_stubs
+
+    with hardware_stubs(lambda: None):
+        from vllm_ascend.quantization import modelslim_config
+
+        mapping = modelslim_config.packed_modules_model_mapping
+    layouts = {model_type for model_type, packed in mapping.items()
+               if any("experts" in key or any("experts" in name for name in names) for key, names in packed.items())}
+    assert layouts == VLLM_ASCEND_EXPERT_LAYOUTS

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from modelslim_core.formats.registry import (ENGINE_NAMES, ENGINE_VERSIONS, MINDIE_SD, VLLM_ASCEND, VLLM_ASCEND_310P,
                                              TagRegistry)
@@ -60,6 +61,34 @@ def _loaded_linear(table: dict, registry: TagRegistry) -> list[str]:
     return [tag for tag in registry.tags("linear") if tag in table]
 
 
+#: Config `model_type`s for which vLLM-Ascend (0.23.0) knows the fused-expert layout of quantized MoE layers (its
+#: quantization config's per-model table of packed modules lists their experts). For any other MoE model type
+#: its FusedMoE quantization method finds no expert mapping and refuses quantized experts; tests/engines checks
+#: this set against the installed package.
+VLLM_ASCEND_EXPERT_LAYOUTS = frozenset({
+    "bailing_hybrid", "deepseek_mtp", "deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "glm4_moe",
+    "glm4_moe_lite", "glm4v_moe", "glm4v_moe_text", "glm_moe_dsa", "kimi_k2", "longcat_flash", "minimax_m2",
+    "pangu_ultra_moe", "pangu_ultra_moe_mtp", "qwen3_5_moe", "qwen3_moe", "qwen3_next", "qwen3_omni_moe",
+    "qwen3_vl_moe", "step3p5", "step3p5_mtp",
+})
+#: Expert linear names as the common layouts spell them, to tell whether a YAML item's patterns reach experts.
+_EXPERT_PROBES = tuple(f"{prefix}layers.1.mlp.experts.0.{leaf}" for prefix in
+                       ("model.", "model.language_model.", "language_model.model.", "thinker.model.", "")
+                       for leaf in ("gate_proj", "up_proj", "down_proj", "w1", "w2", "w3"))
+_EXPERT_COUNT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
+
+
+def _is_moe(model_config: dict) -> bool:
+    configs = [model_config, *(model_config.get(key) or {} for key in ("text_config", "llm_config", "thinker_config"))]
+    return any(isinstance(config, dict) and any((config.get(key) or 0) > 1 for key in _EXPERT_COUNT_KEYS)
+               for config in configs)
+
+
+def _reaches_experts(scheme) -> bool:
+    return any(any(fnmatchcase(name, pattern) for pattern in scheme.include)
+               and not any(fnmatchcase(name, pattern) for pattern in scheme.exclude) for name in _EXPERT_PROBES)
+
+
 def _experts_only(include: tuple[str, ...]) -> bool:
     return all(".experts." in pattern and "shared_experts" not in pattern for pattern in include)
 
@@ -91,6 +120,14 @@ def refusals(engine: str, schemes, model_config: dict, registry: TagRegistry = T
             found.append(Refusal(scheme.path, scheme.include, scheme.tag,
                                  f"is loaded by {name} only for MoE experts (its dense-linear scheme needs a second "
                                  "per-group scale this format does not carry)", alternative or "use it on MoE experts only"))
+        model_type = model_config.get("model_type", "")
+        if (engine != MINDIE_SD and scheme.tag != "FLOAT" and _is_moe(model_config)
+                and model_type not in VLLM_ASCEND_EXPERT_LAYOUTS and _reaches_experts(scheme)):
+            found.append(Refusal(scheme.path, scheme.include, scheme.tag,
+                                 f"on the MoE experts of model type {model_type!r} is not loadable by {name} (its "
+                                 "quantization config has no fused-expert layout for this model type)",
+                                 "keep the experts float (add '*mlp.experts.*' to this item's exclude), or name "
+                                 "another serving engine with --tag"))
         if support.mla_only and "kv_lora_rank" not in model_config:
             found.append(Refusal(scheme.path, scheme.include, scheme.tag,
                                  f"on non-MLA attention is not loadable by {name} (it maps fa_q/fa_k/fa_v scales only "

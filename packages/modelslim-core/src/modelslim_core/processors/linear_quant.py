@@ -53,7 +53,7 @@ class LinearQuantConfig(ProcessorConfig, LayerSelection):
 
     def layer_schemes(self) -> list[LayerScheme]:
         weight = self.qconfig.weight
-        return [LayerScheme(self.qconfig.export_type, self.yaml_path, tuple(self.include),
+        return [LayerScheme(self.qconfig.export_type, self.yaml_path, tuple(self.include), tuple(self.exclude or ()),
                             per_group=weight.scope == "per_group", symmetric_weights=weight.symmetric)]
 
     def linear_selections(self) -> list[tuple[str, LayerSelection]]:

@@ -28,6 +28,7 @@ class LayerScheme:
     tag: str
     path: str
     include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
     per_group: bool = False
     symmetric_weights: bool = True
 
@@ -39,7 +40,9 @@ class ProcessorConfig(PluginConfig):
         """What the export types of this config mean for serving engines (subclasses with weight qconfigs refine it)."""
         grouped = self.per_group_export_types()
         include = tuple(getattr(self, "include", None) or ("*",))
-        return [LayerScheme(tag, self.yaml_path, include, per_group=tag in grouped) for tag in sorted(self.export_types())]
+        exclude = tuple(getattr(self, "exclude", None) or ())
+        return [LayerScheme(tag, self.yaml_path, include, exclude, per_group=tag in grouped)
+                for tag in sorted(self.export_types())]
 
     def export_types(self) -> frozenset[str]:
         """Checkpoint tags this processor can give layers, so a saver that cannot write one fails at load time."""
