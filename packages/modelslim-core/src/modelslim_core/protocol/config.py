@@ -24,14 +24,8 @@ logger = logging.getLogger(__name__)
 TOP_LEVEL_KEYS = ("apiversion", "metadata", "spec")
 
 
+#: Offline checkpoint conversion (docs/convert.md): runs without --model_type.
 CONVERT = "modelslim_convert"
-CONVERT_HINT = (
-    "its routes have modelslim_v1 equivalents that run without calibration data: FP8-block (weight + "
-    "weight_scale_inv) and INT4 pack-quantized sources are read as float by every modelslim_v1 run, layer by "
-    "layer, so quantize from them directly; for W8A8_MXFP8 write a linear_quant with act and weight "
-    "`{dtype: mxfp8, scope: per_block, symmetric: true, method: minmax}` on the linears `linears[].match` named "
-    "(data-free, no dataset is read) and save with ascendv1_saver."
-)
 
 
 @dataclass
@@ -58,9 +52,6 @@ def parse_quant_config(raw: Any, source: str) -> QuantConfig:
     if apiversion == "modelslim_v0":
         raise ConfigError(f"{source}: apiversion: modelslim_v0 is deprecated and must be translated first.",
                           V0_MIGRATION_HINT)
-    if apiversion == CONVERT and CONVERT not in registry.names(registry.SERVICES):
-        raise ConfigError(f"{source}: apiversion: {CONVERT} (offline checkpoint conversion) is not available in "
-                          "this version of ModelSlim.", CONVERT_HINT)
     try:
         service = registry.load(registry.SERVICES, apiversion)
     except PluginError as exc:
