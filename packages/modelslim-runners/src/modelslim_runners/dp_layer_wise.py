@@ -27,6 +27,7 @@ from modelslim_core.errors import ModelSlimError, UnsupportedError
 from modelslim_core.protocol.spec import processor_class
 from modelslim_core.runtime.context import DeviceSpec, RunContext
 from modelslim_core.runtime.runner import Runner, Stage
+from modelslim_core.runtime.selection_check import EmptySelectionError
 from modelslim_runners.pipeline import UnitPipeline
 from modelslim_runners.placement import LayerWisePlacement
 
@@ -82,7 +83,9 @@ def _worker(rank: int, world: int, port: int, context: RunContext, stages: list[
         dist.init_process_group(BACKENDS[context.device.type], rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT)
         _run_rank(context, stages)
     except ModelSlimError as exc:
-        report = {"kind": type(exc).__name__, "message": f"rank {rank}: {exc.message}", "hint": exc.hint}
+        report = {"kind": type(exc).__name__, "message": f"rank {rank}: {exc.message}", "hint": exc.hint,
+                  # a selection refusal keeps its type and YAML path across the process boundary (tune drops that item)
+                  "path": exc.path if isinstance(exc, EmptySelectionError) else None}
         Path(error_dir, f"rank{rank}.json").write_text(json.dumps(report))
         raise SystemExit(1) from None
     finally:
@@ -105,6 +108,8 @@ def _raise_rank_error(error_dir: Path, failure: BaseException) -> None:
     reports = sorted(error_dir.glob("rank*.json"))
     if reports:
         report = json.loads(reports[0].read_text())
+        if report.get("path") is not None:
+            raise EmptySelectionError(report["path"], report["message"], report["hint"]) from None
         raise getattr(errors, report["kind"], ModelSlimError)(report["message"], report["hint"]) from None
     raise UnsupportedError(
         f"a data-parallel worker process failed: {str(failure).strip().splitlines()[-1] if str(failure).strip() else failure!r}.",

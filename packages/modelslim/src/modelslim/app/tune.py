@@ -128,8 +128,11 @@ class Tuner:
                 return self._install(quantize_config(config, self.quant, work, "round"), key)
             except EmptySelectionError as empty:
                 # every layer of that item is rolled back to float: the round runs without the item
+                trimmed = without_item(config, empty.path)
+                if trimmed == config:  # not a path of this config's processors: the refusal is the user's to see
+                    raise
                 logger.info("%s selects no layer once rolled back; this round runs without it.", empty.path)
-                config = without_item(config, empty.path)
+                config = trimmed
 
     def _install(self, checkpoint: Path, key: str) -> Path:
         target = self.save_path / QUANT_MODEL
