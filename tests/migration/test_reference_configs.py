@@ -32,3 +32,19 @@ def test_refusals_have_no_traceback_and_name_a_fix():
             message = check(path).message
             assert "Traceback" not in message
             assert "Hint:" in message, (path.name, message)
+
+
+def test_shipped_practices_parse_without_warnings(caplog):
+    """Every practice we ship is read without a warning (an unused anchor holder or key would warn each user)."""
+    import logging
+    from pathlib import Path
+
+    from modelslim_core.protocol.config import parse_quant_config
+    from modelslim_core.protocol.yaml_io import load_yaml_file
+
+    practices = sorted((Path(__file__).resolve().parents[2] / "practices").rglob("*.yaml"))
+    assert practices
+    with caplog.at_level(logging.WARNING, logger="modelslim_core"):
+        for path in practices:
+            parse_quant_config(load_yaml_file(path), str(path))
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
