@@ -9,8 +9,9 @@ from modelslim_core.errors import ConfigError
 from modelslim_core.protocol.config import parse_quant_config
 from modelslim_core.protocol.qconfig import LinearQConfig, QConfig
 from modelslim_core.quant.methods import STATIC_OBSERVERS, build_dynamic_act, build_weight_quantizer, is_static
-from modelslim_core.quant.schemes import ACT_METHODS, EXPORT_TYPES, WEIGHT_METHODS
-from modelslim_core.reference_runtime.kernels import KERNELS
+from modelslim_core.formats.export_types import EXPORT_TYPES
+from modelslim_core.quant.schemes import ACT_METHODS, WEIGHT_METHODS
+from modelslim_core.formats.kernels import KERNELS
 from modelslim_save_ascend.ct_layout import CT_WRITES
 from modelslim_save_ascend.linear_export import EXPORTERS
 

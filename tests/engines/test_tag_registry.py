@@ -13,8 +13,8 @@ from modelslim_core.errors import ConfigError
 from modelslim_core.formats.engines import check_target_engines, refusals
 from modelslim_core.formats.registry import LOADS, VLLM_ASCEND, TagFormat, TagRegistry
 from modelslim_core.formats.tags import ASCENDV1, TAGS
-from modelslim_core.quant.schemes import EXPORT_TYPES
-from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
+from modelslim_core.formats.export_types import EXPORT_TYPES
+from modelslim_core.formats.kernels import KERNELS, LinearShape
 from modelslim_core.runtime.processor import LayerScheme
 from modelslim_save_ascend.ascendv1 import AscendV1Saver
 from modelslim_save_ascend.compressed_tensors_saver import CompressedTensorsSaver

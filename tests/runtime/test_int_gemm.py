@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modelslim_core.reference_runtime.int_gemm import FLOAT32_EXACT, GroupedIntWeight, IntWeight
-from modelslim_core.reference_runtime.kernels.dynamic_int import DynamicIntLinear, quantize_per_token
+from modelslim_core.formats.kernels.int_gemm import FLOAT32_EXACT, GroupedIntWeight, IntWeight
+from modelslim_core.formats.kernels.dynamic_int import DynamicIntLinear, quantize_per_token
 
 
 def exact(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ from modelslim_core.errors import CheckpointError
 from modelslim_core.protocol.qconfig import LinearQConfig
 from modelslim_core.quant.quantized_linear import LinearQuantizer, QuantizedLinear
 from modelslim_core.reference_runtime import load_quantized_model
-from modelslim_core.reference_runtime.int_gemm import int8_matmul
-from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
+from modelslim_core.formats.kernels.int_gemm import int8_matmul
+from modelslim_core.formats.kernels import KERNELS, LinearShape
 from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
 from tests.quant_runs import corrupt, mixed_config, quantize_capturing
 

@@ -1,7 +1,7 @@
 """MindIE-SD checkpoints through the reference runtime: a Wan2.1 transformer rebuilt from the SAVED tensors.
 
 The mindie file layout (names, description) is read here; every quantized linear is the shared reference
-runtime's kernel (modelslim_core.reference_runtime.kernels), which computes what the Ascend kernels
+runtime's kernel (modelslim_core.formats.kernels), which computes what the Ascend kernels
 compute, in exact integer arithmetic, from nothing but the checkpoint's tensors:
 - W8A8 (static): x_q = clamp(round(x / input_scale) + input_offset, -128, 127);
   y = deq_scale * (x_q · W_qᵀ + quant_bias)   (the float bias is folded into quant_bias, `bias` is unused)
@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
+from modelslim_core.formats.kernels import KERNELS, LinearShape
 
 QUANTIZED_TAGS = ("W8A8", "W8A8_DYNAMIC")
 

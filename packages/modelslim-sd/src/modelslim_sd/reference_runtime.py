@@ -2,7 +2,7 @@
 
 The float denoiser is built from the pipeline directory's component folder (float32); then, from the
 mindie_format_saver output, every quantized linear becomes the shared reference kernel of its tag
-(modelslim_core.reference_runtime.kernels), FLOAT tensors are loaded into the model, and every attention
+(modelslim_core.formats.kernels), FLOAT tensors are loaded into the model, and every attention
 module with saved `q_rot`/`k_rot` and a `<attn>.quant_type` entry gets what MindIE-SD does at its attention
 kernel: Q·q_rot and K·k_rot, then the dynamic quantization the entry names (FP8 per token, MXFP4/MXFP8 per
 block). A tensor the model has no place for, or a parameter the checkpoint lacks, is an error.
@@ -22,7 +22,7 @@ from modelslim_core.attention.qkv_quant import fa_tap
 from modelslim_core.attention.taps import add_tap
 from modelslim_core.errors import CheckpointError
 from modelslim_core.processors.online_quarot import rotation_tap
-from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape
+from modelslim_core.formats.kernels import KERNELS, LinearShape
 
 ROTATIONS = ("q_rot", "k_rot")
 

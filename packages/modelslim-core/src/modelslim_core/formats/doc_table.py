@@ -15,7 +15,7 @@ from modelslim_core.formats.registry import (ENGINE_VERSIONS, MINDIE_SD, VLLM_AS
 START = "<!-- tag table: generated from modelslim_core/formats/tags.py; do not edit by hand -->"
 END = "<!-- end of tag table -->"
 ENGINES = (VLLM_ASCEND, VLLM_ASCEND_310P, MINDIE_SD)
-#: Tags with a per-group int weight variant (quant/schemes.py EXPORT_TYPES), for the "per channel only" note.
+#: Tags with a per-group int weight variant (formats/export_types.py), for the "per channel only" note.
 _PER_GROUP_VARIANTS = frozenset({"W8A8_DYNAMIC", "W8A16", "W4A4_DYNAMIC"})
 
 

@@ -5,7 +5,8 @@ the exporter that writes its tensors, the reference-runtime kernel that reads th
 the tensors' name/dtype/shape rules), its bit widths, its rank in `model_quant_type`, the savers that write it
 and how each serving engine loads it (or why not, and what to use instead). Savers, the reference runtime,
 dry-run, the engine-conformance harness, the load-time refusal and docs/formats.md all read these entries, so
-adding a tag is one registration in formats/tags.py (plus its exporter in formats/exporters.py and its kernel).
+adding a tag touches formats/ only: one registration in tags.py, its exporter (exporters.py), its kernel
+(kernels/) and, for a new qconfig combination, a line in export_types.py.
 
 Exporters and kernels are named by import path ("module:attribute") and imported on first use: the registry
 itself is plain data, cheap to import where a YAML is checked before torch or a model is loaded.

@@ -3,7 +3,7 @@
 The engine columns were established by running each engine's own loader on our output (tests/engines):
 vLLM-Ascend 0.23.0's `AscendModelSlimConfig` scheme registry and the parameters each scheme allocates (also its
 310P config), and MindIE-SD 3.1.0's `quantize()`. Adding a tag: write its exporter (formats/exporters.py) and
-reference kernel (reference_runtime/kernels/), then register it here; tests/engines/test_tag_registry.py checks
+reference kernel (formats/kernels/), then register it here; tests/engines/test_tag_registry.py checks
 that every consumer picks it up.
 """
 
@@ -20,7 +20,7 @@ QUAROT = "QUAROT"
 QUAROT_ONLINE = "QUAROT_ONLINE"
 
 _EXPORTERS = "modelslim_core.formats.exporters"
-_KERNELS = "modelslim_core.reference_runtime.kernels"
+_KERNELS = "modelslim_core.formats.kernels"
 _SYMMETRIC_ONLY = Support(asymmetric_weights=False)
 _MX = Support(per_group=True)  # MX block exponents are per group of 32 input columns by design
 

@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from modelslim_core.formats.export_types import EXPORT_TYPES, supported_pairs
 from modelslim_core.protocol.validation import StrictModel, suggestion
 from modelslim_core.quant.schemes import (
     ACT_METHODS,
-    EXPORT_TYPES,
     EXT_KEYS,
     EXT_RULES,
     REFERENCE_EXT_USES,
@@ -22,7 +22,6 @@ from modelslim_core.quant.schemes import (
     WEIGHT_METHODS,
     Scheme,
     describe_methods,
-    supported_pairs,
 )
 
 Dtype = Literal["float", "int8", "int4", "mxfp8", "mxfp4", "fp8_e4m3"]

@@ -22,7 +22,7 @@ from modelslim_core.attention.sites import AttentionSite, find_attention_sites
 from modelslim_core.attention.taps import add_tap
 from modelslim_core.errors import CheckpointError
 from modelslim_core.reference_runtime.checkpoint import SavedCheckpoint
-from modelslim_core.reference_runtime.kernels.base import TensorSpec
+from modelslim_core.formats.kernels.base import TensorSpec
 
 KV_SUFFIXES = ("k_proj.kv_cache_scale", "k_proj.kv_cache_offset", "v_proj.kv_cache_scale", "v_proj.kv_cache_offset")
 C8_TAG, FA_TAG = "C8", "FAQuant"

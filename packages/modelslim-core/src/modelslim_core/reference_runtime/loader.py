@@ -19,7 +19,7 @@ from modelslim_core.errors import CheckpointError, ModelError
 from modelslim_core.models.base import read_config_json, source_dtype_of
 from modelslim_core.reference_runtime.attention import AttentionPlan, install_attention, plan_attention
 from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
-from modelslim_core.reference_runtime.kernels import KERNELS, LinearShape, TensorSpec
+from modelslim_core.formats.kernels import KERNELS, LinearShape, TensorSpec
 from modelslim_core.reference_runtime.multimodal import omni_thinker, saved_to_module_name
 from modelslim_core.smoothing.fusion import add_output_bias
 from modelslim_core.reference_runtime.rotations import install_online_rotations, plan_online_rotations

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from modelslim_core.quant.int_affine import SCALE_EPS
-from modelslim_core.reference_runtime.int_gemm import GroupedIntWeight, IntWeight
+from modelslim_core.formats.kernels.int_gemm import GroupedIntWeight, IntWeight
 
 
 def quantize_per_token(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

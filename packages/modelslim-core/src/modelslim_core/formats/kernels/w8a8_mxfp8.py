@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from modelslim_core.reference_runtime.kernels.mx_linear import MXKernel
+from modelslim_core.formats.kernels.mx_linear import MXKernel
 
 
 class W8A8MXFP8Kernel(MXKernel):

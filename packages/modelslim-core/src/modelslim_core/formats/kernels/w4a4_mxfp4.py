@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelslim_core.reference_runtime.kernels.mxfp4_weight import MXFP4WeightKernel
+from modelslim_core.formats.kernels.mxfp4_weight import MXFP4WeightKernel
 
 
 class W4A4MXFP4Kernel(MXFP4WeightKernel):

@@ -13,8 +13,8 @@ from torch import nn
 from modelslim_core.errors import CheckpointError
 from modelslim_core.quant.packing import unpack_int4_rows
 from modelslim_core.quant.scale_bias import scale_bias, scale_bias_chunks
-from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec, float_bias_spec
-from modelslim_core.reference_runtime.kernels.dynamic_int import DynamicIntLinear
+from modelslim_core.formats.kernels.base import LinearKernel, LinearShape, TensorSpec, float_bias_spec
+from modelslim_core.formats.kernels.dynamic_int import DynamicIntLinear
 
 
 class W4A8DynamicKernel(LinearKernel):

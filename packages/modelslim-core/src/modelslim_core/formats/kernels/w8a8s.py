@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelslim_core.reference_runtime.kernels.w8a8 import W8A8Kernel
+from modelslim_core.formats.kernels.w8a8 import W8A8Kernel
 
 
 class W8A8SKernel(W8A8Kernel):

@@ -17,7 +17,7 @@ from modelslim_core.errors import CheckpointError
 from modelslim_core.quant.mx_scales import dual_scale_dequantize, dual_scale_fake_quantize
 from modelslim_core.quant.packing import fp4_values, unpack_fp4
 from modelslim_core.quant.schemes import MX_BLOCK
-from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec, float_bias_spec
+from modelslim_core.formats.kernels.base import LinearKernel, LinearShape, TensorSpec, float_bias_spec
 
 
 class DualScaleLinear(nn.Module):

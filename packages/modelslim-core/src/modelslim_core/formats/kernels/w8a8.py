@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modelslim_core.reference_runtime.int_gemm import FLOAT32_EXACT, IntWeight
-from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec
+from modelslim_core.formats.kernels.int_gemm import FLOAT32_EXACT, IntWeight
+from modelslim_core.formats.kernels.base import LinearKernel, LinearShape, TensorSpec
 
 
 def deq_scale_as_float(deq_scale: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modelslim_core.quant.int_affine import dequantize_grouped
-from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec, check_same_shape, float_bias_spec, int_weight_specs
+from modelslim_core.formats.kernels.base import LinearKernel, LinearShape, TensorSpec, check_same_shape, float_bias_spec, int_weight_specs
 
 
 class W8A16Linear(nn.Module):

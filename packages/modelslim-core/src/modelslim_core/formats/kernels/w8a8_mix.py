@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from modelslim_core.quant.activations import is_decode_step
-from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec
-from modelslim_core.reference_runtime.kernels.dynamic_int import DynamicIntLinear
-from modelslim_core.reference_runtime.kernels.w8a8 import W8A8Kernel, W8A8StaticLinear
+from modelslim_core.formats.kernels.base import LinearKernel, LinearShape, TensorSpec
+from modelslim_core.formats.kernels.dynamic_int import DynamicIntLinear
+from modelslim_core.formats.kernels.w8a8 import W8A8Kernel, W8A8StaticLinear
 
 
 class W8A8MixLinear(nn.Module):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from modelslim_core.quant.fp8 import quantize_per_token_fp8
-from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec, float_bias_spec
+from modelslim_core.formats.kernels.base import LinearKernel, LinearShape, TensorSpec, float_bias_spec
 
 
 class FP8DynamicLinear(nn.Module):

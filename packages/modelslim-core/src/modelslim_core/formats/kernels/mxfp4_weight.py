@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from modelslim_core.quant.packing import fp4_values, unpack_fp4
-from modelslim_core.reference_runtime.kernels.mx_linear import MXKernel
+from modelslim_core.formats.kernels.mx_linear import MXKernel
 
 
 class MXFP4WeightKernel(MXKernel):

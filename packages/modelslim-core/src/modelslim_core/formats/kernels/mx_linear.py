@@ -16,7 +16,7 @@ from torch import nn
 from modelslim_core.errors import CheckpointError
 from modelslim_core.quant.mx import MX_FORMATS, mx_dequantize, mx_fake_quantize
 from modelslim_core.quant.schemes import MX_BLOCK
-from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec, float_bias_spec
+from modelslim_core.formats.kernels.base import LinearKernel, LinearShape, TensorSpec, float_bias_spec
 
 E8M0_NAN = 255
 

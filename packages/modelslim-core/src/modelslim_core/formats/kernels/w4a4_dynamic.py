@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from modelslim_core.errors import CheckpointError
-from modelslim_core.reference_runtime.kernels.base import LinearShape
-from modelslim_core.reference_runtime.kernels.w8a8_dynamic import DynamicIntKernel
+from modelslim_core.formats.kernels.base import LinearShape
+from modelslim_core.formats.kernels.w8a8_dynamic import DynamicIntKernel
 
 
 class W4A4DynamicKernel(DynamicIntKernel):

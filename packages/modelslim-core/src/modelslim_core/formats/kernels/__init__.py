@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec
+from modelslim_core.formats.kernels.base import LinearKernel, LinearShape, TensorSpec
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec
+from modelslim_core.formats.kernels.base import LinearKernel, LinearShape, TensorSpec
 
 
 class W16A16SLinear(nn.Module):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modelslim_core.reference_runtime.kernels.base import LinearKernel, LinearShape, TensorSpec, check_same_shape, float_bias_spec, int_weight_specs
-from modelslim_core.reference_runtime.kernels.dynamic_int import DynamicIntLinear
+from modelslim_core.formats.kernels.base import LinearKernel, LinearShape, TensorSpec, check_same_shape, float_bias_spec, int_weight_specs
+from modelslim_core.formats.kernels.dynamic_int import DynamicIntLinear
 
 
 class DynamicIntKernel(LinearKernel):
