@@ -81,6 +81,9 @@ SLOW_MODULES = frozenset({
     "tests/runners/test_resume.py",
     "tests/runners/test_compute_once.py",
     "tests/smoothing/test_outliers.py",
+    "tests/tune/test_moe_vlm.py",
+    "tests/families/test_vlm_families.py",
+    "tests/families/test_mtp.py",
 })
 
 #: Single slow tests in otherwise fast modules (a real subprocess, several ranks, a multi-round tune), by node
@@ -93,6 +96,8 @@ SLOW_TESTS = frozenset({
     "tests/tune/test_tune.py::test_resume_reuses_recorded_rounds_and_the_time_budget_stops_cleanly",
     "tests/firsthour/test_mistakes.py::test_interrupt_during_model_loading",
     "tests/sd/test_generation_calibration.py::test_image_conditioned_capture",
+    "tests/runners/test_moe_pieces.py::test_a_run_killed_between_pieces_resumes_to_the_same_checkpoint",
+    "tests/tune/test_tune.py::test_service_oriented_judge_with_a_local_fake_server",
 })
 
 
