@@ -65,10 +65,10 @@ def quantize_capturing(model_dir: Path, config: Path, out: Path, saver: type = a
 
 
 def corrupt(out: Path, tmp_path: Path, edit) -> Path:
-    """A copy of checkpoint `out` after `edit(tensors, description)` changed it in place."""
+    """A copy of checkpoint `out` (one weight file, sharded or not) after `edit(tensors, description)` changed it."""
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
-    weights = broken / "quant_model_weights.safetensors"
+    (weights,) = broken.glob("quant_model_weights*.safetensors")
     tensors = load_file(weights)
     description = json.loads((broken / "quant_model_description.json").read_text())
     edit(tensors, description)
@@ -104,3 +104,8 @@ def checkpoint_digest(out: Path) -> dict[str, str]:
 
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())
             if p.is_file() and p.name != "quant_report.json"}
+
+
+#: `--tag` for runs that write QuaRot online rotations with ascendv1_saver: vLLM-Ascend applies none of them (its
+#: schemes read no heads_rotation / kronecker_rotation_*), so such runs are refused for it and target MindIE LLM.
+ONLINE_ROTATIONS_TARGET = ["MindIE"]

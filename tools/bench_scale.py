@@ -15,6 +15,10 @@ from the measured time per layer and per routed expert.
 
     uv run python tools/bench_scale.py --case a --layers 2 --cap 4
     uv run python tools/bench_scale.py --case b --experts 64 --cap 4 --schemes w8a8_dynamic
+    uv run python tools/bench_scale.py --case b --experts 8 --cap 5 --schemes w8a8_practice --identity
+
+Calibrated schemes on a MoE layer that does not fit the cap run it in pieces (trunk, then groups of routed
+experts); `--identity` reruns each scheme without the cap and says whether the checkpoints are identical.
 
 Wall times depend on what else runs on the machine: the load average is printed with every run.
 """
@@ -37,6 +41,7 @@ from scale_checkpoints import build_checkpoint, deepseek_v3_config, qwen2_72b_co
 
 GIB = 2**30
 DYNAMIC = "{scope: per_token, dtype: int8, symmetric: true, method: minmax}"
+INT8 = "{scope: per_channel, dtype: int8, symmetric: true, method: minmax}"
 SCHEMES = {
     "w8a8_dynamic": ("", f"act: {DYNAMIC}\n        weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}"),
     "w8a8_static": ("dataset", "act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}\n"
@@ -44,18 +49,38 @@ SCHEMES = {
     "w4a8_gptq": ("dataset", f"act: {DYNAMIC}\n        weight: {{scope: per_channel, dtype: int4, symmetric: true, method: gptq}}"),
     "w4a8_per_channel": ("", f"act: {DYNAMIC}\n        weight: {{scope: per_channel, dtype: int4, symmetric: true, method: minmax}}"),
 }
+#: Whole process lists (the DeepSeek w8a8 practice's shape: static attention and dynamic MLP in one forward).
+PROCESSES = {
+    "w8a8_practice": ("dataset", f"""    - type: group
+      configs:
+        - type: linear_quant
+          qconfig: {{act: {{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}}, weight: {INT8}}}
+          include: ["*self_attn*"]
+          exclude: ["*kv_b_proj"]
+        - type: linear_quant
+          qconfig: {{act: {DYNAMIC}, weight: {INT8}}}
+          include: ["*mlp.*"]
+          exclude: ["*mlp.gate"]"""),
+}
 CASES = {
     "a": {"model_type": "Qwen2.5-72B-Instruct", "full_layers": 80, "exclude": []},
     "b": {"model_type": "DeepSeek-V3", "full_layers": 61, "exclude": ["*kv_b_proj*", "*mlp.gate"]},
 }
 
 
+def needs_data(scheme: str) -> bool:
+    return bool((SCHEMES.get(scheme) or PROCESSES[scheme])[0])
+
+
 def config_text(scheme: str, exclude: list[str], dataset: Path) -> str:
-    needs, qconfig = SCHEMES[scheme]
-    lines = ["apiversion: modelslim_v1", "spec:", "  runner: layer_wise", "  process:", "    - type: linear_quant",
-             "      qconfig:", f"        {qconfig}"]
-    if exclude:
-        lines.append(f"      exclude: {json.dumps(exclude)}")
+    lines = ["apiversion: modelslim_v1", "spec:", "  runner: layer_wise", "  process:"]
+    if scheme in PROCESSES:
+        lines.append(PROCESSES[scheme][1])
+    else:
+        lines += ["    - type: linear_quant", "      qconfig:", f"        {SCHEMES[scheme][1]}"]
+        if exclude:
+            lines.append(f"      exclude: {json.dumps(exclude)}")
+    needs = needs_data(scheme)
     lines.append("  save: [{type: ascendv1_saver, part_file_size: 4}]")
     if needs:
         lines.append(f"  dataset: {dataset}")
@@ -86,7 +111,9 @@ def projected_seconds(case: str, report: dict, experts: int) -> dict[str, float]
     seconds = [u["seconds"] for u in units]
     if case == "a":
         return {"Qwen2.5-72B (80 layers)": sum(seconds) / len(seconds) * 80}
-    dense, moe = seconds[0], seconds[1]
+    if len(seconds) == 1:  # MoE layer only (--dense_layers 0)
+        return {"DeepSeek-V3 MoE layers (58 of 256 experts)": 58 * seconds[0] / experts * 256}
+    dense, moe = seconds[0], seconds[-1]
     # DeepSeek-V3: 3 dense layers, 58 MoE layers of 256 routed experts; a MoE layer scales with its expert count
     # beyond what the dense layer (attention + one MLP) costs.
     per_expert = max(0.0, moe - dense) / experts
@@ -94,9 +121,12 @@ def projected_seconds(case: str, report: dict, experts: int) -> dict[str, float]
 
 
 def run_case(args: argparse.Namespace, case: str, work: Path) -> list[dict]:
-    model = work / f"model_{case}"
+    shape = (f"l{args.layers}" if case == "a" else f"e{args.experts}_d{args.dense_layers}") + f"_v{args.vocab or 0}"
+    model = work / f"model_{case}_{shape}"
     if not (model / "model.safetensors.index.json").is_file():
-        config = qwen2_72b_config(args.layers) if case == "a" else deepseek_v3_config(args.experts)
+        vocab = {"vocab": args.vocab} if args.vocab else {}
+        config = (qwen2_72b_config(args.layers, **vocab) if case == "a"
+                  else deepseek_v3_config(args.experts, dense_layers=args.dense_layers, **vocab))
         started = time.perf_counter()
         size = build_checkpoint(model, config, CASES[case]["model_type"])
         build_seconds = time.perf_counter() - started
@@ -130,7 +160,7 @@ def run_case(args: argparse.Namespace, case: str, work: Path) -> list[dict]:
         written = sum(f.stat().st_size for f in out.glob("*.safetensors"))
         io_bytes = build["bytes"] + written
         row["io_floor_s"] = io_bytes / disk_speed
-        needs_forward = bool(SCHEMES[scheme][0])
+        needs_forward = needs_data(scheme)
         row["forward_floor_s"] = floor_per_element * build["bytes"] / 2 if needs_forward else 0.0
         memory = report["stages"][-1].get("memory") or {}
         pieces = memory.get("pieces", {})
@@ -141,10 +171,47 @@ def run_case(args: argparse.Namespace, case: str, work: Path) -> list[dict]:
             row["piece_measured_gib"] = max(f["measured_bytes"] for f in pieces.values()) / GIB
             row["baseline_gib"] = memory["baseline_bytes"] / GIB
         row["projected_s"] = projected_seconds(case, report, args.experts)
+        if args.identity:
+            row.update(uncapped_identity(command, out, work / f"out_{case}_{scheme}_uncapped", args.keep))
         results.append(row)
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
     return results
+
+
+def checkpoint_digest(out: Path) -> dict[str, str]:
+    """sha256 of every file of a checkpoint but quant_report.json (timings)."""
+    import hashlib
+
+    digests = {}
+    for path in sorted(out.iterdir()):
+        if path.is_file() and path.name != "quant_report.json":
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(2**24), b""):
+                    digest.update(block)
+            digests[path.name] = digest.hexdigest()
+    return digests
+
+
+def uncapped_identity(command: list[str], capped_out: Path, out: Path, keep: bool) -> dict:
+    """Run `command` again without the cap and --max_memory (whole layers where they fit the host) and compare
+    the two checkpoints file by file."""
+    at = command.index("--max_memory")
+    uncapped = command[:at] + command[at + 2:]
+    uncapped[uncapped.index("--save_path") + 1] = str(out)
+    shutil.rmtree(out, ignore_errors=True)
+    load = os.getloadavg()[0]
+    result = run_capped(uncapped, 64 * GIB)
+    row = {"uncapped_returncode": result.returncode, "uncapped_peak_rss_gib": result.peak_rss / GIB,
+           "uncapped_wall_s": result.seconds, "uncapped_load_before": load}
+    if result.returncode == 0:
+        row["identical"] = checkpoint_digest(out) == checkpoint_digest(capped_out)
+    else:
+        print(result.stderr[-3000:], file=sys.stderr)
+    if not keep:
+        shutil.rmtree(out, ignore_errors=True)
+    return row
 
 
 def print_table(rows: list[dict]) -> None:
@@ -154,6 +221,12 @@ def print_table(rows: list[dict]) -> None:
         print(f"({r['case']})  {r['scheme']:<17} {r['cap_gib']:>4.1f}G {r['returncode']:>3}  {r['peak_rss_gib']:6.2f}G  "
               f"{r.get('baseline_gib', 0):6.2f}G  {plan:>19}  {r['wall_s']:7.1f}s {r['cpu_s']:7.1f}s "
               f"{r.get('io_floor_s', 0):8.1f}s  {r.get('forward_floor_s', 0):8.1f}s  {r['load_before']:.1f}")
+        if r.get("forward_floor_s"):
+            print(f"      wall / forward floor: {r['wall_s'] / r['forward_floor_s']:.1f}x")
+        if "uncapped_returncode" in r:
+            print(f"      uncapped run (whole layers): rc {r['uncapped_returncode']}, peak RSS "
+                  f"{r['uncapped_peak_rss_gib']:.2f}G, wall {r['uncapped_wall_s']:.1f}s (load {r['uncapped_load_before']:.1f}); "
+                  f"checkpoint identical to the capped run: {r.get('identical')}")
         for name, seconds in r.get("projected_s", {}).items():
             print(f"      projected {name}: {seconds / 3600:.2f} h on this machine at this load")
 
@@ -163,11 +236,16 @@ def main() -> None:
     parser.add_argument("--case", choices=["a", "b", "all"], default="all")
     parser.add_argument("--layers", type=int, default=4, help="case (a): decoder layers")
     parser.add_argument("--experts", type=int, default=64, help="case (b): routed experts of the MoE layer")
+    parser.add_argument("--dense_layers", type=int, default=1, help="case (b): dense layers before the MoE layer")
+    parser.add_argument("--vocab", type=int, default=0, help="vocabulary size (0: the model's real one); a smaller "
+                        "one shrinks the embeddings, which calibrated runs hold in float32 while capturing inputs")
     parser.add_argument("--cap", type=float, default=4.0, help="memory cap in GiB (cgroup) and --max_memory")
-    parser.add_argument("--schemes", nargs="+", default=["w8a8_dynamic"], choices=sorted(SCHEMES))
+    parser.add_argument("--schemes", nargs="+", default=["w8a8_dynamic"], choices=sorted(SCHEMES) + sorted(PROCESSES))
     parser.add_argument("--samples", type=int, default=8, help="calibration samples for calibrated schemes")
     parser.add_argument("--workdir", type=Path, default=None, help="keeps built checkpoints between runs")
     parser.add_argument("--keep", action="store_true", help="keep the quantized outputs")
+    parser.add_argument("--identity", action="store_true",
+                        help="also run each scheme uncapped (whole layers) and compare the checkpoints")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="modelslim-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)

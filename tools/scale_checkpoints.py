@@ -28,14 +28,15 @@ def qwen2_72b_config(layers: int, vocab: int = 152064):
                        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False, dtype="bfloat16")
 
 
-def deepseek_v3_config(experts: int, vocab: int = 129280):
-    """DeepSeek-V3's geometry (hidden 7168, MLA, experts of 7168x2048, one shared expert): 1 dense + 1 MoE layer."""
+def deepseek_v3_config(experts: int, vocab: int = 129280, dense_layers: int = 1):
+    """DeepSeek-V3's geometry (hidden 7168, MLA, experts of 7168x2048, one shared expert): `dense_layers` dense
+    layers + 1 MoE layer."""
     from transformers import DeepseekV3Config
 
     return DeepseekV3Config(
-        vocab_size=vocab, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048, num_hidden_layers=2,
+        vocab_size=vocab, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048, num_hidden_layers=dense_layers + 1,
         num_attention_heads=128, num_key_value_heads=128, n_shared_experts=1, n_routed_experts=experts,
-        num_experts_per_tok=8, n_group=8, topk_group=4, routed_scaling_factor=2.5, first_k_dense_replace=1,
+        num_experts_per_tok=8, n_group=8, topk_group=4, routed_scaling_factor=2.5, first_k_dense_replace=dense_layers,
         q_lora_rank=1536, kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128,
         max_position_embeddings=4096, tie_word_embeddings=False, dtype="bfloat16")
 

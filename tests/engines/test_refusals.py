@@ -60,3 +60,37 @@ def test_the_tag_names_the_target():
     with pytest.raises(ConfigError, match="vLLM-Ascend on Atlas 300I"):
         check_target_engines(spec(linear("W8A16")), ["310P"], {}, "c.yaml")
 
+
+
+def test_online_quarot_rotations_are_refused_for_vllm_ascend():
+    """vLLM-Ascend applies no online rotation (no scheme reads heads_rotation / kronecker_rotation_*): the weights
+    of an `online: true` run assume rotations the served model would skip."""
+    for item in ("{type: quarot, online: true}", "{type: adapt_rotation, stage: 2, online: true}"):
+        with pytest.raises(ConfigError) as error:
+            check_target_engines(spec(item), None, {}, "c.yaml")
+        message = str(error.value)
+        assert ("spec.process[0] (layers *): QUAROT_ONLINE (online: true) writes rotation matrices no vLLM-Ascend "
+                "scheme reads (heads_rotation, kronecker_rotation_m/_n)") in message
+        assert "instead, set online: false" in message
+    check_target_engines(spec("{type: quarot}"), None, {}, "c.yaml")  # folded into the weights: loads
+    check_target_engines(spec("{type: quarot, online: true}"), ["MindIE"], {}, "c.yaml")  # MindIE LLM: not checked
+
+
+def test_310p_loads_static_w8a8_and_w8a8s_only():
+    """Atlas 300I's vLLM-Ascend registry has W8A8, W8A8S (and a W8A8_DYNAMIC that allocates static input scales
+    our dynamic layers do not carry): anything else is refused, naming what it loads."""
+    check_target_engines(spec(linear("W8A8")), ["310P"], {}, "c.yaml")
+    with pytest.raises(ConfigError) as error:
+        check_target_engines(spec(linear("W8A8_DYNAMIC")), ["310p"], {}, "c.yaml")
+    assert ("c.yaml: ascendv1_saver would write a checkpoint vLLM-Ascend on Atlas 300I (310P) (vllm-ascend 0.23.0 "
+            "(310P path)) cannot load: spec.process[0] (layers *mlp*): W8A8_DYNAMIC is not a scheme vLLM-Ascend on "
+            "Atlas 300I (310P) loads; instead, choose a type vLLM-Ascend on Atlas 300I (310P) loads: W8A8, W8A8S") \
+        in str(error.value)
+
+
+def test_310p_serves_float16_unless_the_saver_says_otherwise():
+    explicit = yaml.safe_load(f"apiversion: modelslim_v1\nspec:\n  process:\n    - {SPARSE}\n"
+                              "  save: [{type: ascendv1_saver, serving_dtype: bfloat16}]\n")
+    config = parse_quant_config(explicit, "c.yaml").spec
+    check_target_engines(config, ["310P"], {}, "c.yaml")
+    assert config.save[0].serving_dtype == "bfloat16"  # an explicit choice is kept (and checked by the harness)

@@ -16,8 +16,8 @@ COMMON = dict(hidden_size=64, num_attention_heads=4, max_position_embeddings=512
 
 def family_configs(vocab: int) -> dict:
     """model_type -> a tiny config of that family (2-3 layers, 4 routed experts where MoE)."""
-    from transformers import (Glm4MoeConfig, Glm4MoeLiteConfig, GlmMoeDsaConfig, LongcatFlashConfig, MiniMaxM2Config,
-                              Qwen3NextConfig)
+    from transformers import (DeepseekV4Config, Glm4MoeConfig, Glm4MoeLiteConfig, GlmMoeDsaConfig, LongcatFlashConfig,
+                              MiniMaxM2Config, Qwen3NextConfig)
 
     moe = dict(n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
                moe_intermediate_size=32, intermediate_size=128)
@@ -44,6 +44,18 @@ def family_configs(vocab: int) -> dict:
                                       linear_num_key_heads=2, linear_num_value_heads=4, moe_intermediate_size=32,
                                       shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
                                       **COMMON),
+        # hash-routed first layer, then top-k MoE; sliding, compressed-sparse and heavily-compressed attention
+        "deepseek_v4": DeepseekV4Config(vocab_size=vocab, num_hidden_layers=4, num_key_value_heads=1, head_dim=32,
+                                        q_lora_rank=32, moe_intermediate_size=32, n_routed_experts=4,
+                                        num_experts_per_tok=2, n_shared_experts=1, hc_mult=2, hc_sinkhorn_iters=3,
+                                        sliding_window=16, o_groups=2, o_lora_rank=16, index_n_heads=2,
+                                        index_head_dim=16, index_topk=8, partial_rotary_factor=0.25,
+                                        compress_rates={"compressed_sparse_attention": 4,
+                                                        "heavily_compressed_attention": 8},
+                                        mlp_layer_types=["hash_moe", "moe", "moe", "moe"],
+                                        layer_types=["sliding_attention", "compressed_sparse_attention",
+                                                     "heavily_compressed_attention", "compressed_sparse_attention"],
+                                        **COMMON),
     }
 
 
@@ -59,4 +71,26 @@ def make_family_model(target: Path, model_type: str, dtype: torch.dtype = torch.
             if name.endswith("e_score_correction_bias"):
                 buffer.normal_(0, 0.1)
     model.to(dtype).save_pretrained(target, safe_serialization=True)
+    if model_type in RELEASE_LAYOUTS:
+        _rename_tensors(target / "model.safetensors", RELEASE_LAYOUTS[model_type])
     return target
+
+
+def _deepseek_v4_release_name(name: str) -> str:
+    """DeepSeek-V4 releases store the base model unprefixed: `embed.weight`, `layers.*`, `norm.weight`, `hc_head_*`."""
+    name = name.removeprefix("model.")
+    for ours, release in (("embed_tokens.", "embed."), ("hc_head.hc_", "hc_head_")):
+        if name.startswith(ours):
+            return release + name[len(ours):]
+    return name
+
+
+#: model_type -> how its releases name what save_pretrained writes (where they differ).
+RELEASE_LAYOUTS = {"deepseek_v4": _deepseek_v4_release_name}
+
+
+def _rename_tensors(weights: Path, rename) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    save_file({rename(name): tensor for name, tensor in tensors.items()}, weights, metadata={"format": "pt"})

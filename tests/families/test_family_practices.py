@@ -9,6 +9,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
+from modelslim.engines.conformance import check_saved
 from tests.families._helpers import float_relative_error, quantize, saved
 from tests.families._tiny import make_family_model
 from tests.tiny_models import REPO, make_tiny_model
@@ -23,6 +24,8 @@ CASES = [
     ("minimax_m2", "MiniMax-M2.7", "minimax_m2/minimax_m2-w8a8.yaml", 0.06),
     ("qwen3_next", "Qwen3-Next-80B-A3B-Instruct", "qwen3_next/qwen3_next-w8a8.yaml", 0.06),
     ("longcat_flash", "LongCat-Flash-Chat", "longcat_flash/longcat_flash-w8a8.yaml", 0.06),
+    ("deepseek_v4", "DeepSeek-V4-Flash", "deepseek_v4/deepseek_v4-w8a8.yaml", 0.06),
+    ("deepseek_v4", "DeepSeek-V4-Pro", "deepseek_v4/deepseek_v4-w4a8.yaml", 0.08),
 ]
 
 
@@ -57,6 +60,20 @@ def _source_names(model_dir) -> set[str]:
         return set(handle.keys())
 
 
+def engine_problems(out, kind: str) -> list[str]:
+    """vLLM-Ascend's loader's objections. DeepSeek-V4 releases name experts w1/w2/w3; vLLM-Ascend renames them to
+    gate_proj/down_proj/up_proj through its own per-model table before looking them up, which the harness's expert
+    check does not apply yet, so for a model whose table does that the expert-name objection is not counted."""
+    from modelslim.engines.stubs import hardware_stubs
+
+    with hardware_stubs(lambda: None):
+        from vllm_ascend.quantization.modelslim_config import QUANT_MODEL_SUBSTR_MAPPINGS
+
+        renamed = {old.strip(".") for old in QUANT_MODEL_SUBSTR_MAPPINGS.get(kind, {})}
+    found = [str(problem) for problem in check_saved(out, "vllm-ascend")]
+    return [p for p in found if not ({"w1", "w2", "w3"} <= renamed and "expert projections named w1, w2, w3" in p)]
+
+
 @pytest.mark.parametrize(("kind", "model_type", "practice", "limit"), CASES, ids=[c[2].split("/")[1] for c in CASES])
 def test_family_practice_quantizes_reloads_and_keeps_release_names(family_models, tmp_path, kind, model_type,
                                                                    practice, limit):
@@ -73,6 +90,7 @@ def test_family_practice_quantizes_reloads_and_keeps_release_names(family_models
     error = float_relative_error(model_dir, out)
     print(f"{practice}: {len(quantized)} quantized linears, relative logits error {error:.4f}")
     assert error < limit
+    assert engine_problems(out, kind) == []
 
 
 #: Tags that show which linears a family keeps float (and that its neighbours are quantized).
@@ -80,7 +98,8 @@ EXPECTED_TAGS = {
     ("qwen3_next", "Qwen3-Next-80B-A3B-Instruct", "qwen3_next/qwen3_next-w8a8.yaml"): {
         "model.layers.0.linear_attn.in_proj_ba.weight": "FLOAT",
         "model.layers.0.mlp.shared_expert_gate.weight": "FLOAT",
-        "model.layers.0.linear_attn.in_proj_qkvz.weight": "W8A8_DYNAMIC",
+        "model.layers.0.linear_attn.in_proj_qkvz.weight": "FLOAT",  # vLLM-Ascend fuses it with in_proj_ba
+        "model.layers.0.linear_attn.out_proj.weight": "W8A8_DYNAMIC",
         "model.layers.3.self_attn.q_proj.weight": "W8A8",
     },
     ("minimax_m2", "MiniMax-M2.7", "minimax_m2/minimax_m2-w8a8.yaml"): {

@@ -13,7 +13,7 @@ from modelslim.app.evaluate import EvalArgs, run_eval
 from modelslim.app.eval_data import GENERAL_HELDOUT, default_dataset, out_of_domain
 from modelslim.app.eval_report import format_table
 from modelslim.app.quick_quant import QuantArgs, run_quant
-from tests.quant_runs import DYNAMIC_ACT, STATIC_ACT, WEIGHT_SYM
+from tests.quant_runs import DYNAMIC_ACT, ONLINE_ROTATIONS_TARGET, STATIC_ACT, WEIGHT_SYM
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def quantize_and_eval(model: Path, tmp_path: Path, process: str, calib: Path) ->
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(process=process, dataset=calib), encoding="utf-8")
     out = tmp_path / "out"
-    run_quant(QuantArgs(str(model), str(out), "Qwen2-demo", config_path=str(config), device="cpu"))
+    run_quant(QuantArgs(str(model), str(out), "Qwen2-demo", config_path=str(config), device="cpu", tags=ONLINE_ROTATIONS_TARGET))
     return run_eval(EvalArgs(str(model), str(out), str(calib), "cpu", 4))
 
 

@@ -91,7 +91,8 @@ def check(path: Path) -> Outcome:
             raw = translate_v0(raw, str(path)).config
         config = parse_quant_config(raw, str(path))
         _resolve_dataset(config)
-        export = set().union(*(item.export_types() for item in config.spec.process))
+        export = set().union(*(item.export_types() for item in getattr(config.spec, "process", [])),
+                             {rule.target for rule in getattr(config.spec, "linears", [])})  # modelslim_convert
     except ModelSlimError as exc:
         return Outcome("refused", str(exc))
     finally:

@@ -45,9 +45,10 @@ def tiny_practice(arch: str, quant_type: str, last_layer: int, dataset: Path, ru
     return target
 
 
-def quantize(model_dir: Path, out: Path, model_type: str, config: Path | None = None, quant_type: str | None = None) -> Path:
+def quantize(model_dir: Path, out: Path, model_type: str, config: Path | None = None, quant_type: str | None = None,
+             tags: list[str] | None = None) -> Path:
     return run_quant(QuantArgs(str(model_dir), str(out), model_type, config_path=None if config is None else str(config),
-                               quant_type=quant_type, device="cpu", yes=True))
+                               quant_type=quant_type, device="cpu", yes=True, tags=tags))
 
 
 def saved(out: Path) -> tuple[dict[str, str], dict[str, tuple[torch.dtype, tuple[int, ...]]]]:

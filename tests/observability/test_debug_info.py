@@ -15,7 +15,7 @@ from modelslim_core.debug.persistence import JSON_NAME, TENSORS_NAME
 from modelslim_core.errors import CheckpointError
 from modelslim_core.quant.quantized_linear import QuantizedLinear
 from modelslim_save_ascend import ascendv1
-from tests.quant_runs import DYNAMIC_ACT, WEIGHT_SYM, mixed_config
+from tests.quant_runs import DYNAMIC_ACT, ONLINE_ROTATIONS_TARGET, WEIGHT_SYM, mixed_config
 from tests.runners.test_data_parallel import write_config
 
 
@@ -154,7 +154,7 @@ def test_debug_run_records_rotations_and_searches(tiny_models, small_calib, tmp_
     )
     config = write_config(tmp_path, "rotate", process, small_calib, runner="layer_wise")
     out = tmp_path / "out"
-    run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", config_path=str(config), device="cpu", debug=True))
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(out), "Qwen2-demo", config_path=str(config), device="cpu", tags=ONLINE_ROTATIONS_TARGET, debug=True))
     info = load_debug_info(out)
     rotations = info["rotation_matrices"]
     hidden = rotations["hidden"]

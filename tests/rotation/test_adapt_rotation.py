@@ -15,6 +15,7 @@ from modelslim_core.rotation.adapt import fake_quant_rows, optimize_rotation, po
 from modelslim_core.rotation.hadamard import random_hadamard
 from tests.rotation._helpers import load, logits, relative_error
 from tests.tiny_models import make_tiny_model
+from tests.quant_runs import ONLINE_ROTATIONS_TARGET
 
 
 def outlier_rows(rows: int, hidden: int = 64) -> torch.Tensor:
@@ -69,7 +70,7 @@ def test_adapt_rotation_keeps_logits(tmp_path, small_calib, cli_env, arch, runne
     config.write_text(adapt_config(small_calib, runner, stage2=", online: true, max_tp_size: 2, down_proj_online_layers: [0]"))
     out = tmp_path / "out"
     with caplog.at_level("INFO"):
-        run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu"))
+        run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu", tags=ONLINE_ROTATIONS_TARGET))
     assert "after refinement" in caplog.text and "plain QuaRot" not in caplog.text
     description = json.loads((out / "quant_model_description.json").read_text())
     assert description["optional"] == {}  # stage 2 does not export the global rotation
@@ -127,7 +128,7 @@ def test_laos_pipeline_rotation_then_autoround_reloads(tmp_path, small_calib, cl
     config.write_text(adapt_config(small_calib, "layer_wise", quant=LAOS_QUANT,
                                    stage2=", online: true, max_tp_size: 2, down_proj_online_layers: [0]"))
     out = tmp_path / "out"
-    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu"))
+    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu", tags=ONLINE_ROTATIONS_TARGET))
     description = json.loads((out / "quant_model_description.json").read_text())
     assert description["model.layers.0.mlp.down_proj.weight"] == "W4A4_DYNAMIC"
     assert description["metadata"]["quarot"]["kronecker_rotation"]["layers"] == ["model.layers.0.mlp.down_proj"]

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.errors import CheckpointError
 from modelslim_core.reference_runtime import load_quantized_model
-from tests.quant_runs import DYNAMIC_ACT, WEIGHT_SYM, corrupt
+from tests.quant_runs import DYNAMIC_ACT, ONLINE_ROTATIONS_TARGET, WEIGHT_SYM, corrupt
 from tests.rotation._helpers import load, logits, relative_error
 from tests.tiny_models import make_tiny_model
 
@@ -36,7 +36,7 @@ def quantize(model_dir, tmp_path, dataset, runner, quarot, quant="") -> "Path":
     config = tmp_path / "quarot.yaml"
     config.write_text(quarot_config(dataset, runner, quarot, quant))
     out = tmp_path / "out"
-    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu"))
+    run_quant(QuantArgs(str(model_dir), str(out), "Qwen2-demo", config_path=str(config), device="cpu", tags=ONLINE_ROTATIONS_TARGET))
     return out
 
 

@@ -15,7 +15,7 @@ from modelslim_core.models.resolve import create_adapter
 from modelslim_core.rotation.quarot_transform import QuarotSettings
 from modelslim_core.runtime.context import DeviceSpec, RunContext
 from tests.moe._helpers import MODEL_TYPES, quantize, relative_logit_error
-from tests.quant_runs import DYNAMIC_ACT, WEIGHT_SYM
+from tests.quant_runs import DYNAMIC_ACT, ONLINE_ROTATIONS_TARGET, WEIGHT_SYM
 from tests.rotation._helpers import TOKENS, apply_quarot, logits, relative_error
 from tests.runners.test_data_parallel import write_config
 from tests.tiny_models import make_tiny_model
@@ -74,7 +74,7 @@ def test_rotated_w8a8_moe_checkpoint_reloads_close_to_float(moe_models, arch, sm
     )
     config = write_config(tmp_path, "rotate", process, small_calib, runner="layer_wise")
     model = moe_models(arch)
-    out = quantize(model, tmp_path / "out", MODEL_TYPES[arch], config)
+    out = quantize(model, tmp_path / "out", MODEL_TYPES[arch], config, tags=ONLINE_ROTATIONS_TARGET)
     error = relative_logit_error(model, out, TOKENS)
     print(f"{arch}: rotated W8A8 logit error {error:.4f}")
     assert 0 < error < 0.05, error

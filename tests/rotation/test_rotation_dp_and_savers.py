@@ -13,6 +13,7 @@ from modelslim_core.reference_runtime import load_quantized_model
 from tests.rotation._helpers import load, logits, relative_error
 from tests.runners.test_data_parallel import quant, sha, write_config
 from tests.tiny_models import make_tiny_model
+from tests.quant_runs import ONLINE_ROTATIONS_TARGET
 
 ADAPT_AND_W8A8 = """\
     - {type: adapt_rotation, stage: 2, online: true, max_tp_size: 2}
@@ -30,8 +31,8 @@ def test_two_ranks_learn_and_write_the_single_process_checkpoint(tiny_models, sm
     config = write_config(tmp_path, "adapt", ADAPT_AND_W8A8, small_calib)
     config.write_text(config.read_text().replace("  process:\n", PRIOR + "  process:\n", 1))
     single, parallel = tmp_path / "single", tmp_path / "parallel"
-    run_quant(QuantArgs(str(model), str(single), "Qwen2-demo", config_path=str(config), device="cpu"))
-    result = quant(model, parallel, config, "cpu:0,1")
+    run_quant(QuantArgs(str(model), str(single), "Qwen2-demo", config_path=str(config), device="cpu", tags=ONLINE_ROTATIONS_TARGET))
+    result = quant(model, parallel, config, "cpu:0,1", extra=("--tag", *ONLINE_ROTATIONS_TARGET))
     assert result.returncode == 0, result.stderr
     assert "Starting 2 data-parallel workers" in result.stderr
     for name in ("quant_model_weights.safetensors", "quant_model_description.json"):

@@ -9,6 +9,7 @@ import pytest
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_save_ascend.ascendv1 import AscendV1Saver
+from tests.quant_runs import ONLINE_ROTATIONS_TARGET
 
 CONFIG = """\
 apiversion: modelslim_v1
@@ -37,7 +38,7 @@ def test_interrupted_rotation_resumes_to_the_same_checkpoint(tiny_models, small_
     config = tmp_path / "c.yaml"
     config.write_text(CONFIG.format(dataset=small_calib))
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    run_quant(QuantArgs(str(model), str(reference), "Qwen2-demo", config_path=str(config), device="cpu"))
+    run_quant(QuantArgs(str(model), str(reference), "Qwen2-demo", config_path=str(config), device="cpu", tags=ONLINE_ROTATIONS_TARGET))
 
     original = AscendV1Saver.save_unit
 
@@ -48,10 +49,10 @@ def test_interrupted_rotation_resumes_to_the_same_checkpoint(tiny_models, small_
 
     monkeypatch.setattr(AscendV1Saver, "save_unit", crash_on_second_layer)
     with pytest.raises(KeyboardInterrupt):
-        run_quant(QuantArgs(str(model), str(resumed), "Qwen2-demo", config_path=str(config), device="cpu"))
+        run_quant(QuantArgs(str(model), str(resumed), "Qwen2-demo", config_path=str(config), device="cpu", tags=ONLINE_ROTATIONS_TARGET))
     monkeypatch.setattr(AscendV1Saver, "save_unit", original)
     with caplog.at_level("INFO"):
-        run_quant(QuantArgs(str(model), str(resumed), "Qwen2-demo", config_path=str(config), device="cpu"))
+        run_quant(QuantArgs(str(model), str(resumed), "Qwen2-demo", config_path=str(config), device="cpu", tags=ONLINE_ROTATIONS_TARGET))
     assert "Resuming stage main at unit 1" in caplog.text
     assert digest(resumed) == digest(reference)
     assert "optional/quarot.safetensors" in digest(reference)

@@ -3,6 +3,7 @@ matches, all captured again when any is missing or stale; image-conditioned capt
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -109,3 +110,51 @@ def test_i2v_capture_needs_an_image_before_anything_loads(tmp_path, monkeypatch)
     monkeypatch.setattr(base, "load_pipeline", lambda *a, **k: pytest.fail("the pipeline was loaded"))
     with pytest.raises(ConfigError, match="image is not set"):
         adapter.capture_calibration(config, torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["flux1", "hunyuan_video"])
+def test_multi_stream_family_calibrates_on_a_prompt_set_with_the_cache_reused_and_invalidated(
+        family, tmp_path, monkeypatch, caplog):
+    """A complete tiny pipeline and a static config whose prompts come from spec.dataset: one generation per
+    prompt is recorded into calib_data_<task>_transformer.pth, the dual- and single-stream blocks are calibrated
+    in turn (each gets both streams of the block before), the cache is reused by a run with the same prompt
+    set and captured again when it changes; the output loads in MindIE-SD."""
+    from modelslim.engines.conformance import check_saved
+    from modelslim_sd.families.flux import Flux1Adapter
+    from modelslim_sd.families.hunyuan_video import HunyuanVideoAdapter
+    from tests.sd import tiny_families as tiny
+
+    adapter, model_type, build, settings, steps, task = {
+        "flux1": (Flux1Adapter, "FLUX.1-dev", tiny.make_flux_pipeline, tiny.TINY_FLUX, "num_inference_steps", "t2i"),
+        "hunyuan_video": (HunyuanVideoAdapter, "HunyuanVideo", tiny.make_hunyuan_video_pipeline,
+                          tiny.TINY_HUNYUAN_VIDEO, "infer_steps", "t2v"),
+    }[family]
+    model = build(tmp_path / family)
+    dump = tmp_path / "dump"
+
+    def run(name: str, prompts: list[str]) -> Path:
+        index = tmp_path / f"{name}.jsonl"
+        index.write_text("".join(f'{{"text": "{prompt}"}}\n' for prompt in prompts), encoding="utf-8")
+        config = static_config(dump)
+        config["spec"]["process"][0]["include"] = ["*transformer_blocks.*attn.to_*"]
+        config["spec"]["dataset"] = str(index)
+        config["spec"]["multimodal_sd_config"]["inference_config"] = dict(settings)
+        path = write_config(tmp_path / f"{name}.yaml", config)
+        return run_quant(QuantArgs(str(model), str(tmp_path / name), model_type, config_path=str(path), device="cpu"))
+
+    out = run("first", ["a red kite over a hill", "rain on a window"])
+    calib = dump / f"calib_data_{task}_transformer.pth"
+    assert len(read_calib_file(calib).records) == 2 * settings[steps]  # prompts x steps (no true CFG)
+    description = json.loads(next(out.glob("quant_model_description_*.json")).read_text())
+    assert description["single_transformer_blocks.1.attn.to_q.weight"] == "W8A8"
+    assert [str(problem) for problem in check_saved(out)] == []
+    with monkeypatch.context() as patch:
+        patch.setattr(adapter, "capture_calibration",
+                      lambda *a, **k: pytest.fail("captured again although the cached calibration matches"))
+        run("second", ["a red kite over a hill", "rain on a window"])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="modelslim_sd"):
+        run("third", ["a lighthouse in a storm"])
+    assert "Capturing calibration data" in caplog.text
+    assert len(read_calib_file(calib).records) == settings[steps]

@@ -65,25 +65,94 @@ def _transformer_only(target: Path, pipeline: str, model: torch.nn.Module) -> Pa
     return target
 
 
-def make_flux(target: Path) -> Path:
+def _example_tokenizer(max_length: int):
+    from transformers import AutoTokenizer
+
+    from tests.tiny_models import EXAMPLE_MODEL
+
+    return AutoTokenizer.from_pretrained(EXAMPLE_MODEL, local_files_only=True, model_max_length=max_length)
+
+
+def _tiny_clip(vocab_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, projection_dim=32, max_position_embeddings=77))
+
+
+def flux_transformer():
     from diffusers import FluxTransformer2DModel
 
     torch.manual_seed(0)
-    model = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=2,
-                                   attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32,
-                                   pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(8, 12, 12))
-    return _transformer_only(target, "FluxPipeline", model)
+    return FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=2,
+                                  attention_head_dim=32, num_attention_heads=2, joint_attention_dim=32,
+                                  pooled_projection_dim=32, guidance_embeds=True, axes_dims_rope=(8, 12, 12))
 
 
-def make_hunyuan_video(target: Path) -> Path:
+def make_flux(target: Path) -> Path:
+    return _transformer_only(target, "FluxPipeline", flux_transformer())
+
+
+#: Settings of the tiny FLUX.1 generations: 32x32 pixels (8x8 packed latent tokens), 2 steps.
+TINY_FLUX = {"height": 32, "width": 32, "num_inference_steps": 2,
+             "max_sequence_length": 16, "seed": 1}
+
+
+def make_flux_pipeline(target: Path) -> Path:
+    """A complete FluxPipeline: CLIP and T5 text encoders (the repository's example tokenizer for both), a
+    two-level VAE (scale factor 2) and the transformer of make_flux, so calibration capture runs it."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = _example_tokenizer(77)
+    torch.manual_seed(0)
+    clip = _tiny_clip(len(tokenizer))
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+                                 relative_attention_num_buckets=8))
+    vae = AutoencoderKL(down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        block_out_channels=[8, 16], latent_channels=16, norm_num_groups=8, sample_size=32)
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=clip, tokenizer=tokenizer,
+                        text_encoder_2=t5, tokenizer_2=tokenizer, transformer=flux_transformer().to(torch.bfloat16))
+    pipe.save_pretrained(target)
+    return target
+
+
+def hunyuan_video_transformer():
     from diffusers import HunyuanVideoTransformer3DModel
 
     torch.manual_seed(0)
-    model = HunyuanVideoTransformer3DModel(in_channels=16, out_channels=16, num_attention_heads=2,
-                                           attention_head_dim=32, num_layers=2, num_single_layers=2,
-                                           num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=32,
-                                           pooled_projection_dim=32, rope_axes_dim=(8, 12, 12))
-    return _transformer_only(target, "HunyuanVideoPipeline", model)
+    return HunyuanVideoTransformer3DModel(in_channels=16, out_channels=16, num_attention_heads=2,
+                                          attention_head_dim=32, num_layers=2, num_single_layers=2,
+                                          num_refiner_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=32,
+                                          pooled_projection_dim=32, rope_axes_dim=(8, 12, 12))
+
+
+def make_hunyuan_video(target: Path) -> Path:
+    return _transformer_only(target, "HunyuanVideoPipeline", hunyuan_video_transformer())
+
+
+#: Settings of the tiny HunyuanVideo generations: 32x32 pixels, 5 frames (2 latent frames), 2 steps.
+TINY_HUNYUAN_VIDEO = {"video_size": [32, 32], "video_length": 5, "infer_steps": 2, "seed": 1}
+
+
+def make_hunyuan_video_pipeline(target: Path) -> Path:
+    """A complete HunyuanVideoPipeline: a 2-layer Llama and a CLIP text encoder (the example tokenizer for both),
+    a two-level VAE (never run: generations stop at the latents) and the transformer of make_hunyuan_video."""
+    from diffusers import AutoencoderKLHunyuanVideo, FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline
+    from transformers import LlamaConfig, LlamaModel
+
+    tokenizer = _example_tokenizer(512)
+    torch.manual_seed(0)
+    llama = LlamaModel(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512))
+    vae = AutoencoderKLHunyuanVideo(down_block_types=["HunyuanVideoDownBlock3D"] * 2,
+                                    up_block_types=["HunyuanVideoUpBlock3D"] * 2, block_out_channels=[8, 16],
+                                    layers_per_block=1, norm_num_groups=4, spatial_compression_ratio=2)
+    pipe = HunyuanVideoPipeline(text_encoder=llama, tokenizer=tokenizer, vae=vae, text_encoder_2=_tiny_clip(len(tokenizer)),
+                                tokenizer_2=_example_tokenizer(77), scheduler=FlowMatchEulerDiscreteScheduler(),
+                                transformer=hunyuan_video_transformer().to(torch.bfloat16))
+    pipe.save_pretrained(target)
+    return target
 
 
 def make_qwen_image_edit(target: Path) -> Path:

@@ -22,14 +22,19 @@ TEXTS = ["The quick brown fox jumps over the lazy dog.", "def add(a, b):\n    re
 
 def make_outlier_model(target: Path, outliers: dict[int, float] = OUTLIERS) -> Path:
     make_tiny_model(target, "llama", torch.float32, num_hidden_layers=LAYERS)
-    weights_file = target / "model.safetensors"
+    return inject_outliers(target, {f"model.layers.{layer}.mlp": factor for layer, factor in outliers.items()})
+
+
+def inject_outliers(model_dir: Path, mlps: dict[str, float]) -> Path:
+    """In each gated MLP named by its checkpoint prefix (`model.layers.1.mlp`, `...experts.2`), multiply
+    up_proj's row 0 and divide down_proj's column 0 by the factor: the same function, one outlier channel."""
+    weights_file = model_dir / "model.safetensors"
     weights = load_file(weights_file)
-    for layer, factor in outliers.items():
-        prefix = f"model.layers.{layer}.mlp"
+    for prefix, factor in mlps.items():
         weights[f"{prefix}.up_proj.weight"][0] *= factor
         weights[f"{prefix}.down_proj.weight"][:, 0] /= factor
     save_file(weights, weights_file, metadata={"format": "pt"})
-    return target
+    return model_dir
 
 
 def write_calib(path: Path) -> Path:

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 from modelslim_core.reference_runtime.loader import load_quantized_model
 from modelslim.app.analyze import AnalyzeArgs, run_analyze, tokenized_samples
 from modelslim.app.quick_quant import QuantArgs, run_quant
-from modelslim.app.sensitivity import SensitivityMeter, group_units
+from modelslim.app.sensitivity import SensitivityMeter, group_units, unit_layers
 from tests.tune._helpers import LAYERS, make_outlier_model, w8a8_config, write_calib, write_config
 
 pytestmark = pytest.mark.usefixtures("cli_env")
@@ -35,8 +35,10 @@ def test_units_group_layers_attention_and_moe_experts():
         ("model.layers.0", "model.layers.0.*", 5), ("model.layers.1", "model.layers.1.*", 1), ("lm_head", "lm_head", 1)]
     assert [u.pattern for u in group_units(names, "attn")] == ["model.layers.0.self_attn.*"]
     linear = {u.pattern: u.linears for u in group_units(names, "linear")}
-    assert linear["model.layers.0.mlp.experts.*.gate_proj"] == names[2:4]  # experts of one projection together
-    assert len(linear) == 6
+    assert linear["model.layers.0.mlp.experts.*"] == names[2:5]  # a layer's experts share one MoE kernel
+    assert len(linear) == 5
+    experts = next(u for u in group_units(names, "linear") if u.pattern.endswith("experts.*"))
+    assert unit_layers(experts) == ["model.layers.0.mlp.experts.0.gate_proj", "model.layers.0.mlp.experts.0.down_proj"]
 
 
 def quantize(model, calib, tmp_path, name: str, exclude: list[str]):

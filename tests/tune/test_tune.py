@@ -139,3 +139,20 @@ def test_standing_high_keeps_the_anti_outlier_strategy_that_needs_least_rollback
     assert len(report["rolled_back"]) <= min(len(r["rolled_back"]) for r in plain if r["passed"])
     if report["rolled_back"] != ["model.layers.2.*", "model.layers.0.*"]:  # smoothing helped: it is in the result
         assert tuned["spec"]["process"][0]["type"] == "smooth_quant"
+
+
+@pytest.mark.slow
+def test_layer_wise_runner_analysis_and_rollback(outlier_model, tmp_path):
+    """The same search with the template run layer by layer (each layer calibrated on the quantized previous
+    layers' outputs): the analysis still ranks the outlier layers first and the rollback reaches the target."""
+    model, calib = outlier_model
+    template = w8a8_config(calib)
+    template["spec"]["runner"] = "layer_wise"
+    document = {"strategy": {"type": "binary_fallback", "template": template, "rollback_path": "spec.process.0.exclude",
+                             "analysis_dataset": str(calib)}, "evaluation": perplexity(calib)}
+    config = tmp_path / "layer_wise.yaml"
+    config.write_text(yaml.safe_dump(document), encoding="utf-8")
+    report = run_tune(TuneArgs(str(model), str(tmp_path / "run"), str(config), "cpu", "Llama-demo"))
+    assert report["rolled_back"] == ["model.layers.2.*", "model.layers.0.*"]
+    run_report = json.loads((tmp_path / "run" / "quant_model" / "quant_report.json").read_text())
+    assert [unit["name"] for unit in run_report["stages"][0]["units"]][:LAYERS] == [f"model.layers.{i}" for i in range(LAYERS)]

@@ -9,7 +9,7 @@ import yaml
 
 from modelslim_core.errors import ConfigError
 from modelslim.app.evaluators import build_evaluator
-from modelslim.app.tune_config import load_tune_file, parse_duration, with_rollback
+from modelslim.app.tune_config import load_tune_file, parse_duration, with_rollback, without_item
 
 TEMPLATE = {"apiversion": "modelslim_v1", "spec": {"process": [
     {"type": "linear_quant", "qconfig": {"weight": {"scope": "per_channel", "dtype": "int8", "symmetric": True,
@@ -99,3 +99,30 @@ def test_durations():
     assert parse_duration("90M") == 5400 and parse_duration("45") == 45
     with pytest.raises(ValueError, match="2H"):
         parse_duration("soon")
+
+
+WEIGHT = {"scope": "per_channel", "dtype": "int8", "symmetric": True, "method": "minmax"}
+GROUP = {"apiversion": "modelslim_v1", "spec": {"process": [{"type": "group", "configs": [
+    {"type": "linear_quant", "qconfig": {"weight": WEIGHT}, "include": ["*self_attn*"]},
+    {"type": "linear_quant", "qconfig": {"weight": WEIGHT}, "include": ["*mlp.experts.*"]}]}],
+    "save": [{"type": "ascendv1_saver"}]}}
+
+
+def test_a_group_item_rolls_back_through_the_children_that_select_the_layers(tmp_path):
+    strategy, _ = load(tmp_path, {**GOOD, "strategy": {**GOOD["strategy"], "template": GROUP}})
+    layers = {"model.layers.1.*": ["model.layers.1.self_attn.q_proj", "model.layers.1.mlp.experts.0.up_proj"],
+              "model.layers.0.mlp.experts.*": ["model.layers.0.mlp.experts.0.up_proj"]}
+    config = with_rollback(strategy.template, strategy.rollback_path, list(layers), layers)
+    group = config["spec"]["process"][0]
+    assert "exclude" not in group  # a group has no exclude of its own
+    assert [child["exclude"] for child in group["configs"]] == [["model.layers.1.*"],
+                                                                ["model.layers.1.*", "model.layers.0.mlp.experts.*"]]
+    unknown = with_rollback(GROUP, "spec.process.0.exclude", ["lm_head"])  # a user's candidate: every child
+    assert [child["exclude"] for child in unknown["spec"]["process"][0]["configs"]] == [["*lm_head*"]] * 2
+
+
+def test_a_round_drops_the_processor_its_rollback_emptied_then_the_empty_group():
+    once = without_item(GROUP, "spec.process[0].configs[0]")  # the path a selection refusal names
+    assert [child["include"] for child in once["spec"]["process"][0]["configs"]] == [["*mlp.experts.*"]]
+    assert without_item(once, "spec.process[0].configs[0]")["spec"]["process"] == []
+    assert len(GROUP["spec"]["process"][0]["configs"]) == 2  # copies, the template is untouched

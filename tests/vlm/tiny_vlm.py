@@ -162,16 +162,17 @@ def make_qwen2_5_omni_thinker(target: Path, dtype: torch.dtype = torch.bfloat16,
     return as_full_omni_checkpoint(target, config)
 
 
-def as_full_omni_checkpoint(target: Path, thinker_config) -> Path:
-    """Lay the thinker out like a Qwen2.5-Omni release: a full `qwen2_5_omni` config.json (talker and vocoder
+def as_full_omni_checkpoint(target: Path, thinker_config, full_config: str = "Qwen2_5OmniConfig",
+                            architecture: str = "Qwen2_5OmniForConditionalGeneration") -> Path:
+    """Lay the thinker out like an Omni release (Qwen2.5-Omni by default): a full config.json (talker and vocoder
     configs at their defaults, no weights for them) and every tensor under `thinker.`."""
+    import transformers
     from safetensors.torch import load_file, save_file
-    from transformers import Qwen2_5OmniConfig
 
     weights = target / "model.safetensors"
     tensors = load_file(weights)
     save_file({f"thinker.{name}": tensor for name, tensor in tensors.items()}, weights, metadata={"format": "pt"})
-    full = Qwen2_5OmniConfig(thinker_config=thinker_config.to_dict(), enable_audio_output=False)
-    full.architectures = ["Qwen2_5OmniForConditionalGeneration"]
+    full = getattr(transformers, full_config)(thinker_config=thinker_config.to_dict(), enable_audio_output=False)
+    full.architectures = [architecture]
     full.save_pretrained(target)
     return target

@@ -13,6 +13,7 @@ Stages do not share weights: a `prior` stage hands its results to later stages t
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -33,15 +34,20 @@ from modelslim_core.runtime.selection_check import check_layer_selections
 from modelslim_core.runtime.saver import Saver
 from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
-from modelslim_runners.pieces import linear_pieces
+from modelslim_runners.moe_pieces import MoEPieceRun, expert_group_piece, routed_experts, trunk_piece
+from modelslim_runners.pieces import linear_pieces, piece_bytes
 from modelslim_runners.placement import LayerWisePlacement, Placement, move
-from modelslim_runners.budget import ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget, streamed_piece_need
+from modelslim_core.errors import MemoryBudgetError
+from modelslim_runners.budget import (ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget, gib, kind_of,
+                                      streamed_piece_need)
 from modelslim_runners.report import RunSummary, log_memory_plan, unit_bytes
 from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
 from modelslim_runners.spill import ActivationSpill
 
 logger = logging.getLogger(__name__)
+#: Routed experts per piece of a calibrated MoE layer, whatever the budget (memory bounded without knowing it).
+EXPERTS_PER_PIECE_ENV = "MSMODELSLIM_EXPERTS_PER_PIECE"
 #: Where a resume point keeps the recorder's records (report statistics of the units already finished).
 RECORDER_STATE_KEY = "_modelslim_recorder"
 
@@ -69,6 +75,10 @@ class UnitPipeline:
         self.summaries: list[RunSummary] = []
         self.spill = ActivationSpill.for_run(context.save_path, self.rank)
         self._piecewise = False
+        self._moe_pieces = False
+        self._data_processors = 0
+        self._resume_piece: dict | None = None
+        self._checkpointed = False
         self._budget = MemoryBudget(None, 0, "")
         self._activations = 0
 
@@ -135,21 +145,29 @@ class UnitPipeline:
             processor.load_state_dict(state)
         for saver, state in zip(savers, point.savers, strict=True):
             saver.load_state_dict(state)
+        if point.piece is not None:  # killed inside a unit processed in pieces: MoEPieceRun continues it
+            self._resume_piece = {**point.piece, "processors": point.processors,
+                                  "recorder": point.context_state.get(RECORDER_STATE_KEY)}
         return point.next_unit, point.inputs
 
-    def _checkpoint(self, stage: Stage, next_unit: int, inputs, processors: list[Processor], savers: list[Saver]) -> None:
+    def _checkpoint(self, stage: Stage, next_unit: int, inputs, processors: list[Processor], savers: list[Saver],
+                    piece: dict | None = None) -> None:
         if self.store is not None and stage.savers:  # every rank: each keeps its own inputs; rank 0 the savers'
             context_state = {**self.context.state, RECORDER_STATE_KEY: self.context.recorder.snapshot()}
             self.store.save(ResumePoint(stage.name, next_unit, inputs, [p.state_dict() for p in processors],
-                                        [s.state_dict() for s in savers], context_state))
+                                        [s.state_dict() for s in savers], context_state, piece))
+            self._checkpointed = True
 
     def _run_stage(self, model: nn.Module, stage: Stage) -> None:
         processors = [build_processor(config, self.context) for config in stage.processors]
         savers = [build_saver(config, self.context) for config in stage.savers] if self.rank == 0 else []
         summary = RunSummary(stage.name, self.placement.device)
         self.summaries.append(summary)
-        checkpointed = False
+        self._checkpointed = False
+        self._stage = stage
         self._piecewise = self._streams_pieces(stage, processors)
+        self._moe_pieces = self._calibrates_in_pieces(stage, processors)
+        self._data_processors = sum(type(p).needs_data(p.config) for p in processors)
         try:
             units = self.adapter.units(model)
             check_layer_selections(self.adapter, units, stage.processors)
@@ -163,7 +181,6 @@ class UnitPipeline:
                 self.adapter.record_unit(unit, self.context.recorder)
                 if unit is not units[-1]:
                     self._checkpoint(stage, unit.index + 1, inputs, processors, savers)
-                    checkpointed = checkpointed or bool(stage.savers and self.store)
             for line in self._budget.report_lines(limit=8):
                 logger.info("Memory per piece (largest plans): %s.", line)
             summary.memory = self._budget.as_json()
@@ -176,7 +193,7 @@ class UnitPipeline:
             for saver in savers:
                 saver.finish()
         except BaseException:
-            if checkpointed or self._resume_point is not None:
+            if self._checkpointed or self._resume_point is not None:
                 logger.error("Run interrupted; run the same command again to resume after the last finished unit.")
             else:
                 for saver in savers:
@@ -216,6 +233,63 @@ class UnitPipeline:
         return (not stage_needs_data(stage) and self.placement.loads_pieces
                 and all(type(p).handles_pieces(p.config) for p in processors))
 
+    def _calibrates_in_pieces(self, stage: Stage, processors: list[Processor]) -> bool:
+        """Calibrated stages whose processors all accept MoE pieces may process a MoE layer that does not fit
+        the budget as its trunk plus groups of routed experts (moe_pieces.py); single process only."""
+        return (stage_needs_data(stage) and self.placement.loads_pieces and self.world == 1
+                and all(type(p).handles_calibrated_pieces(p.config) for p in processors))
+
+    def _piece_need(self, piece: Unit) -> int:
+        """Bytes above the baseline a calibrated MoE piece needs, both in float32 weights 3x: an expert group
+        (float or calibrating, quantized, dequantized simulation); the trunk (calibrating, the copy of its
+        calibration state its outputs are replayed from, dequantized simulation) plus one capture of the
+        experts' inputs per calibrating processor and the final one, and the unit's inputs and outputs."""
+        weights = 3 * piece_bytes(piece, self._compute_element())
+        return weights if piece.subtrees else weights + (self._data_processors + 3) * self._activations
+
+    def _compute_element(self) -> int:
+        return torch.empty((), dtype=self.context.compute_dtype).element_size()
+
+    def _experts_per_group(self, unit: Unit) -> int | None:
+        """Routed experts per piece of a calibrated MoE unit that does not fit the budget whole (None: whole)."""
+        found = routed_experts(unit) if self._moe_pieces else None
+        if found is None:
+            return None
+        path, moe = found
+        forced = os.environ.get(EXPERTS_PER_PIECE_ENV, "")
+        if forced.isdigit() and int(forced) > 0:
+            return min(len(moe), int(forced))
+        if self._budget.limit is None:
+            return None
+        room = self._budget.limit - self._budget.baseline
+        if self._unit_need(unit, self._activations) <= room:
+            return None
+        trunk = self._piece_need(trunk_piece(unit, path))
+        expert = self._piece_need(expert_group_piece(unit, path, range(1)))
+        if trunk + expert > room:
+            raise MemoryBudgetError(
+                f"{unit.name} does not fit the memory budget of {gib(self._budget.limit)} even in pieces: its trunk "
+                f"(attention, router, shared experts) needs ~{gib(trunk)} and one routed expert ~{gib(expert)} on "
+                f"top of the process baseline of {gib(self._budget.baseline)}.", self._budget.hint)
+        return min(len(moe), (room - trunk) // expert)
+
+    def _unit_plan(self, unit: Unit) -> tuple[int, str]:
+        """(bytes needed above the baseline, label) of the largest piece a unit is processed in."""
+        group = self._experts_per_group(unit)
+        if group is None:
+            return self._unit_need(unit, self._activations), unit.name
+        path, _ = routed_experts(unit)
+        need = self._piece_need(trunk_piece(unit, path)) + self._piece_need(expert_group_piece(unit, path, range(group)))
+        return need, f"{unit.name} (trunk + {group} routed experts)"
+
+    def enter_calibrated_piece(self, piece: Unit, need: int) -> None:
+        self._budget.enter(f"{piece.name}.{piece.label}", need)
+        self.placement.enter(piece, self.context.compute_dtype)
+
+    def leave_calibrated_piece(self, piece: Unit, need: int) -> None:
+        self.placement.leave(piece)
+        self._budget.leave(kind_of(piece.label) if not piece.subtrees else "routed experts (group)", need)
+
     def _storage_element(self) -> int:
         return torch.empty((), dtype=self.placement.storage_dtype).element_size()
 
@@ -238,7 +312,8 @@ class UnitPipeline:
                                         "raise --max_memory (or free memory on the host), or use a data-free "
                                         "scheme (dynamic activations, minmax weights), which streams one linear "
                                         "at a time.")
-            need, label = max((self._unit_need(unit, activations), unit.name) for unit in units)
+            self._budget, self._activations = budget, activations
+            need, label = max(self._unit_plan(unit) for unit in units)
             budget.log_plan("whole units in " + str(self.context.compute_dtype), label, need)
         self._activations = activations
         budget.check_plan(label, need)
@@ -270,6 +345,18 @@ class UnitPipeline:
         if inputs is None and self._piecewise:
             self._run_pieces(unit, processors, savers)
             return None
+        resume, self._resume_piece = self._resume_piece, None
+        # A resumed unit keeps the group boundaries of the killed run, whatever the budget is now.
+        group = resume["group_size"] if resume else self._experts_per_group(unit) if inputs is not None else None
+        if group is not None:
+            path, moe = routed_experts(unit)
+            logger.info("%s is processed in pieces: its trunk, then %d routed experts at a time.", unit.name, group)
+
+            def checkpoint(progress: dict) -> None:
+                self._checkpoint(self._stage, unit.index, inputs, processors, savers, piece=progress)
+
+            return MoEPieceRun(self, unit, path, processors, savers, inputs, is_last, group, self._piece_need,
+                               checkpoint, resume).run()
         need = self._unit_need(unit, self._activations)
         self._budget.enter(unit.name, need)
         self.placement.enter(unit)
@@ -325,7 +412,6 @@ class UnitPipeline:
         def outputs() -> Iterator[Any]:
             for item in inputs:
                 output = unit.module(*move(item.args, device), **move(item.kwargs, device))
-                hidden = output[0] if isinstance(output, (tuple, list)) else output
-                yield hidden.to(back)
+                yield move(self.adapter.unit_output(output), back)
 
         return self.spill.keep(outputs())

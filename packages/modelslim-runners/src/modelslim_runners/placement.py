@@ -132,10 +132,11 @@ class LayerWisePlacement(Placement):
         """The dtype pieces are held in: the checkpoint's own (processors compute in float32 per linear)."""
         return self.context.adapter.source_dtype or self.context.compute_dtype
 
-    def enter(self, unit: Unit) -> None:
+    def enter(self, unit: Unit, dtype: torch.dtype | None = None) -> None:
+        """Materialise the unit, or only the piece of it (in `dtype`, default: the checkpoint's own)."""
         if not unit.whole:
-            self.lazy.materialize(unit.module, unit.name, names=piece_parameter_names(unit), dtype=self.storage_dtype,
-                                  device=self.device)
+            self.lazy.materialize(unit.module, unit.name, names=piece_parameter_names(unit),
+                                  dtype=dtype or self.storage_dtype, device=self.device)
             return
         if self.lazy is not None:
             self.lazy.materialize(unit.module, unit.name)

@@ -1,6 +1,8 @@
 """Resuming a killed run after its last completed unit.
 
-After each unit of a stage with savers, the stage's position, the next unit's calibration inputs, the
+After each unit of a stage with savers (and after each group of routed experts of a MoE unit processed in
+pieces, with the group's progress; `state.json` names the payload it commits), the stage's position, the
+next unit's calibration inputs, the
 processors' and savers' states (the savers' partial files stay on disk) and the run context are written
 under `save_path/.modelslim_resume/`, atomically (the state file is renamed into place last). A later run
 with the same fingerprint (config, model files, dtype, version) continues from there and writes exactly
@@ -44,6 +46,9 @@ class ResumePoint:
     processors: list[dict]
     savers: list[dict]
     context_state: dict[str, Any]
+    #: Progress inside unit `next_unit` when it is processed in pieces (moe_pieces.py: groups of experts done,
+    #: their summed outputs, routing counts); None at a unit boundary.
+    piece: dict[str, Any] | None = None
 
 
 class ResumeStore:
@@ -52,8 +57,9 @@ class ResumeStore:
         self.fingerprint = fingerprint
         self.rank, self.world = rank, world
 
-    def _payload_name(self, next_unit: int) -> str:
-        return f"unit-{next_unit:05d}.pt" if self.world == 1 else f"unit-{next_unit:05d}-rank{self.rank}.pt"
+    def _payload_name(self, next_unit: int, piece: int | None = None) -> str:
+        name = f"unit-{next_unit:05d}" + ("" if piece is None else f"-piece{piece:05d}")
+        return f"{name}.pt" if self.world == 1 else f"{name}-rank{self.rank}.pt"
 
     def load(self) -> ResumePoint | None:
         """The committed resume point (every rank's own share), or None to start from scratch on every rank."""
@@ -79,14 +85,15 @@ class ResumeStore:
                                "number of devices) in %s; starting from scratch.", self.directory)
                 self._clear_alone()
                 return None
-            payload = torch.load(self.directory / self._payload_name(state["next_unit"]), weights_only=True)
+            payload_name = state.get("payload") or self._payload_name(state["next_unit"])
+            payload = torch.load(self.directory / payload_name, weights_only=True)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             logger.warning("Cannot read the resume state in %s (%s); starting from scratch.", self.directory, exc)
             self._clear_alone()
             return None
         inputs = None if payload["inputs"] is None else [UnitInput(a, k) for a, k in payload["inputs"]]
         return ResumePoint(state["stage"], state["next_unit"], inputs, payload["processors"],
-                           state["savers"] if self.rank == 0 else [], payload["context_state"])
+                           state["savers"] if self.rank == 0 else [], payload["context_state"], payload.get("piece"))
 
     def _clear_alone(self) -> None:
         """Clear now if no other rank may still read the directory (data-parallel: `load` clears after a barrier)."""
@@ -95,22 +102,23 @@ class ResumeStore:
 
     def save(self, point: ResumePoint) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        payload_name = self._payload_name(point.next_unit)
+        payload_name = self._payload_name(point.next_unit, None if point.piece is None else point.piece["next_group"])
         inputs = None if point.inputs is None else [(i.args, i.kwargs) for i in point.inputs]
         partial = self.directory / f".{payload_name}.partial"
-        torch.save({"inputs": inputs, "processors": point.processors, "context_state": point.context_state}, partial)
+        torch.save({"inputs": inputs, "processors": point.processors, "context_state": point.context_state,
+                    "piece": point.piece}, partial)
         os.replace(partial, self.directory / payload_name)
         if self.world > 1:
             dist.barrier()  # every rank's payload for this unit is on disk before it is committed
         if self.rank == 0:
             state = {"fingerprint": self.fingerprint, "world": self.world, "stage": point.stage,
-                     "next_unit": point.next_unit, "savers": point.savers}
+                     "next_unit": point.next_unit, "payload": payload_name, "savers": point.savers}
             partial_state = self.directory / f".{STATE_FILE}.partial"
             partial_state.write_text(json.dumps(state), encoding="utf-8")
             os.replace(partial_state, self.directory / STATE_FILE)
         # Data-parallel: the previous unit may still be the committed one (rank 0 commits after the barrier).
         keep = {payload_name} if self.world == 1 else {payload_name, self._payload_name(point.next_unit - 1)}
-        for old in self.directory.glob(self._payload_name(0).replace("00000", "*")):
+        for old in self.directory.glob(f"unit-*{'' if self.world == 1 else f'-rank{self.rank}'}.pt"):
             if old.name not in keep:
                 old.unlink(missing_ok=True)
 

@@ -13,9 +13,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from modelslim_core.rotation.export import ROTATION_EXTRAS
+from modelslim_core.formats.tags import ASCENDV1, TAGS
 from modelslim_save_ascend.layer_saver import LayerTreeSaver, ShardedSaverConfig
-from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
+from modelslim_save_ascend.linear_export import ExportDtypes
 from modelslim_save_ascend.output_dir import copy_side_files, strip_quantization_config, write_json_atomic
 from modelslim_save_ascend.rotation_extras import commit_rotation_extras, write_online_rotations
 
@@ -26,7 +26,7 @@ DESCRIPTION_NAME = "quant_model_description.json"
 
 
 #: Tags whose `deq_scale` layout depends on the serving dtype (float32 for bf16, the int64 bit pattern for fp16).
-DEQ_SCALE_TAGS = frozenset({"W8A8", "W8A8_MIX", "W8A8S"})
+DEQ_SCALE_TAGS = frozenset(fmt.tag for fmt in TAGS if fmt.deq_scale)
 
 
 class AscendV1SaverConfig(ShardedSaverConfig):
@@ -40,7 +40,7 @@ class AscendV1Saver(LayerTreeSaver):
     config_class = AscendV1SaverConfig
     config: AscendV1SaverConfig
     #: Quantized linear tags, plus the attention tags processors attach (KV cache C8, FA3 FAQuant) and QuaRot extras.
-    writes = frozenset(EXPORTERS) | {"C8", "FAQuant", ROTATION_EXTRAS}
+    writes = TAGS.written_by(ASCENDV1)
     weights_prefix = WEIGHTS_PREFIX
     description_pattern = DESCRIPTION_NAME
     unsupported_hint = "choose a qconfig whose type ascendv1_saver writes (see README.md 'YAML protocol')."

@@ -24,13 +24,13 @@ from typing import Any
 
 import torch
 
+from modelslim_core.formats.tags import COMPRESSED_TENSORS, TAGS
 from modelslim_core.quant.activations import DynamicFP8Act, DynamicIntAct, FloatAct, StaticIntAct
 from modelslim_core.quant.quantized_linear import QuantizedLinear
 from modelslim_core.quant.weight_formats import FP8Weight, IntWeight
 
 #: Checkpoint tags (our schemes) compressed-tensors can express; the others are refused at config load.
-CT_WRITES = frozenset({"W8A8", "W8A8_DYNAMIC", "W8A16", "W4A16", "W4A8_DYNAMIC", "W4A8_DYNAMIC_PER_GROUP",
-                       "W8A8FP8_DYNAMIC"})
+CT_WRITES = TAGS.written_by(COMPRESSED_TENSORS)
 
 INT_QUANTIZED = "int-quantized"
 PACK_QUANTIZED = "pack-quantized"

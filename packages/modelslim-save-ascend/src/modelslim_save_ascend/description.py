@@ -10,22 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-MODEL_QUANT_TYPE_RANK = (
-    "FLOAT",
-    "W16A16S",
-    "W8A16",
-    "W8A8_DYNAMIC",
-    "W8A8_MIX",
-    "W8A8",
-    "W8A8S",
-    "W8A8FP8_DYNAMIC",
-    "W8A8_MXFP8",
-    "W4A8_MXFP",
-    "W4A4_DYNAMIC",
-    "W4A4_MXFP4",
-    "W4A4_MXFP4_DUALSCALE",
-    "W4A4_MXFP4_SVD",
-)
+from modelslim_core.formats.tags import TAGS
+
+#: The ranking, lowest first, from each tag's `rank` in the tag registry (formats/tags.py).
+MODEL_QUANT_TYPE_RANK = TAGS.ranking()
 
 FORMAT_VERSION = "1.0.0"
 

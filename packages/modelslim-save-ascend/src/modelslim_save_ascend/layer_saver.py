@@ -176,6 +176,30 @@ class LayerTreeSaver(Saver, ABC):
 
     def save_remaining(self, model: nn.Module, unit_names: list[str]) -> None:
         self._write_tree("", model, skip_prefixes=tuple(unit_names))
+        self._carry_source_tensors()
+
+    def _carry_source_tensors(self) -> None:
+        """Copy source tensors the model does not hold but the engine loads (MTP layers, models/mtp.py) as FLOAT,
+        under their checkpoint names, a block of rows at a time when large."""
+        carried = getattr(self.context.adapter, "carried_source_tensors", None)
+        names = carried() if carried is not None else []
+        if not names:
+            return
+        from modelslim_core.models.weights import LazyWeights, SourceWeights
+
+        dtype = self.dtypes.source or torch.bfloat16
+        source = LazyWeights(SourceWeights(self.context.adapter.checkpoint_dir), {}, dtype)
+        for name in names:
+            streamed = source.row_blocks(name, dtype)
+            if streamed is None:
+                value = source.read(name)
+                self.writer.write(name, value.to(dtype) if value.is_floating_point() else value)
+            else:
+                shape, blocks = streamed
+                first = next(blocks)
+                self.writer.write_blocks(name, first.dtype, shape, itertools.chain([first], blocks))
+            self.description.tag(name, "FLOAT")
+        self.description.metadata["carried_float"] = self.context.adapter.carried_source_prefixes()
 
     def abort(self) -> None:
         if self.writer is not None:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator
 
+from modelslim_core.formats.tags import MINDIE, TAGS
 from modelslim_save_ascend.layer_saver import LayerTreeSaver, ShardedSaverConfig
 from modelslim_save_ascend.linear_export import ExportDtypes
 from modelslim_save_ascend.output_dir import copy_side_files, write_json_atomic
@@ -58,7 +59,7 @@ class MindieFormatSaverConfig(ShardedSaverConfig):
 class MindieFormatSaver(LayerTreeSaver):
     config_class = MindieFormatSaverConfig
     config: MindieFormatSaverConfig
-    writes = frozenset({"W8A8", "W8A8_DYNAMIC", "W8A8_MXFP8", "W4A4_MXFP4", "W4A4_MXFP4_DUALSCALE", "FLOAT"})
+    writes = TAGS.written_by(MINDIE)
     writes_per_group = False  # the description has no group_size (the reference refuses per-group dynamic too)
     weights_prefix = WEIGHTS_PREFIX
     description_pattern = f"{DESCRIPTION_STEM}*.json"

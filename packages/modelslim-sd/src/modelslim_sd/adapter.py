@@ -183,6 +183,11 @@ class DiffusionAdapter(ModelAdapter, ABC):
                              "this architecture needs its own diffusion adapter.")
         return units
 
+    def unit_output(self, output: Any) -> Any:
+        """Every output of a block: dual-stream blocks (FLUX, HunyuanVideo, Qwen-Image-Edit) return the image
+        and the text stream, and the next block needs both (block_outputs names them)."""
+        return tuple(output) if isinstance(output, (tuple, list)) else output
+
     def next_unit_input(self, output: Any, previous: UnitInput) -> UnitInput:
         """The block's outputs replace the same-named inputs; everything else (timestep embedding, rotary
         embedding, masks) is passed on unchanged."""
@@ -209,7 +214,8 @@ class DiffusionAdapter(ModelAdapter, ABC):
         raise ConfigError(
             f"model type {self.model_type!r} is calibrated from its own pipeline's transformer calls, not from a "
             "text dataset.",
-            "use apiversion multimodal_sd_modelslim_v1 and put the prompts in multimodal_sd_config.inference_config.",
+            "use apiversion multimodal_sd_modelslim_v1 with a prompt set in spec.dataset (e.g. wan2_2_t2v) or the "
+            "prompts in multimodal_sd_config.inference_config.",
         )
 
     def forward_sample(self, model: nn.Module, sample: UnitInput, device: torch.device) -> Any:

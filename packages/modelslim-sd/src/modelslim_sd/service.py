@@ -21,6 +21,7 @@ from modelslim_core.service.base import QuantRequest, QuantService
 from modelslim_core.service.run_context import build_run_context, compute_dtype_for
 from modelslim_sd.adapter import DiffusionAdapter
 from modelslim_sd.calibration import obtain_calibration
+from modelslim_sd.prompt_sets import with_prompt_set
 from modelslim_sd.spec import SdSpec, parse_sd_spec
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ class MultimodalSdService(QuantService):
         """Validate the request against the model adapter; raises ConfigError before any work."""
         super().check_request(spec, request)  # the adapter is one of this apiversion's: a diffusion adapter
         adapter = cast(DiffusionAdapter, request.adapter)
-        inference = adapter.parse_inference_config(spec.inference, spec.inference_path)
+        raw = with_prompt_set(adapter.inference_config_class, spec.inference, spec.inference_path, spec.prompt_set,
+                              "spec.dataset")
+        inference = adapter.parse_inference_config(raw, spec.inference_path)
         needs_data = any(processor_class(config).needs_data(config) for config in spec.process)
         if needs_data and not spec.dump.enable_dump:
             raise ConfigError(

@@ -4,8 +4,9 @@ Fields: `runner` (only layer_wise runs; any other registered runner is accepted 
 `save`, and `multimodal_sd_config` with `dump_config` and the model's inference settings under
 `model_config` or its alias `inference_config` (not both). The inference settings belong to the model
 adapter, so they are kept raw here and validated against the adapter before any work starts.
-`prior` may only be empty. `dataset` is accepted with a warning and not read (as in the reference tool for
-these pipelines): calibration data comes from running the model's own pipeline on the configured prompts.
+`prior` may only be empty. `dataset` names the prompt set the calibration generations run on (a shipped
+set such as `wan2_2_t2v`, or a path; see prompt_sets.py): calibration data comes from running the model's own
+pipeline on those prompts, or on the ones in the inference settings.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from modelslim_core.protocol.validation import StrictModel, describe_fields, sug
 from modelslim_core.runtime.processor import ProcessorConfig
 from modelslim_core.runtime.saver import SaverConfig
 from modelslim_core.service.modelslim_v1 import known_runner
+from modelslim_sd.mindie_fa import check_mindie_fa
+from modelslim_sd.prompt_sets import PromptSet, read_dataset_field
 
 #: Keys of `multimodal_sd_config`; model_config and inference_config are two names for one thing.
 SD_CONFIG_KEYS = ("dump_config", "model_config", "inference_config")
@@ -35,10 +38,8 @@ class DumpConfig(StrictModel):
 
 
 class _SpecFields(StrictModel):
-    ignored_keys = {"dataset": "the calibration data of a diffusion pipeline comes from running it on the prompts in "
-                               "multimodal_sd_config.model_config, not from a dataset file"}
-
     runner: str = "layer_wise"
+    dataset: str | None = Field(default=None, description="a shipped prompt set (e.g. wan2_2_t2v) or a path")
     prior: list[Any] = Field(default_factory=list)
     process: list[Any] = Field(default_factory=list)
     save: list[Any] | None = None  # omitted: the default saver (protocol/spec.py)
@@ -66,11 +67,14 @@ class SdSpec:
     #: The raw inference settings and their YAML path, validated against the model adapter later.
     inference: dict[str, Any]
     inference_path: str
+    #: The prompt set `dataset` names (None: the prompts of the inference settings).
+    prompt_set: PromptSet | None = None
 
 
 _SPEC_HINT = (
-    "multimodal_sd_modelslim_v1 takes runner, process, save and multimodal_sd_config; its calibration data "
-    "comes from the prompts in multimodal_sd_config.model_config, so `dataset` and `prior` are not used."
+    "multimodal_sd_modelslim_v1 takes runner, process, save, dataset (a prompt set) and multimodal_sd_config; "
+    "its calibration data comes from running the pipeline on the prompts (of the prompt set, or of "
+    "multimodal_sd_config.model_config), so `prior` is not used."
 )
 
 
@@ -108,5 +112,7 @@ def parse_sd_spec(spec: Any, path: str) -> SdSpec:
     inference, inference_path = _inference_settings(fields.multimodal_sd_config, sd_path)
     process = parse_processor_list(fields.process, f"{path}.process")
     save = parse_saver_list(fields.save, f"{path}.save", process)
+    check_mindie_fa(process, save)  # before the savers' check: its reason is MindIE-SD's, not the file format's
     check_savers_can_write(process, save, path)
-    return SdSpec(fields.runner, process, save, dump, inference, inference_path)
+    prompt_set = read_dataset_field(fields.dataset, f"{path}.dataset")
+    return SdSpec(fields.runner, process, save, dump, inference, inference_path, prompt_set)

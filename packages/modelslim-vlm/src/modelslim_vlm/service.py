@@ -49,9 +49,11 @@ class MultimodalVlmService(QuantService):
             )
 
     @staticmethod
-    def calibration_inputs(spec: VlmSpec, adapter: VlmAdapter) -> list[dict[str, Any]]:
-        """Read, check and decode the whole set, then build the processor inputs (no model is loaded yet)."""
-        samples = [adapter.usable_sample(sample) for sample in load_vlm_dataset(spec.dataset, spec.default_text)]
+    def calibration_inputs(spec: VlmSpec, adapter: VlmAdapter, limit: int | None = None) -> list[dict[str, Any]]:
+        """Read, check and decode the whole set (or its first `limit` entries: `msmodelslim analyze`), then
+        build the processor inputs (no model is loaded yet)."""
+        entries = load_vlm_dataset(spec.dataset, spec.default_text)[:limit]
+        samples = [adapter.usable_sample(sample) for sample in entries]
         rate = adapter.audio_sampling_rate if any(s.audio is not None for s in samples) else None
         decoded = [decode_sample(sample, rate) for sample in samples]
         logger.info("Calibration set: %d samples (%s).", len(decoded), ", ".join(

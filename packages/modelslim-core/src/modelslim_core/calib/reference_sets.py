@@ -29,8 +29,8 @@ _LONG = ("long_context_calib.jsonl", "documents of 4-6k tokens: record logs with
 _CODE = ("code_calib.jsonl", "Python functions and classes with a task line")
 _IMAGES = ("vlm_calib", "an index.jsonl of synthetic images, audio and video with prompts")
 _VIDEOS = ("video_calib", "an index.jsonl of short synthetic mp4 clips with prompts")
-_PROMPTS = ("", "the prompts go in multimodal_sd_config.model_config (diffusion pipelines generate their own "
-                "calibration data)")
+_PROMPTS = ("", "it is a prompt set for generation models, which ModelSlim ships under the same name for "
+                "multimodal_sd_modelslim_v1 configs (calib/sd_prompts/), not a text calibration set")
 
 #: Short name -> what the reference's set holds and our set of the same kind.
 REFERENCE_SETS: dict[str, ReferenceSet] = {

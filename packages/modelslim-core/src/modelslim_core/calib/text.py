@@ -72,17 +72,21 @@ def _text_of(item: Any, where: str) -> str:
     return text
 
 
-def _read_jsonl(path: Path) -> list[str]:
-    texts = []
+def jsonl_objects(path: Path) -> list[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line of a JSON Lines file; invalid JSON is an error."""
+    items = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            items.append((number, json.loads(line)))
         except ValueError as exc:
             raise DatasetError(f"{path} line {number} is not valid JSON: {exc}.", "write one JSON object per line.") from None
-        texts.append(_text_of(item, f"{path} line {number}"))
-    return texts
+    return items
+
+
+def _read_jsonl(path: Path) -> list[str]:
+    return [_text_of(item, f"{path} line {number}") for number, item in jsonl_objects(path)]
 
 
 def _read_json(path: Path) -> list[str]:

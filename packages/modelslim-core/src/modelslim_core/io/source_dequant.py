@@ -230,6 +230,11 @@ class DequantizingReader:
     def is_dequantized(self, name: str) -> bool:
         return name in self._dequantized
 
+    def stored_format(self, name: str) -> str:
+        """How `name` is stored: "fp8_block", "packed" (compressed-tensors integers) or "plain" (as it is)."""
+        entry = self._dequantized.get(name)
+        return "plain" if entry is None else ("fp8_block" if entry.kind == "fp8" else "packed")
+
     def raw_names_of(self, name: str) -> list[str]:
         """The file tensors that make up `name` (itself when it is stored as it is)."""
         entry = self._dequantized.get(name)

@@ -344,6 +344,11 @@ class ModelAdapter:
         """Run the whole model on one calibration sample (here: a tokenized text) placed on `device`."""
         return model(**{k: v.to(device) for k, v in sample.items()}, use_cache=False)
 
+    def unit_output(self, output: Any) -> Any:
+        """What of a unit's forward output the runner keeps for next_unit_input: the hidden states (a decoder
+        layer's other outputs, attention weights or caches, are not needed and would only hold memory)."""
+        return output[0] if isinstance(output, (tuple, list)) else output
+
     def next_unit_input(self, output: Any, previous: UnitInput) -> UnitInput:
         """The next unit gets this unit's hidden states and the same keyword arguments (mask, positions)."""
         hidden = output[0] if isinstance(output, (tuple, list)) else output

@@ -162,9 +162,16 @@ def checkpoint_to_module(model: nn.Module) -> Callable[[str], str]:
         return lambda name: name
     meta = {name: None for name, _ in model.named_parameters(remove_duplicate=False)}
     prefix = getattr(model, "base_model_prefix", None)
+    modules = {name for name, _ in model.named_modules()}
 
     def to_module(name: str) -> str:
-        renamed = rename_source_key(name, renamings, [], prefix, meta)[0] if renamings else name
-        return expert_leaf.sub(lambda m: f"{m[1]}{leaves[m[2]]}.", renamed) if expert_leaf else renamed
+        renamed = rename_source_key(name, renamings, [])[0] if renamings else name
+        renamed = expert_leaf.sub(lambda m: f"{m[1]}{leaves[m[2]]}.", renamed) if expert_leaf else renamed
+        # releases that store the base model without its prefix (DeepSeek-V4: `layers.*`, `norm.weight`)
+        if prefix and renamed not in meta and renamed.rpartition(".")[0] not in modules:
+            prefixed = f"{prefix}.{renamed}"
+            if prefixed in meta or prefixed.rpartition(".")[0] in modules:
+                return prefixed
+        return renamed
 
     return to_module

@@ -7,8 +7,8 @@ the `e_score_correction_bias` routing bias, never quantized), shared experts (`m
 MLP) and routed experts, split per expert by `MoEAdapterMixin`.
 
 The multi-token-prediction (MTP) layer that hub checkpoints store after the last decoder layer
-(`model.layers.<num_hidden_layers>.*`) is not part of the transformers model: it is not quantized and not
-written, and the run says so, so a serving engine configured for MTP speculation must be pointed elsewhere.
+(`model.layers.<num_hidden_layers>.*`) is not part of the transformers model: it is not calibrated, and the
+savers copy it to the output float, which is how vLLM-Ascend loads its MTP draft (models/mtp.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 glm4_moe: GQA attention (q/k/v with biases, optional q/k norms), the first `first_k_dense_replace` layers dense,
 the others a DeepSeek-style MoE: router `mlp.gate` (a bare weight plus `e_score_correction_bias`, float),
 shared experts `mlp.shared_experts` and routed experts split per expert. The release appends one MTP layer at
-index `num_hidden_layers` (reported and left out, models/mtp.py).
+index `num_hidden_layers` (copied to the output float, models/mtp.py).
 
 glm4_moe_lite (GLM-4.7-Flash): the same MoE under DeepSeek-V3's MLA attention, so it shares that adapter's
 smoothing pairs and rotation layout (kv_b_proj stays float in the practice: vLLM-Ascend's MLA absorbs it).

@@ -1,7 +1,7 @@
 """GLM-5 and GLM-5.1 (glm_moe_dsa): DeepSeek-V3.2's architecture — MLA attention with the lightning indexer
 (`self_attn.indexer.wq_b/wk/weights_proj`, kept float by the practices: it only ranks tokens, and its top-k is
 sensitive to small errors), a dense first block and a DeepSeek-style MoE. Rotation reaches the indexer's
-stream readers (wk, weights_proj) like V3.2. MTP layers after the last decoder layer are reported and left out.
+stream readers (wk, weights_proj) like V3.2. MTP layers after the last decoder layer are copied to the output float (models/mtp.py).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ sub-layer. The router (`mlp.router.classifier`, an nn.Linear in fp32) stays floa
 experts tokens reach. Of the router's `n_routed_experts + zero_expert_num` choices, the last `zero_expert_num`
 are zero-computation experts that return their input: they have no weights, so they are neither quantized nor
 saved (`PerExpertMoE.identity_experts`). The MTP module ships as `model.mtp.*`, which transformers does not
-build; it is left out of the output (serve without MTP speculation). No rotation layout: a layer reads the
+build; it is copied to the output float (models/mtp.py). No rotation layout: a layer reads the
 residual stream in four places and writes it in five, which the one-attention-one-MLP rotation does not describe.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from modelslim_core.models.base import ModelAdapter
 from modelslim_core.models.moe import MoEAdapterMixin
+from modelslim_core.models.mtp import MtpLayersMixin
 
 
 def _sublayer_pairs(index: int) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
@@ -28,11 +29,13 @@ def _sublayer_pairs(index: int) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
     return pairs
 
 
-class LongcatFlashAdapter(MoEAdapterMixin, ModelAdapter):
+class LongcatFlashAdapter(MtpLayersMixin, MoEAdapterMixin, ModelAdapter):
     family = "longcat_flash"
     model_types = ("LongCat-Flash-Chat",)
     model_type_prefixes = ("LongCat-Flash",)
     hf_model_types = ("longcat_flash",)
     float_linears = ("mlp.router.classifier",)
+    mtp_after_layers = False
+    mtp_prefixes = ("model.mtp.",)
     smoothing_patterns = ()
     family_smoothing_pairs = _sublayer_pairs(0) + _sublayer_pairs(1)

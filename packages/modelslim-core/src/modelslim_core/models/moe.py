@@ -32,17 +32,46 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_BUFFERS = ("e_score_correction_bias",)
 
 
-class ExpertMLP(nn.Module):
-    """One routed expert: down(act(gate(x)) * up(x)), with hub names gate_proj / up_proj / down_proj."""
+class ClampedSwiGLU:
+    """act(gate) * up with both sides clamped to `limit`, as DeepSeek-V4 and Step-3.5/3.7 experts compute it.
 
-    def __init__(self, gate_proj: nn.Linear, up_proj: nn.Linear, down_proj: nn.Linear, act_fn: Callable):
+    `after_act`: Step clamps act(gate) from above; DeepSeek-V4 clamps gate before the activation. Up is
+    clamped to [-limit, limit] in both. A plain class (not a closure) so units stay picklable for resume.
+    """
+
+    def __init__(self, act_fn: Callable, limit: float, after_act: bool):
+        self.act_fn = act_fn
+        self.limit = limit
+        self.after_act = after_act
+
+    def __call__(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        up = up.clamp(min=-self.limit, max=self.limit)
+        if self.after_act:
+            return self.act_fn(gate).clamp(max=self.limit) * up
+        return self.act_fn(gate.clamp(max=self.limit)) * up
+
+
+#: Fused experts classes whose own `_apply_gate` is a clamped SwiGLU: class name -> clamp after the activation.
+CLAMPED_SWIGLU_EXPERTS = {"DeepseekV4Experts": False, "Step3p7Experts": True}
+
+
+class ExpertMLP(nn.Module):
+    """One routed expert: down(act(gate(x)) * up(x)), with hub names gate_proj / up_proj / down_proj.
+
+    `gating` replaces act(gate) * up for families that clamp it (ClampedSwiGLU)."""
+
+    def __init__(self, gate_proj: nn.Linear, up_proj: nn.Linear, down_proj: nn.Linear, act_fn: Callable,
+                 gating: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         self.gate_proj = gate_proj
         self.up_proj = up_proj
         self.down_proj = down_proj
         self.act_fn = act_fn
+        self.gating = gating
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gating is not None:
+            return self.down_proj(self.gating(self.gate_proj(x), self.up_proj(x)))
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -77,9 +106,7 @@ class PerExpertMoE(nn.ModuleList):
         self.all_token_tokens = 0  # tokens pushed through every expert for statistics
 
     def _all_tokens_now(self) -> bool:
-        if self.route_all_tokens is not None:
-            return self.route_all_tokens
-        return any(_observes(module) for expert in self for module in expert.modules())
+        return self.observing(range(len(self)))
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
         output = torch.zeros_like(hidden_states)
@@ -87,7 +114,22 @@ class PerExpertMoE(nn.ModuleList):
         self.seen_tokens += hidden_states.shape[0]
         if all_tokens:
             self.all_token_tokens += hidden_states.shape[0]
-        for index, expert in enumerate(self):
+        self.add_expert_outputs(output, hidden_states, top_k_index, top_k_weights, range(len(self)), all_tokens)
+        self.add_identity_outputs(output, hidden_states, top_k_index, top_k_weights)
+        return output
+
+    def observing(self, experts: range) -> bool:
+        """Whether any of `experts` collects statistics now (decides the all-token mode of a forward)."""
+        if self.route_all_tokens is not None:
+            return self.route_all_tokens
+        return any(_observes(module) for index in experts for module in self[index].modules())
+
+    def add_expert_outputs(self, output: torch.Tensor, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                           top_k_weights: torch.Tensor, experts: range, all_tokens: bool) -> None:
+        """Add the routed, weighted outputs of `experts` (in order) to `output`. A runner processing a layer's
+        experts group by group calls this per group, in expert order, so the sum is the one `forward` makes."""
+        for index in experts:
+            expert = self[index]
             token, slot = torch.where(top_k_index == index)
             self.routed_tokens[index] += int(token.numel())
             if all_tokens:
@@ -98,11 +140,13 @@ class PerExpertMoE(nn.ModuleList):
                 continue
             weighted = routed * top_k_weights[token, slot, None]
             output.index_add_(0, token, weighted.to(output.dtype))
+
+    def add_identity_outputs(self, output: torch.Tensor, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                             top_k_weights: torch.Tensor) -> None:
         if self.identity_experts:
             token, slot = torch.where(top_k_index >= len(self))
             weighted = hidden_states[token] * top_k_weights[token, slot, None]
             output.index_add_(0, token, weighted.to(output.dtype))
-        return output
 
 
 # --- rewriting fused experts -------------------------------------------------------------------------------
@@ -120,6 +164,8 @@ def unsupported_layout(module: nn.Module) -> str | None:
     if not getattr(module, "has_gate", True):
         return "its experts have no gate projection"
     gate = getattr(type(module), "_apply_gate", None)
+    if type(module).__name__ in CLAMPED_SWIGLU_EXPERTS:
+        return None
     if gate is not None and gate is not getattr(hf_moe, "_default_apply_gate", gate):
         return f"{type(module).__name__} uses its own gating function"
     if not callable(getattr(module, "act_fn", None)):
@@ -155,6 +201,8 @@ def split_fused_experts(fused: nn.Module) -> PerExpertMoE:
     has_bias = getattr(fused, "has_bias", False)
     gate_up_bias = getattr(fused, "gate_up_proj_bias", None) if has_bias else None
     down_bias = getattr(fused, "down_proj_bias", None) if has_bias else None
+    clamp_after_act = CLAMPED_SWIGLU_EXPERTS.get(type(fused).__name__)
+    gating = None if clamp_after_act is None else ClampedSwiGLU(fused.act_fn, float(fused.limit), clamp_after_act)
     gate_rows = slice(0, None, 2) if interleaved else slice(0, inter)
     up_rows = slice(1, None, 2) if interleaved else slice(inter, None)
     experts = []
@@ -164,6 +212,7 @@ def split_fused_experts(fused: nn.Module) -> PerExpertMoE:
             _linear(gate_up[e, up_rows], None if gate_up_bias is None else gate_up_bias[e, up_rows]),
             _linear(down[e], None if down_bias is None else down_bias[e]),
             fused.act_fn,
+            gating,
         ))
     return PerExpertMoE(experts, identity_experts=max(identity, 0))
 

@@ -31,6 +31,7 @@ class SourceWeights:
     def __init__(self, model_path: Path):
         self.model_path = Path(model_path)
         self._file_of = self._map_files()
+        self._headers: dict[Path, dict[str, tuple[str, tuple[int, ...]]]] = {}
         self._reader = DequantizingReader(self._file_of, self._read_file_tensor, self._file_tensor_shape,
                                           read_source_quantization(self.model_path))
 
@@ -80,9 +81,21 @@ class SourceWeights:
         with safe_open(self._file_of[name], framework="pt") as handle:
             return handle.get_slice(name)[start:stop]
 
+    def stored_format(self, name: str) -> str:
+        """How `name` is stored in the files: "fp8_block", "packed" or "plain" (io/source_dequant.py)."""
+        return self._reader.stored_format(name)
+
     def _file_tensor_shape(self, name: str) -> tuple[int, ...]:
-        with safe_open(self._file_of[name], framework="pt") as handle:
-            return tuple(handle.get_slice(name).get_shape())
+        return self._header(self._file_of[name])[name][1]
+
+    def _header(self, file: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """name -> (safetensors dtype, shape) of every tensor in `file`, read once: opening a multi-GB shard per
+        tensor costs milliseconds, which a 90k-tensor checkpoint pays minutes for."""
+        if file not in self._headers:
+            with safe_open(file, framework="pt") as handle:
+                self._headers[file] = {key: (piece.get_dtype(), tuple(piece.get_shape()))
+                                       for key in handle.keys() for piece in (handle.get_slice(key),)}
+        return self._headers[file]
 
     def shape(self, name: str) -> tuple[int, ...]:
         """A tensor's shape without reading it (a quantized linear's float shape)."""
@@ -95,9 +108,8 @@ class SourceWeights:
             if self._reader.is_dequantized(name):
                 total += math.prod(self.shape(name)) * self._reader.dtype.itemsize
                 continue
-            with safe_open(self._file_of[name], framework="pt") as handle:
-                sliced = handle.get_slice(name)
-                total += math.prod(sliced.get_shape()) * _ELEMENT_BYTES.get(sliced.get_dtype(), 4)
+            dtype, shape = self._header(self._file_of[name])[name]
+            total += math.prod(shape) * _ELEMENT_BYTES.get(dtype, 4)
         return total
 
 

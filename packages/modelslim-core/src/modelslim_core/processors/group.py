@@ -79,6 +79,12 @@ class GroupProcessor(Processor):
 
         return all(processor_class(child).handles_pieces(child) for child in config.configs)
 
+    @classmethod
+    def handles_calibrated_pieces(cls, config: GroupConfig) -> bool:
+        from modelslim_core.protocol.spec import processor_class
+
+        return all(processor_class(child).handles_calibrated_pieces(child) for child in config.configs)
+
     def pre_run(self, model: nn.Module) -> None:
         for child in self.children:
             child.pre_run(model)

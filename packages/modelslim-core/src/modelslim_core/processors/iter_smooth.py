@@ -28,6 +28,7 @@ class IterSmoothConfig(SubgraphKinds):
 
 
 class IterSmoothProcessor(SmoothingProcessor):
+    smooths_in_pieces = True
     config_class = IterSmoothConfig
     config: IterSmoothConfig
 

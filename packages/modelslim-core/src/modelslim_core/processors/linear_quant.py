@@ -88,6 +88,12 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
         """Data-free quantization treats every linear on its own, so it can stream a layer linear by linear."""
         return not cls.needs_data(config)
 
+    @classmethod
+    def handles_calibrated_pieces(cls, config: LinearQuantConfig) -> bool:
+        """Every linear is calibrated on its own inputs (GPTQ's shared Hessians join linears of one expert or one
+        attention block, which stay in one piece)."""
+        return True
+
     def pre_run(self, model: nn.Module) -> None:
         if self.quantizer.weight.adaptive_group_size:
             self._resolve_group_size(model)

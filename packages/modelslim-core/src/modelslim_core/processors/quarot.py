@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from torch import nn
 
-from modelslim_core.rotation.export import ROTATION_EXTRAS
+from modelslim_core.rotation.export import ONLINE_ROTATIONS, ROTATION_EXTRAS
 from modelslim_core.rotation.layout import rotates_unit
 from modelslim_core.rotation.quarot_transform import QuarotSettings, QuarotTransform
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
@@ -56,9 +56,11 @@ class RotationFields(ProcessorConfig):
         return value
 
     def export_types(self) -> frozenset[str]:
-        """Online rotations and the exported global rotation need a saver that writes QuaRot extras."""
+        """Online rotations and the exported global rotation need a saver that writes QuaRot extras (and online
+        rotations an engine that applies them)."""
         settings = self.settings()
-        return frozenset({ROTATION_EXTRAS}) if settings.online or settings.export_extra_info else frozenset()
+        extras = frozenset({ROTATION_EXTRAS}) if settings.online or settings.export_extra_info else frozenset()
+        return extras | {ONLINE_ROTATIONS} if settings.online else extras
 
     def settings(self, export_extra_info: bool = False) -> QuarotSettings:
         return QuarotSettings(self.block_size, self.online, tuple(self.down_proj_online_layers), self.max_tp_size,

@@ -29,6 +29,7 @@ class SmoothQuantConfig(SmoothingConfig):
 
 
 class SmoothQuantProcessor(SmoothingProcessor):
+    smooths_in_pieces = True
     config_class = SmoothQuantConfig
     config: SmoothQuantConfig
 

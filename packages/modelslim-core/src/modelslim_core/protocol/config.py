@@ -24,14 +24,8 @@ logger = logging.getLogger(__name__)
 TOP_LEVEL_KEYS = ("apiversion", "metadata", "spec")
 
 
+#: Offline checkpoint conversion (docs/convert.md): runs without --model_type.
 CONVERT = "modelslim_convert"
-CONVERT_HINT = (
-    "its routes have modelslim_v1 equivalents that run without calibration data: FP8-block (weight + "
-    "weight_scale_inv) and INT4 pack-quantized sources are read as float by every modelslim_v1 run, layer by "
-    "layer, so quantize from them directly; for W8A8_MXFP8 write a linear_quant with act and weight "
-    "`{dtype: mxfp8, scope: per_block, symmetric: true, method: minmax}` on the linears `linears[].match` named "
-    "(data-free, no dataset is read) and save with ascendv1_saver."
-)
 
 
 @dataclass
@@ -58,17 +52,11 @@ def parse_quant_config(raw: Any, source: str) -> QuantConfig:
     if apiversion == "modelslim_v0":
         raise ConfigError(f"{source}: apiversion: modelslim_v0 is deprecated and must be translated first.",
                           V0_MIGRATION_HINT)
-    if apiversion == CONVERT and CONVERT not in registry.names(registry.SERVICES):
-        raise ConfigError(f"{source}: apiversion: {CONVERT} (offline checkpoint conversion) is not available in "
-                          "this version of ModelSlim.", CONVERT_HINT)
     try:
         service = registry.load(registry.SERVICES, apiversion)
     except PluginError as exc:
         raise ConfigError(f"{source}: apiversion: {exc.message}", exc.hint) from None
-    for key in raw:
-        if key not in TOP_LEVEL_KEYS:
-            logger.warning("%s: top-level key %r is not read (only %s are); YAML anchors defined under it still "
-                           "apply where they are referenced.", source, key, ", ".join(TOP_LEVEL_KEYS))
+    _report_extra_top_level_keys(raw, source)
     if "spec" not in raw:
         raise ConfigError(f"{source}: spec: this field is required.", "add a `spec:` mapping with process and save.")
     try:
@@ -76,3 +64,33 @@ def parse_quant_config(raw: Any, source: str) -> QuantConfig:
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
     return QuantConfig(apiversion=apiversion, service=service, spec=spec, raw=raw)
+
+
+def _report_extra_top_level_keys(raw: dict[str, Any], source: str) -> None:
+    """Keys beside apiversion/metadata/spec are not read. A key that only holds YAML anchors referenced under
+    `spec` (a common way to share one qconfig between process items, used by our own practices) has an effect
+    and is noted at INFO; any other extra key has none, which deserves a warning."""
+    referenced = _container_ids(raw.get("spec"))
+    for key, value in raw.items():
+        if key in TOP_LEVEL_KEYS:
+            continue
+        holders = [value, *(value.values() if isinstance(value, dict) else ())]
+        if any(id(node) in referenced for node in holders if isinstance(node, (dict, list))):
+            logger.info("%s: top-level key %r holds YAML anchors only: it is not read itself, the places that "
+                        "reference its anchors are.", source, key)
+        else:
+            logger.warning("%s: top-level key %r is not read (only %s are) and nothing under spec references it.",
+                           source, key, ", ".join(TOP_LEVEL_KEYS))
+
+
+def _container_ids(node: Any) -> set[int]:
+    """Identities of every mapping and list under `node`: the YAML loader returns one shared object for an
+    anchor and each of its aliases, so identity tells where an anchor is used."""
+    found: set[int] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (dict, list)) and id(item) not in found:
+            found.add(id(item))
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return found

@@ -23,6 +23,7 @@ from modelslim_core.quant.gptq import GramCache, HessianAccumulator
 from modelslim_core.quant.methods import build_dynamic_act, build_observer, build_static_act, build_weight_quantizer, is_static
 from modelslim_core.quant.packing import layout_problems
 from modelslim_core.quant.row_blocks import quantize_by_rows
+from modelslim_core.runtime.observation import statistics_paused
 
 
 def act_kind(qconfig: LinearQConfig) -> str:
@@ -148,12 +149,14 @@ class CalibratingLinear(nn.Module):
         self.tokens = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observer is not None:
+        observing = not statistics_paused()
+        if self.observer is not None and observing:
             self.observer.update(x)
         raw, x = x, self.act(x)
-        if self.hessian is not None:
+        if self.hessian is not None and observing:
             self.hessian.update(x, key=raw)
-        self.tokens += x.numel() // x.shape[-1]
+        if observing:
+            self.tokens += x.numel() // x.shape[-1]
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.weight.to(x.dtype), bias)
 

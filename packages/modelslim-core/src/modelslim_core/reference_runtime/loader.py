@@ -115,7 +115,11 @@ def plan_for(model: nn.Module, checkpoint: SavedCheckpoint, source_dtype: torch.
 def _problems(plan: Plan, checkpoint: SavedCheckpoint) -> list[str]:
     saved = checkpoint.names()
     problems = [f"{name} is missing (expected {spec.describe()})" for name, spec in plan.specs.items() if name not in saved]
-    problems += [f"{name} is not part of this model's format (tag {checkpoint.tags[name]})" for name in sorted(saved - set(plan.specs))]
+    # FLOAT tensors the saver carried over from the source beside the model (MTP layers, models/mtp.py)
+    carried = tuple((checkpoint.description.get("metadata") or {}).get("carried_float") or ())
+    extra = [name for name in sorted(saved - set(plan.specs))
+             if not (carried and name.startswith(carried) and checkpoint.tags.get(name) == "FLOAT")]
+    problems += [f"{name} is not part of this model's format (tag {checkpoint.tags[name]})" for name in extra]
     for name, spec in plan.specs.items():
         if name not in saved:
             continue

@@ -14,7 +14,8 @@ from typing import Any
 from torch import nn
 
 #: Full Omni releases: only the thinker (text output) is quantized and served from the checkpoint.
-OMNI_THINKERS = {"qwen2_5_omni": "Qwen2_5OmniThinkerForConditionalGeneration"}
+OMNI_THINKERS = {"qwen2_5_omni": "Qwen2_5OmniThinkerForConditionalGeneration",
+                 "qwen3_omni_moe": "Qwen3OmniMoeThinkerForConditionalGeneration"}
 
 
 def omni_thinker(config: Any) -> tuple[type[nn.Module], Any] | None:

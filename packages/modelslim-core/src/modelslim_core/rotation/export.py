@@ -19,11 +19,15 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from modelslim_core.formats.tags import QUAROT, QUAROT_ONLINE
 from modelslim_core.rotation.online import HEADS_SUFFIX, KRONECKER_M_SUFFIX
 
 STATE_KEY = "rotation.export"
-#: The "type" a rotation with checkpoint extras produces, so a saver that cannot write them is refused up front.
-ROTATION_EXTRAS = "QUAROT"
+#: The "types" a rotation with checkpoint extras produces (registered with the other tags in formats/tags.py),
+#: so a saver or engine that cannot take them is refused up front: the global rotation file, and the online
+#: rotation matrices an `online: true` run adds.
+ROTATION_EXTRAS = QUAROT
+ONLINE_ROTATIONS = QUAROT_ONLINE
 OPTIONAL_FILE = "optional/quarot.safetensors"
 GLOBAL_ROTATION_KEY = "global_rotation"
 

@@ -115,6 +115,15 @@ class Processor:
         return False
 
     @classmethod
+    def handles_calibrated_pieces(cls, config: ProcessorConfig) -> bool:
+        """Whether a calibrated stage may hand this processor a MoE layer piece by piece: the layer without its
+        routed experts, then groups of routed experts, each with its own calibration forward over the inputs
+        the runner captured at the experts (modelslim_runners/moe_pieces.py). Say yes only if everything the
+        processor relates lies within one piece (each linear on its own; smoothing pairs inside attention or
+        inside one expert) and its outputs_stale() is the same for every piece of a unit."""
+        return False
+
+    @classmethod
     def needs_data(cls, config: ProcessorConfig) -> bool:
         """Whether any unit could need calibration data; False lets a run skip tokenization and forwards."""
         return False

@@ -79,10 +79,20 @@ class SmoothingProcessor(TracksPatternUse, Processor):
     def needs_data(cls, config: SmoothingConfig) -> bool:
         return True
 
+    #: Whether the processor only relates a subgraph's source and consumers (closed-form scales from running
+    #: statistics), so a MoE layer can be smoothed piece by piece (`Processor.handles_calibrated_pieces`).
+    smooths_in_pieces: ClassVar[bool] = False
+
+    @classmethod
+    def handles_calibrated_pieces(cls, config: SmoothingConfig) -> bool:
+        return cls.smooths_in_pieces
+
     def selected_subgraphs(self, unit: Unit) -> list[Subgraph]:
+        """The enabled, selected subgraphs whose source and consumers all lie in `unit` (or in the piece of it)."""
         kinds = self.enabled_kinds()
         return [sg for sg in self.context.adapter.smoothing_subgraphs(unit)
-                if sg.kind in kinds and self.filter(sg.source_name)]
+                if sg.kind in kinds and self.filter(sg.source_name)
+                and (unit.whole or all(unit.covers_site(name) for name in (sg.source_name, *sg.target_names)))]
 
     def preprocess(self, unit: Unit) -> None:
         self._subgraphs = self.selected_subgraphs(unit)

@@ -15,6 +15,7 @@ from torch import nn
 
 from modelslim_core.models.subgraphs import Subgraph
 from modelslim_core.runtime.distributed import all_reduce, gather_in_sample_order
+from modelslim_core.runtime.observation import statistics_paused
 
 
 class ChannelStats:
@@ -94,7 +95,8 @@ class SubgraphStatsCollector:
     @staticmethod
     def _hook(stats: ChannelStats):
         def record(_module: nn.Module, args: tuple) -> None:
-            stats.update(args[0])
+            if not statistics_paused():
+                stats.update(args[0])
 
         return record
 

@@ -8,8 +8,9 @@ runs the image-to-video branch when an image is given.
 
 `inference_config` keys are the reference's (size, frame_num, sample_shift, sample_solver, sample_steps,
 sample_guide_scale, base_seed, offload_model, task, convert_model_dtype) plus prompt, negative_prompt and
-image (the reference reads prompts and images from a dataset index; here they are settings, so they enter
-the calibration fingerprint). `base_seed` must be >= 0 (the reference's -1 = random would make the cached
+image (one path, or one per prompt); `spec.dataset` (a prompt set, prompt_sets.py) fills prompt and image
+the way the reference reads them from its dataset index. Being settings, they enter the calibration
+fingerprint. `base_seed` must be >= 0 (the reference's -1 = random would make the cached
 calibration unverifiable).
 """
 
@@ -50,7 +51,8 @@ class Wan22Settings(PromptSettings):
     offload_model: bool = Field(default=True, description="true | false: components visit the device one at a time")
     convert_model_dtype: bool = Field(
         default=True, description="true | false; the pipeline always runs in the compute dtype (what true does)")
-    image: str | None = Field(default=None, description="path of the conditioning image (i2v; optional for ti2v)")
+    image: str | list[str] | None = Field(
+        default=None, description="path of the conditioning image, or one per prompt (i2v; optional for ti2v)")
     task: str = Field(default="t2v-A14B", description="t2v-A14B")
 
     #: The task this model type runs (the reference refuses any other).
@@ -72,7 +74,7 @@ class Wan22Settings(PromptSettings):
 
     @field_validator("image")
     @classmethod
-    def _check_image(cls, value: str | None) -> str | None:
+    def _check_image(cls, value: str | list[str] | None) -> str | list[str] | None:
         return check_image_paths(value)
 
     @model_validator(mode="after")
@@ -81,9 +83,16 @@ class Wan22Settings(PromptSettings):
             raise ValueError(f"task must be {self.expected_task!r} for this model type, got {self.task!r}")
         if self.image_required is False and self.image is not None:
             raise ValueError(f"task {self.task} is text-to-video and takes no image; remove image")
+        if isinstance(self.image, list) and len(self.image) != len(self.prompts):
+            raise ValueError(f"image lists {len(self.image)} paths for {len(self.prompts)} prompts; give one path, "
+                             "or one per prompt")
         if not self.convert_model_dtype:
             logger.warning("convert_model_dtype: false is not used; calibration runs in the compute dtype.")
         return self
+
+    def image_for(self, index: int) -> str | None:
+        """The conditioning image of the index-th generation."""
+        return self.image[index] if isinstance(self.image, list) else self.image
 
     @property
     def width(self) -> int:
@@ -170,13 +179,14 @@ class Wan22Adapter(GenerationAdapter):
                 pipe, prompt=text, max_sequence_length=MAX_SEQUENCE_LENGTH, device=device, dtype=dtype)
         return call
 
-    def conditioning(self, config: Wan22Settings) -> dict[str, Any]:
+    def conditioning(self, config: Wan22Settings, index: int) -> dict[str, Any]:
         if config.image_required and config.image is None:
             raise ConfigError(
                 f"multimodal_sd_config.inference_config.image is not set, but task {config.task} captures its "
                 "calibration data by generating from an image.",
-                "set image to the path of the first frame, or use only data-free processors (enable_dump: false).")
-        images = load_images(config.image)
+                "set image to the path of the first frame, name a prompt set with images in spec.dataset (e.g. "
+                "wan2_2_i2v), or use only data-free processors (enable_dump: false).")
+        images = load_images(config.image_for(index))
         return {"image": images[0]} if images else {}
 
     def generation_calls(self, config: Wan22Settings) -> list[dict[str, Any]]:
@@ -187,9 +197,9 @@ class Wan22Adapter(GenerationAdapter):
             "num_frames": config.frame_num,
             "num_inference_steps": config.sample_steps,
             "guidance_scale": config.sample_guide_scale,
-            **self.conditioning(config),
         }
-        return [{"prompt": prompt, **common} for prompt in config.prompts]
+        return [{"prompt": prompt, **common, **self.conditioning(config, index)}
+                for index, prompt in enumerate(config.prompts)]
 
 
 class Wan22I2VAdapter(Wan22Adapter):

@@ -33,10 +33,14 @@ class Qwen25OmniThinkerAdapter(VlmAdapter):
         ("lm_head", "thinker.lm_head"),
     )
 
-    def pretrained_kwargs(self) -> dict[str, Any]:
-        if self.hf_model_type != FULL_MODEL_TYPE:
-            return {}
-        from transformers import Qwen2_5OmniConfig
+    #: config.json model_type of the full release (thinker, talker, vocoder) and its transformers config class.
+    full_model_type = FULL_MODEL_TYPE
+    full_config_class = "Qwen2_5OmniConfig"
 
-        config = Qwen2_5OmniConfig.from_pretrained(self.model_path, local_files_only=True)
+    def pretrained_kwargs(self) -> dict[str, Any]:
+        if self.hf_model_type != self.full_model_type:
+            return {}
+        import transformers
+
+        config = getattr(transformers, self.full_config_class).from_pretrained(self.model_path, local_files_only=True)
         return {"config": config.thinker_config}

@@ -31,7 +31,7 @@ from modelslim.app.evaluate import quantized_linears
 from modelslim.app.paths import check_model_path, check_save_path
 from modelslim.app.quick_quant import QuantArgs, choose_config, run_quant
 from modelslim.app.analysis_choices import METRICS, SCOPES
-from modelslim.app.sensitivity import SensitivityMeter, group_units, rank
+from modelslim.app.sensitivity import SensitivityMeter, group_units, rank, unit_layers
 
 logger = logging.getLogger("modelslim")
 
@@ -90,6 +90,19 @@ def quantize_config(raw: dict[str, Any], args: QuantArgs, work: Path, name: str)
     return out
 
 
+def analysis_samples(raw: dict[str, Any], source: str, model_path: Path, model_type: str, dataset: str,
+                     max_samples: int, device: torch.device, trust_remote_code: bool = False) -> list[dict]:
+    """The model's inputs for the first `max_samples` samples: what the config's service feeds it when the
+    service builds its own (a VLM's image/video/audio prompts through its processor), else tokenized text."""
+    parsed = parse_quant_config({**raw, "spec": {**raw["spec"], "dataset": dataset}}, source)
+    build = getattr(parsed.service, "calibration_inputs", None)
+    if build is None:
+        return tokenized_samples(model_path, dataset, max_samples, device)
+    adapter = create_adapter(model_type, model_path, trust_remote_code)
+    inputs = build(parsed.spec, adapter, max_samples)
+    return [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in sample.items()} for sample in inputs]
+
+
 def tokenized_samples(model_path: Path, dataset: str, max_samples: int, device: torch.device) -> list[dict]:
     from transformers import AutoTokenizer
 
@@ -117,6 +130,7 @@ class Measured:
     rows: list[dict]
     quant_dir: Path
     float_dir: Path
+    layers: dict[str, list[str]]  # unit pattern -> its linears, MoE experts collapsed to expert 0
 
 
 def measure_scheme(raw: dict[str, Any], source: str, quant: QuantArgs, work: Path, scope: str, metric: str,
@@ -133,9 +147,12 @@ def measure_scheme(raw: dict[str, Any], source: str, quant: QuantArgs, work: Pat
         raise UsageError(f"{source}: the scheme quantizes no linear of this model, so there is nothing to rank.",
                          "check the config's include/exclude patterns.")
     units = group_units(list(kernels), scope)
-    meter = SensitivityMeter(float_model, quant_model, kernels, tokenized_samples(model_path, dataset, max_samples, device))
+    samples = analysis_samples(raw, source, model_path, quant.model_type, dataset, max_samples, device,
+                               quant.trust_remote_code)
+    meter = SensitivityMeter(float_model, quant_model, kernels, samples)
     divergence, rows = meter.measure(units, end_to_end=metric not in LOCAL_ONLY)
-    return Measured(divergence, rank(rows, metric), quant_dir, float_dir)
+    layers = {unit.pattern: unit_layers(unit) for unit in units}
+    return Measured(divergence, rank(rows, metric), quant_dir, float_dir, layers)
 
 
 def exclude_snippet(rows: list[dict], topk: int) -> str:

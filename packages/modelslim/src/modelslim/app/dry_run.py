@@ -21,6 +21,8 @@ from torch import nn
 from modelslim_core import registry
 from modelslim_core.calib.text import load_texts
 from modelslim_core.errors import UnsupportedError
+from modelslim_core.formats.registry import TagRegistry
+from modelslim_core.formats.tags import TAGS
 from modelslim_core.protocol.config import QuantConfig
 from modelslim_core.protocol.yaml_io import dump_yaml
 from modelslim_core.quant.quantized_linear import LinearQuantizer
@@ -117,12 +119,12 @@ class LinearAssigner:
                 for pattern in name_filter.unmatched_patterns()]
 
 
-def linear_bytes(tag: str, out: int, inp: int, source_bytes: int) -> int:
-    """Approximate bytes a linear takes in the checkpoint (weight plus per-channel parameters)."""
+def linear_bytes(tag: str, out: int, inp: int, source_bytes: int, registry: TagRegistry = TAGS) -> int:
+    """Approximate bytes a linear takes in the checkpoint (weight at the tag's registered bit width plus
+    per-channel parameters)."""
     if tag == "FLOAT":
         return out * inp * source_bytes
-    bits = 4 if tag.startswith("W4") else 16 if tag.startswith("W16") else 8
-    return out * inp * bits // 8 + out * 16
+    return out * inp * registry.weight_bits(tag) // 8 + out * 16
 
 
 def choose_runner(name: str, context: RunContext) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from modelslim_core.devices import resolve_device
 from modelslim_core.errors import UsageError
 from modelslim_core.reference_runtime.checkpoint import SavedCheckpoint
 from modelslim_core.reference_runtime.loader import load_quantized_model
+from modelslim_core.reference_runtime.multimodal import saved_to_module_name
 
 from modelslim.app import ct_checkpoint
 from modelslim.app.eval_data import default_dataset, out_of_domain
@@ -83,9 +84,29 @@ def _load_float(model_path: Path, device: torch.device) -> tuple[nn.Module, bool
 
     hf_logging.disable_progress_bar()
     config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+    multimodal = _multimodal_class(config)
+    if multimodal is not None:  # judged on text: the quantized part of a VLM is its language model
+        factory, kwargs = multimodal
+        return factory.from_pretrained(model_path, dtype=torch.float32, local_files_only=True,
+                                       **kwargs).eval().to(device), True
     causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
     factory = AutoModelForCausalLM if causal else AutoModel
     return factory.from_pretrained(model_path, dtype=torch.float32, local_files_only=True).eval().to(device), causal
+
+
+def _multimodal_class(config) -> tuple[type[nn.Module], dict] | None:
+    """(class, from_pretrained extras) of a VLM / Omni model, the same class the reference runtime rebuilds
+    (so the two models' linears share names); None for text models."""
+    from modelslim_core.models.default import model_class_for
+    from modelslim_core.reference_runtime.multimodal import omni_thinker
+
+    served = omni_thinker(config)
+    if served is not None:
+        return served[0], {"config": served[1]}
+    generates = any(a.endswith("ForConditionalGeneration") for a in (config.architectures or []))
+    if generates and getattr(config, "vision_config", None) is not None:
+        return model_class_for(config), {}
+    return None
 
 
 def _load_quantized(model_path: Path, quant_path: Path, float_model: nn.Module, causal: bool,
@@ -97,7 +118,9 @@ def _load_quantized(model_path: Path, quant_path: Path, float_model: nn.Module, 
     if ct_config is None:
         quant_model = load_quantized_model(model_path, quant_path, torch.float32, device)
         checkpoint = SavedCheckpoint(quant_path)
-        return quant_model, quantized_linears(float_model, quant_model), checkpoint.tags, checkpoint.model_quant_type
+        module_name = saved_to_module_name(quant_model)  # a VLM saves its layers under the release's names
+        tags = {module_name(name): tag for name, tag in checkpoint.tags.items()}
+        return quant_model, quantized_linears(float_model, quant_model), tags, checkpoint.model_quant_type
     quant_model = ct_checkpoint.load_ct_model(quant_path, causal, device)
     names = ct_checkpoint.layer_tags(ct_config, quant_model)
     kernels = {name: quant_model.get_submodule(name) for name in names}

@@ -24,10 +24,9 @@ from modelslim_core.formats.engines import check_target_engines
 from modelslim_core.io.permissions import secure_tree
 from modelslim_core.io.dir_lock import exclusive_directory
 from modelslim_core.models.base import ModelAdapter
-from modelslim_core.models.resolve import create_adapter
 from modelslim_core.models.tokenizer_files import check_tokenizer_files
 from modelslim_core.practice import PracticeLibrary, select_practice
-from modelslim_core.protocol.config import QuantConfig, parse_quant_config
+from modelslim_core.protocol.config import CONVERT, QuantConfig, parse_quant_config
 from modelslim_core.protocol.spec import processor_class
 from modelslim_core.protocol.v0_translate import V0, translate_v0
 from modelslim_core.protocol.yaml_io import load_yaml_file
@@ -35,6 +34,7 @@ from modelslim_core.service.base import QuantRequest
 from modelslim_runners.resume import STATE_DIR as RESUME_DIR
 
 from modelslim.app.confirm import Confirmer
+from modelslim.app.convert_run import adapter_for_run, run_model_type
 from modelslim.app.export import export_config
 from modelslim.app.paths import check_config_path, check_model_path, check_save_path, create_save_path
 
@@ -45,7 +45,7 @@ logger = logging.getLogger("modelslim")
 class QuantArgs:
     model_path: str
     save_path: str
-    model_type: str
+    model_type: str | None
     config_path: str | None = None
     quant_type: str | None = None
     device: str | None = None
@@ -118,7 +118,8 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     if args.config_path:
         check_config_path(args.config_path)
     device = resolve_device(args.device)
-    adapter = create_adapter(args.model_type, model_path, args.trust_remote_code)
+    args.model_type = run_model_type(args.model_type, args.config_path)
+    adapter = adapter_for_run(args.model_type, model_path, args.config_path, args.trust_remote_code)
     raw, source = choose_config(args, adapter.pedigree, confirm or Confirmer(args.yes), adapter.apiversions)
     config: QuantConfig = parse_quant_config(raw, source)
     check_target_engines(config.spec, args.tags, read_model_config(model_path), source)
@@ -129,6 +130,11 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.message}", exc.hint) from None
     check_calibration_inputs(config, adapter, source)
+    if args.dry_run and config.apiversion == CONVERT:
+        from modelslim_save_ascend.convert.summary import dry_run_text  # noqa: PLC0415
+
+        print(dry_run_text(config.spec, request), flush=True)
+        return save_path
     if args.dry_run:
         from modelslim.app.dry_run import build_plan, format_plan  # noqa: PLC0415
 

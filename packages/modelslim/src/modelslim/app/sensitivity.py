@@ -12,8 +12,8 @@ time. Per unit:
 - `float_gain`: how much of Q's divergence goes away when only this unit is left float;
 - `kurtosis`, `std`, `quantile`: statistics of the unit's float inputs (largest over its linears).
 
-Everything runs from one forward of F with hooks, plus two forwards per unit over a few samples; MoE
-experts of one projection form one unit, so they are measured and rolled back together.
+Everything runs from one forward of F with hooks, plus two forwards per unit over a few samples; a MoE
+layer's routed experts form one unit, so they are measured and rolled back together.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from torch import nn
 QUANTILE = 0.9999
 _BLOCK = re.compile(r"^(.*?\.layers\.\d+)\.")
 _ATTENTION = re.compile(r"^(.*?\.(?:self_attn|attention|attn|cross_attn))\.")
-_EXPERT = re.compile(r"^(.*\.experts)\.\d+\.(.*)$")
+_EXPERT = re.compile(r"^(.*\.experts)\.\d+\.")
+_EXPERT_INDEX = re.compile(r"\.experts\.\d+\.")
 
 
 @dataclass
@@ -46,7 +47,8 @@ class Unit:
 
 def group_units(linears: list[str], scope: str) -> list[Unit]:
     """Units in model order. `layer`: one per decoder block (`<block>.*`); `attn`: one per attention module;
-    `linear`: one per linear, the experts of one MoE projection together (`...experts.*.<proj>`)."""
+    `linear`: one per linear, except that a layer's routed experts form one unit (`...experts.*`): the
+    serving engine runs them with one MoE kernel, so they are quantized, or left float, together."""
     units: dict[str, Unit] = {}
     for name in linears:
         if scope == "layer":
@@ -59,9 +61,15 @@ def group_units(linears: list[str], scope: str) -> list[Unit]:
             key, pattern = match.group(1), f"{match.group(1)}.*"
         else:
             match = _EXPERT.match(name)
-            key = pattern = f"{match.group(1)}.*.{match.group(2)}" if match else name
+            key = pattern = f"{match.group(1)}.*" if match else name
         units.setdefault(key, Unit(key, pattern)).linears.append(name)
     return list(units.values())
+
+
+def unit_layers(unit: Unit) -> list[str]:
+    """The unit's linears with expert indices collapsed to 0 (one name per projection, not one per expert):
+    enough to tell which processor items select the unit, small enough to keep in tune's history."""
+    return list(dict.fromkeys(_EXPERT_INDEX.sub(".experts.0.", name) for name in unit.linears))
 
 
 @contextlib.contextmanager
@@ -145,8 +153,7 @@ class SensitivityMeter:
             for sample in self.samples:
                 result = self.float_model(**sample)
                 self.causal = getattr(result, "logits", None) is not None
-                out = _output(result).float()
-                self.reference.append(F.log_softmax(out, dim=-1) if self.causal else out)
+                self.reference.append(_output(result).float())
         finally:
             for handle in handles:
                 handle.remove()
@@ -155,17 +162,18 @@ class SensitivityMeter:
 
     @torch.no_grad()
     def divergence(self, model: nn.Module) -> float:
-        """Mean per-token KL(F ‖ model) (causal LMs) or relative MSE of the final hidden state (others)."""
+        """Mean per-token KL(F ‖ model) (causal LMs) or relative MSE of the final hidden state (others), in
+        float64: a unit's share is often ~1e-8, below float32's rounding of a log-softmax over the vocabulary."""
         total, count = 0.0, 0.0
         for sample, reference in zip(self.samples, self.reference):
-            out = _output(model(**sample)).float()
+            out = _output(model(**sample)).double()
             if self.causal:
-                log_q = F.log_softmax(out, dim=-1)
-                total += float((reference.exp() * (reference - log_q)).sum())
+                log_p, log_q = F.log_softmax(reference.double(), dim=-1), F.log_softmax(out, dim=-1)
+                total += float((log_p.exp() * (log_p - log_q)).sum())
                 count += reference.numel() / reference.shape[-1]
             else:
                 total += float((out - reference).pow(2).sum())
-                count += float(reference.pow(2).sum())
+                count += float(reference.double().pow(2).sum())
         return total / max(count, 1e-30)
 
     def quantized_alone(self, unit: Unit) -> float:

@@ -34,7 +34,8 @@ from modelslim.app.analyze import measure_scheme, write_private
 from modelslim.app.evaluators import Evaluator, Verdict, build_evaluator
 from modelslim.app.paths import check_model_path, check_save_path
 from modelslim.app.quick_quant import QuantArgs
-from modelslim.app.tune_config import StrategyFields, load_tune_file, with_rollback, without_rollback_item
+from modelslim.app.tune_config import (StrategyFields, first_quantizing_item, load_tune_file, with_rollback,
+                                       without_item)
 
 logger = logging.getLogger("modelslim")
 
@@ -120,16 +121,15 @@ class Tuner:
         from modelslim.app.analyze import quantize_config
 
         work = self.save_path / HISTORY / "work"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True, mode=0o750)
-        try:
-            out = quantize_config(config, self.quant, work, "round")
-        except EmptySelectionError:
-            # every layer of the rolled-back item is float: the round runs without that item
+        while True:
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True, mode=0o750)
-            out = quantize_config(without_rollback_item(config, self.rollback_path), self.quant, work, "round")
-        return self._install(out, key)
+            try:
+                return self._install(quantize_config(config, self.quant, work, "round"), key)
+            except EmptySelectionError as empty:
+                # every layer of that item is rolled back to float: the round runs without the item
+                logger.info("%s selects no layer once rolled back; this round runs without it.", empty.path)
+                config = without_item(config, empty.path)
 
     def _install(self, checkpoint: Path, key: str) -> Path:
         target = self.save_path / QUANT_MODEL
@@ -141,7 +141,7 @@ class Tuner:
 
     def evaluate(self, template: dict, patterns: list[str]) -> bool:
         """One round (or its recorded verdict): quantize with these patterns rolled back, then judge."""
-        config = with_rollback(template, self.rollback_path, patterns)
+        config = with_rollback(template, self.rollback_path, patterns, self.history.state.get("candidate_layers"))
         key = _digest(config)
         done = self.history.cached(key)
         if done is not None:
@@ -184,6 +184,7 @@ class Tuner:
                                   "float_gain", dataset, self.strategy.analysis_samples)
         ranked = [row["pattern"] for row in measured.rows]
         self.history.state["candidates"][key] = ranked
+        self.history.state.setdefault("candidate_layers", {}).update(measured.layers)
         self._install(measured.quant_dir, _digest(with_rollback(template, self.rollback_path, [])))
         shutil.rmtree(work, ignore_errors=True)
         return ranked
@@ -232,7 +233,7 @@ class Tuner:
                              f"loosen the target, add rollback_candidates, or change the scheme; the rounds are in "
                              f"{self.save_path / HISTORY}.")
         k, template, patterns, rollback_path = best
-        config = with_rollback(template, rollback_path, patterns)
+        config = with_rollback(template, rollback_path, patterns, self.history.state.get("candidate_layers"))
         key = _digest(config)
         if self.history.state.get("quant_model") != key:
             self._quantize(config, key)  # the passing checkpoint is the one left in quant_model/
@@ -243,7 +244,7 @@ def with_anti_outlier(template: dict, rollback_path: str, processors: list[dict]
     """The template with `processors` before its first linear_quant, and the rollback path shifted to match."""
     config = copy.deepcopy(template)
     process = config["spec"]["process"]
-    at = next(i for i, item in enumerate(process) if isinstance(item, dict) and item.get("type") == "linear_quant")
+    at = first_quantizing_item(process)
     process[at:at] = copy.deepcopy(processors)
     parts = rollback_path.split(".")
     if parts[:2] == ["spec", "process"] and len(parts) > 2 and parts[2].isdigit() and int(parts[2]) >= at:

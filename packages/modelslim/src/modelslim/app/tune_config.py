@@ -82,8 +82,20 @@ def parse_duration(text: str) -> float:
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
-def resolve_rollback_list(template: dict[str, Any], rollback_path: str, where: str) -> list[str]:
-    """The list at `rollback_path` inside the template (created empty when only its last key is missing)."""
+def _rollback_error(where: str, rollback_path: str, what: str, fix: str) -> ConfigError:
+    return ConfigError(f"{where}: rollback_path {rollback_path!r}: {what}", fix)
+
+
+_FIX = "point rollback_path at the exclude list of a process item, e.g. spec.process.0.exclude."
+
+
+def rollback_lists(template: dict[str, Any], rollback_path: str, where: str) -> list[tuple[dict | None, list[str]]]:
+    """The list(s) at `rollback_path` inside the template (created empty when only the last key is missing),
+    each with the processor item it belongs to when that item is a group's child.
+
+    One list, except for `<group item>.exclude`: a `group` has no exclude of its own, so the path means the
+    exclude list of each of its children that selects layers (the VLM and MoE practices group static attention
+    and dynamic MLP quantization; rolling a layer back must take it out of both)."""
     node: Any = template
     parts = rollback_path.split(".")
     for depth, part in enumerate(parts):
@@ -91,49 +103,90 @@ def resolve_rollback_list(template: dict[str, Any], rollback_path: str, where: s
         last = depth == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"{where}: rollback_path {rollback_path!r}: {at!r} is not an index of a list of "
-                                  f"{len(node)} items.", "point rollback_path at the exclude list of a process item, "
-                                  "e.g. spec.process.0.exclude.")
+                raise _rollback_error(where, rollback_path, f"{at!r} is not an index of a list of {len(node)} items.", _FIX)
             node = node[int(part)]
         elif isinstance(node, dict):
+            if last and node.get("type") == "group" and isinstance(node.get("configs"), list):
+                return [(child, _checked_list(child.setdefault(part, []), where, rollback_path))
+                        for child in node["configs"] if isinstance(child, dict) and _selects_layers(child)]
             if part not in node:
-                if last:
-                    node[part] = []
-                else:
-                    raise ConfigError(f"{where}: rollback_path {rollback_path!r}: template has no {at!r}.",
-                                      "point rollback_path at the exclude list of a process item, e.g. spec.process.0.exclude.")
+                if not last:
+                    raise _rollback_error(where, rollback_path, f"template has no {at!r}.", _FIX)
+                node[part] = []
             node = node[part]
         else:
-            raise ConfigError(f"{where}: rollback_path {rollback_path!r}: {at!r} lies inside a {type(node).__name__}.",
-                              "point rollback_path at a list inside the template.")
+            raise _rollback_error(where, rollback_path, f"{at!r} lies inside a {type(node).__name__}.",
+                                  "point rollback_path at a list inside the template.")
+    return [(None, _checked_list(node, where, rollback_path))]
+
+
+def _selects_layers(item: dict[str, Any]) -> bool:
+    return item.get("type") == "linear_quant" or "include" in item or "exclude" in item
+
+
+def _checked_list(node: Any, where: str, rollback_path: str) -> list[str]:
     if not isinstance(node, list) or not all(isinstance(item, str) for item in node):
-        raise ConfigError(f"{where}: rollback_path {rollback_path!r} leads to {node!r}, not a list of patterns.",
-                          "point rollback_path at an exclude list, e.g. spec.process.0.exclude.")
+        raise _rollback_error(where, rollback_path, f"leads to {node!r}, not a list of patterns.",
+                              "point rollback_path at an exclude list, e.g. spec.process.0.exclude.")
     return node
 
 
-def with_rollback(template: dict[str, Any], rollback_path: str, patterns: list[str]) -> dict[str, Any]:
-    """A copy of the template whose rollback list also holds `patterns` (names without `*` become `*<name>*`)."""
+def with_rollback(template: dict[str, Any], rollback_path: str, patterns: list[str],
+                  linears: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """A copy of the template whose rollback list(s) also hold `patterns` (names without `*` become `*<name>*`).
+
+    `linears` (pattern -> the layers it covers, known when the candidates come from the analysis) sends a
+    pattern only to the group children that include one of its layers, so no child is told to exclude
+    layers it never selects (which the run would report as a pattern that matched nothing)."""
     config = copy.deepcopy(template)
-    target = resolve_rollback_list(config, rollback_path, "strategy.template")
+    targets = rollback_lists(config, rollback_path, "strategy.template")
     for pattern in patterns:
         expanded = pattern if "*" in pattern or "?" in pattern or "[" in pattern else f"*{pattern}*"
-        if expanded not in target:
-            target.append(expanded)
+        chosen = [target for item, target in targets if _selects_any(item, (linears or {}).get(pattern))]
+        for target in chosen or [target for _, target in targets]:
+            if expanded not in target:
+                target.append(expanded)
     return config
 
 
-def without_rollback_item(config: dict[str, Any], rollback_path: str) -> dict[str, Any]:
-    """A copy of `config` without the process item `rollback_path` points into (`spec.process.0.exclude` ->
-    `spec.process[0]` removed): the round where that item's every layer is rolled back to float."""
+def _selects_any(item: dict | None, names: list[str] | None) -> bool:
+    """Whether a group child's include picks one of `names` (True when either is unknown)."""
+    if item is None or not names:
+        return True
+    from modelslim_core.runtime.matching import pattern_matches
+
+    return any(pattern_matches(p, name) for p in item.get("include", ["*"]) for name in names)
+
+
+_ITEM_PATH = re.compile(r"(\w+)\[(\d+)\]")
+
+
+def without_item(config: dict[str, Any], yaml_path: str) -> dict[str, Any]:
+    """A copy of `config` without the processor at `yaml_path` (`spec.process[0].configs[1]`, as a refusal
+    names it), and without a group that this leaves empty: the round where that item's every layer is rolled
+    back to float runs without it."""
     config = copy.deepcopy(config)
-    parts = rollback_path.split(".")
-    node: Any = config
-    for part in parts[:-3]:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    items = node[parts[-3]]
-    del items[int(parts[-2])]
+    steps = [(key, int(index)) for key, index in _ITEM_PATH.findall(yaml_path.rpartition(": ")[2])]
+    node: Any = config["spec"]
+    parents = []
+    for key, index in steps:
+        parents.append((node[key], index))
+        node = node[key][index]
+    while parents:
+        items, index = parents.pop()
+        del items[index]
+        if items:
+            break
     return config
+
+
+def first_quantizing_item(process: list[Any]) -> int | None:
+    """Index of the first linear_quant item (or group holding one): where anti-outlier processors go."""
+    def quantizes(item: Any) -> bool:
+        return isinstance(item, dict) and (item.get("type") == "linear_quant" or (
+            item.get("type") == "group" and any(quantizes(child) for child in item.get("configs") or [])))
+
+    return next((i for i, item in enumerate(process) if quantizes(item)), None)
 
 
 def load_tune_file(path: str) -> tuple[StrategyFields, dict[str, Any]]:
@@ -149,10 +202,10 @@ def load_tune_file(path: str) -> tuple[StrategyFields, dict[str, Any]]:
     if strategy.template.get("apiversion") not in ("modelslim_v1", "multimodal_vlm_modelslim_v1"):
         raise ConfigError(f"{where}: strategy.template.apiversion is {strategy.template.get('apiversion')!r}.",
                           "the template must be a modelslim_v1 (or multimodal_vlm_modelslim_v1) quantization config.")
-    resolve_rollback_list(strategy.template, strategy.rollback_path, f"{where}: strategy")
+    rollback_lists(strategy.template, strategy.rollback_path, f"{where}: strategy")
     if strategy.type == "standing_high":
         process = (strategy.template.get("spec") or {}).get("process") or []
-        if not any(isinstance(item, dict) and item.get("type") == "linear_quant" for item in process):
+        if first_quantizing_item(process) is None:
             raise ConfigError(f"{where}: strategy.template.spec.process has no linear_quant item.",
                               "standing_high tunes a linear_quant scheme; add one to the template.")
         if not strategy.anti_outlier_strategies:

@@ -87,8 +87,9 @@ def _add_quant(subparsers: argparse._SubParsersAction) -> None:
     )
     quant.add_argument("--model_path", required=True, help="local model directory (config.json, weights, tokenizer)")
     quant.add_argument("--save_path", required=True, help="output directory (created if missing)")
-    quant.add_argument("--model_type", required=True, type=parse_model_type,
-                       help="model name, e.g. Qwen2.5-7B-Instruct (case-sensitive)")
+    quant.add_argument("--model_type", type=parse_model_type,
+                       help="model name, e.g. Qwen2.5-7B-Instruct (case-sensitive); required unless --config_path is a "
+                            "modelslim_convert config")
     source = quant.add_mutually_exclusive_group()
     source.add_argument("--config_path", help="YAML quantization config; disables the practice lookup and --tag")
     source.add_argument("--quant_type", type=parse_quant_type, help=f"one of: {', '.join(QUANT_TYPES)}")

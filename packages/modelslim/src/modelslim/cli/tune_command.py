@@ -7,18 +7,6 @@ import argparse
 from modelslim.cli.parser import parse_bool, parse_model_type
 
 
-def parse_timeout(text: str) -> float:
-    from modelslim.app.tune_config import parse_duration
-
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return seconds
-
-
 def add_tune(subparsers: argparse._SubParsersAction) -> None:
     tune = subparsers.add_parser(
         "tune",
@@ -51,3 +39,15 @@ def run(args: argparse.Namespace) -> None:
     report = run_tune(TuneArgs(args.model_path, args.save_path, args.config, args.device, args.model_type, args.timeout,
                                args.trust_remote_code))
     print(format_rounds(report))
+
+
+def parse_timeout(text: str) -> float:
+    from modelslim.app.tune_config import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+        if seconds <= 0:
+            raise ValueError(f"must be positive, got {text!r}")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return seconds

@@ -130,6 +130,13 @@ class WeightsMapper:
         return {self._map_name(k): v for k, v in values.items()}
 
 
+class _NoCommunicationGroup:
+    """A process group handle with no device group (AttributeError on `.device_group`, as without HCCL)."""
+
+    world_size = 1
+    rank_in_group = 0
+
+
 def _module_classes() -> dict[str, type]:
     """Layer classes the loaders test with isinstance; harness layers derive from them (torch modules)."""
     linear_base = type("LinearBase", (torch.nn.Module,), {})
@@ -175,6 +182,10 @@ def _vllm_overrides(config_provider: Any) -> dict[str, dict[str, Any]]:
         "vllm.model_executor.parameter": {"PerTensorScaleParameter": PerTensorScaleParameter},
         "vllm.model_executor.utils": {"set_weight_attrs": set_weight_attrs},
         "vllm.utils.math_utils": {"cdiv": lambda a, b: -(-a // b)},
+        # One process, no expert-parallel (MC2) communication group: the MoE schemes' constructors then take
+        # their own "MC2 group metadata unavailable" path instead of asking an HCCL backend on torch.device("npu").
+        "vllm_ascend.distributed.parallel_state": {"get_mc2_group": lambda *a, **k: _NoCommunicationGroup(),
+                                                   "get_ep_group": lambda *a, **k: _NoCommunicationGroup()},
         # An Atlas A2 (SoC 220): the generation both engines' quantized linears target.
         "torch_npu": {"npu": StubModule("torch_npu.npu", {"get_soc_version": lambda: 220, "is_available": lambda: False,
                                                           "empty_cache": lambda: None})},

@@ -24,6 +24,8 @@ from typing import Any, Iterator
 import torch
 
 from modelslim.engines.checkpoint import EngineCheckpoint
+from modelslim_core.formats.registry import VLLM_ASCEND
+from modelslim_core.formats.tags import TAGS
 from modelslim.engines.problems import Problem
 from modelslim.engines.stubs import LAYER_CLASSES, Placeholder, hardware_stubs
 
@@ -31,26 +33,24 @@ ENGINE = "vllm-ascend"
 
 #: Suffixes of attention tensors stored under a linear's prefix (C8 scales under k_proj / v_proj).
 _ATTENTION_SUFFIXES = ("kv_cache_scale", "kv_cache_offset")
-#: Tags that are not linear layers.
-_NON_LINEAR_TAGS = frozenset({"FLOAT", "C8", "FAQuant"})
+#: Registered tags that are not quantized linear layers (an unknown tag is treated as one, for the engine to judge).
+_NON_LINEAR_TAGS = frozenset(fmt.tag for fmt in TAGS if fmt.kind != "linear")
 #: vLLM's dense-model fusions (Llama/Qwen2/Qwen3/Mistral model classes' packed_modules_mapping).
 DEFAULT_PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 #: Module names vLLM builds as RowParallelLinear (input split across ranks).
 ROW_PARALLEL = frozenset({"o_proj", "down_proj", "dense", "out_proj", "w2", "dense_4h_to_h"})
 _EXPERT = re.compile(r"^(?P<block>.+\.experts)\.(?P<index>\d+)\.(?P<proj>[A-Za-z0-9_]+)$")
-#: MoE expert projection -> (fused parameter group, shard index within it).
-_EXPERT_SHARDS = {"gate_proj": ("w13", 0), "w1": ("w13", 0), "up_proj": ("w13", 1), "w3": ("w13", 1),
-                  "down_proj": ("w2", None), "w2": ("w2", None)}
 #: Tags whose engine kernel never reads `weight_offset` (a non-zero offset would be silently ignored).
-OFFSET_IGNORED = {"W8A8_DYNAMIC": "W8A8_DYNAMIC", "W4A4_DYNAMIC": "W4A4_DYNAMIC"}
+OFFSET_IGNORED = frozenset(tag for tag, support in TAGS.support(VLLM_ASCEND).items() if not support.asymmetric_weights)
 
 
 def logical_shape(tag: str, stored: tuple[int, ...]) -> tuple[int, int]:
     """[out, in] of the float linear behind a stored weight (int4 pairs pack rows, FP4 pairs pack columns)."""
     out, inp = stored[-2], stored[-1]
-    if tag == "W4A8_DYNAMIC":
+    packing = TAGS.packing(tag)
+    if packing == "rows":
         return out * 2, inp
-    if tag in ("W4A8_MXFP", "W4A4_MXFP4"):
+    if packing == "columns":
         return out, inp * 2
     return out, inp
 
@@ -297,8 +297,17 @@ def _check_ignored_offsets(check: _LayerCheck, members: list[str], tag: str) -> 
                                 "weight_offset: the served layer would be silently wrong")
 
 
+def _expert_names(packed: dict[str, list[str]]) -> dict[str, tuple[str, int | None]]:
+    """Expert projection -> (fused parameter group, shard), from the engine's own `experts` mapping for the model
+    (gate/up/down, or w1/w2/w3 for Mixtral-style checkpoints): vLLM's expert mapping loads only these names."""
+    listed = [entry.rpartition(".")[2] for entry in packed.get("experts", [])]
+    if set(listed) == {"w1", "w2", "w3"}:
+        return {"w1": ("w13", 0), "w3": ("w13", 1), "w2": ("w2", None)}
+    return {"gate_proj": ("w13", 0), "up_proj": ("w13", 1), "down_proj": ("w2", None)}
+
+
 def _check_moe(checkpoint, quant_config, adapters, block, experts, problems) -> None:
-    """One FusedMoE layer: every expert's gate/up/down tensors into w13_* / w2_* parameters."""
+    """One FusedMoE layer: every expert's gate/up/down tensors into w13_* / w2_* parameters, expert by expert."""
     tags = checkpoint.tags()
     check = _LayerCheck(checkpoint, block, problems)
     expert_tags = {tags[f"{block}.{e}.{p}.weight"] for e, p in experts}
@@ -306,11 +315,16 @@ def _check_moe(checkpoint, quant_config, adapters, block, experts, problems) -> 
         check.problem(block, f"experts mix {', '.join(sorted(expert_tags))}; vLLM-Ascend loads one scheme per MoE layer")
         return
     tag = expert_tags.pop()
+    names = _expert_names(quant_config.packed_modules_mapping)
+    unknown = sorted({p for _, p in experts} - set(names))
+    if unknown:
+        check.problem(block, f"expert projections named {', '.join(unknown)}; vLLM-Ascend loads this model's experts "
+                             f"as {', '.join(names)} and would never load these")
+        return
     indices = sorted({e for e, _ in experts})
-    gate = next((p for e, p in experts if _EXPERT_SHARDS.get(p, ("", 9))[1] == 0), None)
-    down = next((p for e, p in experts if _EXPERT_SHARDS.get(p, ("", 9))[0] == "w2"), None)
-    if gate is None or down is None:
-        check.problem(block, "experts need gate/up and down projections")
+    gate = next(p for p, (_, shard) in names.items() if shard == 0)
+    if f"{block}.{indices[0]}.{gate}.weight" not in checkpoint.tensors:
+        check.problem(block, f"expert {indices[0]} has no {gate}.weight")
         return
     intermediate, hidden = logical_shape(tag, checkpoint.tensors[f"{block}.{indices[0]}.{gate}.weight"].shape)
     layer = LAYER_CLASSES["FusedMoE"]()
@@ -323,10 +337,15 @@ def _check_moe(checkpoint, quant_config, adapters, block, experts, problems) -> 
         return
     params = _params(layer)
     for position, expert in enumerate(indices):
-        for proj, (group, shard) in _EXPERT_SHARDS.items():
+        for proj, (group, shard) in names.items():
             member = f"{block}.{expert}.{proj}"
-            for name in [n for n in checkpoint.tensors if n.startswith(member + ".")]:
-                suffix = name[len(member) + 1:]
+            stored = {n[len(member) + 1:] for n in checkpoint.tensors if n.startswith(member + ".")}
+            for param_name in [n for n in params if n.startswith(f"{group}_")]:
+                suffix = param_name[len(group) + 1:]
+                if suffix not in stored:
+                    check.problem(f"{member}.{suffix}", f"vLLM-Ascend's {tag} scheme reads {param_name} for every "
+                                                        "expert, but this expert's tensor is missing")
+            for suffix in sorted(stored):
                 param = params.get(f"{group}_{suffix}")
                 landing = None
                 if param is not None:
@@ -334,7 +353,7 @@ def _check_moe(checkpoint, quant_config, adapters, block, experts, problems) -> 
                     if shard is not None:
                         shape[0] //= 2
                     landing = _Landing(f"{group}_{suffix}", param, tuple(shape))
-                check.land(name, landing, tag)
+                check.land(f"{member}.{suffix}", landing, tag)
     check.missing(params, set(), tag)
 
 

@@ -1,0 +1,327 @@
+"""Calibrated stages on a MoE layer too large for the memory budget: the layer in pieces.
+
+The layer is split into its trunk (attention, norms, router, shared experts: everything but the routed
+experts) and groups of routed experts. The trunk is loaded first and stays; each processor in turn runs
+its preprocess, one forward of the trunk over the calibration inputs (the routed experts replaced by a
+stand-in that records what reaches them: hidden states, chosen experts, routing weights, one record per
+sample, captured once) and its postprocess. Then every group of experts is loaded, and each processor
+preprocesses it, runs the group over that processor's captured records (the routed tokens of each expert,
+or all tokens where statistics are collected: `PerExpertMoE.add_expert_outputs`, the same code and order
+as the whole layer's forward), postprocesses it; the group is saved and released before the next one.
+
+The layer's outputs (the next layer's inputs) are assembled exactly as a whole-layer run makes them:
+ - when the last calibrating processor leaves its forward's outputs valid (static ranges, smoothing), the
+   outputs are that forward's: a copy of the trunk in that processor's calibration state is kept, the
+   expert groups add their outputs (computed in the same state) per sample, and the copy is replayed with
+   the experts' sum in place of the experts, statistics paused;
+ - when they are stale (GPTQ calibrates on float weights), the trunk, now final, is run once more to
+   capture the experts' final inputs, each group adds its quantized outputs before it is released, and the
+   final trunk is replayed with that sum.
+Savers receive the trunk before the experts, the expert groups in order, then the rest of the trunk, linear
+by linear: the same tensors in the same order as a whole-layer run, so the checkpoint is byte-identical
+whatever the group size.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from modelslim_core.models.moe import PerExpertMoE
+from modelslim_core.runtime.observation import pause_statistics
+from modelslim_core.runtime.processor import Processor
+from modelslim_core.runtime.saver import Saver
+from modelslim_core.runtime.unit import Unit, UnitInput
+from modelslim_runners.pieces import linear_pieces
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ExpertCall:
+    """What reached the routed experts in one sample's forward."""
+
+    hidden: torch.Tensor
+    index: torch.Tensor
+    weights: torch.Tensor
+
+
+def routed_experts(unit: Unit) -> tuple[str, PerExpertMoE] | None:
+    """(path, module) of the unit's routed experts when it has exactly one experts module."""
+    found = [(path, module) for path, module in unit.module.named_modules() if isinstance(module, PerExpertMoE)]
+    return found[0] if len(found) == 1 and found[0][0] else None
+
+
+def expert_of(path: str, experts_path: str) -> int | None:
+    """The routed expert a module path (relative to the unit) belongs to; None for the trunk."""
+    prefix = experts_path + "."
+    return int(path[len(prefix):].split(".", 1)[0]) if path.startswith(prefix) else None
+
+
+def trunk_piece(unit: Unit, experts_path: str) -> Unit:
+    paths = [path for path, _ in unit.module.named_modules() if expert_of(path, experts_path) is None]
+    return Unit(unit.name, unit.module, unit.index, parts=frozenset(paths), label="trunk")
+
+
+def expert_group_piece(unit: Unit, experts_path: str, experts: range) -> Unit:
+    return Unit(unit.name, unit.module, unit.index, subtrees=tuple(f"{experts_path}.{e}" for e in experts),
+                label=f"{experts_path}.{experts.start}-{experts.stop - 1}")
+
+
+@dataclass
+class SavePlan:
+    """The unit's linear-by-linear save pieces, split into trunk-before, per expert, trunk-after."""
+
+    before: list[Unit]
+    experts: dict[int, list[Unit]]
+    after: list[Unit]
+
+
+def save_plan(unit: Unit, experts_path: str) -> SavePlan:
+    """Save pieces in module order (the order a whole-unit save writes), each assigned to its region."""
+    plan = SavePlan([], {}, [])
+    seen_experts = False
+    for piece in linear_pieces(unit):
+        paths = list(piece.subtrees) or sorted(piece.parts or ())
+        by_region: dict[int | None, list[str]] = {}
+        for path in paths:
+            by_region.setdefault(expert_of(path, experts_path), []).append(path)
+        for region, region_paths in by_region.items():
+            part = piece if len(by_region) == 1 else Unit(unit.name, unit.module, unit.index,
+                                                          parts=frozenset(region_paths), label=piece.label)
+            if region is None:
+                (plan.after if seen_experts else plan.before).append(part)
+            else:
+                plan.experts.setdefault(region, []).append(part)
+        seen_experts = seen_experts or any(region is not None for region in by_region)
+    return plan
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` with its own modules and tensors (cloned), sharing hooks and observers: the state of
+    a calibration forward, kept for one replay while the original moves on (statistics paused then)."""
+    clone = copy.copy(module)
+    clone._parameters = {name: None if p is None else nn.Parameter(p.detach().clone(), requires_grad=False)
+                         for name, p in module._parameters.items()}
+    clone._buffers = {name: None if b is None else b.clone() for name, b in module._buffers.items()}
+    clone._modules = {name: None if m is None else frozen_copy(m) for name, m in module._modules.items()}
+    return clone
+
+
+def release_trunk(unit: Unit, experts_path: str) -> None:
+    """Put every tensor of the trunk on `meta`, including what processors put in place of its linears."""
+    for path, module in unit.module.named_modules():
+        if expert_of(path, experts_path) is not None:
+            continue
+        for name, param in module._parameters.items():
+            if param is not None and not param.is_meta:
+                module._parameters[name] = nn.Parameter(param.detach().to("meta"), requires_grad=False)
+        for name, buffer in module._buffers.items():
+            if buffer is not None and not buffer.is_meta:
+                module._buffers[name] = buffer.to("meta")
+
+
+@contextmanager
+def experts_replaced(moe: PerExpertMoE, forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+                     ) -> Iterator[None]:
+    moe.forward = forward  # instance attribute: nn.Module.__call__ uses it
+    try:
+        yield
+    finally:
+        del moe.forward
+
+
+class MoEPieceRun:
+    """One calibrated MoE unit, processed in pieces (see the module docstring)."""
+
+    def __init__(self, pipeline: Any, unit: Unit, experts_path: str, processors: list[Processor],
+                 savers: list[Saver], inputs: Sequence[UnitInput], is_last: bool, experts_per_group: int,
+                 needs: Callable[[Unit], int], checkpoint: Callable[[dict], None] | None = None,
+                 resume: dict | None = None):
+        self.pipeline = pipeline
+        self.unit = unit
+        self.experts_path = experts_path
+        self.moe: PerExpertMoE = unit.module.get_submodule(experts_path)
+        self.processors = processors
+        self.savers = savers
+        self.inputs = inputs
+        self.outputs_needed = not is_last
+        self.group_size = max(1, experts_per_group)
+        self.needs = needs
+        self.data = [type(p).needs_data(p.config) for p in processors]
+        #: The last processor that calibrates: its forward's outputs are the unit's, unless they are stale.
+        self.last = max(i for i, d in enumerate(self.data) if d)
+        self.captured: dict[int, Sequence[ExpertCall]] = {}
+        self.final_calls: Sequence[ExpertCall] | None = None
+        self.snapshot: nn.Module | None = None
+        self.sums: list[torch.Tensor] | None = None
+        self.final_mode: bool | None = None  # None: not decided yet
+        self.checkpoint = checkpoint
+        self.resume = resume
+
+    # --- forwards ---------------------------------------------------------------------------------------
+    def _run(self, module: nn.Module, sample: UnitInput) -> torch.Tensor:
+        device = self.pipeline.placement.device
+        from modelslim_runners.placement import move
+
+        output = module(*move(sample.args, device), **move(sample.kwargs, device))
+        return output[0] if isinstance(output, (tuple, list)) else output
+
+    def _capture(self) -> Sequence[ExpertCall]:
+        """Run the trunk over every sample, recording what reaches the routed experts (which add nothing)."""
+        back = self.pipeline.placement.activation_device
+        calls: list[ExpertCall] = []
+
+        def record(hidden: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+            self.moe.seen_tokens += hidden.shape[0]
+            calls.append(ExpertCall(hidden.detach().to(back), index.to(back), weights.detach().to(back)))
+            return torch.zeros_like(hidden)
+
+        with experts_replaced(self.moe, record):
+            for sample in self.inputs:
+                self._run(self.unit.module, sample)
+        return self.pipeline.spill.keep(calls)
+
+    def _replay(self, module: nn.Module) -> Sequence[Any]:
+        """Run `module` (the trunk, or its calibration-state copy) with the experts' summed outputs in place."""
+        moe = module.get_submodule(self.experts_path)
+        back = self.pipeline.placement.activation_device
+        sums = iter(self.sums or [])
+
+        def replay(hidden: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+            total = next(sums).to(hidden.device)
+            self.moe.add_identity_outputs(total, hidden, index, weights)
+            return total
+
+        def outputs() -> Iterator[torch.Tensor]:
+            with experts_replaced(moe, replay), pause_statistics():
+                for sample in self.inputs:
+                    yield self._run(module, sample).to(back)
+
+        return self.pipeline.spill.keep(outputs())
+
+    def _add_group(self, calls: Sequence[ExpertCall], experts: range, into: list[torch.Tensor] | None) -> None:
+        """Run a group of experts over the captured calls; add their outputs to `into` (per sample) if given."""
+        device = self.pipeline.placement.device
+        all_tokens = self.moe.observing(experts)
+        for sample, call in enumerate(calls):
+            hidden = call.hidden.to(device)
+            target = into[sample] if into is not None else torch.zeros_like(hidden)
+            self.moe.add_expert_outputs(target, hidden, call.index.to(device), call.weights.to(device), experts,
+                                        all_tokens)
+
+    def _new_sums(self, calls: Sequence[ExpertCall]) -> list[torch.Tensor]:
+        return [torch.zeros_like(call.hidden) for call in calls]
+
+    # --- the unit -----------------------------------------------------------------------------------------
+    def run(self) -> Sequence[UnitInput] | None:
+        pipeline, unit = self.pipeline, self.unit
+        trunk = trunk_piece(unit, self.experts_path)
+        pipeline.enter_calibrated_piece(trunk, self.needs(trunk))
+        stale_from_last = False
+        for index, processor in enumerate(self.processors):
+            processor.preprocess(trunk)
+            if self.data[index]:
+                if index == self.last and self.outputs_needed:
+                    self.snapshot = frozen_copy(unit.module)  # the state the unit's outputs come from
+                self.captured[index] = self._capture()
+            processor.postprocess(trunk)
+            stale_from_last |= index >= self.last and processor.outputs_stale(trunk)
+        plan = save_plan(unit, self.experts_path)
+        first = 0
+        if self.resume is None:
+            if stale_from_last:
+                self._decide(final=True)
+            self._save(plan.before)
+        else:  # the trunk was redone (same result); what the killed run had done after it is restored
+            first = self._restore(self.resume)
+        for start in range(first, len(self.moe), self.group_size):
+            self._run_group(range(start, min(len(self.moe), start + self.group_size)), plan)
+            self._checkpoint(start + self.group_size)
+        self._save(plan.after)
+        outputs = None
+        if self.outputs_needed:
+            if self.final_mode is None:
+                self._decide(final=False)
+            outputs = self._replay(unit.module if self.final_mode else self.snapshot)
+        self.snapshot = None
+        release_trunk(unit, self.experts_path)
+        pipeline.leave_calibrated_piece(trunk, self.needs(trunk))
+        if outputs is None:
+            return None
+        return pipeline.spill.keep(pipeline.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, self.inputs))
+
+    def _checkpoint(self, next_group: int) -> None:
+        """After a group is saved: what a killed run needs to continue with the next group."""
+        if self.checkpoint is None or next_group >= len(self.moe):
+            return
+        self.checkpoint({"next_group": next_group, "group_size": self.group_size, "final_mode": self.final_mode,
+                         "sums": None if self.sums is None else list(self.sums),
+                         "routed_tokens": list(self.moe.routed_tokens), "seen_tokens": self.moe.seen_tokens,
+                         "all_token_tokens": self.moe.all_token_tokens})
+
+    def _restore(self, state: dict) -> int:
+        """Continue a killed run: processors' and recorder state as they were after its last group (the redone
+        trunk recorded the same again), its group boundaries, summed expert outputs and routing counts."""
+        for processor, processor_state in zip(self.processors, state["processors"], strict=True):
+            processor.load_state_dict(processor_state)
+        self.pipeline.context.recorder.restore(state["recorder"])
+        self.moe.routed_tokens = list(state["routed_tokens"])
+        self.moe.seen_tokens, self.moe.all_token_tokens = state["seen_tokens"], state["all_token_tokens"]
+        if state["final_mode"] is not None:
+            self._decide(final=state["final_mode"])
+        if state["sums"] is not None:
+            self.sums = list(state["sums"])
+        logger.info("%s: resuming at routed expert %d (groups of %d).", self.unit.name, state["next_group"],
+                    self.group_size)
+        return state["next_group"]
+
+    def _decide(self, final: bool) -> None:
+        """Fix where the unit's outputs come from; for final outputs, capture the final trunk's expert inputs."""
+        self.final_mode = final
+        if not self.outputs_needed:
+            return
+        if final:
+            self.snapshot = None
+            self.final_calls = self._capture()
+            self.sums = self._new_sums(self.final_calls)
+        else:
+            self.sums = self.sums if self.sums is not None else self._new_sums(self.captured[self.last])
+
+    def _run_group(self, experts: range, plan: SavePlan) -> None:
+        piece = expert_group_piece(self.unit, self.experts_path, experts)
+        need = self.needs(piece)
+        self.pipeline.enter_calibrated_piece(piece, need)
+        stale_from_last = False
+        for index, processor in enumerate(self.processors):
+            processor.preprocess(piece)
+            makes_outputs = index == self.last and self.outputs_needed and not self.final_mode
+            if self.data[index] and (processor.needs_forward(piece) or makes_outputs):
+                if makes_outputs and self.sums is None:
+                    self.sums = self._new_sums(self.captured[index])
+                self._add_group(self.captured[index], experts, self.sums if makes_outputs else None)
+            processor.postprocess(piece)
+            stale_from_last |= index >= self.last and processor.outputs_stale(piece)
+        if self.final_mode is None:
+            if stale_from_last and experts.start > 0:
+                raise RuntimeError(f"{self.unit.name}: the experts before {experts.start} left their outputs valid, "
+                                   "these do not; a layer processed in pieces needs every expert treated alike.")
+            if stale_from_last:
+                self._decide(final=True)
+        if self.final_mode and self.outputs_needed:
+            self._add_group(self.final_calls, experts, self.sums)
+        for expert in experts:
+            self._save(plan.experts.get(expert, []))
+        self.pipeline.leave_calibrated_piece(piece, need)
+
+    def _save(self, pieces: list[Unit]) -> None:
+        for piece in pieces:
+            for saver in self.savers:
+                saver.save_unit(piece)
