@@ -20,10 +20,15 @@ from modelslim_core.formats.engines import processor_configs
 from modelslim_core.protocol.config import parse_quant_config
 from tests.engines._harness import problems
 from tests.engines._practices import FAMILIES, PRACTICES, run_practice
+from tests.families.test_family_practices import CASES as FAMILY_CASES
+from tests.families.test_vlm_families import CASES as VLM_FAMILY_CASES
 from tests.vlm.conftest import BUILDERS as VLM_BUILDERS
 
 #: Folders swept elsewhere: generation models (MindIE-SD, tests/sd) and the VLMs (test_vlm_practices.py).
 NOT_SWEPT = frozenset({"flux1", "hunyuan_video", "qwen_image_edit", "wan2_1", "wan2_2", *VLM_BUILDERS})
+#: Practices whose family tests (tests/families) run them on their own tiny models and check the output with the
+#: same vLLM-Ascend harness (check_saved).
+SWEPT_IN_FAMILY_TESTS = frozenset(case[2] for case in (*FAMILY_CASES, *VLM_FAMILY_CASES))
 #: Practice name suffix -> what the refusal for vLLM-Ascend says (these practices target other engines).
 REFUSED = {
     "w16a16s": "W16A16S is not a scheme vLLM-Ascend loads",
@@ -38,6 +43,10 @@ FAST = ("qwen2/qwen2-w8a8.yaml", "qwen2/qwen2-w4a8c8.yaml", "qwen2/qwen2-w8a16.y
 def llm_practices() -> list[str]:
     return sorted(str(path.relative_to(PRACTICES)) for path in PRACTICES.glob("*/*.yaml")
                   if path.parent.name not in NOT_SWEPT)
+
+
+def swept_here() -> list[str]:
+    return [p for p in llm_practices() if p.split("/")[0] in FAMILIES]
 
 
 def _spec(practice: str):
@@ -84,18 +93,19 @@ def test_fast_practice_loads_in_vllm_ascend_or_is_refused(practice, family_model
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("practice", [p for p in llm_practices() if p not in FAST])
+@pytest.mark.parametrize("practice", [p for p in swept_here() if p not in FAST])
 def test_practice_loads_in_vllm_ascend_or_is_refused(practice, family_model, sweep_dataset, tmp_path):
     sweep_one(practice, family_model, sweep_dataset, tmp_path)
 
 
-def test_every_llm_practice_folder_is_swept():
-    folders = {path.parent.name for path in PRACTICES.glob("*/*.yaml")}
-    assert folders - NOT_SWEPT - set(FAMILIES) == set(), "give the new practice folder a tiny model in FAMILIES"
+def test_every_llm_practice_is_swept():
+    """Every practice runs through the engine harness: here (FAMILIES), in the VLM sweep, in the family tests."""
+    unswept = [p for p in llm_practices() if p.split("/")[0] not in FAMILIES and p not in SWEPT_IN_FAMILY_TESTS]
+    assert unswept == [], "give the new practice folder a tiny model in FAMILIES (tests/engines/_practices.py)"
 
 
 def test_the_fast_subset_covers_every_tag_the_practices_write():
-    every = set().union(*(practice_tags(p) for p in llm_practices()))
+    every = set().union(*(practice_tags(p) for p in swept_here()))
     fast = set().union(*(practice_tags(p) for p in FAST))
     assert {"W8A8", "W8A8_DYNAMIC", "W4A8_DYNAMIC", "C8"} <= every
     assert every - fast == set()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_sd.calib_file import read_calib_file
@@ -158,3 +159,17 @@ def test_multi_stream_family_calibrates_on_a_prompt_set_with_the_cache_reused_an
         run("third", ["a lighthouse in a storm"])
     assert "Capturing calibration data" in caplog.text
     assert len(read_calib_file(calib).records) == settings[steps]
+
+
+def test_i2v_fingerprint_follows_the_image_contents(tmp_path):
+    """An image replaced at the same path is new calibration data: the capture settings (the cache key) change."""
+    model = make_wan22(tmp_path / "i2v", "i2v")
+    adapter = Wan22I2VAdapter("x", model)
+    image = tmp_path / "frame.png"
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(image)
+    config = adapter.parse_inference_config({**TINY_WAN22, "task": "i2v-A14B", "image": str(image)}, "inference_config")
+    before = adapter.capture_settings(config)
+    assert before == adapter.capture_settings(config)
+    Image.new("RGB", (16, 16), (200, 20, 30)).save(image)
+    after = adapter.capture_settings(config)
+    assert before["image"] == after["image"] and before["image_digests"] != after["image_digests"]

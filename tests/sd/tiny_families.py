@@ -164,3 +164,49 @@ def make_qwen_image_edit(target: Path) -> Path:
                                         attention_head_dim=256, num_attention_heads=2, joint_attention_dim=32,
                                         axes_dims_rope=(64, 96, 96))
     return _transformer_only(target, "QwenImageEditPlusPipeline", model)
+
+
+#: Settings of the tiny Qwen-Image-Edit generations: 64x64 pixels (4x4 packed latent tokens), 2 steps, true CFG.
+TINY_QWEN_IMAGE_EDIT = {"height": 64, "width": 64, "num_inference_steps": 2, "true_cfg_scale": 2.0, "seed": 1}
+#: The Plus pipeline resizes every input image to these areas (1024x1024 for the VAE, 384x384 for the text
+#: encoder); the tiny tests shrink them so a generation stays a few hundred tokens.
+TINY_QWEN_IMAGE_EDIT_AREAS = {"VAE_IMAGE_SIZE": 64 * 64, "CONDITION_IMAGE_SIZE": 56 * 56}
+
+
+def tiny_qwen_image_edit_areas(monkeypatch) -> None:
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
+
+    for name, area in TINY_QWEN_IMAGE_EDIT_AREAS.items():
+        monkeypatch.setattr(pipeline_qwenimage_edit_plus, name, area)
+
+
+def make_qwen_image_edit_pipeline(target: Path) -> Path:
+    """A complete QwenImageEditPlusPipeline (2509): a tiny Qwen2.5-VL text encoder with its processor (the
+    character-level tokenizer and vision processors of tests/vlm, width 32 = the transformer's
+    joint_attention_dim), a three-level QwenImage VAE (scale factor 8) and the transformer of make_qwen_image_edit."""
+    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageEditPlusPipeline,
+                           QwenImageTransformer2DModel)
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLProcessor
+
+    from tests.vlm.tiny_vlm import TEXT, VL_PLACEHOLDERS, VL_SPECIAL, _qwen2_vision_processors, _template, _vl_ids, \
+        make_tokenizer
+
+    tokenizer = make_tokenizer(VL_SPECIAL)
+    image, video = _qwen2_vision_processors(14)
+    processor = Qwen2VLProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video,
+                                 chat_template=_template(VL_PLACEHOLDERS))
+    config = Qwen2_5_VLConfig(
+        text_config={**TEXT, "hidden_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}},
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1]),
+        **_vl_ids(tokenizer))
+    torch.manual_seed(0)
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config)
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
+    transformer_dir = make_qwen_image_edit(target.parent / f".{target.name}-transformer")
+    transformer = QwenImageTransformer2DModel.from_pretrained(transformer_dir / "transformer")
+    pipe = QwenImageEditPlusPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                                     tokenizer=tokenizer, processor=processor, transformer=transformer)
+    pipe.save_pretrained(target)
+    return target

@@ -224,7 +224,8 @@ class MoEPieceRun:
     def run(self) -> Sequence[UnitInput] | None:
         pipeline, unit = self.pipeline, self.unit
         trunk = trunk_piece(unit, self.experts_path)
-        pipeline.enter_calibrated_piece(trunk, self.needs(trunk))
+        trunk_need = self.needs(trunk)  # from the float linears: processors replace them as they go
+        pipeline.enter_calibrated_piece(trunk, trunk_need)
         stale_from_last = False
         for index, processor in enumerate(self.processors):
             processor.preprocess(trunk)
@@ -253,7 +254,7 @@ class MoEPieceRun:
             outputs = self._replay(unit.module if self.final_mode else self.snapshot)
         self.snapshot = None
         release_trunk(unit, self.experts_path)
-        pipeline.leave_calibrated_piece(trunk, self.needs(trunk))
+        pipeline.leave_calibrated_piece(trunk, trunk_need)
         if outputs is None:
             return None
         return pipeline.spill.keep(pipeline.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, self.inputs))

@@ -65,7 +65,8 @@ class MindieFormatSaver(LayerTreeSaver):
     description_pattern = f"{DESCRIPTION_STEM}*.json"
     unsupported_hint = (
         "save this model with ascendv1_saver, which writes W8A16 too, "
-        "or quantize these layers as W8A8, W8A8_DYNAMIC, W8A8_MXFP8, W4A4_MXFP4 or W4A4_MXFP4_DUALSCALE for MindIE-SD."
+        f"or quantize these layers as {', '.join(tag for tag in TAGS.tags('linear') if tag in TAGS.written_by(MINDIE))} "
+        "for MindIE-SD."
     )
 
     def __init__(self, config: MindieFormatSaverConfig, context):

@@ -38,6 +38,11 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def files_digest(paths: list[str]) -> list[str]:
+    """Content digests of input files (e.g. the images a calibration edits): a file changed in place is new data."""
+    return [_file_digest(Path(text).expanduser()) for text in paths]
+
+
 def model_digest(model_path: Path) -> str:
     """A digest of every non-hidden file under model_path (relative name + content sample)."""
     digest = hashlib.sha256()

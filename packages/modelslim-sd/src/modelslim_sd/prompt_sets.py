@@ -130,14 +130,16 @@ def with_prompt_set(settings_class: type, raw: dict[str, Any], inference_path: s
     merged = {**raw, "prompt": list(prompt_set.prompts)}
     if not any(prompt_set.images):
         return merged
-    if "image" not in fields or getattr(settings_class, "image_required", None) is False:
+    # the settings field taking one image per prompt: `image` unless the model names another (PROMPT_IMAGE_FIELD)
+    field = getattr(settings_class, "PROMPT_IMAGE_FIELD", "image")
+    if field not in fields or getattr(settings_class, "image_required", None) is False:
         logger.warning("%s: the images of %s are not used (this model type generates from text).", where, prompt_set.path)
         return merged
-    if "image" in raw:
-        raise ConfigError(f"{where} has images and {inference_path}.image is set too.", "keep one of them.")
+    if field in raw:
+        raise ConfigError(f"{where} has images and {inference_path}.{field} is set too.", "keep one of them.")
     if not all(prompt_set.images):
         raise ConfigError(f"{where}: {prompt_set.path} gives an image for some prompts but not for others; a run "
                           "generates either all from images or all from text.",
                           "give every line an image, or none.")
-    merged["image"] = list(prompt_set.images)
+    merged[field] = list(prompt_set.images)
     return merged

@@ -21,10 +21,17 @@ except ImportError:  # not POSIX: no locking, the runs are on their own
     fcntl = None  # type: ignore[assignment]
 
 
+def _torchrun_rank() -> int:
+    """This process's rank when a launcher (torchrun) started several; 0 otherwise."""
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    return int(rank) if rank.isdigit() and world.isdigit() and int(world) > 1 else 0
+
+
 @contextmanager
 def exclusive_directory(path: Path, flag: str = "save_path") -> Iterator[None]:
-    """Hold an exclusive lock on `path` (an existing directory) for the duration of the block."""
-    if fcntl is None:
+    """Hold an exclusive lock on `path` (an existing directory) for the duration of the block. Under `torchrun`
+    the ranks of one run share the directory (only rank 0 writes the checkpoint): rank 0 alone takes the lock."""
+    if fcntl is None or _torchrun_rank() > 0:
         yield
         return
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

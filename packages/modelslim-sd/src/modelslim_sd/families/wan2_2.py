@@ -26,6 +26,7 @@ from modelslim_core.errors import ConfigError, ModelError
 from modelslim_sd.adapter import Denoiser
 from modelslim_sd.families.base import GenerationAdapter
 from modelslim_sd.families.settings import PromptSettings, check_image_paths, load_images, parse_size
+from modelslim_sd.fingerprint import files_digest
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,12 @@ class Wan22Adapter(GenerationAdapter):
 
     def task_name(self, config: Wan22Settings) -> str:
         return config.task
+
+    def capture_settings(self, config: Wan22Settings) -> dict[str, Any]:
+        """The conditioning images' contents belong to the fingerprint: an image replaced at the same path is
+        new calibration data."""
+        paths = [config.image] if isinstance(config.image, str) else config.image
+        return {**super().capture_settings(config), "image_digests": files_digest(paths or [])}
 
     def seed(self, config: Wan22Settings) -> int:
         return config.base_seed
