@@ -32,15 +32,11 @@ def calibration_dataset(model_dir: str, calib: Path):
                               "attention_mask": [e["attention_mask"] for e in encoded]}), tokenizer, len(texts)
 
 
-def _int(bits: int, strategy: str, symmetric: bool = True, group_size: int | None = None, dynamic: bool = False):
+def _int(bits: int, strategy: str, symmetric: bool = True, group_size: int | None = None):
     from compressed_tensors.quantization import QuantizationArgs
 
     return QuantizationArgs(num_bits=bits, type="int", strategy=strategy, symmetric=symmetric,
-                            group_size=group_size, dynamic=dynamic)
-
-
-def _token8():
-    return _int(8, "token", dynamic=True)
+                            group_size=group_size)
 
 
 def recipe(scheme: str, group_size: int):
@@ -60,11 +56,8 @@ def recipe(scheme: str, group_size: int):
     if scheme == "W4A16 gptq":
         group = QuantizationScheme(targets=["Linear"], weights=_int(4, "group", group_size=group_size))
         return GPTQModifier(config_groups={"group_0": group}, ignore=ignore)
-    if scheme == "w4a8 practice":
-        attention = QuantizationScheme(targets=["re:.*self_attn.*"], weights=_int(8, "channel"),
-                                       input_activations=_token8())
-        mlp = QuantizationScheme(targets=["re:.*mlp.*"], weights=_int(4, "channel"), input_activations=_token8())
-        return GPTQModifier(config_groups={"attention": attention, "mlp": mlp}, ignore=ignore)
+    if scheme == "w4a8 practice":  # on a dense model the practice writes W8A8_DYNAMIC (vLLM-Ascend's dense W4A8 limit)
+        return QuantizationModifier(targets="Linear", scheme="W8A8", ignore=ignore)
     if scheme == "W8A8 static":
         static = QuantizationScheme(targets=["Linear"], weights=_int(8, "channel"),
                                     input_activations=_int(8, "tensor", symmetric=False))

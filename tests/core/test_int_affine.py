@@ -48,6 +48,19 @@ def test_symmetric_clamp_uses_full_signed_range():
     assert quantize(t(-9.0, 9.0, 3.4), scale4, offset4, 4).tolist() == [-8, 7, 3]
 
 
+def test_full_range_symmetric_int4_scale_is_absmax_over_7_5_and_uses_code_minus_8():
+    scale, offset = compute_qparams(t(-1.5), t(3.0), bits=4, symmetric=True, full_range=True)
+    assert scale.item() == pytest.approx(0.4) and offset.item() == 0
+    # 3.0 / 0.4 = 7.5 -> 8 (half to even) -> clamped to 7; -1.5 / 0.4 = -3.75 -> -4; 0.75 / 0.4 = 1.875 -> 2
+    assert quantize(t(-1.5, 0.75, 3.0), scale, offset, 4).tolist() == [-4, 2, 7]
+    scale, offset = compute_qparams(t(-3.0), t(1.0), bits=4, symmetric=True, full_range=True)
+    assert quantize(t(-3.0, 1.0), scale, offset, 4).tolist() == [-8, 2]  # -7.5 -> -8: the negative end is on the grid
+    assert compute_qparams(t(-1.0), t(2.55), bits=8, symmetric=True, full_range=True)[0].item() == pytest.approx(0.02)
+    # asymmetric grids already span every code: full_range changes nothing there
+    assert torch.equal(torch.stack(compute_qparams(t(-1.0), t(2.0), 4, False, full_range=True)),
+                       torch.stack(compute_qparams(t(-1.0), t(2.0), 4, False)))
+
+
 def test_zero_range_channel_gets_eps_scale_and_zero_codes():
     scale, offset = compute_qparams(t(0.0), t(0.0), bits=8, symmetric=True)
     assert scale.item() == pytest.approx(SCALE_EPS)

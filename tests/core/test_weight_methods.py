@@ -9,6 +9,7 @@ import torch
 from modelslim_core.errors import QuantizationError
 from modelslim_core.protocol.qconfig import QConfig
 from modelslim_core.quant.gptq import GPTQWeight, GramCache, HessianAccumulator, gptq_quantize
+from modelslim_core.quant.int_affine import compute_qparams
 from modelslim_core.quant.minmax import MinMaxIntWeight, minmax_weight_qparams, quantize_int_weight
 from modelslim_core.quant.ssz import SSZWeight, ssz_scales
 from modelslim_core.quant.weight_formats import IntWeight
@@ -118,9 +119,24 @@ def test_gptq_act_order_uses_static_groups_in_the_saved_layout_and_lowers_the_er
     plain = gptq_quantize(weight, hessian, 4, True, group_size, act_order=False, clip_search=False)
     assert output_error(x, weight, ordered) < output_error(x, weight, plain)
     assert output_error(x, weight, ordered) < 0.8 * output_error(x, weight, minmax(weight, 4, True, group_size))
-    # static groups: every group's scale is minmax's of the ORIGINAL weight's contiguous columns
-    assert torch.equal(ordered.scale, minmax_weight_qparams(weight, 4, True, group_size)[0].reshape(ordered.scale.shape))
+    # static groups: every group's scale comes from the range of the ORIGINAL weight's contiguous columns
+    groups = weight.reshape(OUT, -1, group_size or IN)
+    static, _ = compute_qparams(groups.amin(dim=-1), groups.amax(dim=-1), 4, True, full_range=True)
+    assert torch.equal(ordered.scale, static)
     assert ordered.codes.shape == (OUT, IN) and ordered.group_size == group_size
+
+
+def test_gptq_with_a_diagonal_hessian_rounds_to_the_nearest_point_of_the_full_range_grid(layer):
+    """Without input correlations GPTQ has no error to spread: it is round-to-nearest on its grid, which by
+    default (full_range) is max|w| / 7.5 per row at int4 and reaches code -8."""
+    weight, _, _ = layer
+    quantized = gptq_quantize(weight, torch.eye(IN), 4, True, 0)
+    scale = weight.abs().amax(dim=1, keepdim=True) / 7.5
+    assert torch.allclose(quantized.scale, scale)
+    assert torch.equal(quantized.codes.float(), torch.clamp(torch.round(weight / scale), -8, 7))
+    restricted = gptq_quantize(weight, torch.eye(IN), 4, True, 0, full_range=False)
+    assert torch.allclose(restricted.scale, weight.abs().amax(dim=1, keepdim=True) / 7)
+    assert restricted.codes.min() >= -7
 
 
 def test_gptq_act_order_with_an_already_sorted_hessian_changes_nothing_per_channel():
@@ -154,6 +170,9 @@ def test_gptq_quantizer_reads_its_ext_keys(layer):
     quantized = method.quantize(weight, hessian)
     expected = gptq_quantize(weight, hessian, 4, False, 64, percdamp=0.1, block_size=16, act_order=True)
     assert torch.equal(quantized.codes, expected.codes) and quantized.scale.shape == (OUT, 2)
+    restricted = GPTQWeight(QConfig(dtype="int4", scope="per_channel", symmetric=True, method="gptq",
+                                    ext={"full_range": False})).quantize(weight, hessian)
+    assert torch.equal(restricted.codes, gptq_quantize(weight, hessian, 4, True, 0, full_range=False).codes)
 
 
 def test_ssz_refit_never_loses_to_minmax_per_row(layer):

@@ -21,8 +21,8 @@ from modelslim_core.quant.int_affine import compute_qparams, qrange
 CLIP_RATIOS = tuple(round(1.0 - 0.02 * i, 2) for i in range(11))
 
 
-def clip_search_qparams(columns: torch.Tensor, bits: int, symmetric: bool,
-                        importance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def clip_search_qparams(columns: torch.Tensor, bits: int, symmetric: bool, importance: torch.Tensor | None = None,
+                        full_range: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and offset per row of `columns` ([rows, n]) with the least importance-weighted squared error."""
     w = columns.float()
     lo_full, hi_full = w.amin(dim=1), w.amax(dim=1)
@@ -32,7 +32,7 @@ def clip_search_qparams(columns: torch.Tensor, bits: int, symmetric: bool,
     best_scale = torch.zeros(w.shape[0], device=w.device)
     best_offset = torch.zeros(w.shape[0], device=w.device)
     for ratio in CLIP_RATIOS:
-        scale, offset = compute_qparams(lo_full * ratio, hi_full * ratio, bits, symmetric)
+        scale, offset = compute_qparams(lo_full * ratio, hi_full * ratio, bits, symmetric, full_range)
         codes = torch.clamp(torch.round(w / scale[:, None] + offset[:, None]), low, high)
         error = (((codes - offset[:, None]) * scale[:, None] - w) ** 2) @ weights
         better = error < best_error

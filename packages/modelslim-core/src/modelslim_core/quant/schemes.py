@@ -70,6 +70,8 @@ EXT_KEYS: dict[str, ExtKey] = {
     "act_order": ExtKey("true or false (GPTQ: quantize columns by decreasing Hessian diagonal)", lambda v: isinstance(v, bool)),
     "clip_search": ExtKey("true or false (GPTQ: each row's grid range shrunk to the least input-weighted error)",
                           lambda v: isinstance(v, bool)),
+    "full_range": ExtKey("true or false (GPTQ, symmetric: the grid spans every code, scale max|x|/7.5 at int4 "
+                         "instead of /7; default true at int4, false at int8)", lambda v: isinstance(v, bool)),
     "axes": ExtKey("-1 (MX blocks run along the input dimension)", lambda v: v == -1 and not isinstance(v, bool)),
     "ceil_x_value": ExtKey("a number in [6, 12] (ceil_x: largest scaled block maximum)", lambda v: _number_in(v, 6, 12)),
     "enable_search": ExtKey("true or false (ceil_x: search c per layer)", lambda v: isinstance(v, bool)),
@@ -113,7 +115,7 @@ _NONE: frozenset[str] = frozenset()
 _AGGREGATION = frozenset({"aggregation_type"})
 _GROUP = frozenset({"group_size"})
 _SSZ = frozenset({"step"})
-_GPTQ = frozenset({"percdamp", "block_size", "act_order", "clip_search"})
+_GPTQ = frozenset({"percdamp", "block_size", "act_order", "clip_search", "full_range"})
 _MX = frozenset({"axes"})
 _CEIL_X = _MX | {"ceil_x_value", "enable_search", "search_min", "search_max", "search_step"}
 _DUAL = _MX | {"dual_block_size"}
