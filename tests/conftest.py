@@ -98,6 +98,22 @@ SLOW_TESTS = frozenset({
     "tests/sd/test_generation_calibration.py::test_image_conditioned_capture",
     "tests/runners/test_moe_pieces.py::test_a_run_killed_between_pieces_resumes_to_the_same_checkpoint",
     "tests/tune/test_tune.py::test_service_oriented_judge_with_a_local_fake_server",
+    # whole-practice runs already covered in the fast subset by tests/engines/test_practice_sweep.py's FAST list
+    "tests/families/test_family_practices.py::test_family_practice_quantizes_reloads_and_keeps_release_names",
+    "tests/runners/test_moe_pieces.py::test_pieces_write_the_whole_layer_checkpoint",
+    "tests/runners/test_pieces.py::test_streamed_layer_wise_checkpoint_equals_model_wise",
+    "tests/smoothing/test_function_preservation.py::test_float_smoothing_keeps_logits_bf16",
+    "tests/smoothing/test_function_preservation.py::test_float_smoothing_keeps_logits_of_moe_families",
+    "tests/smoothing/test_w8a8_practices.py::test_quant_type_w8a8_smooths_the_tiny_model",
+    "tests/interop/test_compressed_tensors.py::test_transformers_loads_the_export_and_matches_the_reference_runtime",
+    "tests/interop/test_compressed_tensors.py::test_quant_type_w4a16_uses_the_default_practice_and_writes_compressed_tensors",
+    "tests/interop/test_compressed_tensors.py::test_eval_reads_a_compressed_tensors_checkpoint_with_transformers",
+    "tests/sparse/test_practices.py::test_sparse_quant_types_run_and_reload",
+    "tests/core/test_adaptive_group_size.py::test_w4a16_practice_adapts_its_group_size_to_the_model_and_says_so",
+    "tests/sd/test_sd_calibration.py::test_capture_reuse_and_recapture",
+    "tests/core/test_histogram.py::test_search_finds_the_error_minimising_range_and_beats_minmax",
+    "tests/attention/test_c8_practices.py::test_quant_type_w8a8c8_runs_and_reloads",
+    "tests/families/test_longcat_flash.py::test_longcat_quantizes_and_reloads",
 })
 
 
