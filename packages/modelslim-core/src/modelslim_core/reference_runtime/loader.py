@@ -20,7 +20,7 @@ from modelslim_core.models.base import read_config_json, source_dtype_of
 from modelslim_core.reference_runtime.attention import AttentionPlan, install_attention, plan_attention
 from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
 from modelslim_core.formats.kernels import KERNELS, LinearShape, TensorSpec
-from modelslim_core.reference_runtime.multimodal import omni_thinker, saved_to_module_name
+from modelslim_core.reference_runtime.multimodal import fused_parts, omni_thinker, saved_to_module_name
 from modelslim_core.smoothing.fusion import add_output_bias
 from modelslim_core.reference_runtime.rotations import install_online_rotations, plan_online_rotations
 
@@ -167,6 +167,7 @@ def load_quantized_model(
     source_dtype = source_dtype_of(read_config_json(model_path))
     model = build_skeleton(model_path, dtype)
     checkpoint.rename(saved_to_module_name(model))
+    checkpoint.split(fused_parts(model))
     adopt_smoothing_biases(model, checkpoint)
     plan = plan_for(model, checkpoint, source_dtype)
     validate(plan, checkpoint)
