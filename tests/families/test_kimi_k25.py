@@ -18,6 +18,9 @@ from modelslim_vlm.models.kimi_k25 import KimiK25Adapter, interleave_rotary_rows
 from tests.families._tiny_vlm import make_kimi_k25
 from tests.families._vlm_runs import logits_error, quantize_vlm
 
+#: Practices these tests put through vLLM-Ascend's loader (w8a8) or its load-time refusal (w4a8: MindIE LLM only).
+ENGINE_CHECKED = ("kimi_k25/kimi_k25-w8a8.yaml", "kimi_k25/kimi_k25-w4a8.yaml")
+
 
 @pytest.fixture(scope="module")
 def kimi(tmp_path_factory):
@@ -120,3 +123,12 @@ def test_fused_buffer_writes_once_every_part_arrived():
     assert buffer.pending() == ["blocks.0.wqkv.weight"]
     fused = buffer.add(part(1), torch.ones(1, 2))
     assert fused[:, 0].tolist() == [0.0, 1.0, 2.0] and buffer.pending() == []
+
+
+def test_w4a8_is_verified_for_mindie():
+    """`--quant_type w4a8 --tag MindIE` finds the W4A8 practice at lookup level 1, with no confirmation."""
+    from modelslim_core.practice import PracticeLibrary, select_practice
+    from tests.tiny_models import REPO
+
+    selection = select_practice(PracticeLibrary([REPO / "practices"]), "kimi_k25", "Kimi-K2.5", "w4a8", ["MindIE"])
+    assert (selection.practice.metadata.config_id, selection.level, selection.tip) == ("kimi_k25-w4a8", 1, None)

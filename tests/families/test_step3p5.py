@@ -17,6 +17,8 @@ from tests.families._tiny import make_step3p5
 from tests.tiny_models import REPO
 
 IDS = torch.arange(3, 60).reshape(1, -1)
+#: Practices these tests put through vLLM-Ascend's loader.
+ENGINE_CHECKED = ("step3p5/step3p5-w8a8.yaml",)
 
 
 @pytest.fixture(scope="module")
