@@ -176,13 +176,13 @@ def check_attention_selections(adapter: Any, units: list[Unit], configs: Iterabl
         if any(site_filter(config, aliases)(name) for name in sites):
             continue
         produces = getattr(processor_class(config), "produces", "results")
-        model = f"model type {adapter.model_type!r} (config.json model_type {adapter.hf_model_type!r})"
+        model = f"model type {adapter.model_type!r} (config.json model_type {getattr(adapter, 'hf_model_type', None)!r})"
         if not sites:
             note = getattr(adapter, "attention_note", None)
             raise ConfigError(
                 f"{path} ({config.type}): {model} has no attention module {config.type} can act on, so the run "
-                f"would write no {produces} while the checkpoint asks the engine to use them. {config.type} "
-                f"supports {SUPPORTED_SITES}." + (f" {note}" if note else ""),
+                f"would finish without the {produces} the config asks for (a checkpoint the engine cannot use as "
+                f"asked). {config.type} supports {SUPPORTED_SITES}." + (f" {note}" if note else ""),
                 f"remove the {config.type} item from the config for this model (its family's practices without "
                 "a KV-cache or FA3 suffix, e.g. --quant_type w8a8, have none).",
             )
