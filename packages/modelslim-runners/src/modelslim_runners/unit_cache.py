@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -211,11 +212,17 @@ class UnitCache:
         """The processed unit, before the placement releases it."""
         if not self._chain:
             return
+        buffer = io.BytesIO()
+        try:
+            torch.save(module, buffer)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:  # e.g. a hook holding a local function
+            logger.warning("Unit cache: %s cannot be kept (%s); later rounds recompute it and the units after it.",
+                           type(module).__name__, exc)
+            self._chain = False
+            return
         entry = self._entry(index)
         shutil.rmtree(entry, ignore_errors=True)
         entry.mkdir(mode=0o750)
-        buffer = io.BytesIO()
-        torch.save(module, buffer)
         _write_private(entry / UNIT_FILE, buffer.getvalue())
 
     def store_state(self, index: int, inputs: Sequence[UnitInput] | None, processors: list[dict],

@@ -306,6 +306,9 @@ def run_tune(args: TuneArgs) -> dict:
     args = TuneArgs(str(model_path), str(save_path), args.config, args.device, args.model_type, args.timeout,
                     args.trust_remote_code)
     config, patterns = Tuner(args, strategy, evaluator, history).run()
+    finalize = getattr(evaluator, "finalize", None)
+    if finalize is not None:
+        finalize(model_path, save_path / QUANT_MODEL)
     write_private(save_path / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
     report = {"strategy": strategy.type, "evaluation": json.loads(json.dumps(evaluation, default=str)),
               "rolled_back": patterns, "rounds": history.state["rounds"], "config": str(save_path / CONFIG_NAME),
