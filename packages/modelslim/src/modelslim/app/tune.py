@@ -210,9 +210,9 @@ class Tuner:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, mode=0o750)
         dataset = self.strategy.analysis_dataset or (template.get("spec") or {}).get("dataset") or "mix_calib.jsonl"
-        with unit_cache_at(self.save_path / HISTORY / UNIT_CACHE):  # the zero-rollback round's units
-            measured = measure_scheme(template, "strategy.template", self.quant, work, self.strategy.analysis_scope,
-                                      "float_gain", dataset, self.strategy.analysis_samples)
+        measured = measure_scheme(template, "strategy.template", self.quant, work, self.strategy.analysis_scope,
+                                  "float_gain", dataset, self.strategy.analysis_samples,
+                                  lambda: unit_cache_at(self.save_path / HISTORY / UNIT_CACHE))  # round 0's units
         ranked = [row["pattern"] for row in measured.rows]
         self.history.state["candidates"][key] = ranked
         self.history.state.setdefault("candidate_layers", {}).update(measured.layers)
