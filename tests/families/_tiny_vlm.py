@@ -181,3 +181,42 @@ def make_kimi_k25(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int =
         tensors = load_file(weights)
         save_file({kimi_k25_release_name(k): v for k, v in tensors.items()}, weights, metadata={"format": "pt"})
     return target
+
+
+STEP3P7_SPECIAL = ["<im_patch>", "<im_start>", "<im_end>", "<patch_start>", "<patch_end>", "<patch_newline>"]
+#: Step-3.5's language model: a dense first layer then MoE layers (4 routed experts, a shared one), sliding and
+#: full attention, one MTP layer after the last decoder layer (added to the checkpoint: transformers builds none).
+STEP3P7_TEXT = {**TEXT, "num_hidden_layers": 3, "head_dim": 16, "moe_intermediate_size": 32, "num_local_experts": 4,
+                "n_routed_experts": 4, "num_experts_per_tok": 2, "share_expert_dim": 32, "sliding_window": 8,
+                "pad_token_id": 0, "num_nextn_predict_layers": 1, "mlp_layer_types": ["dense", "sparse", "sparse"],
+                "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}
+STEP3P7_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=112,
+                      patch_size=14)
+
+
+def make_step3p7(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+    """Step-3.7-Flash as its release is laid out (transformers' save writes the release names: `model.layers.*`
+    with stacked `moe.*_proj` experts, `vision_model.transformer.resblocks.N.attn.in_proj_weight`,
+    `vit_large_projector`), with the model's own image processor (112 px global view, 4 image tokens)."""
+    from transformers import Step3p7Config, Step3p7ForConditionalGeneration
+    from transformers.models.step3p7.image_processing_step3p7 import Step3p7ImageProcessor
+    from transformers.models.step3p7.processing_step3p7 import Step3p7Processor
+
+    from tests.families._tiny import _add_mtp_layer
+    from tests.vlm.tiny_vlm import _template
+
+    tokenizer = make_tokenizer(STEP3P7_SPECIAL)
+    image = Step3p7ImageProcessor(size={"height": 112, "width": 112}, patch_size=112, max_image_size=224)
+    processor = Step3p7Processor(image_processor=image, tokenizer=tokenizer, chat_template=_template(
+        {"IMAGE": "<im_patch>", "VIDEO": "", "AUDIO": ""}))
+    config = Step3p7Config(text_config=STEP3P7_TEXT, vision_config=STEP3P7_VISION,
+                           image_token_id=tokenizer.convert_tokens_to_ids("<im_patch>"))
+    torch.manual_seed(seed)
+    model = Step3p7ForConditionalGeneration(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("e_score_correction_bias"):
+                param.normal_(0, 0.1)
+    _save(model, processor, target, dtype, seed)
+    _add_mtp_layer(target / "model.safetensors", STEP3P7_TEXT["num_hidden_layers"], STEP3P7_TEXT["hidden_size"], dtype)
+    return target

@@ -21,6 +21,7 @@ from modelslim_core.reference_runtime.attention import AttentionPlan, install_at
 from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
 from modelslim_core.formats.kernels import KERNELS, LinearShape, TensorSpec
 from modelslim_core.reference_runtime.multimodal import fused_parts, omni_thinker, saved_to_module_name
+from modelslim_core.reference_runtime.stacked_experts import stacked_expert_parts
 from modelslim_core.smoothing.fusion import add_output_bias
 from modelslim_core.reference_runtime.rotations import install_online_rotations, plan_online_rotations
 
@@ -115,10 +116,12 @@ def plan_for(model: nn.Module, checkpoint: SavedCheckpoint, source_dtype: torch.
 def _problems(plan: Plan, checkpoint: SavedCheckpoint) -> list[str]:
     saved = checkpoint.names()
     problems = [f"{name} is missing (expected {spec.describe()})" for name, spec in plan.specs.items() if name not in saved]
-    # FLOAT tensors the saver carried over from the source beside the model (MTP layers, models/mtp.py)
+    # FLOAT tensors the saver carried over from the source beside the model (MTP layers, models/mtp.py); the
+    # prefixes are the release's names, which transformers' rules may rename (Step-3.7: `model.layers.N`)
     carried = tuple((checkpoint.description.get("metadata") or {}).get("carried_float") or ())
     extra = [name for name in sorted(saved - set(plan.specs))
-             if not (carried and name.startswith(carried) and checkpoint.tags.get(name) == "FLOAT")]
+             if not (carried and checkpoint.stored_name(name).startswith(carried)
+                     and checkpoint.tags.get(name) == "FLOAT")]
     problems += [f"{name} is not part of this model's format (tag {checkpoint.tags[name]})" for name in extra]
     for name, spec in plan.specs.items():
         if name not in saved:
@@ -170,6 +173,7 @@ def load_quantized_model(
     model = build_skeleton(model_path, dtype, trust_remote_code)
     checkpoint.rename(saved_to_module_name(model))
     checkpoint.split(fused_parts(model))
+    checkpoint.split(stacked_expert_parts(model))
     adopt_smoothing_biases(model, checkpoint)
     plan = plan_for(model, checkpoint, source_dtype)
     validate(plan, checkpoint)
