@@ -22,6 +22,8 @@ NAMES = [
     ("Kimi-K2.5", "kimi_k25", "kimi_k25", ["w8a8", "w4a8"]),
     ("Kimi-K2.6", "kimi_k25", "kimi_k25", ["w8a8", "w4a8"]),
     ("Step-3.5-Flash", "step3p5", "step3p5", ["w8a8"]),
+    ("Step-3.7-Flash", "step3p7", "step3p7", ["w8a8"]),
+    ("Step-3.7", "step3p7", "step3p7", ["w8a8"]),
     ("MiniMax-M2.7", "minimax_m2", "minimax_m2", ["w8a8"]),
     ("MiniMax-M2.5", "minimax_m2", "minimax_m2", ["w8a8"]),
     ("Qwen3-Next-80B-A3B-Instruct", "qwen3_next", "qwen3_next", ["w8a8"]),
