@@ -38,3 +38,20 @@ def logits_error(model_type: str, model: Path, out: Path, index: Path) -> float:
         reference = float_model(**inputs).logits
         logits = load_quantized_model(model, out)(**inputs).logits
     return ((logits - reference).norm() / reference.norm()).item()
+
+
+def read_tensors(directory: Path, pattern: str) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors files in `directory` matching `pattern`, by name."""
+    from safetensors import safe_open
+
+    found = {}
+    for file in directory.glob(pattern):
+        with safe_open(file, framework="pt") as handle:
+            found.update({name: handle.get_tensor(name) for name in handle.keys()})
+    return found
+
+
+def quantize_and_read(model: Path, out: Path, model_type: str, practice: str, dataset: Path):
+    """quantize_vlm, then (output directory, the source's tensors, the output's tensors) for release-layout checks."""
+    out = quantize_vlm(model, out, model_type, practice, dataset)
+    return out, read_tensors(model, "model*.safetensors"), read_tensors(out, "quant_model_weights*.safetensors")

@@ -9,14 +9,13 @@ import json
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from modelslim.engines.conformance import check_saved
 from modelslim_core.errors import ConfigError
 from modelslim_core.models.fused_tensors import FusedPart, FusedTensorBuffer
 from modelslim_vlm.models.kimi_k25 import KimiK25Adapter, interleave_rotary_rows
 from tests.families._tiny_vlm import make_kimi_k25
-from tests.families._vlm_runs import logits_error, quantize_vlm
+from tests.families._vlm_runs import logits_error, quantize_and_read
 
 #: Practices these tests put through vLLM-Ascend's loader (w8a8) or its load-time refusal (w4a8: MindIE LLM only).
 ENGINE_CHECKED = ("kimi_k25/kimi_k25-w8a8.yaml", "kimi_k25/kimi_k25-w4a8.yaml")
@@ -27,19 +26,9 @@ def kimi(tmp_path_factory):
     return make_kimi_k25(tmp_path_factory.mktemp("kimi_k25") / "model")
 
 
-def _tensors(directory, pattern: str) -> dict[str, torch.Tensor]:
-    found = {}
-    for file in directory.glob(pattern):
-        with safe_open(file, framework="pt") as handle:
-            found.update({name: handle.get_tensor(name) for name in handle.keys()})
-    return found
-
-
 def test_w8a8_writes_the_tower_in_the_release_layout_bit_for_bit(kimi, media_index, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    out = quantize_vlm(kimi, tmp_path / "out", "Kimi-K2.5", "kimi_k25/kimi_k25-w8a8.yaml", media_index)
-    source = _tensors(kimi, "model*.safetensors")
-    saved = _tensors(out, "quant_model_weights*.safetensors")
+    out, source, saved = quantize_and_read(kimi, tmp_path / "out", "Kimi-K2.5", "kimi_k25/kimi_k25-w8a8.yaml", media_index)
     tower = [name for name in source if name.startswith(("vision_tower.", "mm_projector."))]
     assert any(name.endswith(".wqkv.weight") for name in tower)
     for name in tower:  # every tower tensor under its release name, unchanged (the fused wqkv included)

@@ -11,14 +11,13 @@ import json
 import pytest
 import torch
 import yaml
-from safetensors import safe_open
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim.engines.conformance import check_saved
 from modelslim_core.errors import ConfigError
 from modelslim_vlm.models.step3p7 import Step3p7Adapter
 from tests.families._tiny_vlm import make_step3p7
-from tests.families._vlm_runs import logits_error, quantize_vlm
+from tests.families._vlm_runs import logits_error, quantize_and_read
 from tests.tiny_models import REPO
 
 #: Practices these tests put through vLLM-Ascend's loader.
@@ -30,19 +29,9 @@ def step(tmp_path_factory):
     return make_step3p7(tmp_path_factory.mktemp("step3p7") / "model")
 
 
-def _tensors(directory, pattern: str) -> dict[str, torch.Tensor]:
-    found = {}
-    for file in directory.glob(pattern):
-        with safe_open(file, framework="pt") as handle:
-            found.update({name: handle.get_tensor(name) for name in handle.keys()})
-    return found
-
-
 def test_w8a8_keeps_the_release_layout_reloads_and_loads_in_vllm_ascend(step, media_index, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    out = quantize_vlm(step, tmp_path / "out", "Step-3.7-Flash", "step3p7/step3p7-w8a8.yaml", media_index)
-    source = _tensors(step, "model*.safetensors")
-    saved = _tensors(out, "quant_model_weights*.safetensors")
+    out, source, saved = quantize_and_read(step, tmp_path / "out", "Step-3.7-Flash", "step3p7/step3p7-w8a8.yaml", media_index)
     float_release = [name for name in source if name.startswith(("vision_model.", "vit_large_projector."))
                      or ".moe." in name or name.startswith("model.layers.3.")]
     assert any(name.endswith(".attn.in_proj_weight") for name in float_release)
