@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from modelslim_core.attention.processor import check_attention_selections
 from modelslim_core.calib.text import load_texts
 from modelslim_core.debug import write_debug_info
 from modelslim_core.protocol.spec import build_processor, build_saver, processor_class
@@ -205,6 +206,7 @@ class UnitPipeline:
         try:
             units = self.adapter.units(model)
             check_layer_selections(self.adapter, units, stage.processors)
+            check_attention_selections(self.adapter, units, stage.processors)
             self._cache = None if self._resume_point is not None else UnitCache.for_stage(
                 self.context, model, units, stage, self.world)
             start, inputs = self._start(model, units, stage, processors, savers)
