@@ -65,6 +65,22 @@ def test_quantized_experts_are_refused_at_load_for_vllm_ascend(step, media_index
     assert not (tmp_path / "refused" / "quant_model_description.json").exists()
 
 
+def test_rotation_is_refused_with_the_reason(step, media_index, tmp_path, monkeypatch):
+    """Step-3.7's norms scale by 1 + gamma, which a rotation of the residual stream cannot pass through."""
+    from modelslim_core.errors import ModelError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = yaml.safe_load((REPO / "practices/step3p7/step3p7-w8a8.yaml").read_text(encoding="utf-8"))
+    config["spec"]["dataset"] = str(media_index)
+    config["spec"]["process"].insert(0, {"type": "quarot"})
+    path = tmp_path / "quarot.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    with pytest.raises(ModelError, match="1 \\+ γ"):  # MindIE: past vLLM-Ascend's refusal of rotated experts
+        run_quant(QuantArgs(str(step), str(tmp_path / "rotated"), "Step-3.7-Flash", config_path=str(path), device="cpu",
+                            tags=["MindIE"]))
+    assert not (tmp_path / "rotated" / "quant_model_description.json").exists()
+
+
 @pytest.mark.parametrize("module, release", [
     ("model.language_model.layers.3.self_attn.g_proj.weight", "model.layers.3.self_attn.g_proj.weight"),
     ("model.language_model.layers.1.mlp.gate.weight", "model.layers.1.moe.gate.weight"),
