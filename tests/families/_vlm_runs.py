@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,13 +16,21 @@ from modelslim_vlm.dataset.media import decode_sample
 from tests.tiny_models import REPO
 
 
-def quantize_vlm(model: Path, out: Path, model_type: str, practice: str, dataset: Path) -> Path:
+def practice_file(practice: str, dataset: Path, path: Path, edit: Callable[[dict], None] | None = None) -> Path:
+    """A shipped practice calibrated on `dataset`, saved unsharded, changed by `edit`, written to `path`."""
     config = yaml.safe_load((REPO / "practices" / practice).read_text(encoding="utf-8"))
     config["spec"]["dataset"] = str(dataset)
     config["spec"]["save"][0]["part_file_size"] = 0
-    path = out.parent / f"{out.name}.yaml"
+    if edit is not None:
+        edit(config)
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return run_quant(QuantArgs(str(model), str(out), model_type, config_path=str(path), device="cpu"))
+    return path
+
+
+def quantize_vlm(model: Path, out: Path, model_type: str, practice: str, dataset: Path,
+                 edit: Callable[[dict], None] | None = None, tags: list[str] | None = None) -> Path:
+    path = practice_file(practice, dataset, out.parent / f"{out.name}.yaml", edit)
+    return run_quant(QuantArgs(str(model), str(out), model_type, config_path=str(path), device="cpu", tags=tags))
 
 
 def multimodal_inputs(model_type: str, model: Path, index: Path) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ from modelslim_core.errors import ConfigError
 from modelslim_core.models.fused_tensors import FusedPart, FusedTensorBuffer
 from modelslim_vlm.models.kimi_k25 import KimiK25Adapter, interleave_rotary_rows
 from tests.families._tiny_vlm import make_kimi_k25
-from tests.families._vlm_runs import logits_error, quantize_and_read
+from tests.families._vlm_runs import logits_error, quantize_and_read, quantize_vlm
 
 #: Practices these tests put through vLLM-Ascend's loader (w8a8) or its load-time refusal (w4a8: MindIE LLM only).
 ENGINE_CHECKED = ("kimi_k25/kimi_k25-w8a8.yaml", "kimi_k25/kimi_k25-w4a8.yaml")
@@ -46,20 +46,11 @@ def test_w8a8_writes_the_tower_in_the_release_layout_bit_for_bit(kimi, media_ind
 
 
 def test_w4a8_for_mindie_quantizes_the_experts_and_reloads(kimi, media_index, tmp_path, monkeypatch):
-    from modelslim.app.quick_quant import QuantArgs, run_quant
-    from tests.tiny_models import REPO
-    import yaml
-
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = yaml.safe_load((REPO / "practices/kimi_k25/kimi_k25-w4a8.yaml").read_text(encoding="utf-8"))
-    config["spec"].update(dataset=str(media_index))
-    config["spec"]["save"][0]["part_file_size"] = 0
-    path = tmp_path / "w4a8.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    practice = "kimi_k25/kimi_k25-w4a8.yaml"
     with pytest.raises(ConfigError, match="kimi_k25"):  # vLLM-Ascend 0.23 (the default target) has no expert layout
-        run_quant(QuantArgs(str(kimi), str(tmp_path / "refused"), "Kimi-K2.5", config_path=str(path), device="cpu"))
-    out = run_quant(QuantArgs(str(kimi), str(tmp_path / "out"), "Kimi-K2.5", config_path=str(path), device="cpu",
-                              tags=["MindIE"]))
+        quantize_vlm(kimi, tmp_path / "refused", "Kimi-K2.5", practice, media_index)
+    out = quantize_vlm(kimi, tmp_path / "out", "Kimi-K2.5", practice, media_index, tags=["MindIE"])
     description = json.loads((out / "quant_model_description.json").read_text())
     assert description["language_model.model.layers.1.mlp.experts.3.down_proj.weight"] == "W4A8_DYNAMIC"
     error = logits_error("Kimi-K2.5", kimi, out, media_index)

@@ -10,18 +10,16 @@ import json
 
 import pytest
 import torch
-import yaml
 
-from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim.engines.conformance import check_saved
 from modelslim_core.errors import ConfigError
 from modelslim_vlm.models.step3p7 import Step3p7Adapter
 from tests.families._tiny_vlm import make_step3p7
-from tests.families._vlm_runs import logits_error, quantize_and_read
-from tests.tiny_models import REPO
+from tests.families._vlm_runs import logits_error, quantize_and_read, quantize_vlm
 
+PRACTICE = "step3p7/step3p7-w8a8.yaml"
 #: Practices these tests put through vLLM-Ascend's loader.
-ENGINE_CHECKED = ("step3p7/step3p7-w8a8.yaml",)
+ENGINE_CHECKED = (PRACTICE,)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +29,7 @@ def step(tmp_path_factory):
 
 def test_w8a8_keeps_the_release_layout_reloads_and_loads_in_vllm_ascend(step, media_index, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    out, source, saved = quantize_and_read(step, tmp_path / "out", "Step-3.7-Flash", "step3p7/step3p7-w8a8.yaml", media_index)
+    out, source, saved = quantize_and_read(step, tmp_path / "out", "Step-3.7-Flash", PRACTICE, media_index)
     float_release = [name for name in source if name.startswith(("vision_model.", "vit_large_projector."))
                      or ".moe." in name or name.startswith("model.layers.3.")]
     assert any(name.endswith(".attn.in_proj_weight") for name in float_release)
@@ -55,13 +53,12 @@ def test_w8a8_keeps_the_release_layout_reloads_and_loads_in_vllm_ascend(step, me
 
 def test_quantized_experts_are_refused_at_load_for_vllm_ascend(step, media_index, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = yaml.safe_load((REPO / "practices/step3p7/step3p7-w8a8.yaml").read_text(encoding="utf-8"))
-    config["spec"]["dataset"] = str(media_index)
-    config["spec"]["process"][0]["configs"][1]["include"].append("model.language_model.layers.*.mlp.experts.*")
-    path = tmp_path / "experts.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+    def quantize_experts(config: dict) -> None:
+        config["spec"]["process"][0]["configs"][1]["include"].append("model.language_model.layers.*.mlp.experts.*")
+
     with pytest.raises(ConfigError, match="step3p7"):
-        run_quant(QuantArgs(str(step), str(tmp_path / "refused"), "Step-3.7-Flash", config_path=str(path), device="cpu"))
+        quantize_vlm(step, tmp_path / "refused", "Step-3.7-Flash", PRACTICE, media_index, quantize_experts)
     assert not (tmp_path / "refused" / "quant_model_description.json").exists()
 
 
@@ -70,14 +67,9 @@ def test_rotation_is_refused_with_the_reason(step, media_index, tmp_path, monkey
     from modelslim_core.errors import ModelError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = yaml.safe_load((REPO / "practices/step3p7/step3p7-w8a8.yaml").read_text(encoding="utf-8"))
-    config["spec"]["dataset"] = str(media_index)
-    config["spec"]["process"].insert(0, {"type": "quarot"})
-    path = tmp_path / "quarot.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     with pytest.raises(ModelError, match="1 \\+ γ"):  # MindIE: past vLLM-Ascend's refusal of rotated experts
-        run_quant(QuantArgs(str(step), str(tmp_path / "rotated"), "Step-3.7-Flash", config_path=str(path), device="cpu",
-                            tags=["MindIE"]))
+        quantize_vlm(step, tmp_path / "rotated", "Step-3.7-Flash", PRACTICE, media_index,
+                     lambda config: config["spec"]["process"].insert(0, {"type": "quarot"}), tags=["MindIE"])
     assert not (tmp_path / "rotated" / "quant_model_description.json").exists()
 
 
