@@ -32,6 +32,7 @@ from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.runtime.selection_check import check_layer_selections
 from modelslim_core.runtime.saver import Saver
+from modelslim_core.runtime.storage import compute_in
 from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
 from modelslim_runners.moe_pieces import MoEPieceRun, expert_group_piece, routed_experts, trunk_piece
@@ -159,6 +160,16 @@ class UnitPipeline:
             self._checkpointed = True
 
     def _run_stage(self, model: nn.Module, stage: Stage) -> None:
+        storage, compute = self.placement.unit_storage_dtype, self.context.compute_dtype
+        if storage == compute:
+            self._run_stage_stored(model, stage)
+            return
+        logger.info("Weights are held in %s during calibration; each module computes in %s while it runs.",
+                    storage, compute)
+        with compute_in(compute):
+            self._run_stage_stored(model, stage)
+
+    def _run_stage_stored(self, model: nn.Module, stage: Stage) -> None:
         processors = [build_processor(config, self.context) for config in stage.processors]
         savers = [build_saver(config, self.context) for config in stage.savers] if self.rank == 0 else []
         summary = RunSummary(stage.name, self.placement.device)
@@ -284,7 +295,7 @@ class UnitPipeline:
 
     def enter_calibrated_piece(self, piece: Unit, need: int) -> None:
         self._budget.enter(f"{piece.name}.{piece.label}", need)
-        self.placement.enter(piece, self.context.compute_dtype)
+        self.placement.enter(piece, self.placement.unit_storage_dtype)
 
     def leave_calibrated_piece(self, piece: Unit, need: int) -> None:
         self.placement.leave(piece)

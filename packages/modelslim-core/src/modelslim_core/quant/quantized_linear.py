@@ -45,8 +45,6 @@ class QuantizedLinear(nn.Module):
         self.act = act
         self.out_features, self.in_features = weight.shape
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        # Built on first use: a data-free run never runs a forward, so it never pays for a float copy.
-        self.register_buffer("_dequantized", None, persistent=False)
 
     @property
     def group_size(self) -> int:
@@ -54,11 +52,11 @@ class QuantizedLinear(nn.Module):
         return self.qweight.group_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Dequantized per call, never cached: a unit's quantized linears would otherwise all hold float32
+        # copies at once (twice a bf16 unit); the float weight exists only while this linear computes.
         x = self.act(x)
-        if self._dequantized is None:
-            self._dequantized = self.qweight.dequantize()
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self._dequantized.to(x.dtype), bias)
+        return F.linear(x, self.qweight.dequantize().to(x.dtype), bias)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, {self.export_type}"
@@ -137,15 +135,16 @@ class CalibratingLinear(nn.Module):
         self.observer = build_observer(act_qconfig) if quantizer.kind == "static" else None
         self.act = build_dynamic_act(act_qconfig) if quantizer.kind != "static" else nn.Identity()
         self.bias = None if linear.bias is None else linear.bias.detach()
-        device = linear.weight.device
+        self.device = linear.weight.device
         if quantizer.weight.needs_data:
             self.qweight = None
-            self.hessian: HessianAccumulator | None = HessianAccumulator(linear.in_features, device, cache)
+            self.hessian: HessianAccumulator | None = HessianAccumulator(linear.in_features, self.device, cache)
+            # The float weight as stored (the model's dtype): upcast per call, solved by GPTQ in float32.
             self.register_buffer("weight", linear.weight.detach())
         else:
             self.qweight = quantizer.quantize_weight(name, linear) if qweight is None else qweight
             self.hessian = None
-            self.register_buffer("weight", self.qweight.dequantize().to(device))
+            self.register_buffer("weight", None)  # dequantized per call (see QuantizedLinear.forward)
         self.tokens = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +157,8 @@ class CalibratingLinear(nn.Module):
         if observing:
             self.tokens += x.numel() // x.shape[-1]
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.weight.to(x.dtype), bias)
+        weight = self.weight if self.qweight is None else self.qweight.dequantize()
+        return F.linear(x, weight.to(device=x.device, dtype=x.dtype), bias)
 
     @property
     def calibrated(self) -> bool:
@@ -169,7 +169,7 @@ class CalibratingLinear(nn.Module):
         unless `qweight` was already solved together with linears sharing this Hessian."""
         act = self.act
         if self.observer is not None:
-            act = build_static_act(self.quantizer.qconfig.act, self.observer, self.weight.device)
+            act = build_static_act(self.quantizer.qconfig.act, self.observer, self.device)
         qweight = qweight if qweight is not None else self.qweight
         if qweight is None:
             qweight = self.quantizer.weight.quantize(self.weight, self.hessian.hessian(), name=self.name)
@@ -195,4 +195,4 @@ def solve_shared_hessians(calibrating: list[CalibratingLinear]) -> list[nn.Modul
 
 def _shares_hessian(candidate: CalibratingLinear, first: CalibratingLinear) -> bool:
     return (first.hessian is not None and candidate.hessian is not None and candidate.quantizer is first.quantizer
-            and candidate.hessian.shares_inputs_with(first.hessian) and candidate.weight.device == first.weight.device)
+            and candidate.hessian.shares_inputs_with(first.hessian) and candidate.device == first.device)

@@ -1,0 +1,135 @@
+"""Calibration holds weights in the model's dtype: each module computes in float32 only while it runs, and the
+checkpoint is byte-identical to a run that holds the whole model in float32 (model-wise)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from modelslim.app.quick_quant import QuantArgs, run_quant
+from modelslim_core.runtime.storage import active_compute_dtype, compute_in, store, written_dtype
+from modelslim_core.runtime.unit import Unit
+from modelslim_runners.placement import LayerWisePlacement
+from tests.quant_runs import checkpoint_digest
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(11, 8)
+        self.norm = nn.LayerNorm(8)
+        self.linear = nn.Linear(8, 6)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(self.embed(ids)))
+
+
+def _pair() -> tuple[Block, Block]:
+    torch.manual_seed(0)
+    stored = Block().to(torch.bfloat16)
+    wide = Block()
+    wide.load_state_dict({k: v.float() for k, v in stored.state_dict().items()})
+    return stored, wide
+
+
+def test_modules_compute_in_float32_over_bf16_weights_bit_identically() -> None:
+    stored, wide = _pair()
+    ids = torch.tensor([[1, 4, 9, 2]])
+    seen: list[torch.dtype] = []
+    stored.linear.register_forward_pre_hook(lambda m, _a: seen.append(m.weight.dtype))
+    with compute_in(torch.float32):
+        out = stored(ids)
+    assert out.dtype == torch.float32 and torch.equal(out, wide(ids))
+    assert seen == [torch.float32]  # float32 while the linear runs ...
+    assert {p.dtype for p in stored.parameters()} == {torch.bfloat16}  # ... and stored as bf16 again after
+    assert active_compute_dtype() is None
+
+
+def test_a_forward_cut_short_still_puts_the_stored_weights_back() -> None:
+    stored, _ = _pair()
+
+    class Stop(Exception):
+        pass
+
+    def stop(_module: nn.Module, _args: tuple, _output: torch.Tensor) -> None:
+        raise Stop
+
+    stored.norm.register_forward_hook(stop)
+    with compute_in(torch.float32), pytest.raises(Stop):
+        stored(torch.tensor([[1, 2]]))
+    assert {p.dtype for p in stored.parameters()} == {torch.bfloat16}
+
+
+def test_rewritten_weights_are_promoted_only_while_computing_in_a_wider_dtype() -> None:
+    param = nn.Parameter(torch.ones(3, dtype=torch.bfloat16), requires_grad=False)
+    third = torch.full((3,), 1 / 3)
+    with compute_in(torch.float32):
+        assert written_dtype(param) == torch.float32
+        store(param, third)
+    assert param.dtype == torch.float32 and torch.equal(param, third)  # not rounded to bf16
+    other = nn.Parameter(torch.ones(3, dtype=torch.bfloat16), requires_grad=False)
+    store(other, third)  # outside: the parameter keeps its dtype (devices computing in the model's dtype)
+    assert other.dtype == torch.bfloat16
+
+
+W8A8_PRACTICE = """\
+apiversion: modelslim_v1
+spec:
+  runner: {runner}
+  process:
+    - type: iter_smooth
+      alpha: 0.5
+    - type: group
+      configs:
+        - type: linear_quant
+          qconfig:
+            act: {{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}}
+            weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
+          include: ["*self_attn*"]
+        - type: linear_quant
+          qconfig:
+            act: {{scope: per_token, dtype: int8, symmetric: true, method: minmax}}
+            weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
+          include: ["*mlp*"]
+  save: [{{type: ascendv1_saver}}]
+  dataset: {dataset}
+"""
+W4A16_GPTQ = """\
+apiversion: modelslim_v1
+spec:
+  runner: {runner}
+  process:
+    - type: linear_quant
+      qconfig:
+        weight: {{scope: per_group, dtype: int4, symmetric: true, method: gptq, ext: {{group_size: 16}}}}
+      include: ["*"]
+  save: [{{type: compressed_tensors_saver}}]
+  dataset: {dataset}
+"""
+
+
+@pytest.mark.parametrize("config", [W8A8_PRACTICE, W4A16_GPTQ], ids=["w8a8-practice", "w4a16-gptq"])
+def test_layer_wise_in_bf16_storage_writes_the_float32_run_checkpoint(config: str, tiny_models, small_calib: Path,
+                                                                     tmp_path: Path, cli_env,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_models("qwen2", torch.bfloat16)
+    held: list[set[torch.dtype]] = []
+    original_enter = LayerWisePlacement.enter
+
+    def enter(self: LayerWisePlacement, unit: Unit, dtype: torch.dtype | None = None) -> None:
+        original_enter(self, unit, dtype)
+        held.append({p.dtype for p in unit.module.parameters() if not p.is_meta})
+
+    monkeypatch.setattr(LayerWisePlacement, "enter", enter)
+    digests = []
+    for runner in ("model_wise", "layer_wise"):
+        path = tmp_path / f"{runner}.yaml"
+        path.write_text(config.format(runner=runner, dataset=small_calib))
+        out = tmp_path / runner
+        run_quant(QuantArgs(str(model), str(out), "Qwen2.5-7B-Instruct", config_path=str(path), device="cpu"))
+        digests.append({k: v for k, v in checkpoint_digest(out).items() if not k.endswith("_best_practice.yaml")})
+    assert digests[0] == digests[1]
+    assert held and all(dtypes == {torch.bfloat16} for dtypes in held)  # every unit was held in bf16
