@@ -3,6 +3,8 @@ checkpoint is byte-identical to a run that holds the whole model in float32 (mod
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,31 @@ def test_layer_wise_in_bf16_storage_writes_the_float32_run_checkpoint(config: st
         digests.append({k: v for k, v in checkpoint_digest(out).items() if not k.endswith("_best_practice.yaml")})
     assert digests[0] == digests[1]
     assert held and all(dtypes == {torch.bfloat16} for dtypes in held)  # every unit was held in bf16
+
+
+def test_plan_counts_bf16_storage_the_running_linear_and_gptq_hessians(tiny_models, small_calib: Path, tmp_path: Path,
+                                                                      cli_env) -> None:
+    from safetensors import safe_open
+
+    model = tiny_models("qwen2", torch.bfloat16)
+    with safe_open(str(next(model.glob("*.safetensors"))), framework="pt") as handle:
+        shapes = [tuple(handle.get_slice(k).get_shape()) for k in handle.keys()
+                  if k.startswith("model.layers.0.") and k.endswith("_proj.weight")]
+        unit_elements = sum(math.prod(handle.get_slice(k).get_shape()) for k in handle.keys()
+                            if k.startswith("model.layers.0."))
+    plans = {}
+    float32_model = tiny_models("qwen2", torch.float32)  # held as computed: the plan counts float32 3x
+    for name, config, source in (("w8a8", W8A8_PRACTICE, model), ("gptq", W4A16_GPTQ, model),
+                                 ("w8a8-float32", W8A8_PRACTICE, float32_model)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(config.format(runner="layer_wise", dataset=small_calib))
+        out = tmp_path / name
+        run_quant(QuantArgs(str(source), str(out), "Qwen2.5-7B-Instruct", config_path=str(path), device="cpu",
+                            max_memory=64 * 2**30))
+        memory = json.loads((out / "quant_report.json").read_text())["stages"][-1]["memory"]
+        plans[name] = memory["pieces"]["(whole unit)"]["plan_bytes"]
+    hessians = sum(inp * inp * 4 for _, inp in shapes)
+    assert plans["gptq"] - plans["w8a8"] == hessians  # same activations and weights: only the Hessians differ
+    running = 2 * max(out * inp for out, inp in shapes) * 4  # the running linear's two float32 copies
+    # Same activations: float32 storage counts 3 x 4 bytes per weight, bf16 storage 3 x 2 plus the running linear.
+    assert plans["w8a8-float32"] - plans["w8a8"] == 3 * unit_elements * 2 - running
