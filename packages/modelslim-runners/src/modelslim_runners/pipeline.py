@@ -33,6 +33,7 @@ from modelslim_core.runtime.runner import Stage
 from modelslim_core.runtime.selection_check import check_layer_selections
 from modelslim_core.runtime.saver import Saver
 from modelslim_core.runtime.storage import compute_in
+from modelslim_core.quant.quantized_linear import release_dequantized
 from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
 from modelslim_runners.moe_pieces import MoEPieceRun, expert_group_piece, routed_experts, trunk_piece
@@ -416,6 +417,7 @@ class UnitPipeline:
             outputs = self._forward(unit, inputs)
         for saver in savers:
             saver.save_unit(unit)
+        release_dequantized(unit.module)  # model-wise keeps the unit: its cached float copies go now
         self.placement.leave(unit)
         self._budget.leave("(whole unit)", need)
         if inputs is None or is_last:

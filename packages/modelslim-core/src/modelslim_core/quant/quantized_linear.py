@@ -26,6 +26,30 @@ from modelslim_core.quant.row_blocks import quantize_by_rows
 from modelslim_core.runtime.observation import statistics_paused
 
 
+#: A dequantized weight up to this size (in float32) is kept between calls until `release_dequantized`: a small
+#: linear's per-call dequantization costs more than its copy (the demo's samples are short), while a large
+#: one's copy is the memory that holding weights in the model's dtype saves.
+DEQUANTIZED_CACHE_BYTES = 4 * 2**20
+
+
+def dequantized_weight(module: nn.Module, qweight: nn.Module) -> torch.Tensor:
+    """`qweight` in float: cached on `module` (its `_dequantized` buffer) when small, else made per call."""
+    cached = module._dequantized
+    if cached is not None:
+        return cached
+    weight = qweight.dequantize()
+    if weight.numel() * weight.element_size() <= DEQUANTIZED_CACHE_BYTES:
+        module._dequantized = weight
+    return weight
+
+
+def release_dequantized(root: nn.Module) -> None:
+    """Drop the small dequantized copies cached under `root` (a unit, once it is processed)."""
+    for module in root.modules():
+        if getattr(module, "_dequantized", None) is not None:
+            module._dequantized = None
+
+
 def act_kind(qconfig: LinearQConfig) -> str:
     """'float' (weight-only), 'dynamic' (computed per token/block at run time) or 'static' (calibrated)."""
     if qconfig.act.dtype == "float":
@@ -45,6 +69,7 @@ class QuantizedLinear(nn.Module):
         self.act = act
         self.out_features, self.in_features = weight.shape
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        self.register_buffer("_dequantized", None, persistent=False)  # see dequantized_weight
 
     @property
     def group_size(self) -> int:
@@ -52,11 +77,11 @@ class QuantizedLinear(nn.Module):
         return self.qweight.group_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Dequantized per call, never cached: a unit's quantized linears would otherwise all hold float32
-        # copies at once (twice a bf16 unit); the float weight exists only while this linear computes.
+        # A large weight is dequantized per call: a unit's quantized linears would otherwise all hold float32
+        # copies at once (twice a bf16 unit); its float weight exists only while this linear computes.
         x = self.act(x)
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.qweight.dequantize().to(x.dtype), bias)
+        return F.linear(x, dequantized_weight(self, self.qweight).to(x.dtype), bias)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, {self.export_type}"
@@ -144,7 +169,8 @@ class CalibratingLinear(nn.Module):
         else:
             self.qweight = quantizer.quantize_weight(name, linear) if qweight is None else qweight
             self.hessian = None
-            self.register_buffer("weight", None)  # dequantized per call (see QuantizedLinear.forward)
+            self.register_buffer("weight", None)  # dequantized per call or cached when small (dequantized_weight)
+        self.register_buffer("_dequantized", None, persistent=False)
         self.tokens = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,7 +183,7 @@ class CalibratingLinear(nn.Module):
         if observing:
             self.tokens += x.numel() // x.shape[-1]
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        weight = self.weight if self.qweight is None else self.qweight.dequantize()
+        weight = self.weight if self.qweight is None else dequantized_weight(self, self.qweight)
         return F.linear(x, weight.to(device=x.device, dtype=x.dtype), bias)
 
     @property
