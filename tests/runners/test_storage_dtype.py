@@ -77,44 +77,20 @@ def test_rewritten_weights_are_promoted_only_while_computing_in_a_wider_dtype() 
     assert other.dtype == torch.bfloat16
 
 
-W8A8_PRACTICE = """\
-apiversion: modelslim_v1
-spec:
-  runner: {runner}
-  process:
-    - type: iter_smooth
-      alpha: 0.5
-    - type: group
-      configs:
-        - type: linear_quant
-          qconfig:
-            act: {{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}}
-            weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
-          include: ["*self_attn*"]
-        - type: linear_quant
-          qconfig:
-            act: {{scope: per_token, dtype: int8, symmetric: true, method: minmax}}
-            weight: {{scope: per_channel, dtype: int8, symmetric: true, method: minmax}}
-          include: ["*mlp*"]
-  save: [{{type: ascendv1_saver}}]
-  dataset: {dataset}
-"""
-W4A16_GPTQ = """\
-apiversion: modelslim_v1
-spec:
-  runner: {runner}
-  process:
-    - type: linear_quant
-      qconfig:
-        weight: {{scope: per_group, dtype: int4, symmetric: true, method: gptq, ext: {{group_size: 16}}}}
-      include: ["*"]
-  save: [{{type: compressed_tensors_saver}}]
-  dataset: {dataset}
-"""
+REPO = Path(__file__).resolve().parents[2]
+#: The shipped practices (iter_smooth + static/dynamic W8A8; GPTQ W4A16), with the runner and dataset of the test.
+W8A8_PRACTICE = REPO / "practices" / "qwen2" / "qwen2-w8a8.yaml"
+W4A16_GPTQ = REPO / "practices" / "default" / "default-w4a16.yaml"
 
 
-@pytest.mark.parametrize("config", [W8A8_PRACTICE, W4A16_GPTQ], ids=["w8a8-practice", "w4a16-gptq"])
-def test_layer_wise_in_bf16_storage_writes_the_float32_run_checkpoint(config: str, tiny_models, small_calib: Path,
+def practice_config(practice: Path, runner: str, dataset: Path) -> str:
+    text = practice.read_text().replace("runner: auto", f"runner: {runner}")
+    assert f"runner: {runner}" in text and "dataset: mix_calib.jsonl" in text
+    return text.replace("dataset: mix_calib.jsonl", f"dataset: {dataset}")
+
+
+@pytest.mark.parametrize("practice", [W8A8_PRACTICE, W4A16_GPTQ], ids=["w8a8-practice", "w4a16-gptq"])
+def test_layer_wise_in_bf16_storage_writes_the_float32_run_checkpoint(practice: Path, tiny_models, small_calib: Path,
                                                                      tmp_path: Path, cli_env,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     model = tiny_models("qwen2", torch.bfloat16)
@@ -129,7 +105,7 @@ def test_layer_wise_in_bf16_storage_writes_the_float32_run_checkpoint(config: st
     digests = []
     for runner in ("model_wise", "layer_wise"):
         path = tmp_path / f"{runner}.yaml"
-        path.write_text(config.format(runner=runner, dataset=small_calib))
+        path.write_text(practice_config(practice, runner, small_calib))
         out = tmp_path / runner
         run_quant(QuantArgs(str(model), str(out), "Qwen2.5-7B-Instruct", config_path=str(path), device="cpu"))
         digests.append({k: v for k, v in checkpoint_digest(out).items() if not k.endswith("_best_practice.yaml")})
@@ -149,10 +125,10 @@ def test_plan_counts_bf16_storage_the_running_linear_and_gptq_hessians(tiny_mode
                             if k.startswith("model.layers.0."))
     plans = {}
     float32_model = tiny_models("qwen2", torch.float32)  # held as computed: the plan counts float32 3x
-    for name, config, source in (("w8a8", W8A8_PRACTICE, model), ("gptq", W4A16_GPTQ, model),
-                                 ("w8a8-float32", W8A8_PRACTICE, float32_model)):
+    for name, practice, source in (("w8a8", W8A8_PRACTICE, model), ("gptq", W4A16_GPTQ, model),
+                                   ("w8a8-float32", W8A8_PRACTICE, float32_model)):
         path = tmp_path / f"{name}.yaml"
-        path.write_text(config.format(runner="layer_wise", dataset=small_calib))
+        path.write_text(practice_config(practice, "layer_wise", small_calib))
         out = tmp_path / name
         run_quant(QuantArgs(str(source), str(out), "Qwen2.5-7B-Instruct", config_path=str(path), device="cpu",
                             max_memory=64 * 2**30))
