@@ -139,3 +139,25 @@ def test_plan_counts_bf16_storage_the_running_linear_and_gptq_hessians(tiny_mode
     running = 2 * max(out * inp for out, inp in shapes) * 4  # the running linear's two float32 copies
     # Same activations: float32 storage counts 3 x 4 bytes per weight, bf16 storage 3 x 2 plus the running linear.
     assert plans["w8a8-float32"] - plans["w8a8"] == 3 * unit_elements * 2 - running
+
+
+def test_a_processor_that_does_not_accept_stored_weights_gets_float32_units(tiny_models, small_calib: Path,
+                                                                          tmp_path: Path, cli_env,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plugins edit `weight.data` in place (the default `handles_stored_weights` is False): units stay float32."""
+    from modelslim_core.processors.linear_quant import LinearQuantProcessor
+
+    monkeypatch.setattr(LinearQuantProcessor, "handles_stored_weights", classmethod(lambda cls, config: False))
+    held: list[set[torch.dtype]] = []
+    original_enter = LayerWisePlacement.enter
+
+    def enter(self: LayerWisePlacement, unit: Unit, dtype: torch.dtype | None = None) -> None:
+        original_enter(self, unit, dtype)
+        held.append({p.dtype for p in unit.module.parameters() if not p.is_meta})
+
+    monkeypatch.setattr(LayerWisePlacement, "enter", enter)
+    config = tmp_path / "c.yaml"
+    config.write_text(practice_config(W8A8_PRACTICE, "layer_wise", small_calib))
+    run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out"), "Qwen2.5-7B-Instruct",
+                        config_path=str(config), device="cpu"))
+    assert held and all(dtypes == {torch.float32} for dtypes in held)

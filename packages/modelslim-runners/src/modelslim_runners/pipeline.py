@@ -211,6 +211,8 @@ class UnitPipeline:
             self._checkpointed = True
 
     def _run_stage(self, model: nn.Module, stage: Stage) -> None:
+        if isinstance(self.placement, LayerWisePlacement):
+            self.placement.stored_weights = all(processor_class(c).handles_stored_weights(c) for c in stage.processors)
         storage, compute = self.placement.unit_storage_dtype, self.context.compute_dtype
         if storage == compute:
             self._run_stage_stored(model, stage)

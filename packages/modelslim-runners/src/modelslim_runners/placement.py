@@ -94,6 +94,8 @@ class LayerWisePlacement(Placement):
         super().__init__(context)
         self.lazy: LazyWeights | None = None
         self._prefix_params: list[str] = []
+        #: Set per stage by the pipeline: whether every processor accepts weights held in the checkpoint's dtype.
+        self.stored_weights = True
 
     @property
     def activation_device(self) -> torch.device:
@@ -143,7 +145,7 @@ class LayerWisePlacement(Placement):
         """The checkpoint's dtype when it is narrower than the compute dtype (bf16 on CPU), else the compute
         dtype: a unit is held as stored and each module computes in float32 only while it runs."""
         compute = self.context.compute_dtype
-        if self.lazy is None or not self.storage_dtype.is_floating_point:
+        if self.lazy is None or not self.stored_weights or not self.storage_dtype.is_floating_point:
             return compute
         return self.storage_dtype if self.storage_dtype.itemsize < compute.itemsize else compute
 
