@@ -89,19 +89,25 @@ def practice_config(practice: Path, runner: str, dataset: Path) -> str:
     return text.replace("dataset: mix_calib.jsonl", f"dataset: {dataset}")
 
 
-@pytest.mark.parametrize("practice", [W8A8_PRACTICE, W4A16_GPTQ], ids=["w8a8-practice", "w4a16-gptq"])
-def test_layer_wise_in_bf16_storage_writes_the_float32_run_checkpoint(practice: Path, tiny_models, small_calib: Path,
-                                                                     tmp_path: Path, cli_env,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    model = tiny_models("qwen2", torch.bfloat16)
-    held: list[set[torch.dtype]] = []
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> list[set[torch.dtype]]:
+    """The dtypes of every unit's materialised parameters, as the layer-wise placement entered it."""
+    seen: list[set[torch.dtype]] = []
     original_enter = LayerWisePlacement.enter
 
     def enter(self: LayerWisePlacement, unit: Unit, dtype: torch.dtype | None = None) -> None:
         original_enter(self, unit, dtype)
-        held.append({p.dtype for p in unit.module.parameters() if not p.is_meta})
+        seen.append({p.dtype for p in unit.module.parameters() if not p.is_meta})
 
     monkeypatch.setattr(LayerWisePlacement, "enter", enter)
+    return seen
+
+
+@pytest.mark.parametrize("practice", [W8A8_PRACTICE, W4A16_GPTQ], ids=["w8a8-practice", "w4a16-gptq"])
+def test_layer_wise_in_bf16_storage_writes_the_float32_run_checkpoint(practice: Path, tiny_models, small_calib: Path,
+                                                                     tmp_path: Path, cli_env,
+                                                                     held: list[set[torch.dtype]]) -> None:
+    model = tiny_models("qwen2", torch.bfloat16)
     digests = []
     for runner in ("model_wise", "layer_wise"):
         path = tmp_path / f"{runner}.yaml"
@@ -143,19 +149,12 @@ def test_plan_counts_bf16_storage_the_running_linear_and_gptq_hessians(tiny_mode
 
 def test_a_processor_that_does_not_accept_stored_weights_gets_float32_units(tiny_models, small_calib: Path,
                                                                           tmp_path: Path, cli_env,
+                                                                          held: list[set[torch.dtype]],
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Plugins edit `weight.data` in place (the default `handles_stored_weights` is False): units stay float32."""
     from modelslim_core.processors.linear_quant import LinearQuantProcessor
 
     monkeypatch.setattr(LinearQuantProcessor, "handles_stored_weights", classmethod(lambda cls, config: False))
-    held: list[set[torch.dtype]] = []
-    original_enter = LayerWisePlacement.enter
-
-    def enter(self: LayerWisePlacement, unit: Unit, dtype: torch.dtype | None = None) -> None:
-        original_enter(self, unit, dtype)
-        held.append({p.dtype for p in unit.module.parameters() if not p.is_meta})
-
-    monkeypatch.setattr(LayerWisePlacement, "enter", enter)
     config = tmp_path / "c.yaml"
     config.write_text(practice_config(W8A8_PRACTICE, "layer_wise", small_calib))
     run_quant(QuantArgs(str(tiny_models("qwen2")), str(tmp_path / "out"), "Qwen2.5-7B-Instruct",
