@@ -43,8 +43,8 @@ SCHEMES = {
     "w8a8": (INT8_WEIGHT, "{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}"),
     "w8a8_dynamic": (INT8_WEIGHT, "{scope: per_token, dtype: int8, symmetric: true, method: minmax}"),
     "w8a16_group": ("{scope: per_group, dtype: int8, symmetric: false, method: minmax, ext: {group_size: 64}}", None),
-    "w4a4_group": ("{scope: per_group, dtype: int4, symmetric: true, method: minmax, ext: {group_size: 64}}",
-                   "{scope: per_token, dtype: int4, symmetric: true, method: minmax}"),
+    "w4a4": ("{scope: per_channel, dtype: int4, symmetric: true, method: minmax}",
+             "{scope: per_token, dtype: int4, symmetric: true, method: minmax}"),
 }
 
 
@@ -77,7 +77,7 @@ def seconds(fn) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--schemes", default="w8a8,w8a8_dynamic,w4a4_group")
+    parser.add_argument("--schemes", default="w8a8,w8a8_dynamic,w4a4")
     parser.add_argument("--max_samples", type=int, default=6)
     args = parser.parse_args()
 

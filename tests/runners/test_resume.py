@@ -54,6 +54,25 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
                           env={**os.environ, "MSMODELSLIM_LOG_LEVEL": "info"})
 
 
+@pytest.fixture(scope="module")
+def reference(six_layer_model, calib, tmp_path_factory):
+    """reference(runner, symmetric) -> (config, checkpoint of the uninterrupted run): each config is run once per
+    module, however many kill/resume tests compare against it."""
+    done: dict[tuple[str, str], tuple[Path, Path]] = {}
+
+    def get(runner: str, symmetric: str = "false") -> tuple[Path, Path]:
+        if (runner, symmetric) not in done:
+            directory = tmp_path_factory.mktemp(f"reference-{runner}-{symmetric}")
+            config, out = directory / "c.yaml", directory / "out"
+            config.write_text(CONFIG.format(runner=runner, symmetric=symmetric, dataset=calib))
+            result = run(command(six_layer_model, out, config))
+            assert result.returncode == 0, result.stderr
+            done[runner, symmetric] = config, out
+        return done[runner, symmetric]
+
+    return get
+
+
 def kill_after_first_unit(args: list[str], out: Path) -> None:
     state = out / ".modelslim_resume" / "state.json"
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -67,32 +86,30 @@ def kill_after_first_unit(args: list[str], out: Path) -> None:
 
 
 @pytest.mark.parametrize("runner", ["layer_wise", "model_wise"])
-def test_killed_run_resumes_to_the_identical_checkpoint(runner, six_layer_model, calib, tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text(CONFIG.format(runner=runner, symmetric="false", dataset=calib))
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    assert run(command(six_layer_model, reference, config)).returncode == 0
-
+def test_killed_run_resumes_to_the_identical_checkpoint(runner, six_layer_model, reference, tmp_path):
+    config, expected = reference(runner)
+    resumed = tmp_path / "resumed"
     kill_after_first_unit(command(six_layer_model, resumed, config), resumed)
     result = run(command(six_layer_model, resumed, config))
     assert result.returncode == 0, result.stderr
     assert "Resuming stage main at unit" in result.stderr
     assert not (resumed / ".modelslim_resume").exists()
-    assert checkpoint_digest(resumed) == checkpoint_digest(reference)
-    assert len([n for n in checkpoint_digest(reference) if n.startswith("quant_model_weights-")]) >= 2
+    assert checkpoint_digest(resumed) == checkpoint_digest(expected)
+    assert len([n for n in checkpoint_digest(expected) if n.startswith("quant_model_weights-")]) >= 2
     # the report covers the units finished before the kill too (the recorder travels in the resume state)
-    layers = [json.loads((out / "quant_report.json").read_text())["layers"] for out in (reference, resumed)]
+    layers = [json.loads((out / "quant_report.json").read_text())["layers"] for out in (expected, resumed)]
     assert layers[0] == layers[1] and len(layers[0]) == 6 * 7
 
 
-def test_a_changed_config_does_not_resume(six_layer_model, calib, tmp_path):
-    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
-    first.write_text(CONFIG.format(runner="layer_wise", symmetric="false", dataset=calib))
-    second.write_text(CONFIG.format(runner="layer_wise", symmetric="true", dataset=calib))
-    out, reference = tmp_path / "out", tmp_path / "reference"
+def test_a_changed_config_does_not_resume(six_layer_model, calib, reference, tmp_path):
+    """Killed with a symmetric-activation config, rerun with the asymmetric one: a fresh run whose checkpoint is
+    the asymmetric reference (the one the layer_wise kill/resume test compares to), nothing of the first run's."""
+    first = tmp_path / "first.yaml"
+    first.write_text(CONFIG.format(runner="layer_wise", symmetric="true", dataset=calib))
+    second, expected = reference("layer_wise")
+    out = tmp_path / "out"
     kill_after_first_unit(command(six_layer_model, out, first), out)
     result = run(command(six_layer_model, out, second))
     assert result.returncode == 0, result.stderr
     assert "different config, model or version" in result.stderr and "Resuming" not in result.stderr
-    assert run(command(six_layer_model, reference, second)).returncode == 0
-    assert checkpoint_digest(out) == checkpoint_digest(reference)
+    assert checkpoint_digest(out) == checkpoint_digest(expected)

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from tests.quant_runs import checkpoint_digest
-from tests.runners.test_resume import CONFIG, calib, command, run, six_layer_model  # noqa: F401  (fixtures)
+from tests.runners.test_resume import calib, command, reference, run, six_layer_model  # noqa: F401  (fixtures)
 
 
 def dp_command(model, out, config) -> list[str]:
@@ -31,11 +31,9 @@ def kill_whole_run_after_a_unit(args: list[str], out) -> None:
     assert sorted(p.name for p in (out / ".modelslim_resume").glob("unit-*-rank*.pt"))  # one shard per rank
 
 
-def test_killed_two_rank_run_resumes_to_the_identical_checkpoint(six_layer_model, calib, tmp_path):  # noqa: F811
-    config = tmp_path / "c.yaml"
-    config.write_text(CONFIG.format(runner="dp_layer_wise", symmetric="false", dataset=calib))
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    assert run(command(six_layer_model, reference, config)).returncode == 0  # one process: DP writes the same
+def test_killed_two_rank_run_resumes_to_the_identical_checkpoint(six_layer_model, reference, tmp_path):  # noqa: F811
+    config, expected = reference("dp_layer_wise")  # one process: DP writes the same
+    resumed = tmp_path / "resumed"
 
     kill_whole_run_after_a_unit(dp_command(six_layer_model, resumed, config), resumed)
     shards = {p.name.split("-rank")[1] for p in (resumed / ".modelslim_resume").glob("unit-*-rank*.pt")}
@@ -44,4 +42,4 @@ def test_killed_two_rank_run_resumes_to_the_identical_checkpoint(six_layer_model
     assert result.returncode == 0, result.stderr
     assert "Starting 2 data-parallel workers" in result.stderr and "Resuming stage main at unit" in result.stderr
     assert not [p.name for p in resumed.iterdir() if p.name.startswith(".")]  # resume state and spill removed
-    assert checkpoint_digest(resumed) == checkpoint_digest(reference)
+    assert checkpoint_digest(resumed) == checkpoint_digest(expected)

@@ -3,12 +3,17 @@ the units before it and writes the checkpoint a run from scratch writes, byte fo
 
 from __future__ import annotations
 
+import json
 import logging
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 
+from modelslim.app import evaluators
+from modelslim.app.evaluators import Verdict
 from modelslim.app.quick_quant import QuantArgs, run_quant
+from modelslim.app.tune import TuneArgs, run_tune
 from modelslim_runners.unit_cache import CACHE_ENV, CACHE_GIB_ENV
 from tests.tune._helpers import make_outlier_model, w8a8_config, write_calib, write_config
 
@@ -113,3 +118,32 @@ def test_cache_is_bounded_and_can_be_turned_off(outlier_model, tmp_path, monkeyp
     entries = list(cache.iterdir())
     assert len(entries) == 4 and all(oct(p.stat().st_mode & 0o777) == "0o750" for p in entries)
     assert all(oct(f.stat().st_mode & 0o777) == "0o640" for p in entries for f in p.iterdir())
+
+
+class PassesWithLayer3Float:
+    """A judge (plugin entry point) that passes once model.layers.3 is float."""
+
+    @classmethod
+    def from_config(cls, raw: dict, where: str) -> "PassesWithLayer3Float":
+        return cls()
+
+    def evaluate(self, model_path: Path, quant_path: Path, work_dir: Path) -> Verdict:
+        tags = json.loads((quant_path / "quant_model_description.json").read_text())
+        float_layer = tags["model.layers.3.mlp.down_proj.weight"] == "FLOAT"
+        return Verdict(float_layer, 0.0 if float_layer else 1.0)
+
+
+def test_tune_rounds_share_the_cache(outlier_model, tmp_path, monkeypatch, caplog):
+    model, calib = outlier_model
+    plugin = EntryPoint("layer3", f"{__name__}:PassesWithLayer3Float", evaluators.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(evaluators, "entry_points", lambda group: [plugin] if group == evaluators.ENTRY_POINT_GROUP else [])
+    document = {"strategy": {"type": "binary_fallback", "template": w8a8_config(calib),
+                             "rollback_path": "spec.process.0.exclude", "rollback_candidates": ["model.layers.3.*"]},
+                "evaluation": {"type": "layer3"}}
+    config = write_config(tmp_path / "tune.yaml", document)
+    with caplog.at_level(logging.INFO, logger="modelslim_runners"):
+        report = run_tune(TuneArgs(str(model), str(tmp_path / "run"), str(config), "cpu", "Llama-demo"))
+    assert report["rolled_back"] == ["model.layers.3.*"] and len(report["rounds"]) == 2
+    assert "Reused the first 3 of 4 units" in caplog.text
+    assert all(r["quantize_seconds"] + r["eval_seconds"] <= r["seconds"] + 0.02 for r in report["rounds"])
+    assert len(list((tmp_path / "run" / "history" / "unit_cache").iterdir())) == 5  # round 0's 4 units + layer 3 again
