@@ -8,14 +8,16 @@ Each checkpoint is built tensor by tensor (tools/scale_checkpoints.py: the model
 then `msmodelslim quant` runs in a cgroup v1 child with `memory.limit_in_bytes` = `--cap` (tools/capped_run.py).
 Printed per run: peak RSS (kernel accounting), wall and CPU time, the I/O floor (bytes read + written at the
 disk speed measured while building the checkpoint), the forward floor (one float32 matmul over the
-calibration tokens per linear, measured on the largest linear and scaled by size; 0 for data-free schemes)
-and the largest piece's plan vs measured memory from quant_report.json; then the projected wall time of the
+calibration tokens per linear, measured on a 4096x4096 linear and scaled by the decoder's weight elements,
+routed experts by the share of tokens they receive; 0 for data-free schemes), the calibration time as a
+multiple of it, and the largest piece's plan vs measured memory from quant_report.json; then the projected wall time of the
 full DeepSeek-V3 (3 dense + 58 MoE layers of 256 experts) and Qwen2.5-72B (80 layers) on this machine,
 from the measured time per layer and per routed expert.
 
     uv run python tools/bench_scale.py --case a --layers 2 --cap 4
     uv run python tools/bench_scale.py --case b --experts 64 --cap 4 --schemes w8a8_dynamic
     uv run python tools/bench_scale.py --case b --experts 8 --cap 5 --schemes w8a8_practice --identity
+    uv run python tools/bench_scale.py --case a --layers 4 --vocab 32000 --cap 5 --schemes w8a8_dynamic w8a8c8_practice
 
 Calibrated schemes on a MoE layer that does not fit the cap run it in pieces (trunk, then groups of routed
 experts); `--identity` reruns each scheme without the cap and says whether the checkpoints are identical.
@@ -62,6 +64,11 @@ PROCESSES = {
           include: ["*mlp.*"]
           exclude: ["*mlp.gate"]"""),
 }
+#: The w8a8 practice plus an int8 KV cache (C8: dynamic_cache, one scale per KV channel) in the same forward;
+#: GQA attention only (case a): vLLM-Ascend has no C8 layout for MLA.
+PROCESSES["w8a8c8_practice"] = ("dataset", PROCESSES["w8a8_practice"][1] + """
+        - type: dynamic_cache
+          qconfig: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}""")
 CASES = {
     "a": {"model_type": "Qwen2.5-72B-Instruct", "full_layers": 80, "exclude": []},
     "b": {"model_type": "DeepSeek-V3", "full_layers": 61, "exclude": ["*kv_b_proj*", "*mlp.gate"]},
@@ -92,6 +99,28 @@ def calibration_set(work: Path, samples: int) -> Path:
     text = "Quantization keeps the accuracy of a large model while it shrinks its weights. " * 6
     path.write_text("".join(json.dumps({"text": f"{i}: {text}"}) + "\n" for i in range(samples)))
     return path
+
+
+def forward_elements(model: Path) -> float:
+    """Weight elements one float forward multiplies every calibration token by: the decoder layers' matrices,
+    routed experts weighted by the share of tokens each receives (top-k of n); embeddings and the LM head
+    (not run during calibration) and vectors (norms, biases) left out."""
+    from safetensors import safe_open
+
+    config = json.loads((model / "config.json").read_text())
+    routed_share = config.get("num_experts_per_tok", 1) / max(1, config.get("n_routed_experts") or 1)
+    total = 0.0
+    for file in sorted(model.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                shape = handle.get_slice(name).get_shape()
+                if len(shape) < 2 or "embed_tokens" in name or name.startswith("lm_head"):
+                    continue
+                elements = 1.0
+                for size in shape:
+                    elements *= size
+                total += elements * (routed_share if ".mlp.experts." in name else 1.0)
+    return total
 
 
 def forward_floor_per_element(tokens: int) -> float:
@@ -137,6 +166,7 @@ def run_case(args: argparse.Namespace, case: str, work: Path) -> list[dict]:
     dataset = calibration_set(work, args.samples)
     tokens = args.samples * 80
     floor_per_element = forward_floor_per_element(tokens)
+    elements = forward_elements(model)
     results = []
     for scheme in args.schemes:
         out = work / f"out_{case}_{scheme}"
@@ -161,7 +191,8 @@ def run_case(args: argparse.Namespace, case: str, work: Path) -> list[dict]:
         io_bytes = build["bytes"] + written
         row["io_floor_s"] = io_bytes / disk_speed
         needs_forward = needs_data(scheme)
-        row["forward_floor_s"] = floor_per_element * build["bytes"] / 2 if needs_forward else 0.0
+        row["forward_floor_s"] = floor_per_element * elements if needs_forward else 0.0
+        row["calibration_s"] = sum(u["seconds"] for u in report["stages"][-1]["units"])
         memory = report["stages"][-1].get("memory") or {}
         pieces = memory.get("pieces", {})
         if pieces:
@@ -215,6 +246,8 @@ def uncapped_identity(command: list[str], capped_out: Path, out: Path, keep: boo
 
 
 def print_table(rows: list[dict]) -> None:
+    print(f"\nload average now {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores "
+          "(other processes share the machine: wall times scale with it)")
     print("\ncase scheme            cap    rc  peak RSS  baseline  piece plan/measured  wall     cpu      I/O floor  fwd floor  load")
     for r in rows:
         plan = f"{r.get('piece_plan_gib', 0):.2f}/{r.get('piece_measured_gib', 0):.2f} GiB"
@@ -222,7 +255,9 @@ def print_table(rows: list[dict]) -> None:
               f"{r.get('baseline_gib', 0):6.2f}G  {plan:>19}  {r['wall_s']:7.1f}s {r['cpu_s']:7.1f}s "
               f"{r.get('io_floor_s', 0):8.1f}s  {r.get('forward_floor_s', 0):8.1f}s  {r['load_before']:.1f}")
         if r.get("forward_floor_s"):
-            print(f"      wall / forward floor: {r['wall_s'] / r['forward_floor_s']:.1f}x")
+            print(f"      calibration (units, incl. their weight I/O) {r['calibration_s']:.1f}s = "
+                  f"{r['calibration_s'] / r['forward_floor_s']:.1f}x one float forward over the calibration tokens; "
+                  f"wall {r['wall_s'] / r['forward_floor_s']:.1f}x")
         if "uncapped_returncode" in r:
             print(f"      uncapped run (whole layers): rc {r['uncapped_returncode']}, peak RSS "
                   f"{r['uncapped_peak_rss_gib']:.2f}G, wall {r['uncapped_wall_s']:.1f}s (load {r['uncapped_load_before']:.1f}); "

@@ -32,6 +32,9 @@ UNLIMITED = 2**60
 ASSUMPTIONS_STREAMED = ("a streamed linear holds its weight in the checkpoint dtype, its codes (<= 1 byte/element) "
                         f"and {STREAM_BLOCKS} float32 row blocks of {BLOCK_BYTES // 2**20} MiB")
 ASSUMPTIONS_UNIT = "a whole unit holds its float32 weights 3x (float, quantized, dequantized simulation) + 2x activations"
+ASSUMPTIONS_STORED = ("a unit holds its weights in the checkpoint dtype 3x (stored, quantized, calibration copy), "
+                      "the running linear in float32 2x, the GPTQ Hessians (in x in float32 per linear) + 2x "
+                      "activations")
 
 
 def gib(value: float) -> str:

@@ -55,6 +55,17 @@ def piece_bytes(piece: Unit, element_size: int) -> int:
     return sum(piece.module.get_parameter(name).numel() for name in piece_parameter_names(piece)) * element_size
 
 
+def linear_weight_shapes(piece: Unit) -> list[tuple[int, int]]:
+    """[out, in] of every linear slot's weight in the piece (or the whole unit)."""
+    shapes = []
+    for path, module in piece.module.named_modules():
+        weight = getattr(module, "weight", None)
+        if (path and is_linear_slot(module) and isinstance(weight, nn.Parameter) and weight.dim() == 2
+                and piece.covers(path)):
+            shapes.append((weight.shape[0], weight.shape[1]))
+    return shapes
+
+
 def release_piece(piece: Unit) -> None:
     """Put the piece's modules back on `meta` (their saved weights, quantized or not, are dropped)."""
     for tree in piece.subtrees:

@@ -33,14 +33,16 @@ from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.runtime.selection_check import check_layer_selections
 from modelslim_core.runtime.saver import Saver
+from modelslim_core.runtime.storage import compute_in
+from modelslim_core.quant.quantized_linear import release_dequantized
 from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
 from modelslim_runners.moe_pieces import MoEPieceRun, expert_group_piece, routed_experts, trunk_piece
-from modelslim_runners.pieces import linear_pieces, piece_bytes
+from modelslim_runners.pieces import linear_pieces, linear_weight_shapes, piece_bytes
 from modelslim_runners.placement import LayerWisePlacement, Placement, move
 from modelslim_core.errors import MemoryBudgetError
-from modelslim_runners.budget import (ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget, gib, kind_of,
-                                      streamed_piece_need)
+from modelslim_runners.budget import (ASSUMPTIONS_STORED, ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget, gib,
+                                      kind_of, streamed_piece_need)
 from modelslim_runners.report import RunSummary, log_memory_plan, unit_bytes
 from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
@@ -56,6 +58,20 @@ RECORDER_STATE_KEY = "_modelslim_recorder"
 
 def stage_needs_data(stage: Stage) -> bool:
     return any(processor_class(config).needs_data(config) for config in stage.processors)
+
+
+def accumulates_hessians(configs: Sequence[Any]) -> bool:
+    """Whether some linear_quant (also inside groups) uses a data-driven weight method (GPTQ: an in x in
+    float32 Hessian per linear, held for the whole calibration forward)."""
+    from modelslim_core.processors.linear_quant import DATA_FREE_WEIGHT_METHODS  # noqa: PLC0415
+
+    for config in configs:
+        weight = getattr(getattr(config, "qconfig", None), "weight", None)
+        if weight is not None and getattr(weight, "method", None) not in DATA_FREE_WEIGHT_METHODS:
+            return True
+        if accumulates_hessians(getattr(config, "configs", None) or []):
+            return True
+    return False
 
 
 class _StatisticsComplete(Exception):
@@ -83,6 +99,7 @@ class UnitPipeline:
         self._checkpointed = False
         self._budget = MemoryBudget(None, 0, "")
         self._activations = 0
+        self._hessians = False
         self._cache: UnitCache | None = None
 
     def run(self, stages: list[Stage]) -> None:
@@ -194,6 +211,18 @@ class UnitPipeline:
             self._checkpointed = True
 
     def _run_stage(self, model: nn.Module, stage: Stage) -> None:
+        if isinstance(self.placement, LayerWisePlacement):
+            self.placement.stored_weights = all(processor_class(c).handles_stored_weights(c) for c in stage.processors)
+        storage, compute = self.placement.unit_storage_dtype, self.context.compute_dtype
+        if storage == compute:
+            self._run_stage_stored(model, stage)
+            return
+        logger.info("Weights are held in %s during calibration; each module computes in %s while it runs.",
+                    storage, compute)
+        with compute_in(compute):
+            self._run_stage_stored(model, stage)
+
+    def _run_stage_stored(self, model: nn.Module, stage: Stage) -> None:
         processors = [build_processor(config, self.context) for config in stage.processors]
         savers = [build_saver(config, self.context) for config in stage.savers] if self.rank == 0 else []
         summary = RunSummary(stage.name, self.placement.device)
@@ -203,6 +232,7 @@ class UnitPipeline:
         self._piecewise = self._streams_pieces(stage, processors)
         self._moe_pieces = self._calibrates_in_pieces(stage, processors)
         self._data_processors = sum(type(p).needs_data(p.config) for p in processors)
+        self._hessians = accumulates_hessians(stage.processors)
         try:
             units = self.adapter.units(model)
             check_layer_selections(self.adapter, units, stage.processors)
@@ -283,8 +313,21 @@ class UnitPipeline:
         (float or calibrating, quantized, dequantized simulation); the trunk (calibrating, the copy of its
         calibration state its outputs are replayed from, dequantized simulation) plus one capture of the
         experts' inputs per calibrating processor and the final one, and the unit's inputs and outputs."""
-        weights = 3 * piece_bytes(piece, self._compute_element())
+        weights = self._weights_need(piece, piece_bytes(piece, self._compute_element()))
         return weights if piece.subtrees else weights + (self._data_processors + 3) * self._activations
+
+    def _weights_need(self, piece: Unit, compute_bytes: int) -> int:
+        """Weights of a unit or piece while it is calibrated: 3x in the compute dtype when it is held in it;
+        held in a narrower dtype (runtime/storage.py), 3x that, plus the running linear in float32 twice
+        (its upcast weight and the dequantized or GPTQ working copy) and the GPTQ Hessians."""
+        storage = self.placement.unit_storage_dtype
+        if storage == self.context.compute_dtype:
+            return 3 * compute_bytes
+        compute_element, storage_element = self._compute_element(), torch.empty((), dtype=storage).element_size()
+        shapes = linear_weight_shapes(piece)
+        running = 2 * max((out * inp for out, inp in shapes), default=0) * compute_element
+        hessians = sum(inp * inp for _, inp in shapes) * 4 if self._hessians else 0
+        return 3 * compute_bytes // compute_element * storage_element + running + hessians
 
     def _compute_element(self) -> int:
         return torch.empty((), dtype=self.context.compute_dtype).element_size()
@@ -323,7 +366,7 @@ class UnitPipeline:
 
     def enter_calibrated_piece(self, piece: Unit, need: int) -> None:
         self._budget.enter(f"{piece.name}.{piece.label}", need)
-        self.placement.enter(piece, self.context.compute_dtype)
+        self.placement.enter(piece, self.placement.unit_storage_dtype)
 
     def leave_calibrated_piece(self, piece: Unit, need: int) -> None:
         self.placement.leave(piece)
@@ -333,7 +376,7 @@ class UnitPipeline:
         return torch.empty((), dtype=self.placement.storage_dtype).element_size()
 
     def _unit_need(self, unit: Unit, activations: int) -> int:
-        return 3 * unit_bytes(unit, self.context.compute_dtype) + 2 * activations
+        return self._weights_need(unit, unit_bytes(unit, self.context.compute_dtype)) + 2 * activations
 
     def _plan_memory(self, model: nn.Module, units: list[Unit], activations: int) -> MemoryBudget:
         """Log the plan (per piece, with the measured baseline) and refuse up front a piece that cannot fit."""
@@ -347,13 +390,15 @@ class UnitPipeline:
                               for unit in units for piece in linear_pieces(unit))
             budget.log_plan(f"streamed linear by linear in {self.placement.storage_dtype}", label, need)
         else:
-            budget = MemoryBudget.start(self.context.max_memory if layer_wise else None, ASSUMPTIONS_UNIT,
+            stored = self.placement.unit_storage_dtype != self.context.compute_dtype
+            budget = MemoryBudget.start(self.context.max_memory if layer_wise else None,
+                                        ASSUMPTIONS_STORED if stored else ASSUMPTIONS_UNIT,
                                         "raise --max_memory (or free memory on the host), or use a data-free "
                                         "scheme (dynamic activations, minmax weights), which streams one linear "
                                         "at a time.")
             self._budget, self._activations = budget, activations
             need, label = max(self._unit_plan(unit) for unit in units)
-            budget.log_plan("whole units in " + str(self.context.compute_dtype), label, need)
+            budget.log_plan(f"whole units in {self.placement.unit_storage_dtype}", label, need)
         self._activations = activations
         budget.check_plan(label, need)
         return budget
@@ -418,6 +463,7 @@ class UnitPipeline:
             outputs = self._forward(unit, inputs)
         for saver in savers:
             saver.save_unit(unit)
+        release_dequantized(unit.module)  # model-wise keeps the unit: its cached float copies go now
         if self._cache is not None:
             self._cache.store_unit(unit.index, unit.module)
         self.placement.leave(unit)

@@ -74,6 +74,12 @@ class Placement:
         """Whether `enter`/`leave` can take a piece of a unit (only lazy layer-wise placement gains from it)."""
         return False
 
+    @property
+    def unit_storage_dtype(self) -> torch.dtype:
+        """The dtype units are held in while they are calibrated: here the compute dtype (the whole model is
+        loaded in it); below it, modules compute in float32 one at a time (runtime/storage.py)."""
+        return self.context.compute_dtype
+
     def enter(self, unit: Unit) -> None:
         """Before a unit is processed."""
 
@@ -88,6 +94,8 @@ class LayerWisePlacement(Placement):
         super().__init__(context)
         self.lazy: LazyWeights | None = None
         self._prefix_params: list[str] = []
+        #: Set per stage by the pipeline: whether every processor accepts weights held in the checkpoint's dtype.
+        self.stored_weights = True
 
     @property
     def activation_device(self) -> torch.device:
@@ -116,7 +124,7 @@ class LayerWisePlacement(Placement):
     def prepare_prefix(self, model: nn.Module, units: list[Unit]) -> None:
         if self.lazy is not None:  # only what is still on meta: a processor may hold rotated prefix weights
             self._prefix_params = [n for n in self._prefix_names(model, units) if model.get_parameter(n).is_meta]
-            self.lazy.materialize(model, names=self._prefix_params)
+            self.lazy.materialize(model, names=self._prefix_params, dtype=self.unit_storage_dtype)
 
     def finish_prefix(self, model: nn.Module, units: list[Unit]) -> None:
         if self.lazy is not None:
@@ -132,6 +140,15 @@ class LayerWisePlacement(Placement):
         """The dtype pieces are held in: the checkpoint's own (processors compute in float32 per linear)."""
         return self.context.adapter.source_dtype or self.context.compute_dtype
 
+    @property
+    def unit_storage_dtype(self) -> torch.dtype:
+        """The checkpoint's dtype when it is narrower than the compute dtype (bf16 on CPU), else the compute
+        dtype: a unit is held as stored and each module computes in float32 only while it runs."""
+        compute = self.context.compute_dtype
+        if self.lazy is None or not self.stored_weights or not self.storage_dtype.is_floating_point:
+            return compute
+        return self.storage_dtype if self.storage_dtype.itemsize < compute.itemsize else compute
+
     def enter(self, unit: Unit, dtype: torch.dtype | None = None) -> None:
         """Materialise the unit, or only the piece of it (in `dtype`, default: the checkpoint's own)."""
         if not unit.whole:
@@ -139,7 +156,7 @@ class LayerWisePlacement(Placement):
                                   dtype=dtype or self.storage_dtype, device=self.device)
             return
         if self.lazy is not None:
-            self.lazy.materialize(unit.module, unit.name)
+            self.lazy.materialize(unit.module, unit.name, dtype=self.unit_storage_dtype)
         unit.module.to(self.device)
 
     def leave(self, unit: Unit) -> None:

@@ -22,6 +22,7 @@ from modelslim_core.models.subgraphs import Subgraph
 from modelslim_core.protocol.qconfig import QConfig, _check_method
 from modelslim_core.quant.methods import build_weight_quantizer
 from modelslim_core.quant.schemes import WEIGHT_METHODS
+from modelslim_core.runtime.storage import store
 from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_core.smoothing.processor_base import SmoothingProcessor, SubgraphKinds
 from modelslim_core.smoothing.scales import subgraph_scale
@@ -124,12 +125,12 @@ class AwqProcessor(SmoothingProcessor):
             for target, weight in zip(subgraph.targets, originals):
                 scaled = weight.float() * scale.to(weight.device)
                 fake = self.weight_quantizer.quantize(scaled).dequantize().to(weight.device) / scale.to(weight.device)
-                target.weight.data.copy_(fake.to(weight.dtype))
+                store(target.weight, fake)
             loss = self._loss(name, reference)
             if loss < best_loss:
                 best_scale, best_loss, best_ratio = scale, loss, ratio
         for target, weight in zip(subgraph.targets, originals):
-            target.weight.data.copy_(weight)
+            target.weight.data = weight
         logger.debug("%s: awq ratio %.2f, loss %.3g", subgraph.source_name, best_ratio, best_loss)
         self.context.recorder.debug("search", f"{subgraph.source_name}.ratio", {"ratio": best_ratio, "loss": best_loss})
         self.fuse(subgraph, best_scale)

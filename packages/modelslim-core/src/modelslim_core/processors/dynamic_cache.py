@@ -63,6 +63,11 @@ class DynamicCacheProcessor(AttentionProcessor):
     config: DynamicCacheConfig
     produces = "KV-cache int8 scales"
 
+    @classmethod
+    def handles_stored_weights(cls, config: DynamicCacheConfig) -> bool:
+        """It observes keys and values only; no weight is read or written."""
+        return True
+
     def __init__(self, config: DynamicCacheConfig, context):
         super().__init__(config, context)
         self._ranges: dict[str, tuple[ChannelRange, ChannelRange]] = {}

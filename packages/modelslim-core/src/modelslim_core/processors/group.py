@@ -86,6 +86,12 @@ class GroupProcessor(Processor):
         return all(processor_class(child).handles_pieces(child) for child in config.configs)
 
     @classmethod
+    def handles_stored_weights(cls, config: GroupConfig) -> bool:
+        from modelslim_core.protocol.spec import processor_class
+
+        return all(processor_class(child).handles_stored_weights(child) for child in config.configs)
+
+    @classmethod
     def handles_calibrated_pieces(cls, config: GroupConfig) -> bool:
         from modelslim_core.protocol.spec import processor_class
 

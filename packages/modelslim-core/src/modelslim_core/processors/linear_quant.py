@@ -95,6 +95,11 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
         return not cls.needs_data(config)
 
     @classmethod
+    def handles_stored_weights(cls, config: LinearQuantConfig) -> bool:
+        """Weight quantizers and statistics upcast what they read; nothing is written back into a weight."""
+        return True
+
+    @classmethod
     def handles_calibrated_pieces(cls, config: LinearQuantConfig) -> bool:
         """Every linear is calibrated on its own inputs (GPTQ's shared Hessians join linears of one expert or one
         attention block, which stay in one piece)."""

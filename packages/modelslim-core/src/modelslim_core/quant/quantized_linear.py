@@ -26,6 +26,30 @@ from modelslim_core.quant.row_blocks import quantize_by_rows
 from modelslim_core.runtime.observation import statistics_paused
 
 
+#: A dequantized weight up to this size (in float32) is kept between calls until `release_dequantized`: a small
+#: linear's per-call dequantization costs more than its copy (the demo's samples are short), while a large
+#: one's copy is the memory that holding weights in the model's dtype saves.
+DEQUANTIZED_CACHE_BYTES = 4 * 2**20
+
+
+def dequantized_weight(module: nn.Module, qweight: nn.Module) -> torch.Tensor:
+    """`qweight` in float: cached on `module` (its `_dequantized` buffer) when small, else made per call."""
+    cached = module._dequantized
+    if cached is not None:
+        return cached
+    weight = qweight.dequantize()
+    if weight.numel() * weight.element_size() <= DEQUANTIZED_CACHE_BYTES:
+        module._dequantized = weight
+    return weight
+
+
+def release_dequantized(root: nn.Module) -> None:
+    """Drop the small dequantized copies cached under `root` (a unit, once it is processed)."""
+    for module in root.modules():
+        if getattr(module, "_dequantized", None) is not None:
+            module._dequantized = None
+
+
 def act_kind(qconfig: LinearQConfig) -> str:
     """'float' (weight-only), 'dynamic' (computed per token/block at run time) or 'static' (calibrated)."""
     if qconfig.act.dtype == "float":
@@ -45,8 +69,7 @@ class QuantizedLinear(nn.Module):
         self.act = act
         self.out_features, self.in_features = weight.shape
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        # Built on first use: a data-free run never runs a forward, so it never pays for a float copy.
-        self.register_buffer("_dequantized", None, persistent=False)
+        self.register_buffer("_dequantized", None, persistent=False)  # see dequantized_weight
 
     @property
     def group_size(self) -> int:
@@ -54,11 +77,11 @@ class QuantizedLinear(nn.Module):
         return self.qweight.group_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A large weight is dequantized per call: a unit's quantized linears would otherwise all hold float32
+        # copies at once (twice a bf16 unit); its float weight exists only while this linear computes.
         x = self.act(x)
-        if self._dequantized is None:
-            self._dequantized = self.qweight.dequantize()
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self._dequantized.to(x.dtype), bias)
+        return F.linear(x, dequantized_weight(self, self.qweight).to(x.dtype), bias)
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, {self.export_type}"
@@ -137,15 +160,17 @@ class CalibratingLinear(nn.Module):
         self.observer = build_observer(act_qconfig) if quantizer.kind == "static" else None
         self.act = build_dynamic_act(act_qconfig) if quantizer.kind != "static" else nn.Identity()
         self.bias = None if linear.bias is None else linear.bias.detach()
-        device = linear.weight.device
+        self.device = linear.weight.device
         if quantizer.weight.needs_data:
             self.qweight = None
-            self.hessian: HessianAccumulator | None = HessianAccumulator(linear.in_features, device, cache)
+            self.hessian: HessianAccumulator | None = HessianAccumulator(linear.in_features, self.device, cache)
+            # The float weight as stored (the model's dtype): upcast per call, solved by GPTQ in float32.
             self.register_buffer("weight", linear.weight.detach())
         else:
             self.qweight = quantizer.quantize_weight(name, linear) if qweight is None else qweight
             self.hessian = None
-            self.register_buffer("weight", self.qweight.dequantize().to(device))
+            self.register_buffer("weight", None)  # dequantized per call or cached when small (dequantized_weight)
+        self.register_buffer("_dequantized", None, persistent=False)
         self.tokens = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +183,8 @@ class CalibratingLinear(nn.Module):
         if observing:
             self.tokens += x.numel() // x.shape[-1]
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.weight.to(x.dtype), bias)
+        weight = self.weight if self.qweight is None else dequantized_weight(self, self.qweight)
+        return F.linear(x, weight.to(device=x.device, dtype=x.dtype), bias)
 
     @property
     def calibrated(self) -> bool:
@@ -169,7 +195,7 @@ class CalibratingLinear(nn.Module):
         unless `qweight` was already solved together with linears sharing this Hessian."""
         act = self.act
         if self.observer is not None:
-            act = build_static_act(self.quantizer.qconfig.act, self.observer, self.weight.device)
+            act = build_static_act(self.quantizer.qconfig.act, self.observer, self.device)
         qweight = qweight if qweight is not None else self.qweight
         if qweight is None:
             qweight = self.quantizer.weight.quantize(self.weight, self.hessian.hessian(), name=self.name)
@@ -195,4 +221,4 @@ def solve_shared_hessians(calibrating: list[CalibratingLinear]) -> list[nn.Modul
 
 def _shares_hessian(candidate: CalibratingLinear, first: CalibratingLinear) -> bool:
     return (first.hessian is not None and candidate.hessian is not None and candidate.quantizer is first.quantizer
-            and candidate.hessian.shares_inputs_with(first.hessian) and candidate.weight.device == first.weight.device)
+            and candidate.hessian.shares_inputs_with(first.hessian) and candidate.device == first.device)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from modelslim_core.runtime.storage import store
+
 #: Rows rotated at a time: bounds the float64 working copy of a large matrix (an LM head) to ~64 MiB.
 ROW_CHUNK = 2048
 
@@ -36,7 +38,7 @@ def right_multiply(rows: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 
 
 def _assign(param: nn.Parameter, value: torch.Tensor) -> None:
-    param.data = value.to(device=param.device, dtype=param.dtype).contiguous()
+    store(param, value)
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from modelslim_core.errors import ConfigError
+from modelslim_core.runtime.storage import store
 from modelslim_core.rotation.hadamard import ROTATION_SEED, block_diagonal, has_hadamard, random_hadamard, random_orthogonal
 
 logger = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class InputRotation:
 def install(linear: nn.Module, rotation: InputRotation) -> None:
     """Fold the rotation into the weight (W ← W·R) and rotate the input at run time."""
     weight = linear.weight
-    weight.data = rotation.rotate(weight.double()).to(weight.dtype).contiguous()
+    store(weight, rotation.rotate(weight.double()))
     linear.register_forward_pre_hook(rotation)
 
 

@@ -118,6 +118,14 @@ class Processor:
         return False
 
     @classmethod
+    def handles_stored_weights(cls, config: ProcessorConfig) -> bool:
+        """Whether the processor may be given units whose weights are held in the checkpoint's dtype (bf16)
+        while the runner computes in float32 (runtime/storage.py): it reads weights only through float32
+        upcasts and rewrites them only through `storage.store`. Otherwise (the default, e.g. a plugin that
+        edits `weight.data` in place) the runner holds the units in the compute dtype."""
+        return False
+
+    @classmethod
     def handles_calibrated_pieces(cls, config: ProcessorConfig) -> bool:
         """Whether a calibrated stage may hand this processor a MoE layer piece by piece: the layer without its
         routed experts, then groups of routed experts, each with its own calibration forward over the inputs

@@ -2,7 +2,8 @@
 
 Consumers: each weight column j is multiplied by s_j. Producer: its output channel j is divided by s_j —
 a norm's weight (and bias), a linear's rows (and bias), for `ov` the v_proj rows of the KV head that the
-o_proj columns read. Arithmetic is float32, then cast back to the parameter's dtype once.
+o_proj columns read. Arithmetic is float32, then cast back to the parameter's dtype once (kept in float32
+when the weights are stored below the compute dtype: runtime/storage.py).
 
 The shift (norm-linear only, iter_smooth with `symmetric: false`) centres the norm's output: the norm
 subtracts `shift` (a bias of −shift/s after scaling) and every consumer adds W·shift to its bias, using W
@@ -17,12 +18,13 @@ import torch
 from torch import nn
 
 from modelslim_core.models.subgraphs import Subgraph
+from modelslim_core.runtime.storage import store
 from modelslim_core.smoothing.scales import HeadGroups
 
 
 def _scaled(param: torch.Tensor, factor: torch.Tensor) -> None:
-    """param ← param · factor, computed in float32, in place (module objects stay the same)."""
-    param.data.copy_((param.data.float() * factor.to(param.device)).to(param.dtype))
+    """param ← param · factor, computed in float32 (module and parameter objects stay the same)."""
+    store(param, param.data.float() * factor.to(param.device))
 
 
 def _add_bias_to_output(module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -53,9 +55,9 @@ def apply_shift(subgraph: Subgraph, shift: torch.Tensor) -> None:
     shift = shift.float()
     for linear in subgraph.targets:
         bias = add_output_bias(linear)
-        bias.data.copy_((bias.data.float() + linear.weight.detach().float() @ shift.to(bias.device)).to(bias.dtype))
+        store(bias, bias.data.float() + linear.weight.detach().float() @ shift.to(bias.device))
     norm_bias = add_output_bias(subgraph.source)
-    norm_bias.data.copy_((norm_bias.data.float() - shift.to(norm_bias.device)).to(norm_bias.dtype))
+    store(norm_bias, norm_bias.data.float() - shift.to(norm_bias.device))
 
 
 def apply_scale(subgraph: Subgraph, scale: torch.Tensor) -> None:

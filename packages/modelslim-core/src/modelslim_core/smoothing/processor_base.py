@@ -89,6 +89,11 @@ class SmoothingProcessor(TracksPatternUse, Processor):
     smooths_in_pieces: ClassVar[bool] = False
 
     @classmethod
+    def handles_stored_weights(cls, config: SmoothingConfig) -> bool:
+        """Scales come from float32 statistics and are folded through smoothing/fusion.py (`store`)."""
+        return True
+
+    @classmethod
     def handles_calibrated_pieces(cls, config: SmoothingConfig) -> bool:
         return cls.smooths_in_pieces
 
