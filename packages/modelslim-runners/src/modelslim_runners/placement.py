@@ -17,6 +17,7 @@ from torch import nn
 
 from modelslim_core.models.base import ModelAdapter
 from modelslim_core.models.weights import LazyWeights, SourceWeights, tied_aliases
+from modelslim_core.quant.quantized_linear import release_float_copies
 from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.unit import Unit
 from modelslim_runners.memory import return_freed_host_memory
@@ -78,7 +79,9 @@ class Placement:
         """Before a unit is processed."""
 
     def leave(self, unit: Unit) -> None:
-        """After a unit is processed and saved."""
+        """After a unit is processed and saved: its quantized layers drop the float weights their forward kept
+        (rebuilt if the model runs again), so the whole model never holds float copies next to its codes."""
+        release_float_copies(unit.module)
 
 
 class LayerWisePlacement(Placement):

@@ -60,6 +60,7 @@ class HostModelPlacement(Placement):
         unit.module.to(self.device)
 
     def leave(self, unit: Unit) -> None:
+        super().leave(unit)  # float copies of quantized weights are dropped, not moved
         unit.module.to("cpu")
 
 

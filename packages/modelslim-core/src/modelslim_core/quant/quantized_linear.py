@@ -45,7 +45,8 @@ class QuantizedLinear(nn.Module):
         self.act = act
         self.out_features, self.in_features = weight.shape
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        # Built on first use: a data-free run never runs a forward, so it never pays for a float copy.
+        # Built on first use (a data-free run never runs a forward, so it never pays for it), in the dtype of
+        # the inputs, and dropped by `release_float_copy` once the runner is done with the layer's unit.
         self.register_buffer("_dequantized", None, persistent=False)
 
     @property
@@ -55,13 +56,25 @@ class QuantizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(x)
-        if self._dequantized is None:
-            self._dequantized = self.qweight.dequantize()
+        if self._dequantized is None or self._dequantized.dtype != x.dtype:
+            self._dequantized = self.qweight.dequantize().to(x.dtype)  # float32 arithmetic, one cast
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self._dequantized.to(x.dtype), bias)
+        return F.linear(x, self._dequantized, bias)
+
+    def release_float_copy(self) -> None:
+        """Drop the float weight the forward keeps (as large as the float layer it replaced); the next forward
+        rebuilds it. Runners call this when a unit is done, so a whole quantized model never holds both."""
+        self._dequantized = None
 
     def extra_repr(self) -> str:
         return f"{self.in_features} -> {self.out_features}, {self.export_type}"
+
+
+def release_float_copies(module: nn.Module) -> None:
+    """Drop the float weights every QuantizedLinear inside `module` keeps for its forward."""
+    for layer in module.modules():
+        if isinstance(layer, QuantizedLinear):
+            layer.release_float_copy()
 
 
 class LinearQuantizer:
