@@ -79,7 +79,6 @@ SLOW_MODULES = frozenset({
     "tests/smoothing/test_distributed_stats.py",
     "tests/vlm/test_vlm_quant_e2e.py",
     "tests/runners/test_resume.py",
-    "tests/runners/test_compute_once.py",
     "tests/smoothing/test_outliers.py",
     "tests/tune/test_moe_vlm.py",
     "tests/families/test_vlm_families.py",
@@ -89,7 +88,6 @@ SLOW_MODULES = frozenset({
 #: Single slow tests in otherwise fast modules (a real subprocess, several ranks, a multi-round tune), by node
 #: id without parameters: each took over ~3 s alone on the 2-core host.
 SLOW_TESTS = frozenset({
-    "tests/observability/test_debug_info.py::test_data_parallel_debug_run_gathers_every_rank_on_rank_0",
     "tests/cli/test_confirmation.py::test_fallback_without_terminal_or_yes_stops_in_a_real_process",
     "tests/sparse/test_sparse_config.py::test_a_multi_device_run_is_refused_before_any_work",
     "tests/tune/test_tune.py::test_standing_high_keeps_the_anti_outlier_strategy_that_needs_least_rollback",
@@ -97,6 +95,7 @@ SLOW_TESTS = frozenset({
     "tests/firsthour/test_mistakes.py::test_interrupt_during_model_loading",
     "tests/sd/test_generation_calibration.py::test_image_conditioned_capture",
     "tests/runners/test_moe_pieces.py::test_a_run_killed_between_pieces_resumes_to_the_same_checkpoint",
+    "tests/runners/test_compute_once.py::test_every_item_is_computed_by_one_rank_and_shared",
     "tests/tune/test_tune.py::test_service_oriented_judge_with_a_local_fake_server",
     # whole-practice runs already covered in the fast subset by tests/engines/test_practice_sweep.py's FAST list
     "tests/families/test_family_practices.py::test_family_practice_quantizes_reloads_and_keeps_release_names",

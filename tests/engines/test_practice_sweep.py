@@ -21,6 +21,8 @@ from modelslim_core.protocol.config import parse_quant_config
 from tests.engines._harness import problems
 from tests.engines._practices import FAMILIES, PRACTICES, run_practice
 from tests.families.test_family_practices import CASES as FAMILY_CASES
+from tests.families.test_kimi_k25 import ENGINE_CHECKED as KIMI_K25_CHECKED
+from tests.families.test_step3p5 import ENGINE_CHECKED as STEP3P5_CHECKED
 from tests.families.test_vlm_families import CASES as VLM_FAMILY_CASES
 from tests.vlm.conftest import BUILDERS as VLM_BUILDERS
 
@@ -28,7 +30,8 @@ from tests.vlm.conftest import BUILDERS as VLM_BUILDERS
 NOT_SWEPT = frozenset({"flux1", "hunyuan_video", "qwen_image_edit", "wan2_1", "wan2_2", *VLM_BUILDERS})
 #: Practices whose family tests (tests/families) run them on their own tiny models and check the output with the
 #: same vLLM-Ascend harness (check_saved).
-SWEPT_IN_FAMILY_TESTS = frozenset(case[2] for case in (*FAMILY_CASES, *VLM_FAMILY_CASES))
+SWEPT_IN_FAMILY_TESTS = frozenset([*(case[2] for case in (*FAMILY_CASES, *VLM_FAMILY_CASES)), *KIMI_K25_CHECKED,
+                                   *STEP3P5_CHECKED])
 #: Practice name suffix -> what the refusal for vLLM-Ascend says (these practices target other engines).
 REFUSED = {
     "w16a16s": "W16A16S is not a scheme vLLM-Ascend loads",

@@ -94,3 +94,56 @@ def _rename_tensors(weights: Path, rename) -> None:
 
     tensors = load_file(weights)
     save_file({rename(name): tensor for name, tensor in tensors.items()}, weights, metadata={"format": "pt"})
+
+
+REMOTE_CODE = Path(__file__).parent / "remote_code"
+
+
+def make_step3p5(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0, with_code: bool = True) -> Path:
+    """A tiny Step-3.5-Flash release: config.json model_type `step3p5` with `auto_map` to the modeling file it
+    ships (a stand-in built on transformers' own Step-3.5 decoder stack), a dense first layer then MoE layers,
+    sliding and full attention, and one MTP layer after the last decoder layer (`model.layers.3.*`)."""
+    import json
+    import shutil
+
+    from transformers import AutoConfig
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    target.mkdir(parents=True, exist_ok=True)
+    vocab = copy_tokenizer(target)
+    shutil.copy(REMOTE_CODE / "modeling_step3p5.py", target / "modeling_step3p5.py")
+    config = AutoConfig.for_model(
+        "step3p5", vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=512, moe_intermediate_size=32, n_routed_experts=4,
+        num_experts_per_tok=2, share_expert_dim=32, sliding_window=8, pad_token_id=0, num_nextn_predict_layers=1,
+        mlp_layer_types=["dense", "sparse", "sparse"],
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        architectures=["Step3p5ForCausalLM"], auto_map={"AutoModelForCausalLM": "modeling_step3p5.Step3p5ForCausalLM"})
+    config.save_pretrained(target)
+    model_class = get_class_from_dynamic_module("modeling_step3p5.Step3p5ForCausalLM", str(target))
+    torch.manual_seed(seed)
+    model = model_class(config).to(torch.float32)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("e_score_correction_bias"):
+                param.normal_(0, 0.1)
+    model.to(dtype).save_pretrained(target, safe_serialization=True)
+    _add_mtp_layer(target / "model.safetensors", 3, 64, dtype)
+    if not with_code:
+        (target / "modeling_step3p5.py").unlink()
+        data = json.loads((target / "config.json").read_text())
+        data.pop("auto_map", None)
+        (target / "config.json").write_text(json.dumps(data, indent=2))
+    return target
+
+
+def _add_mtp_layer(weights: Path, index: int, hidden: int, dtype: torch.dtype) -> None:
+    """One MTP layer after the last decoder layer, as Step-3.5 releases keep them (`model.layers.<n>.*`)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(weights)
+    prefix = f"model.layers.{index}"
+    tensors.update({f"{prefix}.enorm.weight": torch.ones(hidden, dtype=dtype),
+                    f"{prefix}.eh_proj.weight": torch.randn(hidden, 2 * hidden).to(dtype),
+                    f"{prefix}.self_attn.q_proj.weight": torch.randn(hidden, hidden).to(dtype)})
+    save_file(tensors, weights, metadata={"format": "pt"})

@@ -135,3 +135,49 @@ def make_qwen3_omni(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int
     torch.manual_seed(seed)
     _save(Qwen3OmniMoeThinkerForConditionalGeneration(config), processor, target, dtype, seed)
     return as_full_omni_checkpoint(target, config, "Qwen3OmniMoeConfig", "Qwen3OmniMoeForConditionalGeneration")
+
+
+KIMI_SPECIAL = ["<|media_begin|>", "<|media_content|>", "<|media_end|>", "<|media_pad|>",
+                "<|kimi_k25_video_placeholder|>"]
+#: Kimi-K2 language model (DeepSeek-V3: MLA, dense layer 0, MoE layer 1 with 4 routed experts and a shared one).
+KIMI_TEXT = {**TEXT, "model_type": "deepseek_v3", "num_key_value_heads": 4, "q_lora_rank": 32, "kv_lora_rank": 32,
+             "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16, "n_routed_experts": 4,
+             "num_experts_per_tok": 2, "n_shared_experts": 1, "n_group": 1, "topk_group": 1, "moe_intermediate_size": 32,
+             "first_k_dense_replace": 1}
+KIMI_VISION = dict(patch_size=14, pos_emb_height=8, pos_emb_width=8, num_attention_heads=2, num_hidden_layers=2,
+                   hidden_size=32, intermediate_size=64)
+
+
+def kimi_k25_release_name(name: str) -> str:
+    """What transformers' save writes, as Kimi-K2.5 releases name it: its inverse renames the language model's
+    `layers` to `blocks` and leaves the projector's norm under `model.`."""
+    name = name.replace("language_model.model.blocks.", "language_model.model.layers.")
+    return name.removeprefix("model.") if name.startswith("model.mm_projector.") else name
+
+
+def make_kimi_k25(target: Path, dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+    """Kimi-K2.5 as its release is laid out (`language_model.model.layers.*`, `vision_tower.encoder.blocks.N.wqkv`,
+    `mm_projector.proj.0/2`), with the model's own image processor (14 px patches, 2x2 merge)."""
+    from safetensors.torch import load_file, save_file
+    from transformers import Kimi_K25Config, Kimi_K25ForConditionalGeneration, Kimi_K25Processor
+    from transformers.models.kimi_k25.image_processing_kimi_k25 import Kimi_K25ImageProcessor
+    from transformers.models.kimi_k25.video_processing_kimi_k25 import Kimi_K25VideoProcessor
+
+    from tests.vlm.tiny_vlm import _template
+
+    tokenizer = make_tokenizer(KIMI_SPECIAL)
+    image = Kimi_K25ImageProcessor(size={"max_height": 112, "max_width": 112}, max_patches=64)
+    video = Kimi_K25VideoProcessor(size={"max_height": 112, "max_width": 112})
+    processor = Kimi_K25Processor(image_processor=image, tokenizer=tokenizer, video_processor=video, chat_template=_template(
+        {"IMAGE": "<|media_begin|>image<|media_content|><|media_pad|><|media_end|>", "VIDEO": "", "AUDIO": ""}))
+    ids = tokenizer.convert_tokens_to_ids
+    config = Kimi_K25Config(text_config=KIMI_TEXT, vision_config=KIMI_VISION, projection_hidden_size=32,
+                            image_token_id=ids("<|media_pad|>"), video_token_id=ids("<|kimi_k25_video_placeholder|>"),
+                            vision_start_token_id=ids("<|media_begin|>"), vision_end_token_id=ids("<|media_end|>"),
+                            tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    _save(Kimi_K25ForConditionalGeneration(config), processor, target, dtype, seed)
+    for weights in target.glob("*.safetensors"):
+        tensors = load_file(weights)
+        save_file({kimi_k25_release_name(k): v for k, v in tensors.items()}, weights, metadata={"format": "pt"})
+    return target

@@ -61,12 +61,15 @@ FLEX_AWQ_SSZ = ("    - {type: flex_awq_ssz, qconfig: {act: {scope: per_token, dt
                 "weight: {scope: per_channel, dtype: int8, symmetric: true, method: ssz}}}\n")
 
 
-@pytest.mark.parametrize("smoothing", ["", "    - {type: iter_smooth, symmetric: false}\n", "    - {type: flex_smooth_quant}\n",
-                                       FLEX_AWQ_SSZ], ids=["w8a8", "iter_smooth+w8a8", "flex_smooth_quant+w8a8",
+#: No case with W8A8_GROUP alone: each case below runs it after its smoothing, tests/runners/test_torchrun_nodes.py
+#: compares the plain group's two-rank checkpoint to one process's, and tests/observability/test_debug_info.py its
+#: debug records and report.
+@pytest.mark.parametrize("smoothing", ["    - {type: iter_smooth, symmetric: false}\n", "    - {type: flex_smooth_quant}\n",
+                                       FLEX_AWQ_SSZ], ids=["iter_smooth+w8a8", "flex_smooth_quant+w8a8",
                                                            "flex_awq_ssz+w8a8"])
 def test_two_cpu_ranks_write_the_single_process_checkpoint(tiny_models, small_calib, tmp_path, smoothing):
-    """iter_smooth's min/max statistics are all-reduced, and the flex searches see every rank's rows in the
-    single-process order, so their scales, shifts and chosen exponents match too."""
+    """The W8A8 group after smoothing: iter_smooth's min/max statistics are all-reduced, and the flex searches
+    see every rank's rows in the single-process order, so their scales, shifts and chosen exponents match too."""
     model = tiny_models("qwen2")
     config = write_config(tmp_path, "w8a8", smoothing + W8A8_GROUP, small_calib)
     single, parallel = tmp_path / "single", tmp_path / "parallel"

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from modelslim_core.attention.processor import check_attention_selections
 from modelslim_core.calib.text import load_texts
 from modelslim_core.debug import write_debug_info
 from modelslim_core.protocol.spec import build_processor, build_saver, processor_class
@@ -44,6 +45,7 @@ from modelslim_runners.report import RunSummary, log_memory_plan, unit_bytes
 from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
 from modelslim_runners.spill import ActivationSpill
+from modelslim_runners.unit_cache import UnitCache
 
 logger = logging.getLogger(__name__)
 #: Routed experts per piece of a calibrated MoE layer, whatever the budget (memory bounded without knowing it).
@@ -81,6 +83,7 @@ class UnitPipeline:
         self._checkpointed = False
         self._budget = MemoryBudget(None, 0, "")
         self._activations = 0
+        self._cache: UnitCache | None = None
 
     def run(self, stages: list[Stage]) -> None:
         try:
@@ -140,7 +143,8 @@ class UnitPipeline:
         if point is None:
             for saver in savers:
                 saver.pre_run(model)
-            return 0, self._capture(model, units, stage)
+            reused = self._reuse_cached_prefix(units, processors, savers)
+            return reused if reused is not None else (0, self._capture(model, units, stage))
         for processor, state in zip(processors, point.processors, strict=True):
             processor.load_state_dict(state)
         for saver, state in zip(savers, point.savers, strict=True):
@@ -149,6 +153,37 @@ class UnitPipeline:
             self._resume_piece = {**point.piece, "processors": point.processors,
                                   "recorder": point.context_state.get(RECORDER_STATE_KEY)}
         return point.next_unit, point.inputs
+
+    def _reuse_cached_prefix(self, units: list[Unit], processors: list[Processor],
+                             savers: list[Saver]) -> tuple[int, Sequence[UnitInput] | None] | None:
+        """Save the leading units the unit cache holds (unit_cache.py) and continue from the state after them:
+        (first unit to process, its inputs), or None when the first unit is not cached."""
+        count = self._cache.reusable_prefix() if self._cache is not None else 0
+        if count == 0:
+            return None
+        started = time.perf_counter()
+        for unit in units[:count]:
+            unit_started = time.perf_counter()
+            cached = Unit(unit.name, self._cache.load_unit(unit.index), unit.index)
+            for saver in savers:
+                saver.save_unit(cached)
+            self.summaries[-1].add(unit.name, time.perf_counter() - unit_started, rss_bytes())
+        state = self._cache.load_state(count - 1)
+        for processor, processor_state in zip(processors, state["processors"], strict=True):
+            processor.load_state_dict(processor_state)
+        self.context.state = dict(state["context_state"])
+        self.context.recorder.restore(self.context.state.pop(RECORDER_STATE_KEY, None))
+        torch.set_rng_state(state["rng"])
+        logger.info("Reused the first %d of %d units from the unit cache %s (same inputs and config) in %.1f s.",
+                    count, len(units), self._cache.root, time.perf_counter() - started)
+        inputs = state["inputs"]
+        return count, None if inputs is None else self.spill.keep(inputs)
+
+    def _cache_state(self, unit: Unit, inputs: Sequence[UnitInput] | None, processors: list[Processor]) -> None:
+        """Commit the unit's cache entry with what the next unit starts from."""
+        if self._cache is not None:
+            context_state = {**self.context.state, RECORDER_STATE_KEY: self.context.recorder.snapshot()}
+            self._cache.store_state(unit.index, inputs, [p.state_dict() for p in processors], context_state)
 
     def _checkpoint(self, stage: Stage, next_unit: int, inputs, processors: list[Processor], savers: list[Saver],
                     piece: dict | None = None) -> None:
@@ -171,11 +206,15 @@ class UnitPipeline:
         try:
             units = self.adapter.units(model)
             check_layer_selections(self.adapter, units, stage.processors)
+            check_attention_selections(self.adapter, units, stage.processors)
+            self._cache = None if self._resume_point is not None else UnitCache.for_stage(
+                self.context, model, units, stage, self.world)
             start, inputs = self._start(model, units, stage, processors, savers)
             self._budget = self._plan_memory(model, units, nested_tensor_bytes(inputs or []))
             for unit in self._progress(units[start:], stage):
                 started = time.perf_counter()
                 inputs = self._run_unit(unit, processors, savers, inputs, is_last=unit is units[-1])
+                self._cache_state(unit, inputs, processors)
                 summary.add(unit.name, time.perf_counter() - started, rss_bytes())
                 summary.note(self.adapter.unit_notes(unit))  # e.g. MoE routing counts (kept past release)
                 self.adapter.record_unit(unit, self.context.recorder)
@@ -343,6 +382,8 @@ class UnitPipeline:
         is_last: bool,
     ) -> Sequence[UnitInput] | None:
         if inputs is None and self._piecewise:
+            if self._cache is not None:
+                self._cache.skip()
             self._run_pieces(unit, processors, savers)
             return None
         resume, self._resume_piece = self._resume_piece, None
@@ -351,6 +392,9 @@ class UnitPipeline:
         if group is not None:
             path, moe = routed_experts(unit)
             logger.info("%s is processed in pieces: its trunk, then %d routed experts at a time.", unit.name, group)
+
+            if self._cache is not None:
+                self._cache.skip()
 
             def checkpoint(progress: dict) -> None:
                 self._checkpoint(self._stage, unit.index, inputs, processors, savers, piece=progress)
@@ -374,6 +418,8 @@ class UnitPipeline:
             outputs = self._forward(unit, inputs)
         for saver in savers:
             saver.save_unit(unit)
+        if self._cache is not None:
+            self._cache.store_unit(unit.index, unit.module)
         self.placement.leave(unit)
         self._budget.leave("(whole unit)", need)
         if inputs is None or is_last:

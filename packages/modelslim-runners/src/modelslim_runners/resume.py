@@ -10,8 +10,9 @@ the checkpoint an uninterrupted run would; a run with another fingerprint says s
 
 Data-parallel runs: every rank writes its own payload (its share of the calibration inputs, its processors'
 and context state) as `unit-NNNNN-rankR.pt`; after a barrier (every rank's payload for that unit exists)
-rank 0, which alone has savers, commits `state.json` with the savers' state. A rank deletes a payload only
-once a newer unit is committed, so the committed unit's payloads always exist. On resume all ranks read the
+rank 0, which alone has savers, commits `state.json` with the savers' state. `state.json` names the payload
+without its rank (`unit-NNNNN[-pieceGGGGG]`): each rank reads its own file of that name, never rank 0's. A rank
+deletes a payload only once a newer one is committed, so the committed payloads always exist. On resume all ranks read the
 committed state and agree (one all-reduce) to resume only if every rank found its payload; the number of
 ranks is part of the state, since the samples' split depends on it.
 """
@@ -56,10 +57,17 @@ class ResumeStore:
         self.directory = Path(save_path) / STATE_DIR
         self.fingerprint = fingerprint
         self.rank, self.world = rank, world
+        #: This rank's payload of the last committed point (data parallel: kept until a newer one is committed).
+        self._committed: str | None = None
 
-    def _payload_name(self, next_unit: int, piece: int | None = None) -> str:
-        name = f"unit-{next_unit:05d}" + ("" if piece is None else f"-piece{piece:05d}")
-        return f"{name}.pt" if self.world == 1 else f"{name}-rank{self.rank}.pt"
+    @staticmethod
+    def _payload_stem(next_unit: int, piece: int | None = None) -> str:
+        """The payload's name shared by all ranks (what state.json records)."""
+        return f"unit-{next_unit:05d}" + ("" if piece is None else f"-piece{piece:05d}")
+
+    def _payload_name(self, stem: str) -> str:
+        """This rank's file of a payload: its inputs and processors' state are its own share's."""
+        return f"{stem}.pt" if self.world == 1 else f"{stem}-rank{self.rank}.pt"
 
     def load(self) -> ResumePoint | None:
         """The committed resume point (every rank's own share), or None to start from scratch on every rank."""
@@ -85,8 +93,9 @@ class ResumeStore:
                                "number of devices) in %s; starting from scratch.", self.directory)
                 self._clear_alone()
                 return None
-            payload_name = state.get("payload") or self._payload_name(state["next_unit"])
+            payload_name = self._payload_name(state.get("payload") or self._payload_stem(state["next_unit"]))
             payload = torch.load(self.directory / payload_name, weights_only=True)
+            self._committed = payload_name
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             logger.warning("Cannot read the resume state in %s (%s); starting from scratch.", self.directory, exc)
             self._clear_alone()
@@ -102,7 +111,8 @@ class ResumeStore:
 
     def save(self, point: ResumePoint) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        payload_name = self._payload_name(point.next_unit, None if point.piece is None else point.piece["next_group"])
+        stem = self._payload_stem(point.next_unit, None if point.piece is None else point.piece["next_group"])
+        payload_name = self._payload_name(stem)
         inputs = None if point.inputs is None else [(i.args, i.kwargs) for i in point.inputs]
         partial = self.directory / f".{payload_name}.partial"
         torch.save({"inputs": inputs, "processors": point.processors, "context_state": point.context_state,
@@ -112,12 +122,13 @@ class ResumeStore:
             dist.barrier()  # every rank's payload for this unit is on disk before it is committed
         if self.rank == 0:
             state = {"fingerprint": self.fingerprint, "world": self.world, "stage": point.stage,
-                     "next_unit": point.next_unit, "payload": payload_name, "savers": point.savers}
+                     "next_unit": point.next_unit, "payload": stem, "savers": point.savers}
             partial_state = self.directory / f".{STATE_FILE}.partial"
             partial_state.write_text(json.dumps(state), encoding="utf-8")
             os.replace(partial_state, self.directory / STATE_FILE)
-        # Data-parallel: the previous unit may still be the committed one (rank 0 commits after the barrier).
-        keep = {payload_name} if self.world == 1 else {payload_name, self._payload_name(point.next_unit - 1)}
+        # Data-parallel: the previous payload may still be the committed one (rank 0 commits after the barrier).
+        keep = {payload_name} if self.world == 1 else {payload_name, self._committed}
+        self._committed = payload_name
         for old in self.directory.glob(f"unit-*{'' if self.world == 1 else f'-rank{self.rank}'}.pt"):
             if old.name not in keep:
                 old.unlink(missing_ok=True)

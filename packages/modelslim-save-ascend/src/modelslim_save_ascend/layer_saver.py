@@ -21,6 +21,7 @@ from torch import nn
 from modelslim_core.errors import SaveError
 from modelslim_core.io.permissions import make_dir
 from modelslim_core.io.safetensors_stream import ShardedSafetensorsWriter
+from modelslim_core.models.fused_tensors import FusedTensorBuffer
 from modelslim_core.quant.quantized_linear import QuantizedLinear
 from modelslim_core.runtime.exports import exports_of
 from modelslim_core.runtime.saver import Saver, SaverConfig
@@ -58,6 +59,9 @@ class LayerTreeSaver(Saver, ABC):
         self.writer: ShardedSafetensorsWriter | None = None
         # Checkpoint names can differ from module paths (VLM releases); adapters without the hook keep paths.
         self._saved_name = getattr(context.adapter, "saved_tensor_name", None) or (lambda name: name)
+        # Float tensors the release stores fused (Kimi-K2.5's vision `wqkv`, models/fused_tensors.py).
+        self._fused_part = getattr(context.adapter, "fused_checkpoint_part", None) or (lambda name: None)
+        self._fusions = FusedTensorBuffer()
 
     @abstractmethod
     def export_dtypes(self, source: torch.dtype | None) -> ExportDtypes:
@@ -79,9 +83,25 @@ class LayerTreeSaver(Saver, ABC):
 
     # --- writing ------------------------------------------------------------------------------------------
     def _write(self, name: str, tensor: torch.Tensor, tag: str) -> None:
+        part = self._fused_part(name)
+        if part is not None:
+            self._write_part(name, part, tensor, tag)
+            return
         name = self._saved_name(name)
         self.writer.write(name, tensor)
         self.description.tag(name, tag)
+
+    def _write_part(self, name: str, part, tensor: torch.Tensor, tag: str) -> None:
+        if tag != "FLOAT":
+            raise SaveError(
+                f"{name} is tagged {tag}, but the release stores it fused into {part.target}, which can only be "
+                "written float.",
+                "keep this layer float (exclude it from the config's quantizing items).",
+            )
+        fused = self._fusions.add(part, tensor)
+        if fused is not None:
+            self.writer.write(part.target, fused.contiguous())
+            self.description.tag(part.target, "FLOAT")
 
     def _write_float_params(self, prefix: str, module: nn.Module) -> None:
         for pname, param in module.named_parameters(recurse=False):
@@ -177,6 +197,10 @@ class LayerTreeSaver(Saver, ABC):
     def save_remaining(self, model: nn.Module, unit_names: list[str]) -> None:
         self._write_tree("", model, skip_prefixes=tuple(unit_names))
         self._carry_source_tensors()
+        pending = self._fusions.pending()
+        if pending:
+            raise SaveError(f"{pending[0]} (and {len(pending) - 1} more) is stored fused, but not all of its parts "
+                            "were saved.", "this is an adapter bug; please report it with the model's config.json.")
 
     def _carry_source_tensors(self) -> None:
         """Copy source tensors the model does not hold but the engine loads (MTP layers, models/mtp.py) as FLOAT,

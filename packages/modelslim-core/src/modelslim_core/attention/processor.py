@@ -12,14 +12,27 @@ identical to a single-process one: statistics are complete and all-reduced befor
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
 
 from modelslim_core.attention.sites import AttentionSite
 from modelslim_core.attention.taps import Tap, add_tap, remove_tap
-from modelslim_core.errors import DatasetError
-from modelslim_core.runtime.matching import NameFilter, adapter_aliases
-from modelslim_core.runtime.processor import Processor
+from modelslim_core.errors import ConfigError, DatasetError
+from modelslim_core.runtime.matching import Aliases, NameFilter, adapter_aliases
+from modelslim_core.runtime.processor import Processor, ProcessorConfig
 from modelslim_core.runtime.unit import Unit
+
+#: What an attention processor can act on, for the refusal below (attention/sites.py decides it).
+SUPPORTED_SITES = ("attention modules that own q_proj, k_proj and v_proj linears and hand per-head query/key/value "
+                   "states to the attention kernel (Llama, Qwen2/2.5/3, Qwen3-MoE, GLM-4.5-4.7, MiniMax-M2, the "
+                   "full-attention layers of Qwen3-Next/Qwen3.5, and diffusers attention in the SD pipelines)")
+#: How many attention module names a refusal shows as examples.
+EXAMPLES = 3
+
+
+def site_filter(config: ProcessorConfig, aliases: Aliases | None) -> NameFilter:
+    """The include/exclude filter an attention processor applies to attention module names."""
+    return NameFilter(getattr(config, "include", None) or ["*"], getattr(config, "exclude", None) or [], aliases)
 
 
 class AttentionProcessor(Processor, ABC):
@@ -46,7 +59,7 @@ class AttentionProcessor(Processor, ABC):
         return True
 
     def name_filter(self) -> NameFilter:
-        return NameFilter(self.config.include or ["*"], self.config.exclude, adapter_aliases(self.context))
+        return site_filter(self.config, adapter_aliases(self.context))
 
     @property
     def tap_key(self) -> str:
@@ -128,3 +141,55 @@ class AttentionProcessor(Processor, ABC):
     def post_run(self) -> None:
         self._drop_finals()
         self.filter.warn_unmatched(self.config.type)
+
+
+def attention_configs(configs: Iterable[ProcessorConfig], path: str = "spec.process") -> Iterator[tuple[str, ProcessorConfig]]:
+    """(YAML path, config) of every attention processor among `configs`, looking inside groups."""
+    from modelslim_core.protocol.spec import processor_class
+
+    for index, config in enumerate(configs):
+        where = getattr(config, "_yaml_path", "") or f"{path}[{index}]"
+        children = getattr(config, "configs", None)
+        if isinstance(children, list) and config.type == "group":
+            yield from attention_configs(children, f"{where}.configs")
+        elif issubclass(processor_class(config), AttentionProcessor):
+            yield where, config
+
+
+def check_attention_selections(adapter: Any, units: list[Unit], configs: Iterable[ProcessorConfig]) -> None:
+    """ConfigError for the first attention processor (dynamic_cache, fa3_quant, kv_smooth, online_quarot) whose
+    targets match none of the model's supported attention sites.
+
+    Such a run would finish without error and write a checkpoint that lacks what the config asked for (no KV
+    scales, yet a serving engine told to use an int8 cache), so it is refused before any calibration. The
+    message names the model type and what the processor supports; an adapter may add why its family has no
+    such site (`attention_note`, e.g. GLM-5's compressed attention).
+    """
+    from modelslim_core.protocol.spec import processor_class
+
+    selected = list(attention_configs(configs))
+    if not selected:
+        return
+    sites = [site.name for unit in units for site in adapter.attention_sites(unit)]
+    aliases = getattr(adapter, "name_aliases", None)
+    for path, config in selected:
+        if any(site_filter(config, aliases)(name) for name in sites):
+            continue
+        produces = getattr(processor_class(config), "produces", "results")
+        model = f"model type {adapter.model_type!r} (config.json model_type {getattr(adapter, 'hf_model_type', None)!r})"
+        if not sites:
+            note = getattr(adapter, "attention_note", None)
+            raise ConfigError(
+                f"{path} ({config.type}): {model} has no attention module {config.type} can act on, so the run "
+                f"would finish without the {produces} the config asks for (a checkpoint the engine cannot use as "
+                f"asked). {config.type} supports {SUPPORTED_SITES}." + (f" {note}" if note else ""),
+                f"remove the {config.type} item from the config for this model (its family's practices without "
+                "a KV-cache or FA3 suffix, e.g. --quant_type w8a8, have none).",
+            )
+        raise ConfigError(
+            f"{path} ({config.type}): include {list(getattr(config, 'include', None) or ['*'])} with exclude "
+            f"{list(getattr(config, 'exclude', None) or [])} matches none of the {len(sites)} attention modules of "
+            f"{model}, so no {produces} would be written.",
+            f"write the patterns against the attention module names, e.g. {', '.join(sites[:EXAMPLES])}.",
+        )
+

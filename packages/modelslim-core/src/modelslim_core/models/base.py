@@ -274,6 +274,10 @@ class ModelAdapter:
         start = len(unit.name) + 1
         return [site for site in sites if not any(fnmatchcase(site.name[start:], p) for p in self.float_linears)]
 
+    #: Why this family has no attention site the KV-cache / FA3 processors can act on, and what the serving
+    #: engine does instead (added to their refusal, attention/processor.py); None: nothing to add.
+    attention_note: ClassVar[str | None] = None
+
     def attention_sites(self, unit: Unit) -> list["AttentionSite"]:
         """Attention modules of the unit with their head layout (KV-cache, FA3 and KV-smooth processors)."""
         from modelslim_core.attention.sites import find_attention_sites

@@ -56,3 +56,11 @@ class DeepseekV32Adapter(DeepseekV3Adapter):
     indexer_inputs = ("self_attn.indexer.wk", "self_attn.indexer.weights_proj")
     model_type_prefixes = ("DeepSeek-V3.2",)
     hf_model_types = ("deepseek_v32",)
+    #: Why KV-cache / FA3 processors find no attention here (attention/processor.py names it when refusing).
+    attention_note = (
+        "This family's DSA attention caches one compressed latent per token (kv_lora_rank + rope channels), not "
+        "per-head keys and values, so there are no per-channel KV-cache scales to calibrate: vLLM-Ascend quantizes "
+        "that cache, and the indexer's, to int8 itself at serve time, with per-token scales, when started with "
+        "--additional-config '{\"enable_sparse_sfa_c8\": true, \"enable_sparse_li_c8\": true}'. FA3 scales for "
+        "the latent cache (vLLM-Ascend's FAKQuant on MLA) are not computed by fa3_quant yet (docs/model-families.md)."
+    )

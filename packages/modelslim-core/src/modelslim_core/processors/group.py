@@ -74,6 +74,12 @@ class GroupProcessor(Processor):
         return all(processor_class(child).supports_distributed(child) for child in config.configs)
 
     @classmethod
+    def selection_is_local(cls, config: GroupConfig) -> bool:
+        from modelslim_core.protocol.spec import processor_class
+
+        return all(processor_class(child).selection_is_local(child) for child in config.configs)
+
+    @classmethod
     def handles_pieces(cls, config: GroupConfig) -> bool:
         from modelslim_core.protocol.spec import processor_class
 

@@ -84,6 +84,12 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
         return config.qconfig.weight.method in DATA_FREE_WEIGHT_METHODS and config.qconfig.act.method in ("none", "minmax")
 
     @classmethod
+    def selection_is_local(cls, config: LinearQuantConfig) -> bool:
+        """Each selected linear is quantized on its own, except that `group_size: auto` is chosen over every
+        selected linear of the model (pre_run), so any pattern may change every unit."""
+        return not LinearQuantizer(config.qconfig).weight.adaptive_group_size
+
+    @classmethod
     def handles_pieces(cls, config: LinearQuantConfig) -> bool:
         """Data-free quantization treats every linear on its own, so it can stream a layer linear by linear."""
         return not cls.needs_data(config)

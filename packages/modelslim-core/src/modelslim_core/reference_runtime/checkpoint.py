@@ -60,6 +60,7 @@ class SavedCheckpoint:
                                  declared_rotation_tensors(self.description).items() for suffix in suffixes}
         self._file_of: dict[str, Path] = {}
         self._stored: dict[str, str] = {}  # module path -> saved name, where they differ (see rename)
+        self._derived: dict[str, tuple[str, Any]] = {}  # split part -> (fused tensor, extract), see split
         for file in _weight_files(self.path):
             with safe_open(file, framework="pt") as handle:
                 for name in handle.keys():
@@ -95,6 +96,20 @@ class SavedCheckpoint:
         self.tags = {to_module_name(name): tag for name, tag in self.tags.items()}
         self.rotation_tensors = {to_module_name(name) for name in self.rotation_tensors}
 
+    def split(self, parts_of) -> None:
+        """Address the parts of fused tensors by the model's parameter names from now on: `parts_of(name)` lists
+        (part name, function from the fused tensor to the part) for a tensor the model holds split, [] otherwise.
+        The parts take the fused tensor's tag; the fused tensor itself is no longer listed."""
+        for name in sorted(self._file_of):
+            parts = parts_of(name)
+            if not parts:
+                continue
+            tag = self.tags.pop(name, None)
+            for part, extract in parts:
+                self._derived[part] = (name, extract)
+                if tag is not None:
+                    self.tags[part] = tag
+
     def stored_name(self, name: str) -> str:
         return self._stored.get(name, name)
 
@@ -104,14 +119,21 @@ class SavedCheckpoint:
 
     def names(self) -> set[str]:
         """The tagged tensors (online rotation matrices are untagged and handled by rotations.py)."""
-        return set(self._file_of) - self.rotation_tensors
+        fused = {source for source, _ in self._derived.values()}
+        return (set(self._file_of) - self.rotation_tensors - fused) | set(self._derived)
 
     def tensor(self, name: str) -> torch.Tensor:
+        if name in self._derived:
+            source, extract = self._derived[name]
+            return extract(self.tensor(source))
         with safe_open(self._file_of[name], framework="pt") as handle:
             return handle.get_tensor(self.stored_name(name))
 
     def meta(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
-        """dtype and shape without reading the data."""
+        """dtype and shape without reading the data (split parts are computed: they are small tower tensors)."""
+        if name in self._derived:
+            part = self.tensor(name)
+            return part.dtype, tuple(part.shape)
         with safe_open(self._file_of[name], framework="pt") as handle:
             sliced = handle.get_slice(self.stored_name(name))
             return _DTYPES[sliced.get_dtype()], tuple(sliced.get_shape())

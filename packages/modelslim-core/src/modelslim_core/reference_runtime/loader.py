@@ -20,7 +20,7 @@ from modelslim_core.models.base import read_config_json, source_dtype_of
 from modelslim_core.reference_runtime.attention import AttentionPlan, install_attention, plan_attention
 from modelslim_core.reference_runtime.checkpoint import DESCRIPTION, SavedCheckpoint
 from modelslim_core.formats.kernels import KERNELS, LinearShape, TensorSpec
-from modelslim_core.reference_runtime.multimodal import omni_thinker, saved_to_module_name
+from modelslim_core.reference_runtime.multimodal import fused_parts, omni_thinker, saved_to_module_name
 from modelslim_core.smoothing.fusion import add_output_bias
 from modelslim_core.reference_runtime.rotations import install_online_rotations, plan_online_rotations
 
@@ -36,7 +36,7 @@ class Plan:
     attention: AttentionPlan = field(default_factory=AttentionPlan)  # KV-cache / FA3 tensors and taps
 
 
-def build_skeleton(model_path: Path, dtype: torch.dtype) -> nn.Module:
+def build_skeleton(model_path: Path, dtype: torch.dtype, trust_remote_code: bool = False) -> nn.Module:
     """The float model's architecture (weights are overwritten from the checkpoint).
 
     MoE experts are split into per-expert linears (models/moe.py): the checkpoint stores, and vLLM-Ascend
@@ -50,12 +50,12 @@ def build_skeleton(model_path: Path, dtype: torch.dtype) -> nn.Module:
     from modelslim_core.models.moe import prepare_moe_model
 
     try:
-        config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+        config = AutoConfig.from_pretrained(model_path, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise ModelError(f"cannot read the model config in {str(model_path)!r}: {exc}", "pass the float model's directory.") from None
     served = omni_thinker(config)  # an Omni release serves (and quantizes) only its thinker
-    cls, config = served if served is not None else (model_class_for(config), config)
-    model = prepare_moe_model(instantiate_from_config(cls, config, dtype))
+    cls, config = served if served is not None else (model_class_for(config, trust_remote_code), config)
+    model = prepare_moe_model(instantiate_from_config(cls, config, dtype, trust_remote_code))
     return model.eval().requires_grad_(False)
 
 
@@ -159,14 +159,17 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def load_quantized_model(
-    model_path: str | Path, quant_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    model_path: str | Path, quant_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
 ) -> nn.Module:
-    """The float model's architecture computing with the saved (quantized) tensors."""
+    """The float model's architecture computing with the saved (quantized) tensors (`trust_remote_code`: build it
+    with the modeling code the model directory ships, for releases transformers has no class for)."""
     model_path, quant_path = Path(model_path), Path(quant_path)
     checkpoint = SavedCheckpoint(quant_path)
     source_dtype = source_dtype_of(read_config_json(model_path))
-    model = build_skeleton(model_path, dtype)
+    model = build_skeleton(model_path, dtype, trust_remote_code)
     checkpoint.rename(saved_to_module_name(model))
+    checkpoint.split(fused_parts(model))
     adopt_smoothing_biases(model, checkpoint)
     plan = plan_for(model, checkpoint, source_dtype)
     validate(plan, checkpoint)

@@ -34,3 +34,42 @@ def saved_to_module_name(model: nn.Module) -> Callable[[str], str]:
     from modelslim_core.models.checkpoint_names import checkpoint_to_module
 
     return checkpoint_to_module(model)
+
+
+def fused_parts(model: nn.Module) -> Callable[[str], list[tuple[str, Callable[[Any], Any]]]]:
+    """For a saved tensor that transformers splits on load (Kimi-K2.5's vision `wqkv` into the query, key and
+    value projections, query and key rows permuted for its rotary layout): the parts' parameter names, each with
+    the function computing it from the fused tensor. transformers' own converter operations do the work, so the
+    runtime checks the saver's fusing independently."""
+    import re
+
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter
+
+    rules = [rule for rule in get_model_conversion_mapping(model)
+             if isinstance(rule, WeightConverter) and len(rule.source_patterns) == 1 and len(rule.target_patterns) > 1]
+    if not rules:
+        return lambda name: []
+    config = getattr(model, "config", None)
+    held = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+
+    def split(rule, fused):
+        pieces = {rule.source_patterns[0]: [fused]}
+        for operation in rule.operations:
+            pieces = operation.convert(pieces, source_patterns=rule.source_patterns,
+                                       target_patterns=rule.target_patterns, config=config)
+        return pieces
+
+    def parts_of(name: str) -> list[tuple[str, Callable[[Any], Any]]]:
+        if name in held:  # the model holds it as saved (a module of its own, not a release's fused tensor)
+            return []
+        for rule in rules:
+            source = rule.source_patterns[0]
+            if re.search(source, name) is None:
+                continue
+            return [(re.sub(source, target.replace("\\", ""), name, count=1),
+                     lambda fused, rule=rule, target=target: split(rule, fused)[target])
+                    for target in rule.target_patterns]
+        return []
+
+    return parts_of

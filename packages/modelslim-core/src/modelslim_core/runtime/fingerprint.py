@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 
-def _version() -> str:
+def package_version() -> str:
     try:
         return version("modelslim-core")
     except PackageNotFoundError:
@@ -28,6 +28,6 @@ def run_fingerprint(config_digest: str, model_path: Path, compute_dtype: torch.d
         "model": model_files_identity(model_path),
         "dtype": str(compute_dtype),
         "device": device_type,
-        "version": _version(),
+        "version": package_version(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

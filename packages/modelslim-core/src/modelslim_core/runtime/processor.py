@@ -127,6 +127,13 @@ class Processor:
         return False
 
     @classmethod
+    def selection_is_local(cls, config: ProcessorConfig) -> bool:
+        """Whether an include/exclude pattern changes only the units whose modules it matches: then a run that
+        differs from an earlier one only in patterns of later units may reuse the earlier run's first units
+        (modelslim_runners/unit_cache.py). False (the default) for anything that looks across units."""
+        return False
+
+    @classmethod
     def needs_data(cls, config: ProcessorConfig) -> bool:
         """Whether any unit could need calibration data; False lets a run skip tokenization and forwards."""
         return False

@@ -11,9 +11,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from pydantic import Field, field_validator
 
 from modelslim_core import registry
+from modelslim_core.attention.processor import attention_configs, check_attention_selections
 from modelslim_core.protocol.spec import check_savers_can_write, parse_processor_list, parse_saver_list
 from modelslim_core.protocol.validation import StrictModel, validate
 from modelslim_core.runtime.processor import ProcessorConfig
@@ -86,6 +88,20 @@ class ModelslimV1Service(QuantService):
         save = parse_saver_list(fields.save, f"{path}.save", process)
         check_savers_can_write(process, save, path)
         return ModelslimV1Spec(runner=fields.runner, process=process, save=save, dataset=fields.dataset, prior=prior)
+
+    @classmethod
+    def check_request(cls, spec: ModelslimV1Spec, request: QuantRequest) -> None:
+        """The base check, then: attention processors (KV cache, FA3, ...) must find attention they can act on,
+        checked on the model's skeleton (no weights are read) before anything is loaded."""
+        super().check_request(spec, request)
+        stages = cls.stages(spec)
+        if not any(list(attention_configs(stage.processors)) for stage in stages):
+            return
+        adapter = request.adapter
+        skeleton = adapter.build_skeleton(adapter.source_dtype or torch.float32)
+        units = adapter.units(skeleton)
+        for stage in stages:
+            check_attention_selections(adapter, units, stage.processors)
 
     @staticmethod
     def stages(spec: ModelslimV1Spec) -> list[Stage]:

@@ -79,6 +79,11 @@ class SmoothingProcessor(TracksPatternUse, Processor):
     def needs_data(cls, config: SmoothingConfig) -> bool:
         return True
 
+    @classmethod
+    def selection_is_local(cls, config: SmoothingConfig) -> bool:
+        """A subgraph is selected by its source's name and lies inside one unit."""
+        return True
+
     #: Whether the processor only relates a subgraph's source and consumers (closed-form scales from running
     #: statistics), so a MoE layer can be smoothed piece by piece (`Processor.handles_calibrated_pieces`).
     smooths_in_pieces: ClassVar[bool] = False

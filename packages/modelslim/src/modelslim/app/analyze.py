@@ -8,6 +8,7 @@ is a ranked table (analysis.json and analysis.png in --output_dir) and a YAML ex
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -134,9 +135,11 @@ class Measured:
 
 
 def measure_scheme(raw: dict[str, Any], source: str, quant: QuantArgs, work: Path, scope: str, metric: str,
-                   dataset: str, max_samples: int) -> Measured:
-    """Quantize with `raw` and with its quantizers stripped, then measure every unit of `scope`."""
-    quant_dir = quantize_config(raw, quant, work, "quantized")
+                   dataset: str, max_samples: int, quantizing=contextlib.nullcontext) -> Measured:
+    """Quantize with `raw` (inside the `quantizing()` context: tune lets that run fill its unit cache) and with
+    its quantizers stripped, then measure every unit of `scope`."""
+    with quantizing():
+        quant_dir = quantize_config(raw, quant, work, "quantized")
     float_dir = quantize_config(strip_quantization(raw, source), quant, work, "float_transformed")
     device = resolve_device(quant.device).torch_device
     model_path = Path(quant.model_path)

@@ -28,6 +28,7 @@ from modelslim_core.protocol.yaml_io import dump_yaml
 from modelslim_core.quant.quantized_linear import LinearQuantizer
 from modelslim_core.runtime.context import RunContext
 from modelslim_core.runtime.matching import Aliases, pattern_matches
+from modelslim_core.attention.processor import check_attention_selections
 from modelslim_core.runtime.selection_check import check_layer_selections
 from modelslim_core.runtime.processor import ProcessorConfig
 from modelslim_core.service.base import QuantRequest
@@ -180,6 +181,7 @@ def build_plan(config: QuantConfig, source: str, request: QuantRequest) -> Plan:
     units = adapter.units(model)
     for stage in stages:
         check_layer_selections(adapter, units, stage.processors)
+        check_attention_selections(adapter, units, stage.processors)
     main = stages[-1]
     processors = flatten(main.processors, "spec.process")
     assigner = LinearAssigner(processors, getattr(adapter, "name_aliases", None))

@@ -42,7 +42,8 @@ class EndToEnd:
         ids = sample["input_ids"]
         if ids.shape[1] < 2:
             return
-        self.float_nll += self._nll(float_out.logits, ids)
+        if float_out is not None:  # None: the float figure is known already (evaluate.end_to_end)
+            self.float_nll += self._nll(float_out.logits, ids)
         self.quant_nll += self._nll(quant_out.logits, ids)
         self.tokens += ids.shape[1] - 1
 

@@ -29,7 +29,7 @@ from modelslim_core.reference_runtime.multimodal import saved_to_module_name
 from modelslim.app import ct_checkpoint
 from modelslim.app.eval_data import default_dataset, out_of_domain
 from modelslim.app.eval_report import write_report
-from modelslim.app.eval_passes import compare_models
+from modelslim.app.eval_passes import EndToEnd, compare_models
 from modelslim.app.layer_compare import saved_global_rotation
 from modelslim.app.paths import check_model_path
 
@@ -109,19 +109,25 @@ def _multimodal_class(config) -> tuple[type[nn.Module], dict] | None:
     return None
 
 
+def _quantized_model(model_path: Path, quant_path: Path, causal: bool, device: torch.device) -> nn.Module:
+    """The reference runtime's rebuild of an ascendv1/MindIE checkpoint, or transformers' of a compressed-tensors one."""
+    if ct_checkpoint.quantization_config(quant_path) is None:
+        return load_quantized_model(model_path, quant_path, torch.float32, device)
+    return ct_checkpoint.load_ct_model(quant_path, causal, device)
+
+
 def _load_quantized(model_path: Path, quant_path: Path, float_model: nn.Module, causal: bool,
                     device: torch.device) -> tuple[nn.Module, dict[str, nn.Module], dict[str, str], str]:
     """The quantized model, its quantized linears by name, their tags (keyed `<name>.weight`) and the model type.
 
     ascendv1/MindIE checkpoints are rebuilt by the reference runtime; compressed-tensors ones by transformers."""
     ct_config = ct_checkpoint.quantization_config(quant_path)
+    quant_model = _quantized_model(model_path, quant_path, causal, device)
     if ct_config is None:
-        quant_model = load_quantized_model(model_path, quant_path, torch.float32, device)
         checkpoint = SavedCheckpoint(quant_path)
         module_name = saved_to_module_name(quant_model)  # a VLM saves its layers under the release's names
         tags = {module_name(name): tag for name, tag in checkpoint.tags.items()}
         return quant_model, quantized_linears(float_model, quant_model), tags, checkpoint.model_quant_type
-    quant_model = ct_checkpoint.load_ct_model(quant_path, causal, device)
     names = ct_checkpoint.layer_tags(ct_config, quant_model)
     kernels = {name: quant_model.get_submodule(name) for name in names}
     tags = {f"{name}.weight": tag for name, tag in names.items()}
@@ -160,3 +166,50 @@ def run_eval(args: EvalArgs) -> dict:
     }
     write_report(report, quant_path)
     return report
+
+
+@dataclass
+class FloatFigure:
+    """The float model's end-to-end figure on one eval set (perplexity of a causal LM): the same for every
+    checkpoint of that model, so a judge that sees many checkpoints (tune's rounds) computes it once."""
+
+    key: tuple
+    value: float
+    tokens: int
+
+
+def _is_causal(model_path: Path) -> bool:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+    return _multimodal_class(config) is not None or any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+
+
+@torch.no_grad()
+def end_to_end(args: EvalArgs, known: FloatFigure | None = None) -> tuple[dict, FloatFigure | None]:
+    """Only the end-to-end figure, no per-layer errors: one quantized forward per sample, plus one float forward
+    per sample unless `known` holds the float figure of the same model, data and device (causal LMs; another
+    model's final hidden states are compared sample by sample, so its float model runs every time).
+
+    Returns the figures (float, quantized, ratio, tokens, samples, metric) and the float figure to pass next time."""
+    model_path = check_model_path(args.model_path)
+    quant_path = Path(args.quant_path).expanduser().resolve()
+    device = resolve_device(args.device).torch_device
+    dataset = args.dataset or default_dataset(model_path)
+    key = (str(model_path), dataset, args.max_samples, str(device))
+    causal = _is_causal(model_path)
+    reuse = known is not None and known.key == key and causal
+    float_model = None if reuse else _load_float(model_path, device)[0]
+    quant_model = _quantized_model(model_path, quant_path, causal, device)
+    texts = load_texts(dataset)[: args.max_samples]
+    figure = EndToEnd(causal)
+    for sample in _tokenize(quant_path, texts):
+        sample = {k: v.to(device) for k, v in sample.items()}
+        figure.add(sample, None if float_model is None else float_model(**sample), quant_model(**sample))
+    float_value, quant_value, tokens = figure.result()
+    if reuse:
+        float_value = known.value
+    report = {"metric": "perplexity" if causal else "hidden_state_cosine", "dataset": dataset, "samples": len(texts),
+              "tokens": tokens, "float": float_value, "quantized": quant_value, "ratio": quant_value / float_value,
+              "float_reused": reuse}
+    return report, (known if reuse else FloatFigure(key, float_value, tokens) if causal else None)

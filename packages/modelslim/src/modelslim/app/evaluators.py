@@ -1,13 +1,16 @@
 """Judges for `msmodelslim tune`: is a quantized checkpoint accurate enough?
 
 - `perplexity` (built in): `msmodelslim eval`'s reference runtime (Ascend integer semantics) on held-out
-  text; passes when quantized / float perplexity ≤ `max_ratio`.
+  text; passes when quantized / float perplexity ≤ `max_ratio`. A round costs one quantized forward over the
+  eval tokens (the float perplexity is computed in the first round only, no per-layer errors); the passing
+  checkpoint gets the full `msmodelslim eval` report (per-layer errors) once, at the end (`finalize`).
 - `service_oriented`: start an OpenAI-compatible server on the checkpoint (or use one already running),
   wait for `GET <health_path>`, run a benchmark command that prints `{"<dataset>": accuracy, ...}` as its
   last stdout line (or writes it to `result_file`), and check `demand.expectations[]`: every dataset is
   present and target − accuracy ≤ tolerance (compared as decimals).
 - Any other `type` names an entry point in the `modelslim.evaluators` group: a class built from the
-  evaluation mapping (`from_config(mapping, where)`) with `evaluate(model_path, quant_path, work_dir)`.
+  evaluation mapping (`from_config(mapping, where)`) with `evaluate(model_path, quant_path, work_dir)` and,
+  optionally, `finalize(model_path, quant_path)` run once on the passing checkpoint.
 """
 
 from __future__ import annotations
@@ -67,19 +70,30 @@ class PerplexityEvaluator:
 
     def __init__(self, fields: PerplexityFields):
         self.fields = fields
+        self._float = None  # evaluate.FloatFigure of the first round, reused by the later ones
 
     @classmethod
     def from_config(cls, raw: dict[str, Any], where: str) -> "PerplexityEvaluator":
         return cls(validate(PerplexityFields, raw, where))
 
     def evaluate(self, model_path: Path, quant_path: Path, work_dir: Path) -> Verdict:
-        from modelslim.app.evaluate import EvalArgs, run_eval
+        from modelslim.app.evaluate import end_to_end
 
-        report = run_eval(EvalArgs(str(model_path), str(quant_path), self.fields.dataset, self.fields.device,
-                                   self.fields.max_samples))
+        report, self._float = end_to_end(self._args(model_path, quant_path), self._float)
         ratio = float(report["ratio"])
         return Verdict(ratio <= self.fields.max_ratio, ratio,
                        {"float": report["float"], "quantized": report["quantized"], "max_ratio": self.fields.max_ratio})
+
+    def finalize(self, model_path: Path, quant_path: Path) -> None:
+        """The passing checkpoint's full `msmodelslim eval` report (per-layer errors) in eval_report.json."""
+        from modelslim.app.evaluate import run_eval
+
+        run_eval(self._args(model_path, quant_path))
+
+    def _args(self, model_path: Path, quant_path: Path):
+        from modelslim.app.evaluate import EvalArgs
+
+        return EvalArgs(str(model_path), str(quant_path), self.fields.dataset, self.fields.device, self.fields.max_samples)
 
 
 class EngineFields(StrictModel):

@@ -8,19 +8,24 @@ Strategies:
 
 Every round is recorded in `<save_path>/history/` (history.yaml, accuracy.yaml, <config_id>.yaml): a run
 stopped by --timeout or Ctrl-C resumes from it, reusing every verdict already reached. The analysis's
-quantized checkpoint is the zero-rollback round's checkpoint (not quantized twice). At the end
+quantized checkpoint is the zero-rollback round's checkpoint (not quantized twice). Rounds share
+`history/unit_cache/`: a round reuses the units before the first unit its rollback changes (their
+calibration statistics and quantized weights; modelslim_runners/unit_cache.py). At the end
 `<save_path>/quant_model/` holds the passing checkpoint, `tuned_config.yaml` its config and
 `tune_report.json` the table of rounds (layers rolled back, metric, seconds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,7 @@ from modelslim.app.tune_config import (StrategyFields, first_quantizing_item, lo
 logger = logging.getLogger("modelslim")
 
 HISTORY = "history"
+UNIT_CACHE = "unit_cache"
 QUANT_MODEL = "quant_model"
 REPORT_NAME = "tune_report.json"
 CONFIG_NAME = "tuned_config.yaml"
@@ -100,6 +106,23 @@ class History:
         self.save()
 
 
+@contextlib.contextmanager
+def unit_cache_at(directory: Path) -> Iterator[None]:
+    """Quantization runs inside reuse the units an earlier round left in `directory` (runners' unit_cache.py:
+    the units before the first one a rollback changes keep their statistics and weights)."""
+    from modelslim_runners.unit_cache import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(directory)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = before
+
+
 class Tuner:
     def __init__(self, args: TuneArgs, strategy: StrategyFields, evaluator: Evaluator, history: History):
         self.args, self.strategy, self.evaluator, self.history = args, strategy, evaluator, history
@@ -125,7 +148,9 @@ class Tuner:
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True, mode=0o750)
             try:
-                return self._install(quantize_config(config, self.quant, work, "round"), key)
+                with unit_cache_at(self.save_path / HISTORY / UNIT_CACHE):
+                    checkpoint = quantize_config(config, self.quant, work, "round")
+                return self._install(checkpoint, key)
             except EmptySelectionError as empty:
                 # every layer of that item is rolled back to float: the round runs without the item
                 trimmed = without_item(config, empty.path)
@@ -156,13 +181,15 @@ class Tuner:
         quant_path = self.save_path / QUANT_MODEL
         if self.history.state.get("quant_model") != key:
             quant_path = self._quantize(config, key)
+        quantized = time.perf_counter()
         work = self.save_path / HISTORY / "eval"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, mode=0o750)
         verdict: Verdict = self.evaluator.evaluate(Path(self.args.model_path), quant_path, work)
         entry = {"round": len(self.history.state["rounds"]), "config_id": f"{self.config_prefix}_{len(self.history.state['rounds'])}",
                  "key": key, "rolled_back": list(patterns), "passed": bool(verdict.passed), "metric": verdict.metric,
-                 "seconds": round(time.perf_counter() - started, 2)}
+                 "seconds": round(time.perf_counter() - started, 2),
+                 "quantize_seconds": round(quantized - started, 2), "eval_seconds": round(time.perf_counter() - quantized, 2)}
         self.history.record(entry, config, verdict.details)
         logger.info("Round %s: %d rolled back, metric %.6g, %s (%.1f s).", entry["config_id"], len(patterns),
                     verdict.metric, "pass" if verdict.passed else "fail", entry["seconds"])
@@ -184,7 +211,8 @@ class Tuner:
         work.mkdir(parents=True, mode=0o750)
         dataset = self.strategy.analysis_dataset or (template.get("spec") or {}).get("dataset") or "mix_calib.jsonl"
         measured = measure_scheme(template, "strategy.template", self.quant, work, self.strategy.analysis_scope,
-                                  "float_gain", dataset, self.strategy.analysis_samples)
+                                  "float_gain", dataset, self.strategy.analysis_samples,
+                                  lambda: unit_cache_at(self.save_path / HISTORY / UNIT_CACHE))  # round 0's units
         ranked = [row["pattern"] for row in measured.rows]
         self.history.state["candidates"][key] = ranked
         self.history.state.setdefault("candidate_layers", {}).update(measured.layers)
@@ -278,6 +306,9 @@ def run_tune(args: TuneArgs) -> dict:
     args = TuneArgs(str(model_path), str(save_path), args.config, args.device, args.model_type, args.timeout,
                     args.trust_remote_code)
     config, patterns = Tuner(args, strategy, evaluator, history).run()
+    finalize = getattr(evaluator, "finalize", None)
+    if finalize is not None:
+        finalize(model_path, save_path / QUANT_MODEL)
     write_private(save_path / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
     report = {"strategy": strategy.type, "evaluation": json.loads(json.dumps(evaluation, default=str)),
               "rolled_back": patterns, "rounds": history.state["rounds"], "config": str(save_path / CONFIG_NAME),
