@@ -277,8 +277,8 @@ def gptq_quantize(
     (`full_range` None: true for the bit widths in FULL_RANGE_BITS)."""
     if full_range is None:
         full_range = bits in FULL_RANGE_BITS
-    w = weight.detach().float().clone()
-    h = hessian.detach().float().clone()
+    w = weight.detach().to(torch.float32, copy=True)  # one working copy whatever the input dtype
+    h = hessian.detach().to(torch.float32, copy=True)
     out, in_features = w.shape
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
@@ -291,7 +291,7 @@ def gptq_quantize(
         grid.set_static(w, order)
         w, h = w[:, order], h[order][:, order]
     u = inverse_hessian_factor(h, percdamp, name)
-    codes = torch.zeros_like(w)
+    codes = torch.zeros(w.shape, dtype=torch.int8, device=w.device)  # a quarter of a float32 buffer
     for start in range(0, in_features, block_size):
         end = min(start + block_size, in_features)
         block = w[:, start:end].clone()
@@ -301,7 +301,7 @@ def gptq_quantize(
         w[:, end:] -= errors @ u[start:end, end:]
     if order is not None:
         codes = codes[:, torch.argsort(order)]  # back to the saved column order
-    return IntWeight(codes.to(torch.int8), grid.scale, grid.offset, bits, group_size)
+    return IntWeight(codes, grid.scale, grid.offset, bits, group_size)
 
 
 @contextmanager
