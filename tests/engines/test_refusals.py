@@ -115,6 +115,15 @@ def test_quantized_experts_of_a_model_type_without_an_expert_layout_are_refused(
     check_target_engines(spec(item), ["MindIE"], INTERNVL_MOE, "c.yaml")
 
 
+def test_a_folded_rotation_of_a_model_type_without_an_expert_layout_is_not_an_expert_refusal():
+    """QuaRot's exported rotation (tag QUAROT, an extra file) leaves the experts' weights float: only quantized
+    linear schemes on the experts need vLLM-Ascend's fused-expert layout."""
+    check_target_engines(spec("{type: quarot, export_extra_info: true}"), None, INTERNVL_MOE, "c.yaml")
+    with pytest.raises(ConfigError, match="QUAROT_ONLINE") as error:
+        check_target_engines(spec("{type: quarot, online: true}"), None, INTERNVL_MOE, "c.yaml")
+    assert "MoE experts" not in str(error.value)
+
+
 def test_expert_layouts_match_the_installed_engine():
     from modelslim_core.formats.engines import VLLM_ASCEND_EXPERT_LAYOUTS
 

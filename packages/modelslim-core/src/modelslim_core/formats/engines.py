@@ -121,7 +121,8 @@ def refusals(engine: str, schemes, model_config: dict, registry: TagRegistry = T
                                  f"is loaded by {name} only for MoE experts (its dense-linear scheme needs a second "
                                  "per-group scale this format does not carry)", alternative or "use it on MoE experts only"))
         model_type = model_config.get("model_type", "")
-        if (engine != MINDIE_SD and scheme.tag != "FLOAT" and _is_moe(model_config)
+        quantizes_linears = fmt is None or fmt.kind == "linear"  # not FLOAT, nor extras such as a folded rotation
+        if (engine != MINDIE_SD and quantizes_linears and _is_moe(model_config)
                 and model_type not in VLLM_ASCEND_EXPERT_LAYOUTS and _reaches_experts(scheme)):
             found.append(Refusal(scheme.path, scheme.include, scheme.tag,
                                  f"on the MoE experts of model type {model_type!r} is not loadable by {name} (its "
