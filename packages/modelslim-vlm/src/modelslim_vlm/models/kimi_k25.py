@@ -57,6 +57,16 @@ def interleave_rotary_rows(tensor: torch.Tensor, heads: int) -> torch.Tensor:
     return tensor.reshape(heads, 2, half, *rest).transpose(1, 2).reshape(rows, *rest)
 
 
+def rotary_qkv_fuser(heads: int):
+    """Fuses [q, k, v] parts into one release tensor, with q's and k's rows back in interleaved rotary order."""
+
+    def fuse(parts: list[torch.Tensor]) -> torch.Tensor:
+        query, key, value = parts
+        return torch.cat([interleave_rotary_rows(query, heads), interleave_rotary_rows(key, heads), value])
+
+    return fuse
+
+
 class KimiK25Adapter(MoEAdapterMixin, VlmAdapter):
     family = "kimi_k25"
     model_types = ("Kimi-K2.5", "Kimi-K2.6")
@@ -83,12 +93,8 @@ class KimiK25Adapter(MoEAdapterMixin, VlmAdapter):
             return None
         layer, projection, leaf = match.groups()
         heads = int(self._vision_config().get("num_attention_heads", 16))
-
-        def fuse(parts: list[torch.Tensor]) -> torch.Tensor:
-            query, key, value = parts
-            return torch.cat([interleave_rotary_rows(query, heads), interleave_rotary_rows(key, heads), value])
-
-        return FusedPart(f"vision_tower.encoder.blocks.{layer}.wqkv.{leaf}", SLOTS[projection], 3, fuse)
+        return FusedPart(f"vision_tower.encoder.blocks.{layer}.wqkv.{leaf}", SLOTS[projection], 3,
+                         rotary_qkv_fuser(heads))
 
     def _vision_config(self) -> dict[str, Any]:
         return self.config_json.get("vision_config") or {}

@@ -34,7 +34,7 @@ from modelslim_core.models.fused_tensors import FusedPart
 from modelslim_core.models.moe import MoEAdapterMixin
 from modelslim_core.models.mtp import MtpLayersMixin
 from modelslim_vlm.models.base import VlmAdapter
-from modelslim_vlm.models.kimi_k25 import SLOTS, interleave_rotary_rows
+from modelslim_vlm.models.kimi_k25 import SLOTS, rotary_qkv_fuser
 
 TOWER = "model.vision_model"
 #: The tower's name in the release, and the model_type of transformers' conversion rules for it.
@@ -74,13 +74,8 @@ class Step3p7Adapter(MtpLayersMixin, MoEAdapterMixin, VlmAdapter):
         if match is not None:
             layer, projection, leaf = match.groups()
             heads = int(self._sub_config("vision_config").get("num_attention_heads", 16))
-
-            def fuse_qkv(parts: list[torch.Tensor]) -> torch.Tensor:
-                query, key, value = parts
-                return torch.cat([interleave_rotary_rows(query, heads), interleave_rotary_rows(key, heads), value])
-
             target = f"{RELEASE_TOWER}.transformer.resblocks.{layer}.attn.in_proj_{leaf}"
-            return FusedPart(target, SLOTS[projection], 3, fuse_qkv)
+            return FusedPart(target, SLOTS[projection], 3, rotary_qkv_fuser(heads))
         match = EXPERT.match(name)
         if match is not None:
             layer, expert, projection = match.groups()
