@@ -306,9 +306,11 @@ class UnitPipeline:
                 and all(type(p).handles_pieces(p.config) for p in processors))
 
     def _calibrates_in_pieces(self, stage: Stage, processors: list[Processor]) -> bool:
-        """Calibrated stages whose processors all accept MoE pieces may process a MoE layer that does not fit
-        the budget as its trunk plus groups of routed experts (moe_pieces.py); single process only."""
-        return (stage_needs_data(stage) and self.placement.loads_pieces and self.world == 1
+        """Calibrated stages whose processors all accept calibrated pieces may process a layer that does not fit
+        the budget in pieces: a MoE layer as its trunk plus groups of routed experts (moe_pieces.py), a dense one
+        as its attention block then its MLP (dense_pieces.py). Data-parallel ranks walk the same pieces in the
+        same order over their own samples, so each piece's statistics are reduced like a whole unit's."""
+        return (stage_needs_data(stage) and self.placement.loads_pieces
                 and all(type(p).handles_calibrated_pieces(p.config) for p in processors))
 
     def _piece_need(self, piece: Unit) -> int:
