@@ -19,6 +19,7 @@ from modelslim_core.runtime.unit import Unit
 from modelslim_runners.dense_pieces import dense_split, save_order
 from modelslim_runners.placement import LayerWisePlacement
 from tests.quant_runs import checkpoint_digest
+from tests.runners.test_moe_pieces import calib, killer  # noqa: F401  (calib: the shared fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 #: The shipped practices (process lists as shipped; runner layer_wise, small shards, the test's dataset).
@@ -42,14 +43,6 @@ def practice_config(name: str, dataset: Path, target: Path) -> Path:
         saver["part_file_size"] = 0.0002  # several shards: the order of tensors across files is checked too
     target.write_text(yaml.safe_dump(document))
     return target
-
-
-@pytest.fixture(scope="module")
-def calib(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("calib") / "calib.jsonl"
-    texts = [f"Sample {i}: the attention block first, then the MLP, {'and more words ' * (i % 4)}done." for i in range(6)]
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    return path
 
 
 def quantize(model: Path, config: Path, out: Path) -> dict[str, str]:
@@ -155,28 +148,9 @@ def test_layers_of_other_layouts_stay_whole(tiny_models) -> None:
 
 
 # --- kill -9 between the attention piece and the MLP piece -------------------------------------------------
-#: Runs the CLI; once the first dense-piece checkpoint is committed, the MLP piece's saving is cut by SIGKILL
-#: after its first save piece (so a partly written layer sits in the shard files when the run dies).
-KILLER = """
-import os, signal, sys
-from modelslim_runners import dense_pieces, resume
-checkpoints = 0
-original_save = resume.ResumeStore.save
-def save(self, point):
-    global checkpoints
-    original_save(self, point)
-    checkpoints += point.piece is not None
-resume.ResumeStore.save = save
-original_pieces = dense_pieces.DensePieceRun._save
-def save_pieces(self, pieces):
-    if checkpoints >= 1 and pieces:
-        original_pieces(self, pieces[:1])
-        os.kill(os.getpid(), signal.SIGKILL)
-    original_pieces(self, pieces)
-dense_pieces.DensePieceRun._save = save_pieces
-from modelslim.cli.main import main
-sys.exit(main(sys.argv[1:]))
-"""
+#: Once the attention piece's checkpoint is committed, the MLP piece's saving is cut by SIGKILL after its first
+#: save piece (a partly written layer sits in the shard files when the run dies).
+KILLER = killer("dense_pieces", "DensePieceRun")
 
 
 @pytest.mark.slow
@@ -197,7 +171,7 @@ def test_a_run_killed_between_dense_pieces_resumes_to_the_same_checkpoint(practi
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     done = run("-m", "modelslim.cli.main", *cli(reference))
     assert done.returncode == 0, done.stderr
-    killed = run("-c", KILLER, *cli(resumed))
+    killed = run("-c", KILLER, "1", *cli(resumed))
     assert killed.returncode == -9, killed.stderr
     state = json.loads((resumed / ".modelslim_resume" / "state.json").read_text())
     assert "-piece" in state["payload"]  # the run died inside a layer, after its attention piece

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +38,7 @@ from modelslim_core.models.moe import PerExpertMoE
 from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.saver import Saver
 from modelslim_core.runtime.unit import Unit, UnitInput
-from modelslim_runners.pieces import linear_pieces, release_piece
+from modelslim_runners.pieces import forward_replaced, linear_pieces, release_piece
 
 logger = logging.getLogger(__name__)
 
@@ -87,20 +86,15 @@ class _AttentionDone(Exception):
     """Raised by the recording hook: the rest of the layer (the MLP piece) is not run in the attention phase."""
 
 
-@contextmanager
-def attention_replaced(attention: nn.Module, outputs: Iterator[torch.Tensor], arity: int,
-                       device: torch.device) -> Iterator[None]:
-    """The attention module returns the recorded outputs, one per call, in the tuple shape the layer unpacks."""
+def recorded_outputs(outputs: Iterator[torch.Tensor], arity: int, device: torch.device) -> Callable[..., Any]:
+    """A stand-in forward for the attention: the recorded outputs, one per call, in the tuple shape the layer
+    unpacks (`arity` 0: a tensor; n: a tuple of n, the hidden states first)."""
 
     def recorded(*args: Any, **kwargs: Any) -> Any:
         output = next(outputs).to(device)
         return (output, *([None] * (arity - 1))) if arity else output
 
-    attention.forward = recorded  # instance attribute: nn.Module.__call__ uses it
-    try:
-        yield
-    finally:
-        del attention.forward
+    return recorded
 
 
 class DensePieceRun:
@@ -158,7 +152,8 @@ class DensePieceRun:
         """The layer's forward with the attention's recorded outputs in place; its outputs if `keep`."""
         back = self.pipeline.placement.activation_device
         adapter = self.pipeline.adapter
-        with attention_replaced(self.attention, iter(attention_outputs), self.arity, self.pipeline.placement.device):
+        stand_in = recorded_outputs(iter(attention_outputs), self.arity, self.pipeline.placement.device)
+        with forward_replaced(self.attention, stand_in):
             if not keep:
                 for sample in self.inputs:
                     self._run(sample)
