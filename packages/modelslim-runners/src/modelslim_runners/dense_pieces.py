@@ -173,16 +173,15 @@ class DensePieceRun:
             for piece in before:
                 release_piece(piece)
             self._checkpoint(captured, final, stale)
+            pipeline.leave_calibrated_piece(split.attention, attention_need, kind="attention", release=False)
         else:
-            pipeline.enter_calibrated_piece(split.attention, attention_need, load=False)
             captured, final, stale = self._restore(self.resume)
         mlp_need = self.needs(split.mlp)
         pipeline.enter_calibrated_piece(split.mlp, mlp_need)
         outputs = self._mlp_phase(captured, final, stale)
         self._save(rest)
-        pipeline.leave_calibrated_piece(split.mlp, mlp_need, kind="mlp")
         self.unit.module.to("meta")  # the attention piece's norms and whatever processors put in its place
-        pipeline.leave_calibrated_piece(split.attention, attention_need, kind="attention")
+        pipeline.leave_calibrated_piece(split.mlp, mlp_need, kind="mlp")
         if outputs is None:
             return None
         return pipeline.spill.keep(pipeline.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, self.inputs))

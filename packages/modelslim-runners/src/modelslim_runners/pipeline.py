@@ -393,14 +393,15 @@ class UnitPipeline:
         need = self._piece_need(trunk_piece(unit, path)) + self._piece_need(expert_group_piece(unit, path, range(group)))
         return need, f"{unit.name} (trunk + {group} routed experts)"
 
-    def enter_calibrated_piece(self, piece: Unit, need: int, load: bool = True) -> None:
-        """Check the budget and load the piece (`load=False`: a resumed piece whose tensors the run restores)."""
+    def enter_calibrated_piece(self, piece: Unit, need: int) -> None:
         self._budget.enter(f"{piece.name}.{piece.label}", need)
-        if load:
-            self.placement.enter(piece, self.placement.unit_storage_dtype)
+        self.placement.enter(piece, self.placement.unit_storage_dtype)
 
-    def leave_calibrated_piece(self, piece: Unit, need: int, kind: str | None = None) -> None:
-        self.placement.leave(piece)
+    def leave_calibrated_piece(self, piece: Unit, need: int, kind: str | None = None, release: bool = True) -> None:
+        """Record the piece's measured peak; release it unless it stays (`release=False`: a dense layer's norms,
+        still needed by the MLP piece's forward)."""
+        if release:
+            self.placement.leave(piece)
         self._budget.leave(kind or (kind_of(piece.label) if not piece.subtrees else "routed experts (group)"), need)
 
     def _storage_element(self) -> int:
