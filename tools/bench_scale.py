@@ -50,7 +50,6 @@ SCHEMES = {
     "w8a8_static": ("dataset", "act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}\n"
                     "        weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}"),
     "w4a8_gptq": ("dataset", f"act: {DYNAMIC}\n        weight: {{scope: per_channel, dtype: int4, symmetric: true, method: gptq}}"),
-    "w4a8_per_channel": ("", f"act: {DYNAMIC}\n        weight: {{scope: per_channel, dtype: int4, symmetric: true, method: minmax}}"),
 }
 #: Whole process lists (the DeepSeek w8a8 practice's shape: static attention and dynamic MLP in one forward).
 PROCESSES = {
@@ -65,11 +64,24 @@ PROCESSES = {
           include: ["*mlp.*"]
           exclude: ["*mlp.gate"]"""),
 }
+#: W4A8 per-channel as vLLM-Ascend loads it (the DeepSeek w4a8 practice's layout, data-free): int4 routed experts,
+#: W8A8_DYNAMIC everywhere else (its dense-linear W4A8 needs a per-group scale the format does not carry).
+PROCESSES["w4a8_per_channel"] = ("", f"""    - type: group
+      configs:
+        - type: linear_quant
+          qconfig: {{act: {DYNAMIC}, weight: {INT8}}}
+          include: ["*self_attn*", "*mlp.gate_proj", "*mlp.up_proj", "*mlp.down_proj", "*mlp.shared_experts.*"]
+          exclude: ["*kv_b_proj"]
+        - type: linear_quant
+          qconfig: {{act: {DYNAMIC}, weight: {{scope: per_channel, dtype: int4, symmetric: true, method: minmax}}}}
+          include: ["*mlp.experts.*"]""")
 #: The w8a8 practice plus an int8 KV cache (C8: dynamic_cache, one scale per KV channel) in the same forward;
 #: GQA attention only (case a): vLLM-Ascend has no C8 layout for MLA.
 PROCESSES["w8a8c8_practice"] = ("dataset", PROCESSES["w8a8_practice"][1] + """
         - type: dynamic_cache
           qconfig: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}""")
+#: Dense-linear W4A8 is loaded from compressed-tensors checkpoints (vLLM-Ascend's ascendv1 W4A8 is experts-only).
+SAVERS = {"w4a8_gptq": "{type: compressed_tensors_saver}"}
 CASES = {
     "a": {"model_type": "Qwen2.5-72B-Instruct", "full_layers": 80, "exclude": []},
     "b": {"model_type": "DeepSeek-V3", "full_layers": 61, "exclude": ["*kv_b_proj*", "*mlp.gate"]},
@@ -89,7 +101,7 @@ def config_text(scheme: str, exclude: list[str], dataset: Path) -> str:
         if exclude:
             lines.append(f"      exclude: {json.dumps(exclude)}")
     needs = needs_data(scheme)
-    lines.append("  save: [{type: ascendv1_saver, part_file_size: 4}]")
+    lines.append(f"  save: [{SAVERS.get(scheme, '{type: ascendv1_saver, part_file_size: 4}')}]")
     if needs:
         lines.append(f"  dataset: {dataset}")
     return "\n".join(lines) + "\n"

@@ -74,3 +74,12 @@ def test_table_gives_plan_vs_measured_per_piece(capsys) -> None:
     assert "baseline 0.80G + largest piece 2.60G = 3.40G vs measured peak 3.50G" in out
     assert "piece trunk (x1): plan 2.60G, measured 2.00G above the baseline (plan/measured 1.30x)" in out
     assert "piece routed experts (group) (x8): plan 1.00G, measured 0.00G above the baseline (plan/measured -)" in out
+
+
+def test_w4a8_cases_are_written_in_formats_their_engines_load(tmp_path: Path) -> None:
+    spec = yaml.safe_load(config_text("w4a8_per_channel", [], tmp_path / "calib.jsonl"))["spec"]
+    dense, experts = spec["process"][0]["configs"]
+    assert experts["include"] == ["*mlp.experts.*"] and experts["qconfig"]["weight"]["dtype"] == "int4"
+    assert dense["qconfig"]["weight"]["dtype"] == "int8" and "dataset" not in spec  # data-free
+    gptq = yaml.safe_load(config_text("w4a8_gptq", [], tmp_path / "calib.jsonl"))["spec"]
+    assert gptq["save"] == [{"type": "compressed_tensors_saver"}] and gptq["dataset"] == str(tmp_path / "calib.jsonl")

@@ -376,7 +376,7 @@ class UnitPipeline:
     def _plan_memory(self, model: nn.Module, units: list[Unit], activations: int) -> MemoryBudget:
         """Log the plan (per piece, with the measured baseline) and refuse up front a piece that cannot fit."""
         layer_wise = isinstance(self.placement, LayerWisePlacement)
-        if not self._piecewise:
+        if not layer_wise:  # layer-wise runs log the budget's plan per piece below (what they are checked against)
             log_memory_plan(model, units, self.context.compute_dtype, activations, layer_wise)
         if self._piecewise:
             budget = MemoryBudget.start(self.context.max_memory, ASSUMPTIONS_STREAMED)
