@@ -319,8 +319,10 @@ def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
         work = Path(tmp)
         calib = calibration_variant(args.calib_variant, work)
-        selected = [s for s in schemes(group_size, calib) if (not wanted or any(w in s.name for w in wanted))
-                    and (s.config is not None or calib == CALIB)]  # a practice reads its own dataset
+        table = [s for s in schemes(group_size, calib) if (not wanted or any(w in s.name for w in wanted))
+                 and (s.config is not None or calib == CALIB)]  # a practice reads its own dataset
+        # rows run in the order of --only (the slowest first, say), and are printed in the table's order
+        selected = sorted(table, key=lambda s: next((i for i, w in enumerate(wanted) if w in s.name), 0))
         for index, scheme in enumerate(selected):
             results: list[tuple[float | None, Run | None]] = []
             for side in ("ours", "lc"):
@@ -338,6 +340,7 @@ def bench(args: argparse.Namespace) -> None:
                 print(f"{scheme.name} [{side}]: ppl {ppl} ({run.seconds:.0f} s, {run.peak_rss_mib:.0f} MiB)",
                       file=sys.stderr, flush=True)
             rows.append((scheme, results))
+    rows.sort(key=lambda row: table.index(row[0]))
     print(f"\nModel: {name} ({model.note}); calibration {CALIB.name} ({args.calib_variant}); held-out: the "
           f"{len(evaluator.samples)} English samples of {HELDOUT.name} ({evaluator.tokens} tokens); float ppl "
           f"{base:.3f}; group size {group_size}{' (adaptive)' if not args.group_size else ''}\n")
@@ -365,7 +368,7 @@ def main() -> None:
     run = sub.choices["run"]
     run.add_argument("--lc_python", default=None, help="python of a venv with llm-compressor (omit: ours only)")
     run.add_argument("--group_size", type=int, default=0, help="W4A16 row's group size (default: adaptive)")
-    run.add_argument("--only", default="", help="comma-separated substrings of scheme names to run")
+    run.add_argument("--only", default="", help="comma-separated substrings of scheme names to run, in this order")
     run.add_argument("--json", default=None, help="also write the results here")
     run.add_argument("--calib_variant", default="all",
                      help="all | reversed | drop:K (noise runs: explicit-config rows only, both tools)")
