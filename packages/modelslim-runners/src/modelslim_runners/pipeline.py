@@ -42,8 +42,8 @@ from modelslim_runners.moe_pieces import MoEPieceRun, expert_group_piece, routed
 from modelslim_runners.pieces import linear_pieces, linear_weight_shapes, piece_bytes
 from modelslim_runners.placement import LayerWisePlacement, Placement, move
 from modelslim_core.errors import MemoryBudgetError
-from modelslim_runners.budget import (ASSUMPTIONS_STORED, ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget, gib,
-                                      kind_of, streamed_piece_need)
+from modelslim_runners.budget import (ASSUMPTIONS_STORED, ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget,
+                                      calibrated_weights_need, gib, kind_of, rewrites_weights, streamed_piece_need)
 from modelslim_runners.report import RunSummary, log_memory_plan, unit_bytes
 from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
@@ -103,6 +103,7 @@ class UnitPipeline:
         self._budget = MemoryBudget(None, 0, "")
         self._activations = 0
         self._hessians = False
+        self._rewrites = True
         self._cache: UnitCache | None = None
 
     def run(self, stages: list[Stage]) -> None:
@@ -236,6 +237,7 @@ class UnitPipeline:
         self._moe_pieces = self._calibrates_in_pieces(stage, processors)
         self._data_processors = sum(type(p).needs_data(p.config) for p in processors)
         self._hessians = accumulates_hessians(stage.processors)
+        self._rewrites = rewrites_weights(stage.processors)
         try:
             units = self.adapter.units(model)
             check_layer_selections(self.adapter, units, stage.processors)
@@ -329,17 +331,10 @@ class UnitPipeline:
         return self._piece_weights_need(piece) + (self._data_processors + 3) * self._activations
 
     def _weights_need(self, piece: Unit, compute_bytes: int) -> int:
-        """Weights of a unit or piece while it is calibrated: 3x in the compute dtype when it is held in it;
-        held in a narrower dtype (runtime/storage.py), 3x that, plus the running linear in float32 twice
-        (its upcast weight and the dequantized or GPTQ working copy) and the GPTQ Hessians."""
-        storage = self.placement.unit_storage_dtype
-        if storage == self.context.compute_dtype:
-            return 3 * compute_bytes
-        compute_element, storage_element = self._compute_element(), torch.empty((), dtype=storage).element_size()
-        shapes = linear_weight_shapes(piece)
-        running = 2 * max((out * inp for out, inp in shapes), default=0) * compute_element
-        hessians = sum(inp * inp for _, inp in shapes) * 4 if self._hessians else 0
-        return 3 * compute_bytes // compute_element * storage_element + running + hessians
+        """Weights of a unit or piece while it is calibrated (budget.calibrated_weights_need)."""
+        storage_element = torch.empty((), dtype=self.placement.unit_storage_dtype).element_size()
+        return calibrated_weights_need(compute_bytes, self._compute_element(), storage_element,
+                                       linear_weight_shapes(piece), self._hessians, self._rewrites)
 
     def _compute_element(self) -> int:
         return torch.empty((), dtype=self.context.compute_dtype).element_size()
@@ -413,7 +408,7 @@ class UnitPipeline:
     def _plan_memory(self, model: nn.Module, units: list[Unit], activations: int) -> MemoryBudget:
         """Log the plan (per piece, with the measured baseline) and refuse up front a piece that cannot fit."""
         layer_wise = isinstance(self.placement, LayerWisePlacement)
-        if not self._piecewise:
+        if not layer_wise:  # layer-wise runs log the budget's plan per piece below (what they are checked against)
             log_memory_plan(model, units, self.context.compute_dtype, activations, layer_wise)
         if self._piecewise:
             budget = MemoryBudget.start(self.context.max_memory, ASSUMPTIONS_STREAMED)
