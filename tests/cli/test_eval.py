@@ -10,7 +10,7 @@ import sys
 from modelslim.app.quick_quant import QuantArgs, run_quant
 
 REPORT_FIELDS = {"model_path", "quant_path", "model_quant_type", "dataset", "samples", "tokens", "metric", "float",
-                 "quantized", "ratio", "out_of_domain", "layers", "elapsed_seconds", "versions"}
+                 "quantized", "ratio", "out_of_domain", "layers", "layer_tokens_per_sample", "elapsed_seconds", "versions"}
 
 
 def run_eval(*args: str) -> subprocess.CompletedProcess:

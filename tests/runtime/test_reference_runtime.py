@@ -122,6 +122,7 @@ Q = "model.layers.0.self_attn.q_proj"
                        d.__setitem__(f"{Q}.scale_typo", d.pop(f"{Q}.input_scale"))), f"{Q}.input_scale is missing"),
         (lambda t, d: d.__setitem__(f"{Q}.weight", "W2A2_UNKNOWN"), "tagged 'W2A2_UNKNOWN', a type the reference runtime does not know"),
         (lambda t, d: t.pop("model.norm.weight"), "model.norm.weight is described"),
+        (lambda t, d: (t.pop("model.norm.weight"), d.pop("model.norm.weight")), "model.norm.weight is missing"),
     ],
 )
 def test_a_corrupted_tensor_is_named(quantized_run, tmp_path, edit, message):
@@ -137,3 +138,32 @@ def test_mismatched_model_and_non_checkpoint(quantized_run, tiny_models):
         load_quantized_model(tiny_models("qwen3", torch.float16), out)
     with pytest.raises(CheckpointError, match="is not a quantized checkpoint"):
         load_quantized_model(model_dir, model_dir)
+
+
+def test_the_skeleton_is_never_initialised_and_every_tensor_is_read(quantized_run):
+    """The runtime builds its skeleton on `meta` (no random init): every parameter and buffer it ends with holds
+    data, and the float tensors are the checkpoint's (here: the fp16 source's, the scheme changes none of them)."""
+    from transformers import AutoModelForCausalLM
+
+    from modelslim_core.reference_runtime.loader import build_skeleton
+
+    model_dir, out, _ = quantized_run
+    assert all(p.is_meta for p in build_skeleton(model_dir, torch.float32).parameters())
+    model = load_quantized_model(model_dir, out)
+    assert not [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    source = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
+    for name in ("model.embed_tokens.weight", "model.norm.weight", "model.layers.1.input_layernorm.weight"):
+        assert torch.equal(model.get_parameter(name), source[name]), name
+
+
+def test_a_tensor_left_on_meta_is_named(tmp_path):
+    from modelslim_core.reference_runtime.loader import check_materialized
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+    model[1].weight = nn.Parameter(torch.empty(2, device="meta"))
+
+    class Checkpoint:
+        path = tmp_path
+
+    with pytest.raises(CheckpointError, match=r"found no value for 1\.weight"):
+        check_materialized(model, Checkpoint())

@@ -38,7 +38,8 @@ class Plan:
 
 
 def build_skeleton(model_path: Path, dtype: torch.dtype, trust_remote_code: bool = False) -> nn.Module:
-    """The float model's architecture (weights are overwritten from the checkpoint).
+    """The float model's architecture with every parameter on `meta`: each one is then read from the checkpoint
+    (or replaced by a kernel), so random initialisation would be thrown away (it was a third of the load).
 
     MoE experts are split into per-expert linears (models/moe.py): the checkpoint stores, and vLLM-Ascend
     loads, one tensor set per expert, and each quantized expert needs its own kernel; the split module
@@ -49,6 +50,7 @@ def build_skeleton(model_path: Path, dtype: torch.dtype, trust_remote_code: bool
     from modelslim_core.models.base import instantiate_from_config
     from modelslim_core.models.default import model_class_for
     from modelslim_core.models.moe import prepare_moe_model
+    from modelslim_core.models.weights import parameters_on_meta
 
     try:
         config = AutoConfig.from_pretrained(model_path, local_files_only=True, trust_remote_code=trust_remote_code)
@@ -56,7 +58,8 @@ def build_skeleton(model_path: Path, dtype: torch.dtype, trust_remote_code: bool
         raise ModelError(f"cannot read the model config in {str(model_path)!r}: {exc}", "pass the float model's directory.") from None
     served = omni_thinker(config)  # an Omni release serves (and quantizes) only its thinker
     cls, config = served if served is not None else (model_class_for(config, trust_remote_code), config)
-    model = prepare_moe_model(instantiate_from_config(cls, config, dtype, trust_remote_code))
+    with parameters_on_meta():
+        model = prepare_moe_model(instantiate_from_config(cls, config, dtype, trust_remote_code))
     return model.eval().requires_grad_(False)
 
 
@@ -156,6 +159,19 @@ def _set_parameter(model: nn.Module, name: str, value: torch.Tensor) -> None:
     setattr(owner, attr, nn.Parameter(value.to(current.dtype), requires_grad=False))
 
 
+def check_materialized(model: nn.Module, checkpoint: SavedCheckpoint) -> None:
+    """Every parameter and buffer holds data: the skeleton is built on `meta`, so one the plan did not fill
+    would otherwise surface as an obscure 'meta tensor' error in the first forward."""
+    empty = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if empty:
+        more = f" (and {len(empty) - MAX_LISTED} more)" if len(empty) > MAX_LISTED else ""
+        raise CheckpointError(
+            f"{checkpoint.path}: the reference runtime found no value for {', '.join(empty[:MAX_LISTED])}{more}.",
+            "the checkpoint does not cover this architecture; check that --model_path is the float model this "
+            "checkpoint was made from.",
+        )
+
+
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
@@ -179,15 +195,18 @@ def load_quantized_model(
     validate(plan, checkpoint)
     rotations = plan_online_rotations(model, checkpoint)
     module_params = [n for n in plan.specs if n not in plan.attention.specs]
-    kernel_params = {n for n in module_params if any(n.startswith(linear + ".") for linear in plan.quantized)}
+    kernel_tensors: dict[str, dict[str, torch.Tensor]] = {linear: {} for linear in plan.quantized}
     for name in module_params:
-        if name not in kernel_params:
+        linear, _, suffix = name.rpartition(".")
+        if linear in kernel_tensors:
+            kernel_tensors[linear][suffix] = checkpoint.tensor(name)
+        else:
             _set_parameter(model, name, checkpoint.tensor(name))
     for linear, (tag, shape) in plan.quantized.items():
-        tensors = {n[len(linear) + 1:]: checkpoint.tensor(n) for n in kernel_params if n.startswith(linear + ".")}
-        _replace(model, linear, KERNELS[tag].build(tensors, shape))
+        _replace(model, linear, KERNELS[tag].build(kernel_tensors[linear], shape))
     install_attention(model, plan.attention, checkpoint)
     install_online_rotations(model, rotations)
+    check_materialized(model, checkpoint)
     return model.to(device)
 
 

@@ -2,10 +2,12 @@
 
 The first samples (up to layer_compare.FIT_SAMPLES) fit the per-linear frames from both forwards' captured
 linear calls; once the frames are known, every later sample's float forward feeds the kernels for the
-per-layer errors. Both forwards of every sample also give the end-to-end figure (perplexity of each model
-for causal LMs, else the cosine of the final hidden states), so the float model runs once per sample, not
-once for the fit, once for the per-layer errors and once for the perplexity. Only when every sample was
-needed for the fit (evals of at most FIT_SAMPLES samples) does the float model run once more to measure.
+per-layer errors, on about layer_compare.LAYER_TOKENS of its tokens (every k-th). Both forwards of every
+sample also give the end-to-end figure (perplexity of each model for causal LMs, else the cosine of the
+final hidden states), so the float model runs once per sample, not once for the fit, once for the per-layer
+errors and once for the perplexity. Only when every sample was needed for the fit (evals of at most
+FIT_SAMPLES samples) does the float model run once more to measure, and then only up to its output head
+(unless the head is quantized): the logits are not needed again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelslim.app.layer_compare import FIT_SAMPLES, FrameFitter, LayerError, _captured, measuring, new_stats, results
+from modelslim.app.layer_compare import (FIT_SAMPLES, LAYER_TOKENS, FrameFitter, LayerError, _captured, forward_below_head,
+                                        measuring, new_stats, results)
 
 
 class EndToEnd:
@@ -77,14 +80,14 @@ def compare_models(float_model: nn.Module, quant_model: nn.Module, kernels: dict
         else:
             if frames is None:
                 frames = fitter.frames(float_model, quant_model, kernels, samples[:fit_count])
-            with measuring(float_model, kernels, frames, stats):
+            with measuring(float_model, kernels, frames, stats, LAYER_TOKENS):
                 float_out = float_model(**sample)
             quant_out = quant_model(**sample)
         figure.add(sample, float_out, quant_out)
         del float_out, quant_out
     if frames is None:  # every sample went to the fit: measure on them with one more float forward
         frames = fitter.frames(float_model, quant_model, kernels, samples)
-        with measuring(float_model, kernels, frames, stats):
+        with measuring(float_model, kernels, frames, stats, LAYER_TOKENS):
             for sample in samples:
-                float_model(**sample)
+                forward_below_head(float_model, sample, set(kernels))
     return (results(stats), *figure.result())

@@ -18,7 +18,7 @@ So each linear is compared in the quantized model's own basis:
    unexplained (QuaRot's per-head rotation of v_proj outputs / o_proj inputs is not saved), the best
    orthogonal map is fitted instead (Procrustes).
 2. Measure: run the float model again; each kernel is fed `(x_f R)·t + b` (its online rotations apply as in
-   serving) and compared with `(y_f R')·o`.
+   serving) and compared with `(y_f R')·o`, on about LAYER_TOKENS tokens of each sample (every k-th).
 
 Without smoothing or rotation the fit is the identity and this is the plain comparison.
 """
@@ -39,6 +39,10 @@ from modelslim_core.rotation.export import GLOBAL_ROTATION_KEY, OPTIONAL_FILE
 #: Samples and tokens per sample used to fit the frames (per-channel fits need few thousand tokens at most).
 FIT_SAMPLES = 8
 FIT_TOKENS = 256
+#: Tokens per sample each kernel is measured on (every k-th, spread over the sample): a per-linear error
+#: settles within a few thousand tokens, and measuring every token would run every kernel a second time over
+#: the whole eval set (eval would cost ~2.8 float forwards instead of ~2).
+LAYER_TOKENS = 256
 
 
 @dataclass
@@ -70,17 +74,26 @@ class _ErrorStats:
         self.tokens = 0
 
     def update(self, quantized: torch.Tensor, reference: torch.Tensor) -> None:
-        q, r = quantized.double().flatten(0, -2), reference.double().flatten(0, -2)
-        q_sq, r_sq = q.pow(2).sum(-1), r.pow(2).sum(-1)
-        self.err += (q - r).pow(2).sum().item()
-        self.ref += r_sq.sum().item()
+        # per-token sums in float32 (a few hundred to thousands of terms: relative error ~1e-7, far below the
+        # table's 5-6 printed digits), accumulated across tokens in float64
+        q, r = quantized.float().flatten(0, -2), reference.float().flatten(0, -2)
+        diff = q - r
+        q_sq, r_sq = _rowdot(q, q), _rowdot(r, r)
+        self.err += _rowdot(diff, diff).double().sum().item()
+        self.ref += r_sq.double().sum().item()
         # cosine per token as F.cosine_similarity (eps 1e-8 on each norm), without its broadcasting copies
         eps = 1e-8
-        self.cos += ((q * r).sum(-1) / (q_sq.sqrt().clamp_min(eps) * r_sq.sqrt().clamp_min(eps))).sum().item()
+        norms = q_sq.sqrt().clamp_min(eps) * r_sq.sqrt().clamp_min(eps)
+        self.cos += (_rowdot(q, r) / norms).double().sum().item()
         self.tokens += r.shape[0]
 
     def result(self, name: str) -> LayerError:
         return LayerError(name, self.tag, math.sqrt(self.err / max(self.ref, 1e-30)), self.cos / max(self.tokens, 1))
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_j a_ij·b_ij per row, without materialising the product."""
+    return torch.linalg.vecdot(a, b, dim=-1)
 
 
 class _ChannelFit:
@@ -135,6 +148,10 @@ class _Frame:
     def reference_output(self, y: torch.Tensor) -> torch.Tensor:
         rotated = y.double() if self.out_rotation is None else y.double() @ self.out_rotation
         return rotated * self.out_scale
+
+    def on(self, device: torch.device) -> "_Frame":
+        """This frame's tensors on `device`."""
+        return _Frame(*(None if t is None else t.to(device) for t in vars(self).values()))
 
 
 @contextmanager
@@ -269,9 +286,9 @@ def _fit_orthogonal(float_model: nn.Module, quant_model: nn.Module, kernels: dic
         floats: dict[str, list] = {}
         quants: dict[str, list] = {}
         with _captured({name: float_modules[name] for name in sides}, floats):
-            float_model(**sample)
+            forward_below_head(float_model, sample, set(sides))
         with _captured({name: kernels[name] for name in sides}, quants):
-            quant_model(**sample)
+            forward_below_head(quant_model, sample, set(sides))
         for name in sides:
             if name not in floats or name not in quants or len(floats[name]) != len(quants[name]):
                 continue
@@ -300,21 +317,34 @@ def _fit_orthogonal(float_model: nn.Module, quant_model: nn.Module, kernels: dic
             frame.out_scale, _ = fit.scale()
 
 
+def spread_rows(t: torch.Tensor, rows: int | None) -> torch.Tensor:
+    """About `rows` tokens of a linear's input or output ([..., tokens, features]), evenly spread over the
+    sequence (every k-th: positions early and late count as they do in the whole); all when rows is None."""
+    if rows is None or t.dim() < 2 or t.shape[-2] <= rows:
+        return t
+    return t[..., :: -(-t.shape[-2] // rows), :]
+
+
 @contextmanager
 def measuring(float_model: nn.Module, kernels: dict[str, nn.Module], frames: dict[str, _Frame],
-              stats: dict[str, "_ErrorStats"]) -> Iterator[None]:
-    """Step 2 while the float model runs: each kernel fed its frame's input, compared with the mapped output."""
+              stats: dict[str, "_ErrorStats"], rows: int | None = None) -> Iterator[None]:
+    """Step 2 while the float model runs: each kernel fed its frame's input, compared with the mapped output
+    (on the first `rows` tokens of each call; every token when None)."""
     float_modules = dict(float_model.named_modules())
+    placed: dict[tuple[str, torch.device], _Frame] = {}  # each frame moved once, not once per call
 
     def compare(name: str):
         def hook(_module, args, output):
+            x, y = spread_rows(args[0], rows), spread_rows(output, rows)
             frame = frames.get(name)
             if frame is None:
-                stats[name].update(kernels[name](args[0]), output)
+                stats[name].update(kernels[name](x), y)
                 return
-            device = args[0].device
-            moved = _Frame(*(None if t is None else t.to(device) for t in vars(frame).values()))
-            stats[name].update(kernels[name](moved.kernel_input(args[0])), moved.reference_output(output))
+            key = (name, x.device)
+            if key not in placed:
+                placed[key] = frame.on(x.device)
+            moved = placed[key]
+            stats[name].update(kernels[name](moved.kernel_input(x)), moved.reference_output(y))
         return hook
 
     handles = [float_modules[name].register_forward_hook(compare(name)) for name in kernels]
@@ -323,6 +353,31 @@ def measuring(float_model: nn.Module, kernels: dict[str, nn.Module], frames: dic
     finally:
         for handle in handles:
             handle.remove()
+
+
+class _HeadReached(Exception):
+    """Raised on entering the output head: a pass run only for the hooks above it stops there."""
+
+
+def forward_below_head(model: nn.Module, sample: dict, quantized: set[str]) -> None:
+    """model(**sample) for its hooks only: stops before the output head (lm_head: a vocabulary-wide GEMM, up
+    to half a small model's forward) unless the head itself is one of the `quantized` linears."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = {id(module): name for name, module in model.named_modules()} if head is not None else {}
+    if head is None or names.get(id(head)) in quantized:
+        model(**sample)
+        return
+
+    def stop(_module, _args):
+        raise _HeadReached
+
+    handle = head.register_forward_pre_hook(stop)
+    try:
+        model(**sample)
+    except _HeadReached:
+        pass
+    finally:
+        handle.remove()
 
 
 def new_stats(kernels: dict[str, nn.Module], tags: dict[str, str]) -> dict[str, _ErrorStats]:
@@ -341,5 +396,5 @@ def layer_errors(float_model: nn.Module, quant_model: nn.Module, kernels: dict[s
     stats = new_stats(kernels, tags)
     with measuring(float_model, kernels, frames, stats):
         for sample in samples:
-            float_model(**sample)
+            forward_below_head(float_model, sample, set(kernels))
     return results(stats)
