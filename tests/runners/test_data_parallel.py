@@ -57,6 +57,14 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def quant_in_process(model: Path, out: Path, config: Path, tags: list[str] | None = None) -> None:
+    """The single-process reference run, in this process: the same run_quant the CLI calls, without a second
+    interpreter importing torch and transformers (the data-parallel run under test stays a real subprocess)."""
+    from modelslim.app.quick_quant import QuantArgs, run_quant  # noqa: PLC0415
+
+    run_quant(QuantArgs(str(model), str(out), "Qwen2-demo", config_path=str(config), device="cpu", tags=tags))
+
+
 FLEX_AWQ_SSZ = ("    - {type: flex_awq_ssz, qconfig: {act: {scope: per_token, dtype: int8, symmetric: true, method: minmax}, "
                 "weight: {scope: per_channel, dtype: int8, symmetric: true, method: ssz}}}\n")
 
@@ -73,7 +81,7 @@ def test_two_cpu_ranks_write_the_single_process_checkpoint(tiny_models, small_ca
     model = tiny_models("qwen2")
     config = write_config(tmp_path, "w8a8", smoothing + W8A8_GROUP, small_calib)
     single, parallel = tmp_path / "single", tmp_path / "parallel"
-    assert quant(model, single, config, "cpu").returncode == 0
+    quant_in_process(model, single, config)
     result = quant(model, parallel, config, "cpu:0,1")
     assert result.returncode == 0, result.stderr
     assert "Runner auto -> dp_layer_wise" in result.stderr and "Starting 2 data-parallel workers" in result.stderr
