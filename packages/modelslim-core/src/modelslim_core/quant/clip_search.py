@@ -34,11 +34,18 @@ def clip_search_qparams(columns: torch.Tensor, bits: int, symmetric: bool, impor
     best_error = torch.full(lo_full.shape, float("inf"), device=w.device)
     best_scale = torch.zeros(lo_full.shape, device=w.device)
     best_offset = torch.zeros(lo_full.shape, device=w.device)
+    work = torch.empty_like(w)  # one buffer for every candidate: the search allocates nothing per ratio
     for ratio in CLIP_RATIOS:
         scale, offset = compute_qparams(lo_full * ratio, hi_full * ratio, bits, symmetric, full_range)
         scale_, offset_ = scale.unsqueeze(-1), offset.unsqueeze(-1)
-        codes = torch.clamp(torch.round(w / scale_ + offset_), low, high)
-        error = (((codes - offset_) * scale_ - w) ** 2 * weights).sum(dim=-1)
+        torch.div(w, scale_, out=work)
+        if not symmetric:  # symmetric offsets are 0: skipping them changes no bit
+            work.add_(offset_)
+        work.round_().clamp_(low, high)
+        if not symmetric:
+            work.sub_(offset_)
+        work.mul_(scale_).sub_(w).square_().mul_(weights)
+        error = work.sum(dim=-1)
         better = error < best_error
         best_error = torch.where(better, error, best_error)
         best_scale = torch.where(better, scale, best_scale)
