@@ -284,14 +284,17 @@ def print_table(rows: list[dict]) -> None:
             for name, f in sorted(r["pieces"].items(), key=lambda item: -item[1]["plan_gib"]):
                 ratio = f"{f['plan_gib'] / f['measured_gib']:.2f}x" if f["measured_gib"] else "-"
                 print(f"        piece {name} (x{f['count']}): plan {f['plan_gib']:.2f}G, measured "
-                      f"{f['measured_gib']:.2f}G above the baseline (plan/measured {ratio})")
+                      f"{f['measured_gib']:.2f}G above what was held at its start (plan/measured {ratio})")
         if "reference_returncode" in r:
             budget = f"{r['reference_cap_gib']:.1f} GiB cap and budget" if r["reference_cap_gib"] else "no cap"
             print(f"      reference run ({budget}): rc {r['reference_returncode']}, peak RSS "
                   f"{r['reference_peak_rss_gib']:.2f}G, wall {r['reference_wall_s']:.1f}s (load "
                   f"{r['reference_load_before']:.1f}); checkpoint identical to the capped run: {r.get('identical')}")
+        # On a busy host the run waits for a core: its CPU time bounds what the same work takes on a quiet one.
+        busy = min(1.0, r["cpu_s"] / r["wall_s"]) if r["wall_s"] else 1.0
         for name, seconds in r.get("projected_s", {}).items():
-            print(f"      projected {name}: {seconds / 3600:.2f} h on this machine at this load")
+            print(f"      projected {name}: {seconds / 3600:.2f} h on this machine at this load; "
+                  f"<= {seconds * busy / 3600:.2f} h quiet (scaled by this run's CPU/wall {busy:.2f})")
 
 
 def main() -> None:

@@ -72,8 +72,11 @@ def test_table_gives_plan_vs_measured_per_piece(capsys) -> None:
     print_table([row])
     out = capsys.readouterr().out
     assert "baseline 0.80G + largest piece 2.60G = 3.40G vs measured peak 3.50G" in out
-    assert "piece trunk (x1): plan 2.60G, measured 2.00G above the baseline (plan/measured 1.30x)" in out
-    assert "piece routed experts (group) (x8): plan 1.00G, measured 0.00G above the baseline (plan/measured -)" in out
+    assert "piece trunk (x1): plan 2.60G, measured 2.00G above what was held at its start (plan/measured 1.30x)" in out
+    assert "piece routed experts (group) (x8): plan 1.00G, measured 0.00G above what was held at its start (plan/measured -)" in out
+    print_table([{**row, "projected_s": {"DeepSeek-V3": 7200.0}}])
+    assert "projected DeepSeek-V3: 2.00 h on this machine at this load; <= 1.80 h quiet (scaled by this run's CPU/wall 0.90)" \
+        in capsys.readouterr().out
 
 
 def test_w4a8_cases_are_written_in_formats_their_engines_load(tmp_path: Path) -> None:

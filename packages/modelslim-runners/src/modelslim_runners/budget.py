@@ -186,17 +186,19 @@ class MemoryBudget:
         self._measuring = reset_peak_rss()
 
     def _fold_peak(self) -> None:
-        """Credit the peak since the last reset to every open piece (an inner piece's reset must not hide the
-        outer piece's peak)."""
-        peak = peak_since_reset() if self._measuring else rss_bytes()
-        for piece in self._open:
-            piece.peak = max(piece.peak, peak)
+        """Credit the peak since the last reset to the innermost open piece: an outer piece (a MoE trunk) is
+        measured while it runs on its own, not while the inner pieces it holds run on their own plans."""
+        if self._open:
+            piece = self._open[-1]
+            piece.peak = max(piece.peak, peak_since_reset() if self._measuring else rss_bytes())
 
     def leave(self, label: str, need: int) -> None:
         """Record the piece's plan and its measured peak above what the process held when it started (the
         quantity `enter` checks the plan against)."""
         self._fold_peak()
         piece = self._open.pop() if self._open else _OpenPiece(self.baseline, rss_bytes())
+        if self._open:  # the outer piece goes on from here
+            self._measuring = reset_peak_rss()
         measured = max(0, piece.peak - piece.held)
         figures = self.figures.setdefault(kind_of(label), PieceFigures())
         figures.count += 1
