@@ -133,9 +133,27 @@ def linear_quant(include: str, weight: dict[str, Any], act: dict[str, Any] | Non
     return {"type": "linear_quant", "qconfig": qconfig, "include": [include]}
 
 
-def document(process: list[dict[str, Any]], saver: str) -> dict[str, Any]:
+def document(process: list[dict[str, Any]], saver: str, calib: Path = CALIB) -> dict[str, Any]:
     return {"apiversion": "modelslim_v1",
-            "spec": {"runner": "auto", "process": process, "save": [{"type": saver}], "dataset": str(CALIB)}}
+            "spec": {"runner": "auto", "process": process, "save": [{"type": saver}], "dataset": str(calib)}}
+
+
+def calibration_variant(variant: str, work: Path) -> Path:
+    """The calibration file of a run: `all` (mix_calib.jsonl as is), `reversed` (the same texts in reverse order:
+    the same data, only float summation orders change) or `drop:K` (without its K-th text, 0-based: one text
+    less, ~1.4% of the tokens). The variants measure how much GPTQ's perplexity moves with no change of method."""
+    lines = [line for line in CALIB.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if variant == "all":
+        return CALIB
+    if variant == "reversed":
+        lines = lines[::-1]
+    elif variant.startswith("drop:") and variant[5:].isdigit() and int(variant[5:]) < len(lines):
+        del lines[int(variant[5:])]
+    else:
+        raise SystemExit(f"--calib_variant {variant!r}: use all, reversed or drop:K with 0 <= K < {len(lines)}.")
+    path = work / f"calib-{variant.replace(':', '')}.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 @dataclass
@@ -149,25 +167,26 @@ class Scheme:
     extra_args: list[str] = field(default_factory=list)
 
 
-def schemes(group_size: int) -> list[Scheme]:
+def schemes(group_size: int, calib: Path = CALIB) -> list[Scheme]:
+    """Every row; the explicit configs calibrate on `calib` (the practices on their own dataset, mix_calib)."""
     token8 = q("int8", "per_token")
     w8 = q("int8", "per_channel")
     static_histogram = q("int8", "per_tensor", "histogram", symmetric=False)
     return [
-        Scheme("W8A16 per-channel", document([linear_quant("*", w8)], "ascendv1_saver"), lc="W8A16"),
-        Scheme("W8A8 dynamic", document([linear_quant("*", w8, token8)], "ascendv1_saver"), lc="W8A8_DYNAMIC"),
+        Scheme("W8A16 per-channel", document([linear_quant("*", w8)], "ascendv1_saver", calib), lc="W8A16"),
+        Scheme("W8A8 dynamic", document([linear_quant("*", w8, token8)], "ascendv1_saver", calib), lc="W8A8_DYNAMIC"),
         Scheme("w8a8 practice", quant_type="w8a8", lc="w8a8 practice"),
         Scheme(f"W4A16 gptq group {group_size}", document(
-            [linear_quant("*", q("int4", "per_group", "gptq", group_size=group_size))], "compressed_tensors_saver"),
+            [linear_quant("*", q("int4", "per_group", "gptq", group_size=group_size))], "compressed_tensors_saver", calib),
             lc="W4A16 gptq", extra_args=["--group_size", str(group_size)]),
         Scheme("w4a16 practice", quant_type="w4a16"),
         Scheme("w4a8 practice", quant_type="w4a8", lc="w4a8 practice"),
         Scheme("W8A8 static per-tensor", document(
-            [linear_quant("*", w8, q("int8", "per_tensor", symmetric=False))], "ascendv1_saver"), lc="W8A8 static"),
+            [linear_quant("*", w8, q("int8", "per_tensor", symmetric=False))], "ascendv1_saver", calib), lc="W8A8 static"),
         Scheme("W8A8 static per-tensor, histogram", document(
-            [linear_quant("*", w8, static_histogram)], "ascendv1_saver")),
+            [linear_quant("*", w8, static_histogram)], "ascendv1_saver", calib)),
         Scheme("W8A8 static per-tensor, iter_smooth + histogram", document(
-            [{"type": "iter_smooth", "alpha": 0.5}, linear_quant("*", w8, static_histogram)], "ascendv1_saver")),
+            [{"type": "iter_smooth", "alpha": 0.5}, linear_quant("*", w8, static_histogram)], "ascendv1_saver", calib)),
     ]
 
 
@@ -214,9 +233,9 @@ def ours(scheme: Scheme, model: RealModel, model_path: Path, out: Path, work: Pa
     return measured(command, work / f"{out.name}.log")
 
 
-def theirs(scheme: Scheme, lc_python: str, model_path: Path, out: Path, work: Path) -> Run:
+def theirs(scheme: Scheme, lc_python: str, model_path: Path, out: Path, work: Path, calib: Path = CALIB) -> Run:
     command = [lc_python, str(REPO / "tools" / "lc_quantize.py"), "--model", str(model_path), "--out", str(out),
-               "--scheme", scheme.lc, "--calib", str(CALIB), *scheme.extra_args]
+               "--scheme", scheme.lc, "--calib", str(calib), *scheme.extra_args]
     return measured(command, work / f"{out.name}.log")
 
 
@@ -294,12 +313,16 @@ def bench(args: argparse.Namespace) -> None:
         print(f"note: {args.lc_python} does not exist; llm-compressor columns are skipped.", file=sys.stderr)
     group_size = args.group_size or adaptive_group_size(model_path)
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
-    selected = [s for s in schemes(group_size) if not wanted or any(w in s.name for w in wanted)]
     evaluator = Evaluator(model_path)
     base = evaluator.float_ppl()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
         work = Path(tmp)
+        calib = calibration_variant(args.calib_variant, work)
+        table = [s for s in schemes(group_size, calib) if (not wanted or any(w in s.name for w in wanted))
+                 and (s.config is not None or calib == CALIB)]  # a practice reads its own dataset
+        # rows run in the order of --only (the slowest first, say), and are printed in the table's order
+        selected = sorted(table, key=lambda s: next((i for i, w in enumerate(wanted) if w in s.name), 0))
         for index, scheme in enumerate(selected):
             results: list[tuple[float | None, Run | None]] = []
             for side in ("ours", "lc"):
@@ -308,7 +331,7 @@ def bench(args: argparse.Namespace) -> None:
                     continue
                 out = work / f"{side}{index}"
                 run = (ours(scheme, model, model_path, out, work) if side == "ours"
-                       else theirs(scheme, lc_python, model_path, out, work))
+                       else theirs(scheme, lc_python, model_path, out, work, calib))
                 ppl = evaluator.quantized_ppl(out) if run.ok else None
                 if not run.ok:
                     print(f"{scheme.name} ({side}) failed:\n{run.log_tail}", file=sys.stderr)
@@ -317,7 +340,8 @@ def bench(args: argparse.Namespace) -> None:
                 print(f"{scheme.name} [{side}]: ppl {ppl} ({run.seconds:.0f} s, {run.peak_rss_mib:.0f} MiB)",
                       file=sys.stderr, flush=True)
             rows.append((scheme, results))
-    print(f"\nModel: {name} ({model.note}); calibration {CALIB.name} (all texts); held-out: the "
+    rows.sort(key=lambda row: table.index(row[0]))
+    print(f"\nModel: {name} ({model.note}); calibration {CALIB.name} ({args.calib_variant}); held-out: the "
           f"{len(evaluator.samples)} English samples of {HELDOUT.name} ({evaluator.tokens} tokens); float ppl "
           f"{base:.3f}; group size {group_size}{' (adaptive)' if not args.group_size else ''}\n")
     print("| scheme | ours ppl | ratio | s | peak RSS MiB | llm-compressor ppl | ratio | s | peak RSS MiB | ours / theirs |")
@@ -344,8 +368,10 @@ def main() -> None:
     run = sub.choices["run"]
     run.add_argument("--lc_python", default=None, help="python of a venv with llm-compressor (omit: ours only)")
     run.add_argument("--group_size", type=int, default=0, help="W4A16 row's group size (default: adaptive)")
-    run.add_argument("--only", default="", help="comma-separated substrings of scheme names to run")
+    run.add_argument("--only", default="", help="comma-separated substrings of scheme names to run, in this order")
     run.add_argument("--json", default=None, help="also write the results here")
+    run.add_argument("--calib_variant", default="all",
+                     help="all | reversed | drop:K (noise runs: explicit-config rows only, both tools)")
     args = parser.parse_args()
     if args.command == "setup":
         setup(args.cache_dir, [args.model])

@@ -20,7 +20,8 @@ from the measured time per layer and per routed expert.
     uv run python tools/bench_scale.py --case a --layers 4 --vocab 32000 --cap 5 --schemes w8a8_dynamic w8a8c8_practice
 
 Calibrated schemes on a MoE layer that does not fit the cap run it in pieces (trunk, then groups of routed
-experts); `--identity` reruns each scheme without the cap and says whether the checkpoints are identical.
+experts); `--identity` reruns each scheme with a larger budget (`--reference_cap`, 0: none) and says whether the
+checkpoints are identical. `--json` keeps the rows; each run's log is kept in the work directory.
 
 Wall times depend on what else runs on the machine: the load average is printed with every run.
 """
@@ -49,7 +50,6 @@ SCHEMES = {
     "w8a8_static": ("dataset", "act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}\n"
                     "        weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}"),
     "w4a8_gptq": ("dataset", f"act: {DYNAMIC}\n        weight: {{scope: per_channel, dtype: int4, symmetric: true, method: gptq}}"),
-    "w4a8_per_channel": ("", f"act: {DYNAMIC}\n        weight: {{scope: per_channel, dtype: int4, symmetric: true, method: minmax}}"),
 }
 #: Whole process lists (the DeepSeek w8a8 practice's shape: static attention and dynamic MLP in one forward).
 PROCESSES = {
@@ -64,11 +64,24 @@ PROCESSES = {
           include: ["*mlp.*"]
           exclude: ["*mlp.gate"]"""),
 }
+#: W4A8 per-channel as vLLM-Ascend loads it (the DeepSeek w4a8 practice's layout, data-free): int4 routed experts,
+#: W8A8_DYNAMIC everywhere else (its dense-linear W4A8 needs a per-group scale the format does not carry).
+PROCESSES["w4a8_per_channel"] = ("", f"""    - type: group
+      configs:
+        - type: linear_quant
+          qconfig: {{act: {DYNAMIC}, weight: {INT8}}}
+          include: ["*self_attn*", "*mlp.gate_proj", "*mlp.up_proj", "*mlp.down_proj", "*mlp.shared_experts.*"]
+          exclude: ["*kv_b_proj"]
+        - type: linear_quant
+          qconfig: {{act: {DYNAMIC}, weight: {{scope: per_channel, dtype: int4, symmetric: true, method: minmax}}}}
+          include: ["*mlp.experts.*"]""")
 #: The w8a8 practice plus an int8 KV cache (C8: dynamic_cache, one scale per KV channel) in the same forward;
 #: GQA attention only (case a): vLLM-Ascend has no C8 layout for MLA.
 PROCESSES["w8a8c8_practice"] = ("dataset", PROCESSES["w8a8_practice"][1] + """
         - type: dynamic_cache
           qconfig: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}""")
+#: Dense-linear W4A8 is loaded from compressed-tensors checkpoints (vLLM-Ascend's ascendv1 W4A8 is experts-only).
+SAVERS = {"w4a8_gptq": "{type: compressed_tensors_saver}"}
 CASES = {
     "a": {"model_type": "Qwen2.5-72B-Instruct", "full_layers": 80, "exclude": []},
     "b": {"model_type": "DeepSeek-V3", "full_layers": 61, "exclude": ["*kv_b_proj*", "*mlp.gate"]},
@@ -88,7 +101,7 @@ def config_text(scheme: str, exclude: list[str], dataset: Path) -> str:
         if exclude:
             lines.append(f"      exclude: {json.dumps(exclude)}")
     needs = needs_data(scheme)
-    lines.append("  save: [{type: ascendv1_saver, part_file_size: 4}]")
+    lines.append(f"  save: [{SAVERS.get(scheme, '{type: ascendv1_saver, part_file_size: 4}')}]")
     if needs:
         lines.append(f"  dataset: {dataset}")
     return "\n".join(lines) + "\n"
@@ -177,7 +190,7 @@ def run_case(args: argparse.Namespace, case: str, work: Path) -> list[dict]:
                    str(out), "--model_type", CASES[case]["model_type"], "--config_path", str(yaml), "--device", "cpu",
                    "--max_memory", f"{int(args.cap * 1024)}MiB", "-y"]
         load = os.getloadavg()[0]
-        result = run_capped(command, int(args.cap * GIB))
+        result = run_capped(command, int(args.cap * GIB), log=work / f"{case}_{scheme}.log")
         row = {"case": case, "scheme": scheme, "cap_gib": args.cap, "returncode": result.returncode,
                "oom_killed": result.oom_killed, "peak_rss_gib": result.peak_rss / GIB, "wall_s": result.seconds,
                "cpu_s": result.cpu_seconds, "load_before": load}
@@ -201,9 +214,12 @@ def run_case(args: argparse.Namespace, case: str, work: Path) -> list[dict]:
             row["piece_plan_gib"] = figures["plan_bytes"] / GIB
             row["piece_measured_gib"] = max(f["measured_bytes"] for f in pieces.values()) / GIB
             row["baseline_gib"] = memory["baseline_bytes"] / GIB
+            row["pieces"] = {name: {"count": f["count"], "plan_gib": f["plan_bytes"] / GIB,
+                                    "measured_gib": f["measured_bytes"] / GIB} for name, f in pieces.items()}
         row["projected_s"] = projected_seconds(case, report, args.experts)
         if args.identity:
-            row.update(uncapped_identity(command, out, work / f"out_{case}_{scheme}_uncapped", args.keep))
+            row.update(reference_identity(command, out, work / f"out_{case}_{scheme}_reference", args.reference_cap,
+                                          args.keep))
         results.append(row)
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
@@ -225,17 +241,21 @@ def checkpoint_digest(out: Path) -> dict[str, str]:
     return digests
 
 
-def uncapped_identity(command: list[str], capped_out: Path, out: Path, keep: bool) -> dict:
-    """Run `command` again without the cap and --max_memory (whole layers where they fit the host) and compare
-    the two checkpoints file by file."""
+def reference_identity(command: list[str], capped_out: Path, out: Path, reference_cap: float, keep: bool) -> dict:
+    """Run `command` again with a larger budget (`reference_cap` GiB as cap and --max_memory; 0: no cap and no
+    --max_memory, whole layers where they fit the host) and compare the two checkpoints file by file: the
+    pieces a layer is cut into must not change what is written."""
     at = command.index("--max_memory")
-    uncapped = command[:at] + command[at + 2:]
-    uncapped[uncapped.index("--save_path") + 1] = str(out)
+    reference = command[:at] + command[at + 2:]
+    if reference_cap:
+        reference[at:at] = ["--max_memory", f"{int(reference_cap * 1024)}MiB"]
+    reference[reference.index("--save_path") + 1] = str(out)
     shutil.rmtree(out, ignore_errors=True)
     load = os.getloadavg()[0]
-    result = run_capped(uncapped, 64 * GIB)
-    row = {"uncapped_returncode": result.returncode, "uncapped_peak_rss_gib": result.peak_rss / GIB,
-           "uncapped_wall_s": result.seconds, "uncapped_load_before": load}
+    result = run_capped(reference, int((reference_cap or 64) * GIB), log=out.parent / f"{out.name}.log")
+    row = {"reference_cap_gib": reference_cap, "reference_returncode": result.returncode,
+           "reference_peak_rss_gib": result.peak_rss / GIB, "reference_wall_s": result.seconds,
+           "reference_load_before": load}
     if result.returncode == 0:
         row["identical"] = checkpoint_digest(out) == checkpoint_digest(capped_out)
     else:
@@ -258,10 +278,18 @@ def print_table(rows: list[dict]) -> None:
             print(f"      calibration (units, incl. their weight I/O) {r['calibration_s']:.1f}s = "
                   f"{r['calibration_s'] / r['forward_floor_s']:.1f}x one float forward over the calibration tokens; "
                   f"wall {r['wall_s'] / r['forward_floor_s']:.1f}x")
-        if "uncapped_returncode" in r:
-            print(f"      uncapped run (whole layers): rc {r['uncapped_returncode']}, peak RSS "
-                  f"{r['uncapped_peak_rss_gib']:.2f}G, wall {r['uncapped_wall_s']:.1f}s (load {r['uncapped_load_before']:.1f}); "
-                  f"checkpoint identical to the capped run: {r.get('identical')}")
+        if r.get("baseline_gib") is not None and "pieces" in r:
+            print(f"      plan: baseline {r['baseline_gib']:.2f}G + largest piece {r['piece_plan_gib']:.2f}G = "
+                  f"{r['baseline_gib'] + r['piece_plan_gib']:.2f}G vs measured peak {r['peak_rss_gib']:.2f}G")
+            for name, f in sorted(r["pieces"].items(), key=lambda item: -item[1]["plan_gib"]):
+                ratio = f"{f['plan_gib'] / f['measured_gib']:.2f}x" if f["measured_gib"] else "-"
+                print(f"        piece {name} (x{f['count']}): plan {f['plan_gib']:.2f}G, measured "
+                      f"{f['measured_gib']:.2f}G above the baseline (plan/measured {ratio})")
+        if "reference_returncode" in r:
+            budget = f"{r['reference_cap_gib']:.1f} GiB cap and budget" if r["reference_cap_gib"] else "no cap"
+            print(f"      reference run ({budget}): rc {r['reference_returncode']}, peak RSS "
+                  f"{r['reference_peak_rss_gib']:.2f}G, wall {r['reference_wall_s']:.1f}s (load "
+                  f"{r['reference_load_before']:.1f}); checkpoint identical to the capped run: {r.get('identical')}")
         for name, seconds in r.get("projected_s", {}).items():
             print(f"      projected {name}: {seconds / 3600:.2f} h on this machine at this load")
 
@@ -280,7 +308,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="keeps built checkpoints between runs")
     parser.add_argument("--keep", action="store_true", help="keep the quantized outputs")
     parser.add_argument("--identity", action="store_true",
-                        help="also run each scheme uncapped (whole layers) and compare the checkpoints")
+                        help="also run each scheme with a larger budget (--reference_cap) and compare the checkpoints")
+    parser.add_argument("--reference_cap", type=float, default=0.0,
+                        help="GiB of cap and --max_memory for the --identity run (0: uncapped, whole layers where "
+                        "they fit the host); on a shared host keep it below what the others leave free")
+    parser.add_argument("--json", type=Path, default=None, help="also write the table's rows to this JSON file")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="modelslim-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -292,6 +324,8 @@ def main() -> None:
         if args.workdir is None and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print_table(rows)
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -75,8 +75,9 @@ def _rss(pid: int) -> int:
         return 0
 
 
-def run_capped(command: list[str], cap: int, env: dict[str, str] | None = None) -> CappedResult:
-    """Run `command` with at most `cap` bytes of memory (cgroup), returning its peak RSS, time and I/O."""
+def run_capped(command: list[str], cap: int, env: dict[str, str] | None = None, log: Path | None = None) -> CappedResult:
+    """Run `command` with at most `cap` bytes of memory (cgroup), returning its peak RSS, time and I/O; `log`
+    receives the command's stderr as it comes (a long run can be followed)."""
     group = _cgroup(cap)
     # The launcher blocks on stdin until its PID is in the cgroup, then execs the command (same PID).
     launcher = [sys.executable, "-c", "import os,sys; sys.stdin.readline(); os.execvp(sys.argv[1], sys.argv[1:])", *command]
@@ -89,7 +90,20 @@ def run_capped(command: list[str], cap: int, env: dict[str, str] | None = None) 
     process.stdin.close()
     io = [0, 0]
     stderr_lines: list[str] = []
-    reader = threading.Thread(target=lambda: stderr_lines.extend(process.stderr), daemon=True)
+
+    def read_stderr() -> None:
+        sink = log.open("w", encoding="utf-8") if log is not None else None
+        try:
+            for line in process.stderr:
+                stderr_lines.append(line)
+                if sink is not None:
+                    sink.write(line)
+                    sink.flush()
+        finally:
+            if sink is not None:
+                sink.close()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
 
     sampled_peak = [0]

@@ -13,6 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
+from tests.quant_runs import checkpoint_digest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -139,6 +140,23 @@ def test_readme_main_command_on_the_shipped_example(tmp_path):
     assert result.returncode == 0, result.stderr
     description = json.loads((out / "quant_model_description.json").read_text())
     assert description["model_quant_type"] == "W8A8"
+    assert checkpoint_digest(out) == README_MAIN_JOB_DIGEST, (
+        "the README main job no longer writes the same bytes: a speed-up must not change the checkpoint; a "
+        "deliberate numerics change updates README_MAIN_JOB_DIGEST (and says so in its commit)")
+
+
+#: sha256 of every file the README main job writes (quant_report.json holds timings and is left out), pinned so
+#: that work on its speed (imports, garbage collection, forwards, the writer) provably keeps the checkpoint.
+README_MAIN_JOB_DIGEST = {
+    "Qwen2-demo_best_practice.yaml": "d035a9d7207191721b7cbf406849ab6e22c76bbc52c9e0948ecba0b4833873dd",
+    "config.json": "2db4de96f1f8515975c51cc8ca38afa02887f895a2be2856bfb621ed7633c6a0",
+    "generation_config.json": "22b9e322083360ba1d2427552958d9020cc59a0f5b1c1c56ccccbcbea20eca55",
+    "quant_model_description.json": "87b6272a2a364b52a5fcc6fc0f8c1c8815022ba973650bd42441f1fbd00abc40",
+    "quant_model_weights-00001-of-00001.safetensors": "645850214daa513505492de5c03765a83779dc28e056fa7344ef641eeb44422e",
+    "quant_model_weights.safetensors.index.json": "91392f18d0242332ca1b4c627148eafa5c1677e931258f646f8ce173d56c457b",
+    "tokenizer.json": "7439eae252078173f9e6d2a13d3795bc98ab4ceb6a284bf3e1a28d6e9c81f803",
+    "tokenizer_config.json": "a35f813413ce8f8888947b8de9644a7bb38bac3dfe0b885191561d1fb6c9596b",
+}
 
 
 @pytest.mark.parametrize(

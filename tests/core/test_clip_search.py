@@ -61,3 +61,28 @@ def test_gptq_with_clip_search_lowers_the_output_error_of_heavy_tailed_weights()
         searched = gptq_quantize(weight, hessian, 4, True, 32, act_order=act_order, clip_search=True)
         plain = gptq_quantize(weight, hessian, 4, True, 32, act_order=act_order, clip_search=False)
         assert error(searched) < error(plain)
+
+
+def test_int4_gptq_searches_the_clip_by_default_hand_computed():
+    """Row [1.0, 0.84], the first input almost silent (H = diag(1e-8, 1)): no error to spread, so GPTQ rounds to
+    the nearest grid point. The plain full range has step 1.0/7.5: 0.84 -> code 6 (0.8, error 0.04). Clipping the
+    range to 0.9 gives step 0.12: 0.84 = 7 steps exactly, and the silent 1.0 clips to 0.84 at weight 1e-8.
+    The int4 default picks that clip; int8 keeps the plain range (clip_search off there)."""
+    weight = torch.tensor([[1.0, 0.84]])
+    hessian = torch.diag(torch.tensor([1e-8, 1.0]))
+    searched = gptq_quantize(weight, hessian, 4, True, 0)
+    assert torch.allclose(searched.scale, torch.tensor([[0.12]])) and searched.codes.tolist() == [[7, 7]]
+    plain = gptq_quantize(weight, hessian, 4, True, 0, clip_search=False)
+    assert torch.allclose(plain.scale, torch.tensor([[1.0 / 7.5]])) and plain.codes.tolist() == [[7, 6]]
+    int8 = gptq_quantize(weight, hessian, 8, True, 0)
+    assert torch.allclose(int8.scale, torch.tensor([[1.0 / 127]]))
+
+
+def test_grouped_search_of_every_group_at_once_equals_one_group_at_a_time():
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(8, 4, 16, generator=generator) ** 3  # [out, groups, group_size]
+    importance = torch.rand(4, 16, generator=generator)
+    scale, offset = clip_search_qparams(weight, 4, False, importance, full_range=False)
+    for group in range(4):
+        alone = clip_search_qparams(weight[:, group], 4, False, importance[group])
+        assert torch.equal(scale[:, group], alone[0]) and torch.equal(offset[:, group], alone[1])

@@ -108,3 +108,21 @@ def test_observer_mean_aggregation_averages_batch_extremes():
 def test_observer_without_data_refuses():
     with pytest.raises(RuntimeError):
         MinMaxObserver().range()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_per_token_fake_quant_is_bit_identical_to_the_plain_formula_and_leaves_its_input(dtype, bits):
+    from modelslim_core.quant.int_affine import SCALE_EPS, fake_quantize_per_token_sym
+
+    torch.manual_seed(0)
+    x = (torch.randn(2, 37, 64) * 3).to(dtype)
+    x[0, 3, 5], x[1, 0] = 90.0, 0.0  # an outlier and an all-zero token (scale clamped to eps)
+    kept = x.clone()
+    hi = 2 ** (bits - 1) - 1
+    scale = torch.clamp(x.float().abs().amax(dim=-1, keepdim=True) / hi, min=SCALE_EPS)
+    expected32 = torch.clamp(torch.round(x.float() / scale), -hi - 1, hi) * scale
+    assert torch.equal(fake_quantize_per_token_sym(x, bits), expected32.to(dtype))
+    assert torch.equal(x, kept)
+    leaf = x.float().requires_grad_()  # the autograd path computes the same values
+    assert torch.equal(fake_quantize_per_token_sym(leaf, bits).detach(), expected32)

@@ -127,14 +127,15 @@ def test_gptq_act_order_uses_static_groups_in_the_saved_layout_and_lowers_the_er
 
 
 def test_gptq_with_a_diagonal_hessian_rounds_to_the_nearest_point_of_the_full_range_grid(layer):
-    """Without input correlations GPTQ has no error to spread: it is round-to-nearest on its grid, which by
-    default (full_range) is max|w| / 7.5 per row at int4 and reaches code -8."""
+    """Without input correlations GPTQ has no error to spread: it is round-to-nearest on its grid, which with
+    the plain range (clip_search off) and full_range (the int4 default) is max|w| / 7.5 per row and reaches
+    code -8."""
     weight, _, _ = layer
-    quantized = gptq_quantize(weight, torch.eye(IN), 4, True, 0)
+    quantized = gptq_quantize(weight, torch.eye(IN), 4, True, 0, clip_search=False)
     scale = weight.abs().amax(dim=1, keepdim=True) / 7.5
     assert torch.allclose(quantized.scale, scale)
     assert torch.equal(quantized.codes.float(), torch.clamp(torch.round(weight / scale), -8, 7))
-    restricted = gptq_quantize(weight, torch.eye(IN), 4, True, 0, full_range=False)
+    restricted = gptq_quantize(weight, torch.eye(IN), 4, True, 0, full_range=False, clip_search=False)
     assert torch.allclose(restricted.scale, weight.abs().amax(dim=1, keepdim=True) / 7)
     assert restricted.codes.min() >= -7
 

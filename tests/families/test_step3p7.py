@@ -62,6 +62,34 @@ def test_quantized_experts_are_refused_at_load_for_vllm_ascend(step, media_index
     assert not (tmp_path / "refused" / "quant_model_description.json").exists()
 
 
+def test_quantized_experts_are_refused_at_load_for_any_engine(step, media_index, tmp_path, monkeypatch):
+    """The release stacks the routed experts into one tensor per projection, which holds float weights only: with
+    MindIE named (no vLLM-Ascend check) the item is still refused before the model is loaded, not in the saver."""
+    import modelslim_vlm.models.step3p7 as step3p7
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(step3p7.Step3p7Adapter, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(step3p7.Step3p7Adapter, "build_skeleton", lambda *a, **k: pytest.fail("model loaded"))
+
+    def quantize_experts(config: dict) -> None:
+        config["spec"]["process"][0]["configs"][1]["include"].append("model.language_model.layers.*.mlp.experts.*")
+
+    with pytest.raises(ConfigError, match="model.language_model.layers.1.mlp.experts.0.gate_proj.*stores that linear "
+                                          "fused") as refused:
+        quantize_vlm(step, tmp_path / "refused", "Step-3.7-Flash", PRACTICE, media_index, quantize_experts,
+                     tags=["MindIE"])
+    assert "'*mlp.experts.*'" in refused.value.hint
+    assert not (tmp_path / "refused").exists()
+
+
+def test_release_fused_linears_are_the_moe_layers_experts(step):
+    adapter = Step3p7Adapter.__new__(Step3p7Adapter)
+    adapter.config_json = json.loads((step / "config.json").read_text())
+    assert adapter.release_fused_linears() == [f"model.language_model.layers.{layer}.mlp.experts.0.{projection}"
+                                               for layer in (1, 2) for projection in ("gate_proj", "up_proj",
+                                                                                      "down_proj")]
+
+
 def test_rotation_is_refused_with_the_reason(step, media_index, tmp_path, monkeypatch):
     """Step-3.7's norms scale by 1 + gamma, which a rotation of the residual stream cannot pass through."""
     from modelslim_core.errors import ModelError

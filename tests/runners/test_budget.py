@@ -12,7 +12,8 @@ import pytest
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim.cli.parser import parse_memory_size
 from modelslim_core.errors import MemoryBudgetError
-from modelslim_runners.budget import MemoryBudget, kind_of
+from modelslim_runners.budget import (GPTQ_WORKING_HESSIANS, MemoryBudget, calibrated_weights_need, kind_of,
+                                      rewrites_weights)
 
 CONFIG = """\
 apiversion: modelslim_v1
@@ -74,3 +75,57 @@ def test_report_gives_plan_and_measured_memory_per_piece(tiny_models, tmp_path: 
     assert memory["limit_bytes"] == 64 * 2**30 and memory["baseline_bytes"] > 0
     experts = memory["pieces"]["mlp.experts.*.gate_proj"]
     assert experts["count"] == 2 * 4 and experts["plan_bytes"] > 0 and experts["measured_bytes"] >= 0
+
+
+def test_calibrated_plan_counts_stored_weights_codes_running_linear_and_gptq_working_set() -> None:
+    shapes = [(6, 4), (4, 8)]  # 24 + 32 = 56 elements; widest input 8
+    compute = 56 * 4
+    # bf16 storage: 2 bytes stored + 1 byte of codes per element, the largest linear (32) in float32 twice.
+    assert calibrated_weights_need(compute, 4, 2, shapes, hessians=False, rewrites=False) == 56 * 2 + 56 + 2 * 32 * 4
+    # a rewriting processor (smoothing) promotes the stored weights: twice the stored bytes.
+    assert calibrated_weights_need(compute, 4, 2, shapes, hessians=False, rewrites=True) == 56 * 4 + 56 + 2 * 32 * 4
+    # GPTQ: every Hessian (in x in float32) plus the widest one's working set.
+    hessians = 4 * (4 * 4 + 8 * 8 + GPTQ_WORKING_HESSIANS * 8 * 8)
+    assert calibrated_weights_need(compute, 4, 2, shapes, hessians=True, rewrites=False) == 56 * 3 + 2 * 32 * 4 + hessians
+    # held in the compute dtype: 3x.
+    assert calibrated_weights_need(compute, 4, 4, shapes, hessians=False, rewrites=True) == 3 * compute
+
+
+def test_only_known_quantizing_processors_count_as_leaving_weights_alone() -> None:
+    from types import SimpleNamespace as Config
+
+    quantizing = [Config(type="group", configs=[Config(type="linear_quant"), Config(type="dynamic_cache")])]
+    assert not rewrites_weights(quantizing)
+    assert rewrites_weights([Config(type="group", configs=[Config(type="iter_smooth"), Config(type="linear_quant")])])
+    assert rewrites_weights([Config(type="some_plugin")])
+
+
+def test_an_outer_piece_keeps_its_peak_across_the_inner_pieces_it_holds(monkeypatch) -> None:
+    import modelslim_runners.budget as budget_module
+
+    state = {"rss": 100, "peak": 100}
+    monkeypatch.setattr(budget_module, "rss_bytes", lambda: state["rss"])
+    monkeypatch.setattr(budget_module, "peak_since_reset", lambda: state["peak"])
+
+    def reset() -> bool:
+        state["peak"] = state["rss"]
+        return True
+
+    monkeypatch.setattr(budget_module, "reset_peak_rss", reset)
+
+    def use(rss: int) -> None:
+        state["rss"] = rss
+        state["peak"] = max(state["peak"], rss)
+
+    budget = MemoryBudget(limit=None, baseline=100, assumptions="test")
+    budget.enter("model.layers.1.trunk", 50)
+    use(180)  # the trunk's calibration forward
+    use(140)  # the trunk stays, its temporaries go
+    budget.enter("model.layers.1.experts.0-7", 30)
+    use(165)
+    use(140)
+    budget.leave("routed experts (group)", 30)
+    budget.leave("trunk", 50)
+    assert budget.figures["routed experts (group)"].measured == 25  # above the 140 held when the group started
+    assert budget.figures["trunk"].measured == 80  # its own peak, not hidden by the group's reset
+    assert budget.figures["trunk"].plan == 50

@@ -133,11 +133,11 @@ def test_save_plan_keeps_module_order(tiny_models) -> None:
 
 
 # --- kill -9 inside a unit processed in pieces ---------------------------------------------------------------
-#: Runs the CLI; after the Nth group checkpoint, the next group's saving is cut by SIGKILL after its first piece
-#: (so a partly written group sits in the shard files when the run dies).
-KILLER = """
+#: Runs the CLI; after the Nth piece checkpoint, the next saving of the piece runner `RUN` (module.class) is cut
+#: by SIGKILL after its first save piece (so a partly written group or layer sits in the shard files when it dies).
+KILLER_TEMPLATE = """
 import os, signal, sys
-from modelslim_runners import moe_pieces, resume
+from modelslim_runners import MODULE, resume
 kill_after = int(sys.argv[1])
 checkpoints = 0
 original_save = resume.ResumeStore.save
@@ -146,16 +146,24 @@ def save(self, point):
     original_save(self, point)
     checkpoints += point.piece is not None
 resume.ResumeStore.save = save
-original_pieces = moe_pieces.MoEPieceRun._save
+original_pieces = MODULE.RUN._save
 def save_pieces(self, pieces):
     if checkpoints >= kill_after and pieces:
         original_pieces(self, pieces[:1])
         os.kill(os.getpid(), signal.SIGKILL)
     original_pieces(self, pieces)
-moe_pieces.MoEPieceRun._save = save_pieces
+MODULE.RUN._save = save_pieces
 from modelslim.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """
+
+
+def killer(module: str, run: str) -> str:
+    """The kill script for the piece runner `modelslim_runners.<module>.<run>`."""
+    return KILLER_TEMPLATE.replace("MODULE", module).replace("RUN", run)
+
+
+KILLER = killer("moe_pieces", "MoEPieceRun")
 
 
 def cli(model: Path, out: Path, config: Path) -> list[str]:

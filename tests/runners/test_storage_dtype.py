@@ -14,6 +14,7 @@ from torch import nn
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.runtime.storage import active_compute_dtype, compute_in, store, written_dtype
 from modelslim_core.runtime.unit import Unit
+from modelslim_runners.budget import GPTQ_WORKING_HESSIANS
 from modelslim_runners.placement import LayerWisePlacement
 from tests.quant_runs import checkpoint_digest
 
@@ -140,11 +141,14 @@ def test_plan_counts_bf16_storage_the_running_linear_and_gptq_hessians(tiny_mode
                             max_memory=64 * 2**30))
         memory = json.loads((out / "quant_report.json").read_text())["stages"][-1]["memory"]
         plans[name] = memory["pieces"]["(whole unit)"]["plan_bytes"]
-    hessians = sum(inp * inp * 4 for _, inp in shapes)
-    assert plans["gptq"] - plans["w8a8"] == hessians  # same activations and weights: only the Hessians differ
-    running = 2 * max(out * inp for out, inp in shapes) * 4  # the running linear's two float32 copies
-    # Same activations: float32 storage counts 3 x 4 bytes per weight, bf16 storage 3 x 2 plus the running linear.
-    assert plans["w8a8-float32"] - plans["w8a8"] == 3 * unit_elements * 2 - running
+    # GPTQ: every Hessian, plus the widest one's working set while it is factorised.
+    hessians = 4 * (sum(inp * inp for _, inp in shapes) + GPTQ_WORKING_HESSIANS * max(inp * inp for _, inp in shapes))
+    # Same activations; the w8a8 practice smooths (its rewritten weights are promoted: 2 x 2 bytes stored per
+    # weight), GPTQ does not (2 bytes): both add 1 byte of codes and the running linear's two float32 copies.
+    assert plans["gptq"] - plans["w8a8"] == hessians - 2 * unit_elements
+    running = 2 * max(out * inp for out, inp in shapes) * 4
+    # float32 storage counts 3 x 4 bytes per weight.
+    assert plans["w8a8-float32"] - plans["w8a8"] == 3 * unit_elements * 4 - (2 * 2 * unit_elements + unit_elements + running)
 
 
 def test_a_processor_that_does_not_accept_stored_weights_gets_float32_units(tiny_models, small_calib: Path,

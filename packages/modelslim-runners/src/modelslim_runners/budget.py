@@ -25,16 +25,24 @@ from modelslim_runners.pieces import piece_bytes
 
 logger = logging.getLogger(__name__)
 GIB = 2**30
-#: Float32 row blocks a streamed linear has alive at once (the block, the quantizer's temporaries).
-STREAM_BLOCKS = 4
+#: Float32 row blocks a streamed linear has alive at once (the block, the quantizer's temporaries): 4 measured
+#: on DeepSeek-V3 dimensions (an 18432x7168 bf16 linear peaked 0.65 GiB for 0.62 planned with 4), plus one of slack.
+STREAM_BLOCKS = 5
+#: Hessian-sized float32 matrices GPTQ holds next to the accumulated one while it quantizes a linear (the
+#: scaled Hessian, its working copy, the Cholesky factor, the inverse and its factor): measured 5.1-5.4x.
+GPTQ_WORKING_HESSIANS = 5
 UNLIMITED = 2**60
 
 ASSUMPTIONS_STREAMED = ("a streamed linear holds its weight in the checkpoint dtype, its codes (<= 1 byte/element) "
                         f"and {STREAM_BLOCKS} float32 row blocks of {BLOCK_BYTES // 2**20} MiB")
-ASSUMPTIONS_UNIT = "a whole unit holds its float32 weights 3x (float, quantized, dequantized simulation) + 2x activations"
-ASSUMPTIONS_STORED = ("a unit holds its weights in the checkpoint dtype 3x (stored, quantized, calibration copy), "
-                      "the running linear in float32 2x, the GPTQ Hessians (in x in float32 per linear) + 2x "
-                      "activations")
+ASSUMPTIONS_UNIT = ("a whole unit holds its float32 weights 3x (float, quantized, dequantized simulation), the GPTQ "
+                    f"Hessians (the widest {1 + GPTQ_WORKING_HESSIANS}x while it is factorised) + 2x activations")
+ASSUMPTIONS_STORED = ("a unit holds its weights in the checkpoint dtype (twice where a processor rewrites them in "
+                      "float32, e.g. smoothing), their codes (<= 1 byte/element), the running linear in float32 2x, "
+                      f"the GPTQ Hessians (in x in float32 per linear, the widest {1 + GPTQ_WORKING_HESSIANS}x while "
+                      "it is factorised) + 2x activations")
+#: Processor types known to leave the stored weights alone (they add codes and statistics, never rewrite a weight).
+NON_REWRITING = frozenset({"linear_quant", "dynamic_cache", "group"})
 
 
 def gib(value: float) -> str:
@@ -80,6 +88,39 @@ def streamed_piece_need(piece: Unit, storage_element: int) -> int:
     return weights + elements + STREAM_BLOCKS * min(BLOCK_BYTES, 4 * elements)
 
 
+def rewrites_weights(configs) -> bool:
+    """Whether some processor of a stage (also inside groups) may rewrite stored weights in float32 (smoothing
+    folds, rotations, AWQ): every processor type but the known quantizing ones counts, to stay on the safe side."""
+    for config in configs:
+        if getattr(config, "type", None) not in NON_REWRITING:
+            return True
+        if rewrites_weights(getattr(config, "configs", None) or []):
+            return True
+    return False
+
+
+def calibrated_weights_need(compute_bytes: int, compute_element: int, storage_element: int,
+                            shapes: list[tuple[int, int]], hessians: bool, rewrites: bool) -> int:
+    """Bytes the weights of a unit or piece take while it is calibrated (activations apart).
+
+    Held in the compute dtype: 3x (float or calibrating, quantized, dequantized simulation). Held in a narrower
+    storage dtype (runtime/storage.py): the stored weights (twice when a processor rewrites them: the rewritten
+    ones are promoted to the compute dtype), their codes (<= 1 byte/element), the running linear in float32 twice
+    (its upcast weight, the dequantized or GPTQ working copy). Measured on DeepSeek-V3 dimensions (bf16, w8a8
+    static): a dense layer 2.10 GiB for 2.62 planned, 8 routed experts 0.86 GiB for 1.09. With GPTQ, every
+    linear's Hessian (in x in float32) is held from the calibration forward until it is quantized, and the widest
+    one GPTQ_WORKING_HESSIANS times more while it is factorised."""
+    elements = compute_bytes // compute_element
+    running = 2 * max((out * inp for out, inp in shapes), default=0) * compute_element
+    gptq = 0
+    if hessians and shapes:
+        gptq = 4 * (sum(inp * inp for _, inp in shapes) + GPTQ_WORKING_HESSIANS * max(inp * inp for _, inp in shapes))
+    if storage_element >= compute_element:
+        return 3 * compute_bytes + gptq
+    stored = elements * storage_element * (2 if rewrites else 1)
+    return stored + elements + running + gptq
+
+
 def kind_of(label: str) -> str:
     """A piece label with expert/layer numbers folded, so 768 expert linears report as one row."""
     return re.sub(r"(^|\.)\d+(?=\.|$)", r"\1*", label)
@@ -93,6 +134,14 @@ class PieceFigures:
 
 
 @dataclass
+class _OpenPiece:
+    """A piece between enter and leave: what the process held when it started and its peak so far."""
+
+    held: int
+    peak: int
+
+
+@dataclass
 class MemoryBudget:
     """Plan and check of one stage: `limit` is the budget in bytes (None: report only, never refuse)."""
 
@@ -103,6 +152,8 @@ class MemoryBudget:
     hint: str = "raise --max_memory (or free memory on the host)."
     figures: dict[str, PieceFigures] = field(default_factory=dict)
     _measuring: bool = False
+    #: Pieces entered and not yet left, innermost last (a MoE trunk stays while its expert groups run).
+    _open: list[_OpenPiece] = field(default_factory=list)
 
     @classmethod
     def start(cls, limit: int | None, assumptions: str, hint: str | None = None) -> MemoryBudget:
@@ -130,10 +181,23 @@ class MemoryBudget:
                 "raise --max_memory; if the process holds much more than its baseline of "
                 f"{gib(self.baseline)}, please report it with MSMODELSLIM_LOG_LEVEL=debug output.",
             )
+        self._fold_peak()
+        self._open.append(_OpenPiece(held, held))
         self._measuring = reset_peak_rss()
 
+    def _fold_peak(self) -> None:
+        """Credit the peak since the last reset to every open piece (an inner piece's reset must not hide the
+        outer piece's peak)."""
+        peak = peak_since_reset() if self._measuring else rss_bytes()
+        for piece in self._open:
+            piece.peak = max(piece.peak, peak)
+
     def leave(self, label: str, need: int) -> None:
-        measured = max(0, (peak_since_reset() if self._measuring else rss_bytes()) - self.baseline)
+        """Record the piece's plan and its measured peak above what the process held when it started (the
+        quantity `enter` checks the plan against)."""
+        self._fold_peak()
+        piece = self._open.pop() if self._open else _OpenPiece(self.baseline, rss_bytes())
+        measured = max(0, piece.peak - piece.held)
         figures = self.figures.setdefault(kind_of(label), PieceFigures())
         figures.count += 1
         figures.plan = max(figures.plan, need)
@@ -147,10 +211,10 @@ class MemoryBudget:
                     self.assumptions)
 
     def report_lines(self, limit: int | None = None) -> list[str]:
-        """Plan vs measured (bytes above the baseline) per kind of piece, largest plan first (`limit` rows)."""
+        """Plan vs measured (bytes above what the process held at the piece's start) per kind of piece, largest plan first (`limit` rows)."""
         rows = sorted(self.figures.items(), key=lambda item: (-item[1].plan, -item[1].measured))[:limit]
-        return [f"{kind} (x{f.count}): plan {gib(f.plan)}, measured {gib(f.measured)} above the baseline"
-                for kind, f in rows]
+        return [f"{kind} (x{f.count}): plan {gib(f.plan)}, measured {gib(f.measured)} above what the process "
+                f"held when it started" for kind, f in rows]
 
     def as_json(self) -> dict:
         return {"baseline_bytes": self.baseline, "limit_bytes": self.limit, "assumptions": self.assumptions,

@@ -3,7 +3,10 @@
 Given `--device cpu:0,1` / `cuda:0,1` / `npu:0,1,2,3`, one process per device is started (gloo on CPU, nccl
 on CUDA, hccl on NPU); under `torchrun` (several nodes) the ranks already exist and join the existing
 process group instead. Every rank processes every unit on its share of the samples; statistics are reduced
-across ranks, each weight is quantized by one rank and broadcast, and rank 0 alone writes the checkpoint.
+across ranks, each weight is quantized by one rank and broadcast, and rank 0 alone writes the checkpoint. A unit
+processed in pieces (a MoE trunk and groups of routed experts, a dense layer's attention block and MLP) is walked
+piece by piece by every rank in the same order: each piece's statistics are reduced and its weights quantized
+across the ranks as a whole unit's are.
 If a rank dies the others are stopped and the run fails with that rank's error.
 """
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +38,7 @@ from modelslim_core.runtime.observation import pause_statistics
 from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.saver import Saver
 from modelslim_core.runtime.unit import Unit, UnitInput
-from modelslim_runners.pieces import linear_pieces
+from modelslim_runners.pieces import forward_replaced, linear_pieces
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +127,6 @@ def release_trunk(unit: Unit, experts_path: str) -> None:
                 module._buffers[name] = buffer.to("meta")
 
 
-@contextmanager
-def experts_replaced(moe: PerExpertMoE, forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-                     ) -> Iterator[None]:
-    moe.forward = forward  # instance attribute: nn.Module.__call__ uses it
-    try:
-        yield
-    finally:
-        del moe.forward
-
-
 class MoEPieceRun:
     """One calibrated MoE unit, processed in pieces (see the module docstring)."""
 
@@ -184,7 +173,7 @@ class MoEPieceRun:
             calls.append(ExpertCall(hidden.detach().to(back), index.to(back), weights.detach().to(back)))
             return torch.zeros_like(hidden)
 
-        with experts_replaced(self.moe, record):
+        with forward_replaced(self.moe, record):
             for sample in self.inputs:
                 self._run(self.unit.module, sample)
         return self.pipeline.spill.keep(calls)
@@ -201,7 +190,7 @@ class MoEPieceRun:
             return total
 
         def outputs() -> Iterator[torch.Tensor]:
-            with experts_replaced(moe, replay), pause_statistics():
+            with forward_replaced(moe, replay), pause_statistics():
                 for sample in self.inputs:
                     yield self._run(module, sample).to(back)
 

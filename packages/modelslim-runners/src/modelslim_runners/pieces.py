@@ -8,9 +8,24 @@ saver writing piece after piece writes exactly what it would write for the whole
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 from torch import nn
 
 from modelslim_core.runtime.unit import Unit, is_linear_slot
+
+
+@contextmanager
+def forward_replaced(module: nn.Module, forward: Callable[..., Any]) -> Iterator[None]:
+    """`module` runs `forward` instead of its own while the context lasts: a stand-in for a piece of the unit that
+    is not loaded (it records what reaches it, or returns what was recorded)."""
+    module.forward = forward  # instance attribute: nn.Module.__call__ uses it
+    try:
+        yield
+    finally:
+        del module.forward
 
 
 def linear_pieces(unit: Unit) -> list[Unit]:

@@ -37,12 +37,13 @@ from modelslim_core.runtime.storage import compute_in
 from modelslim_core.quant.quantized_linear import release_dequantized
 from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.memory import nested_tensor_bytes, rss_bytes
+from modelslim_runners.dense_pieces import RESUME_KIND, DensePieceRun, DenseSplit, dense_split
 from modelslim_runners.moe_pieces import MoEPieceRun, expert_group_piece, routed_experts, trunk_piece
 from modelslim_runners.pieces import linear_pieces, linear_weight_shapes, piece_bytes
 from modelslim_runners.placement import LayerWisePlacement, Placement, move
 from modelslim_core.errors import MemoryBudgetError
-from modelslim_runners.budget import (ASSUMPTIONS_STORED, ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget, gib,
-                                      kind_of, streamed_piece_need)
+from modelslim_runners.budget import (ASSUMPTIONS_STORED, ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget,
+                                      calibrated_weights_need, gib, kind_of, rewrites_weights, streamed_piece_need)
 from modelslim_runners.report import RunSummary, log_memory_plan, unit_bytes
 from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
@@ -52,6 +53,8 @@ from modelslim_runners.unit_cache import UnitCache
 logger = logging.getLogger(__name__)
 #: Routed experts per piece of a calibrated MoE layer, whatever the budget (memory bounded without knowing it).
 EXPERTS_PER_PIECE_ENV = "MSMODELSLIM_EXPERTS_PER_PIECE"
+#: "1": every calibrated dense layer is processed as its attention piece then its MLP piece, whatever the budget.
+DENSE_PIECES_ENV = "MSMODELSLIM_DENSE_PIECES"
 #: Where a resume point keeps the recorder's records (report statistics of the units already finished).
 RECORDER_STATE_KEY = "_modelslim_recorder"
 
@@ -100,6 +103,7 @@ class UnitPipeline:
         self._budget = MemoryBudget(None, 0, "")
         self._activations = 0
         self._hessians = False
+        self._rewrites = True
         self._cache: UnitCache | None = None
 
     def run(self, stages: list[Stage]) -> None:
@@ -233,6 +237,7 @@ class UnitPipeline:
         self._moe_pieces = self._calibrates_in_pieces(stage, processors)
         self._data_processors = sum(type(p).needs_data(p.config) for p in processors)
         self._hessians = accumulates_hessians(stage.processors)
+        self._rewrites = rewrites_weights(stage.processors)
         try:
             units = self.adapter.units(model)
             check_layer_selections(self.adapter, units, stage.processors)
@@ -303,9 +308,11 @@ class UnitPipeline:
                 and all(type(p).handles_pieces(p.config) for p in processors))
 
     def _calibrates_in_pieces(self, stage: Stage, processors: list[Processor]) -> bool:
-        """Calibrated stages whose processors all accept MoE pieces may process a MoE layer that does not fit
-        the budget as its trunk plus groups of routed experts (moe_pieces.py); single process only."""
-        return (stage_needs_data(stage) and self.placement.loads_pieces and self.world == 1
+        """Calibrated stages whose processors all accept calibrated pieces may process a layer that does not fit
+        the budget in pieces: a MoE layer as its trunk plus groups of routed experts (moe_pieces.py), a dense one
+        as its attention block then its MLP (dense_pieces.py). Data-parallel ranks walk the same pieces in the
+        same order over their own samples, so each piece's statistics are reduced like a whole unit's."""
+        return (stage_needs_data(stage) and self.placement.loads_pieces
                 and all(type(p).handles_calibrated_pieces(p.config) for p in processors))
 
     def _piece_need(self, piece: Unit) -> int:
@@ -313,21 +320,21 @@ class UnitPipeline:
         (float or calibrating, quantized, dequantized simulation); the trunk (calibrating, the copy of its
         calibration state its outputs are replayed from, dequantized simulation) plus one capture of the
         experts' inputs per calibrating processor and the final one, and the unit's inputs and outputs."""
-        weights = self._weights_need(piece, piece_bytes(piece, self._compute_element()))
-        return weights if piece.subtrees else weights + (self._data_processors + 3) * self._activations
+        return self._piece_weights_need(piece) if piece.subtrees else self._piece_need_with_activations(piece)
+
+    def _piece_weights_need(self, piece: Unit) -> int:
+        return self._weights_need(piece, piece_bytes(piece, self._compute_element()))
+
+    def _piece_need_with_activations(self, piece: Unit) -> int:
+        """A piece that holds the unit's activations while it runs (a MoE trunk; either piece of a dense layer:
+        the attention outputs recorded per calibrating processor and the final ones, inputs and outputs)."""
+        return self._piece_weights_need(piece) + (self._data_processors + 3) * self._activations
 
     def _weights_need(self, piece: Unit, compute_bytes: int) -> int:
-        """Weights of a unit or piece while it is calibrated: 3x in the compute dtype when it is held in it;
-        held in a narrower dtype (runtime/storage.py), 3x that, plus the running linear in float32 twice
-        (its upcast weight and the dequantized or GPTQ working copy) and the GPTQ Hessians."""
-        storage = self.placement.unit_storage_dtype
-        if storage == self.context.compute_dtype:
-            return 3 * compute_bytes
-        compute_element, storage_element = self._compute_element(), torch.empty((), dtype=storage).element_size()
-        shapes = linear_weight_shapes(piece)
-        running = 2 * max((out * inp for out, inp in shapes), default=0) * compute_element
-        hessians = sum(inp * inp for _, inp in shapes) * 4 if self._hessians else 0
-        return 3 * compute_bytes // compute_element * storage_element + running + hessians
+        """Weights of a unit or piece while it is calibrated (budget.calibrated_weights_need)."""
+        storage_element = torch.empty((), dtype=self.placement.unit_storage_dtype).element_size()
+        return calibrated_weights_need(compute_bytes, self._compute_element(), storage_element,
+                                       linear_weight_shapes(piece), self._hessians, self._rewrites)
 
     def _compute_element(self) -> int:
         return torch.empty((), dtype=self.context.compute_dtype).element_size()
@@ -355,8 +362,25 @@ class UnitPipeline:
                 f"top of the process baseline of {gib(self._budget.baseline)}.", self._budget.hint)
         return min(len(moe), (room - trunk) // expert)
 
+    def _dense_split(self, unit: Unit) -> DenseSplit | None:
+        """The attention and MLP pieces of a calibrated dense unit that does not fit the budget whole (or of every
+        dense unit when MSMODELSLIM_DENSE_PIECES=1); None: the unit is processed whole."""
+        if not self._moe_pieces or routed_experts(unit) is not None:
+            return None
+        split = dense_split(unit)
+        if split is None or os.environ.get(DENSE_PIECES_ENV, "") == "1":
+            return split
+        if self._budget.limit is None:
+            return None
+        room = self._budget.limit - self._budget.baseline
+        return split if self._unit_need(unit, self._activations) > room else None
+
     def _unit_plan(self, unit: Unit) -> tuple[int, str]:
         """(bytes needed above the baseline, label) of the largest piece a unit is processed in."""
+        split = self._dense_split(unit)
+        if split is not None:
+            return max((self._piece_need_with_activations(piece), f"{unit.name}.{piece.label}")
+                       for piece in (split.attention, split.mlp))
         group = self._experts_per_group(unit)
         if group is None:
             return self._unit_need(unit, self._activations), unit.name
@@ -364,13 +388,15 @@ class UnitPipeline:
         need = self._piece_need(trunk_piece(unit, path)) + self._piece_need(expert_group_piece(unit, path, range(group)))
         return need, f"{unit.name} (trunk + {group} routed experts)"
 
-    def enter_calibrated_piece(self, piece: Unit, need: int) -> None:
+    def enter_calibrated_piece(self, piece: Unit, need: int, load: bool = True) -> None:
+        """Check the budget and load the piece (`load=False`: a resumed piece whose tensors the run restores)."""
         self._budget.enter(f"{piece.name}.{piece.label}", need)
-        self.placement.enter(piece, self.placement.unit_storage_dtype)
+        if load:
+            self.placement.enter(piece, self.placement.unit_storage_dtype)
 
-    def leave_calibrated_piece(self, piece: Unit, need: int) -> None:
+    def leave_calibrated_piece(self, piece: Unit, need: int, kind: str | None = None) -> None:
         self.placement.leave(piece)
-        self._budget.leave(kind_of(piece.label) if not piece.subtrees else "routed experts (group)", need)
+        self._budget.leave(kind or (kind_of(piece.label) if not piece.subtrees else "routed experts (group)"), need)
 
     def _storage_element(self) -> int:
         return torch.empty((), dtype=self.placement.storage_dtype).element_size()
@@ -381,7 +407,7 @@ class UnitPipeline:
     def _plan_memory(self, model: nn.Module, units: list[Unit], activations: int) -> MemoryBudget:
         """Log the plan (per piece, with the measured baseline) and refuse up front a piece that cannot fit."""
         layer_wise = isinstance(self.placement, LayerWisePlacement)
-        if not self._piecewise:
+        if not layer_wise:  # layer-wise runs log the budget's plan per piece below (what they are checked against)
             log_memory_plan(model, units, self.context.compute_dtype, activations, layer_wise)
         if self._piecewise:
             budget = MemoryBudget.start(self.context.max_memory, ASSUMPTIONS_STREAMED)
@@ -432,6 +458,10 @@ class UnitPipeline:
             self._run_pieces(unit, processors, savers)
             return None
         resume, self._resume_piece = self._resume_piece, None
+        if resume is not None and resume.get("kind") == RESUME_KIND or resume is None and inputs is not None:
+            split = self._dense_split(unit) if resume is None else dense_split(unit)
+            if split is not None:
+                return self._run_dense_pieces(unit, split, processors, savers, inputs, is_last, resume)
         # A resumed unit keeps the group boundaries of the killed run, whatever the budget is now.
         group = resume["group_size"] if resume else self._experts_per_group(unit) if inputs is not None else None
         if group is not None:
@@ -471,6 +501,18 @@ class UnitPipeline:
         if inputs is None or is_last:
             return None
         return self.spill.keep(self.adapter.next_unit_input(out, inp) for out, inp in zip(outputs, inputs))
+
+    def _run_dense_pieces(self, unit: Unit, split: DenseSplit, processors: list[Processor], savers: list[Saver],
+                          inputs: Sequence[UnitInput], is_last: bool, resume: dict | None) -> Sequence[UnitInput] | None:
+        logger.info("%s is processed in pieces: its attention block, then its MLP.", unit.name)
+        if self._cache is not None:
+            self._cache.skip()
+
+        def checkpoint(progress: dict) -> None:
+            self._checkpoint(self._stage, unit.index, inputs, processors, savers, piece=progress)
+
+        return DensePieceRun(self, unit, split, processors, savers, inputs, is_last, self._piece_need_with_activations,
+                             checkpoint, resume).run()
 
     def _forward_until(self, unit: Unit, inputs: Sequence[UnitInput], modules: list[nn.Module]) -> None:
         """Run each sample only until every one of `modules` has been called (their inputs are all the running

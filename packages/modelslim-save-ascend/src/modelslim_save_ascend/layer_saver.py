@@ -44,6 +44,7 @@ class LayerTreeSaver(Saver, ABC):
     """Base of the Ascend savers: writes units as they finish, then everything outside them."""
 
     config: ShardedSaverConfig
+    writes_release_layout = True
     #: File name prefix of the weights (`<prefix>.safetensors`, `<prefix>-0000i-of-0000N.safetensors`).
     weights_prefix: ClassVar[str]
     #: Glob matching this format's description files, removed before a run so stale output never looks complete.

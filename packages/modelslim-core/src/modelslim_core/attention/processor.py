@@ -98,7 +98,8 @@ class AttentionProcessor(Processor, ABC):
 
     def preprocess(self, unit: Unit) -> None:
         self._drop_finals()
-        self._sites = [site for site in self.context.adapter.attention_sites(unit) if self.filter(site.name)]
+        self._sites = [site for site in self.context.adapter.attention_sites(unit)
+                       if unit.covers_site(site.name) and self.filter(site.name)]  # a piece: only its own sites
         for site in self._sites:
             self.start_site(site)
             tap = self.tap_for(site)

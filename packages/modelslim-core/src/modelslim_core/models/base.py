@@ -274,6 +274,12 @@ class ModelAdapter:
         start = len(unit.name) + 1
         return [site for site in sites if not any(fnmatchcase(site.name[start:], p) for p in self.float_linears)]
 
+    def release_fused_linears(self) -> list[str]:
+        """Module paths of linears the release stores fused with others in one tensor (one name per fused
+        tensor and layer suffices): savers writing the release layout can put them back only float, so a config
+        quantizing one is refused at load (formats/fused_release.py). Empty for most families."""
+        return []
+
     #: Why this family has no attention site the KV-cache / FA3 processors can act on, and what the serving
     #: engine does instead (added to their refusal, attention/processor.py); None: nothing to add.
     attention_note: ClassVar[str | None] = None

@@ -109,6 +109,8 @@ def resolve_subgraphs(unit: Unit, patterns: tuple[SubgraphPattern, ...], heads: 
         if source is None or any(t is None for t in targets):
             continue
         source_name = f"{unit.name}.{pattern.source}"
+        if not all(unit.covers(name) for name in (pattern.source, *pattern.targets)):
+            continue  # a piece of the unit: a subgraph of another piece is that piece's (runners' *_pieces.py)
         if not all(isinstance(t, nn.Linear) for t in targets):
             logger.warning("Smoothing skips %s: its consumers are no longer float linears (already quantized?).",
                            source_name)

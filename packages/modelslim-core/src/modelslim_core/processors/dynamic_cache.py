@@ -68,6 +68,11 @@ class DynamicCacheProcessor(AttentionProcessor):
         """It observes keys and values only; no weight is read or written."""
         return True
 
+    @classmethod
+    def handles_calibrated_pieces(cls, config: DynamicCacheConfig) -> bool:
+        """Each site's statistics are its own attention module's, which lies whole in the attention piece."""
+        return True
+
     def __init__(self, config: DynamicCacheConfig, context):
         super().__init__(config, context)
         self._ranges: dict[str, tuple[ChannelRange, ChannelRange]] = {}

@@ -23,18 +23,22 @@ CLIP_RATIOS = tuple(round(1.0 - 0.02 * i, 2) for i in range(11))
 
 def clip_search_qparams(columns: torch.Tensor, bits: int, symmetric: bool, importance: torch.Tensor | None = None,
                         full_range: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and offset per row of `columns` ([rows, n]) with the least importance-weighted squared error."""
+    """Scale and offset per row of `columns` ([..., rows, n], e.g. [out, groups, group_size] for every group of
+    a weight at once) with the least importance-weighted squared error; `importance` broadcasts against
+    `columns` ([n], or [groups, group_size] for the grouped view). Every row and every candidate ratio are
+    evaluated in tensor operations: the only loop is over the CLIP_RATIOS."""
     w = columns.float()
-    lo_full, hi_full = w.amin(dim=1), w.amax(dim=1)
-    weights = torch.ones(w.shape[1], device=w.device) if importance is None else importance.float().to(w.device)
+    lo_full, hi_full = w.amin(dim=-1), w.amax(dim=-1)
+    weights = torch.ones(w.shape[-1], device=w.device) if importance is None else importance.float().to(w.device)
     low, high = qrange(bits)
-    best_error = torch.full((w.shape[0],), float("inf"), device=w.device)
-    best_scale = torch.zeros(w.shape[0], device=w.device)
-    best_offset = torch.zeros(w.shape[0], device=w.device)
+    best_error = torch.full(lo_full.shape, float("inf"), device=w.device)
+    best_scale = torch.zeros(lo_full.shape, device=w.device)
+    best_offset = torch.zeros(lo_full.shape, device=w.device)
     for ratio in CLIP_RATIOS:
         scale, offset = compute_qparams(lo_full * ratio, hi_full * ratio, bits, symmetric, full_range)
-        codes = torch.clamp(torch.round(w / scale[:, None] + offset[:, None]), low, high)
-        error = (((codes - offset[:, None]) * scale[:, None] - w) ** 2) @ weights
+        scale_, offset_ = scale.unsqueeze(-1), offset.unsqueeze(-1)
+        codes = torch.clamp(torch.round(w / scale_ + offset_), low, high)
+        error = (((codes - offset_) * scale_ - w) ** 2 * weights).sum(dim=-1)
         better = error < best_error
         best_error = torch.where(better, error, best_error)
         best_scale = torch.where(better, scale, best_scale)

@@ -68,7 +68,8 @@ EXT_KEYS: dict[str, ExtKey] = {
         "an integer > 0 (input columns per group) or 'auto' (the largest of 128/64/32 that divides the input "
         "dimension of every layer the linear_quant quantizes)", lambda v: _positive_int(v) or v == AUTO_GROUP_SIZE),
     "act_order": ExtKey("true or false (GPTQ: quantize columns by decreasing Hessian diagonal)", lambda v: isinstance(v, bool)),
-    "clip_search": ExtKey("true or false (GPTQ: each row's grid range shrunk to the least input-weighted error)",
+    "clip_search": ExtKey("true or false (GPTQ: each row's grid range shrunk to the least input-weighted error; "
+                          "default true at int4, false at int8)",
                           lambda v: isinstance(v, bool)),
     "full_range": ExtKey("true or false (GPTQ, symmetric: the grid spans every code, scale max|x|/7.5 at int4 "
                          "instead of /7; default true at int4, false at int8)", lambda v: isinstance(v, bool)),

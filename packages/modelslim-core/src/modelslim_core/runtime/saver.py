@@ -26,6 +26,9 @@ class Saver:
     writes: ClassVar[frozenset[str] | None] = None
     #: False for a format with no place for per-group parameters (no group_size): per-group layers are refused.
     writes_per_group: ClassVar[bool] = True
+    #: True for savers that write the release's own tensor names and fused tensors (the adapter's
+    #: `saved_tensor_name` / `fused_checkpoint_part`): a linear stored fused can then only be written float.
+    writes_release_layout: ClassVar[bool] = False
 
     def __init__(self, config: SaverConfig, context: RunContext):
         self.config = config

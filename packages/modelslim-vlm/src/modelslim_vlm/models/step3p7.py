@@ -83,6 +83,14 @@ class Step3p7Adapter(MtpLayersMixin, MoEAdapterMixin, VlmAdapter):
                              torch.stack)
         return None
 
+    def release_fused_linears(self) -> list[str]:
+        """Each MoE layer's routed-expert projections: stacked over experts in the release."""
+        text = self._sub_config("text_config")
+        kinds = text.get("mlp_layer_types") or ["sparse"] * int(text.get("num_hidden_layers", 0))
+        return [f"model.language_model.layers.{layer}.mlp.experts.0.{projection}"
+                for layer, kind in enumerate(kinds) if kind == "sparse"
+                for projection in ("gate_proj", "up_proj", "down_proj")]
+
     def _num_experts(self) -> int:
         text = self._sub_config("text_config")
         return int(text.get("num_local_experts") or text.get("n_routed_experts"))

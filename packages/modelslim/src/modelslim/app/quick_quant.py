@@ -21,6 +21,7 @@ from typing import Any
 from modelslim_core.devices import resolve_device
 from modelslim_core.errors import ConfigError
 from modelslim_core.formats.engines import check_target_engines
+from modelslim_core.formats.fused_release import check_fused_release_linears
 from modelslim_core.io.permissions import secure_tree
 from modelslim_core.io.dir_lock import exclusive_directory
 from modelslim_core.models.base import ModelAdapter
@@ -123,6 +124,7 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     raw, source = choose_config(args, adapter.pedigree, confirm or Confirmer(args.yes), adapter.apiversions)
     config: QuantConfig = parse_quant_config(raw, source)
     check_target_engines(config.spec, args.tags, read_model_config(model_path), source)
+    check_fused_release_linears(config.spec, adapter, source)
     request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug,
                            max_memory=args.max_memory)
     try:

@@ -14,7 +14,7 @@ import traceback
 from modelslim_core.errors import ModelSlimError, UsageError
 
 from modelslim.app.check import check_command
-from modelslim.cli import analyze_command, environment, logging_setup, signals, tune_command
+from modelslim.cli import analyze_command, environment, logging_setup, process_gc, signals, tune_command
 from modelslim.cli.parser import build_parser
 from modelslim.cli.spelling import did_you_mean, long_options, normalize, subcommands
 
@@ -115,11 +115,15 @@ def _parse(parser, argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     environment.prepare()
+    owns_process = argv is None  # the console script; tests call main(argv) in their own process
     with signals.installed():
-        return _main(list(sys.argv[1:] if argv is None else argv))
+        code = _main(list(sys.argv[1:] if argv is None else argv), owns_process)
+    if owns_process:
+        process_gc.freeze_for_exit()
+    return code
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], owns_process: bool = False) -> int:
     parser = build_parser()
     try:
         level = logging_setup.env_log_level()
@@ -131,6 +135,8 @@ def _main(argv: list[str]) -> int:
             level = logging.DEBUG
         logging_setup.configure(level, getattr(args, "log_file", None))
         _early_checks(args)
+        if owns_process:
+            process_gc.import_frozen(args.command)
         COMMANDS[args.command](args)
         return 0
     except SystemExit as exc:  # argparse: -h / --version (0)
