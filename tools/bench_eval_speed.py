@@ -15,6 +15,9 @@ Every time is wall and process CPU seconds (CPU is the honest figure on a shared
 the float forward's CPU.
 
     uv run python tools/bench_eval_speed.py [--layers 8] [--schemes w8a8,w8a8_dynamic,w4a8_group]
+
+`--model_path DIR` (with `--model_type`) times a real checkpoint instead, e.g. the demo LM with its own held-out
+set: `--model_path examples/qwen2-demo --model_type Qwen2-demo --dataset calib/demo_heldout.jsonl`.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--schemes", default="w8a8,w8a8_dynamic,w4a4")
     parser.add_argument("--max_samples", type=int, default=6)
+    parser.add_argument("--model_path", help="a float checkpoint to time instead of the random SmolLM2-width Llama")
+    parser.add_argument("--model_type", default="Llama-demo")
+    parser.add_argument("--dataset", default=DATASET)
     args = parser.parse_args()
 
     from modelslim.app import evaluate
@@ -88,14 +94,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model_dir = build_model(work / "model", args.layers)
+        model_dir = Path(args.model_path).resolve() if args.model_path else build_model(work / "model", args.layers)
         float_model, _ = evaluate._load_float(model_dir, torch.device("cpu"))
-        texts = load_texts(DATASET)[: args.max_samples]
+        texts = load_texts(args.dataset)[: args.max_samples]
         samples = evaluate._tokenize(model_dir, texts)
         tokens = sum(s["input_ids"].shape[1] for s in samples)
         with torch.no_grad():
             float_wall, float_s = seconds(lambda: [float_model(**s) for s in samples])
-        print(f"\nLlama {args.layers} layers at SmolLM2-135M width, {len(samples)} samples, {tokens} tokens, "
+        what = model_dir.name if args.model_path else f"Llama {args.layers} layers at SmolLM2-135M width"
+        print(f"\n{what}, {len(samples)} samples, {tokens} tokens, "
               f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; float forward "
               f"{float_wall:.2f} s wall, {float_s:.2f} s CPU\n")
         print("| scheme | quantized forward CPU s (x float) | eval CPU s (x float) | judge, first round CPU s (x float) "
@@ -105,12 +112,12 @@ def main() -> None:
             config = work / f"{scheme}.yaml"
             config.write_text(config_text(*SCHEMES[scheme]))
             out = work / f"out_{scheme}"
-            run_quant(QuantArgs(str(model_dir), str(out), "Llama-demo", config_path=str(config), device="cpu"))
+            run_quant(QuantArgs(str(model_dir), str(out), args.model_type, config_path=str(config), device="cpu"))
             quant_model = load_quantized_model(model_dir, out)
             with torch.no_grad():
                 _, quant_s = seconds(lambda: [quant_model(**s) for s in samples])
             del quant_model
-            eval_args = evaluate.EvalArgs(str(model_dir), str(out), DATASET, device="cpu", max_samples=args.max_samples)
+            eval_args = evaluate.EvalArgs(str(model_dir), str(out), args.dataset, device="cpu", max_samples=args.max_samples)
             _, eval_s = seconds(lambda: evaluate.run_eval(eval_args))
             known = []
             _, first_s = seconds(lambda: known.append(evaluate.end_to_end(eval_args)[1]))

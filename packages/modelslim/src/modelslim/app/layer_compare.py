@@ -179,7 +179,16 @@ def _captured(modules: dict[str, nn.Module], store: dict[str, list[tuple[torch.T
 
 
 def _rows(calls: list[tuple[torch.Tensor, torch.Tensor]], index: int, limit: int) -> torch.Tensor:
-    return torch.cat([call[index].flatten(0, -2) for call in calls])[:limit]
+    """The first `limit` rows of the calls' inputs (index 0) or outputs (1), cut before they are joined (a
+    call holds the whole sample; copying it all to keep FIT_TOKENS rows was most of the fit's cost)."""
+    parts, count = [], 0
+    for call in calls:
+        if count >= limit:
+            break
+        part = call[index].flatten(0, -2)[: limit - count]
+        parts.append(part)
+        count += part.shape[0]
+    return torch.cat(parts) if len(parts) != 1 else parts[0]
 
 
 def _candidates(rotation: torch.Tensor | None, features: int) -> list[torch.Tensor | None]:
