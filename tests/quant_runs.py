@@ -38,6 +38,15 @@ spec:
 """
 
 
+def write_mixed_run(directory: Path, label: str) -> Path:
+    """A two-sample calibration set (Latin and CJK text) and mixed_config over it in `directory`; the config."""
+    dataset = directory / "calib.jsonl"
+    dataset.write_text(f'{{"text": "{label} calibration text, with numbers 1 2 3."}}\n{{"text": "第二个样本。"}}\n')
+    config = directory / "mixed.yaml"
+    config.write_text(mixed_config(dataset))
+    return config
+
+
 def flow(mapping: dict) -> str:
     """A one-line YAML flow mapping of a flat dict."""
     return "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in mapping.items()) + "}"

@@ -22,7 +22,7 @@ from modelslim.app.layer_compare import (FIT_SAMPLES, LAYER_TOKENS, _ErrorStats,
                                          spread_rows)
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.reference_runtime import load_quantized_model
-from tests.quant_runs import mixed_config
+from tests.quant_runs import write_mixed_run
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
@@ -65,10 +65,7 @@ def test_a_pass_for_hooks_stops_before_an_unquantized_head() -> None:
 @pytest.fixture(scope="module")
 def models(tiny_models, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval_passes")
-    dataset = tmp / "calib.jsonl"
-    dataset.write_text('{"text": "Eval passes calibration text, with numbers 1 2 3."}\n{"text": "第二个样本。"}\n')
-    config = tmp / "mixed.yaml"
-    config.write_text(mixed_config(dataset))  # static W8A8 attention, dynamic MLP, W8A16 down_proj
+    config = write_mixed_run(tmp, "Eval passes")  # static W8A8 attention, dynamic MLP, W8A16 down_proj
     model_dir = tiny_models("qwen2", torch.float32)
     run_quant(QuantArgs(str(model_dir), str(tmp / "out"), "Qwen2-demo", config_path=str(config), device="cpu"))
     float_model, _ = _load_float(model_dir, torch.device("cpu"))

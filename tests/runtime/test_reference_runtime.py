@@ -13,7 +13,7 @@ from modelslim_core.reference_runtime import load_quantized_model
 from modelslim_core.formats.kernels.int_gemm import int8_matmul
 from modelslim_core.formats.kernels import KERNELS, LinearShape
 from modelslim_save_ascend.linear_export import EXPORTERS, ExportDtypes
-from tests.quant_runs import corrupt, mixed_config, quantize_capturing
+from tests.quant_runs import corrupt, quantize_capturing, write_mixed_run
 
 ACT = {
     "static": {"scope": "per_tensor", "dtype": "int8", "symmetric": False, "method": "minmax"},
@@ -78,10 +78,7 @@ def test_kernel_from_saved_tensors_equals_the_quantizer_simulation(kind, bias, s
 def quantized_run(tiny_models, tmp_path_factory):
     """A mixed W8A8 / W8A8_DYNAMIC / W8A16 checkpoint of a tiny fp16 Qwen2, and the quantizer's own modules."""
     tmp = tmp_path_factory.mktemp("runtime")
-    dataset = tmp / "calib.jsonl"
-    dataset.write_text('{"text": "Runtime calibration text, with numbers 1 2 3."}\n{"text": "第二个样本。"}\n')
-    config = tmp / "mixed.yaml"
-    config.write_text(mixed_config(dataset))
+    config = write_mixed_run(tmp, "Runtime")
     model_dir = tiny_models("qwen2", torch.float16)
     out = tmp / "out"
     return model_dir, out, quantize_capturing(model_dir, config, out)
