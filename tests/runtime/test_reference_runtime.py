@@ -153,6 +153,20 @@ def test_the_skeleton_is_never_initialised_and_every_tensor_is_read(quantized_ru
         assert torch.equal(model.get_parameter(name), source[name]), name
 
 
+def test_each_weight_file_is_opened_twice_at_most(quantized_run, monkeypatch):
+    """Opening a safetensors file parses its whole header: once to list the tensors, once to read them, not once
+    per tensor (which made loading a 1,000-tensor checkpoint quadratic)."""
+    from modelslim_core.reference_runtime import checkpoint
+
+    model_dir, out, _ = quantized_run
+    opened = []
+    real_open = checkpoint.safe_open
+    monkeypatch.setattr(checkpoint, "safe_open", lambda file, **kw: opened.append(file) or real_open(file, **kw))
+    load_quantized_model(model_dir, out)
+    files = set(opened)
+    assert files and len(opened) <= 2 * len(files)
+
+
 def test_a_tensor_left_on_meta_is_named(tmp_path):
     from modelslim_core.reference_runtime.loader import check_materialized
 

@@ -61,6 +61,10 @@ class SavedCheckpoint:
         self._file_of: dict[str, Path] = {}
         self._stored: dict[str, str] = {}  # module path -> saved name, where they differ (see rename)
         self._derived: dict[str, tuple[str, Any]] = {}  # split part -> (fused tensor, extract), see split
+        # dtype and shape of every stored tensor, read from each file's header once: opening a file parses its
+        # whole header, so one open per tensor costs O(tensors²) on a checkpoint of a thousand tensors
+        self._meta: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}
+        self._handles: dict[Path, Any] = {}  # open files while tensors are read (see `close`)
         for file in _weight_files(self.path):
             with safe_open(file, framework="pt") as handle:
                 for name in handle.keys():
@@ -68,6 +72,8 @@ class SavedCheckpoint:
                         raise CheckpointError(f"tensor {name} is stored twice ({self._file_of[name].name}, {file.name}).",
                                               "remove stale shards from the checkpoint directory.")
                     self._file_of[name] = file
+                    sliced = handle.get_slice(name)
+                    self._meta[name] = _DTYPES[sliced.get_dtype()], tuple(sliced.get_shape())
         self._check_tags_cover_tensors()
 
     def _check_tags_cover_tensors(self) -> None:
@@ -93,6 +99,7 @@ class SavedCheckpoint:
                                   "the checkpoint mixes naming schemes; re-run the quantization.")
         self._stored = {new: old for new, old in renamed.items() if new != old}
         self._file_of = {new: self._file_of[old] for new, old in renamed.items()}
+        self._meta = {new: self._meta[old] for new, old in renamed.items()}
         self.tags = {to_module_name(name): tag for name, tag in self.tags.items()}
         self.rotation_tensors = {to_module_name(name) for name in self.rotation_tensors}
 
@@ -126,17 +133,22 @@ class SavedCheckpoint:
         if name in self._derived:
             source, extract = self._derived[name]
             return extract(self.tensor(source))
-        with safe_open(self._file_of[name], framework="pt") as handle:
-            return handle.get_tensor(self.stored_name(name))
+        file = self._file_of[name]
+        handle = self._handles.get(file)
+        if handle is None:
+            handle = self._handles[file] = safe_open(file, framework="pt")
+        return handle.get_tensor(self.stored_name(name))
+
+    def close(self) -> None:
+        """Drop the open files (and their mapped pages) once the tensors are read; `tensor` reopens on demand."""
+        self._handles.clear()
 
     def meta(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         """dtype and shape without reading the data (split parts are computed: they are small tower tensors)."""
         if name in self._derived:
             part = self.tensor(name)
             return part.dtype, tuple(part.shape)
-        with safe_open(self._file_of[name], framework="pt") as handle:
-            sliced = handle.get_slice(self.stored_name(name))
-            return _DTYPES[sliced.get_dtype()], tuple(sliced.get_shape())
+        return self._meta[name]
 
 
 _DTYPES = {

@@ -207,6 +207,7 @@ def load_quantized_model(
     install_attention(model, plan.attention, checkpoint)
     install_online_rotations(model, rotations)
     check_materialized(model, checkpoint)
+    checkpoint.close()
     return model.to(device)
 
 
