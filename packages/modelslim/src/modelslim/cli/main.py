@@ -136,7 +136,7 @@ def _main(argv: list[str], owns_process: bool = False) -> int:
         logging_setup.configure(level, getattr(args, "log_file", None))
         _early_checks(args)
         if owns_process:
-            process_gc.import_frozen(args.command)
+            process_gc.import_frozen(args.command, getattr(args, "device", None))
         COMMANDS[args.command](args)
         return 0
     except SystemExit as exc:  # argparse: -h / --version (0)

@@ -27,14 +27,26 @@ HEAVY_COMMANDS = frozenset({"quant", "eval", "analyze", "tune"})
 HEAVY_MODULES = ("torch", "transformers", "transformers.activations", "transformers.modeling_layers")
 
 
-def import_frozen(command: str | None) -> None:
-    """Import the heavy libraries of `command` uncollected, then freeze what exists (see the module doc)."""
+def _load_device_backend(device: str | None) -> None:
+    """transformers imports torch_npu whenever it is installed, and a torch_npu without CANN fails inside that
+    import: load it first (or hide a broken one, or refuse it when `--device npu` asked for it) exactly as the
+    run's device resolution does (modelslim_core.devices.load_npu_backend)."""
+    from modelslim_core.devices import load_npu_backend, parse_device  # noqa: PLC0415
+
+    load_npu_backend(requested=device is not None and parse_device(device).type == "npu")
+
+
+def import_frozen(command: str | None, device: str | None = None) -> None:
+    """Import the heavy libraries of `command` uncollected, then freeze what exists (see the module doc);
+    `device` is the command's --device, which decides whether a torch_npu that cannot load is an error."""
     if command not in HEAVY_COMMANDS:
         return
     enabled = gc.isenabled()
     gc.disable()
     try:
-        for name in HEAVY_MODULES:
+        importlib.import_module(HEAVY_MODULES[0])
+        _load_device_backend(device)
+        for name in HEAVY_MODULES[1:]:
             importlib.import_module(name)
     finally:
         gc.freeze()
