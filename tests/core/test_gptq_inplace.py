@@ -110,3 +110,16 @@ def test_factorisation_needs_one_extra_hessian_of_memory():
     extra = (peak_since_reset() - held) / hessian.nbytes
     del upper
     assert extra < 1.5, f"the factorisation held {extra:.2f} Hessians of extra memory"
+
+
+def test_dequantize_in_place_equals_the_formula_and_keeps_the_codes():
+    from modelslim_core.quant.int_affine import dequantize_grouped
+
+    codes = torch.randint(-8, 8, (6, 64), dtype=torch.int8)
+    scale, offset = torch.rand(6, 4) + 0.01, torch.randn(6, 4).round()
+    kept = codes.clone()
+    expected = ((codes.float().reshape(6, 4, 16) - offset[..., None]) * scale[..., None]).reshape(6, 64)
+    assert torch.equal(dequantize_grouped(codes, scale, offset), expected)
+    float_codes = codes.float()  # a float container must not be rewritten by its own dequantization
+    dequantize_grouped(float_codes, scale, offset)
+    assert torch.equal(codes, kept) and torch.equal(float_codes, kept.float())
