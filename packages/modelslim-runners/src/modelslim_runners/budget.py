@@ -30,7 +30,9 @@ GIB = 2**30
 #: on DeepSeek-V3 dimensions (an 18432x7168 bf16 linear peaked 0.65 GiB for 0.62 planned with 4), plus one of slack.
 STREAM_BLOCKS = 5
 #: Hessian-sized float32 matrices GPTQ holds next to the accumulated one while it quantizes a linear: the
-#: accumulated sum is scaled, permuted and factorised in place, with one work buffer (quant/gptq.py).
+#: accumulated sum is scaled, permuted and factorised in place, with one work buffer (quant/gptq.py). Measured on
+#: a 4096-wide Hessian and a 512-row weight: 1.19 Hessians above the held sum, the float32 weight copy included
+#: (the copying implementation before it: 5.14).
 GPTQ_WORKING_HESSIANS = 1
 UNLIMITED = 2**60
 
