@@ -28,7 +28,7 @@ from modelslim_core.calib.text import load_texts
 from modelslim_core.debug import write_debug_info
 from modelslim_core.protocol.spec import build_processor, build_saver, processor_class
 from modelslim_core.runtime.context import RunContext
-from modelslim_core.runtime.distributed import rank_and_world
+from modelslim_core.runtime.distributed import rank_and_world, working_alone
 from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.runtime.selection_check import check_layer_selections
@@ -48,6 +48,7 @@ from modelslim_runners.report import RunSummary, log_memory_plan, unit_bytes
 from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
 from modelslim_runners.spill import ActivationSpill
+from modelslim_runners.split_pieces import piece_owners, receive_piece, send_piece, share_pattern_use
 from modelslim_runners.unit_cache import UnitCache
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,8 @@ class UnitPipeline:
         self._hessians = False
         self._rewrites = True
         self._cache: UnitCache | None = None
+        #: Linear pieces this rank loaded and quantized itself (data-parallel streamed stages: split_pieces.py).
+        self._own_pieces = 0
 
     def run(self, stages: list[Stage]) -> None:
         try:
@@ -258,6 +261,11 @@ class UnitPipeline:
             for line in self._budget.report_lines(limit=8):
                 logger.info("Memory per piece (largest plans): %s.", line)
             summary.memory = self._budget.as_json()
+            if self._piecewise and self.world > 1:
+                share_pattern_use(processors)  # each rank matched patterns on its own pieces only
+                logger.info("Pieces split across %d ranks: rank %d loaded and quantized %d of the %d linears; rank 0 "
+                            "saved them all.", self.world, self.rank, self._own_pieces,
+                            sum(bool(p.subtrees) for unit in units for p in linear_pieces(unit)))
             for processor in processors:
                 processor.post_run()
             for saver in savers:
@@ -431,14 +439,26 @@ class UnitPipeline:
         return budget
 
     def _run_pieces(self, unit: Unit, processors: list[Processor], savers: list[Saver]) -> None:
+        """Stream the unit piece by piece; with several ranks each piece is loaded and quantized by its owner
+        only and saved by rank 0 (split_pieces.py)."""
         element = self._storage_element()
-        for piece in linear_pieces(unit):
+        pieces = linear_pieces(unit)
+        for piece, owner in zip(pieces, piece_owners(pieces, unit.index, self.world), strict=True):
+            if owner != self.rank and self.rank != 0:
+                continue  # another rank's piece, saved by rank 0
             label, need = f"{unit.name}.{piece.label}", streamed_piece_need(piece, element)
             self._budget.enter(label, need)
-            self.placement.enter(piece)
-            for processor in processors:
-                processor.preprocess(piece)
-                processor.postprocess(piece)
+            if owner == self.rank:
+                self._own_pieces += bool(piece.subtrees)
+                self.placement.enter(piece)
+                with working_alone():
+                    for processor in processors:
+                        processor.preprocess(piece)
+                        processor.postprocess(piece)
+                if owner != 0:
+                    send_piece(piece)
+            else:
+                receive_piece(piece, owner, self.placement.device)
             for saver in savers:
                 saver.save_unit(piece)
             self.placement.leave(piece)
