@@ -559,17 +559,19 @@ class UnitPipeline:
 
     def _forward_until(self, unit: Unit, inputs: Sequence[UnitInput], modules: list[nn.Module]) -> None:
         """Run each sample only until every one of `modules` has been called (their inputs are all the running
-        processor records), skipping the rest of the unit: no outputs (the runner recomputes them if needed)."""
+        processor records; a `records_in_forward` module's forward has returned), skipping the rest of the
+        unit: no outputs (the runner recomputes them if needed)."""
         device = self.placement.device
         wanted = {id(module) for module in modules}
         pending: set[int] = set()
 
-        def reached(module: nn.Module, _args: tuple) -> None:  # runs after the processor's own pre-hooks
+        def reached(module: nn.Module, *_ignored: Any) -> None:  # runs after the processor's own pre-hooks
             pending.discard(id(module))
             if not pending:
                 raise _StatisticsComplete
 
-        handles = [module.register_forward_pre_hook(reached) for module in {id(m): m for m in modules}.values()]
+        handles = [module.register_forward_hook(reached) if getattr(module, "records_in_forward", False)
+                   else module.register_forward_pre_hook(reached) for module in {id(m): m for m in modules}.values()]
         try:
             for item in inputs:
                 pending.update(wanted)
