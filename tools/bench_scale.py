@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from capped_run import run_capped  # noqa: E402
-from scale_checkpoints import build_checkpoint, deepseek_v3_config, qwen2_72b_config  # noqa: E402
+from scale_checkpoints import REPO, build_checkpoint, deepseek_v3_config, qwen2_72b_config  # noqa: E402
 
 GIB = 2**30
 DYNAMIC = "{scope: per_token, dtype: int8, symmetric: true, method: minmax}"
@@ -317,6 +317,10 @@ def main() -> None:
                         "they fit the host); on a shared host keep it below what the others leave free")
     parser.add_argument("--json", type=Path, default=None, help="also write the table's rows to this JSON file")
     args = parser.parse_args()
+    tokenizer_vocab = len(json.loads((REPO / "examples" / "qwen2-demo" / "tokenizer.json").read_text())["model"]["vocab"])
+    if args.vocab and args.vocab < tokenizer_vocab:  # calibration token ids would index past the embedding table
+        parser.error(f"--vocab {args.vocab} is below the {tokenizer_vocab} token ids of the tokenizer the checkpoints "
+                     f"ship (examples/qwen2-demo); use --vocab {tokenizer_vocab} or more")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="modelslim-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -283,8 +283,11 @@ def test_calibrating_linears_reading_one_input_are_solved_together(layer):
     for module in calibrating[:3]:
         module(x)  # one tensor, three readers
     calibrating[3](x.clone())  # equal values, but another input
+    shared = calibrating[0].hessian.hessian()
     solved = solve_shared_hessians(calibrating)
     assert [q is not None for q in solved] == [True, True, True, False]
     for module, joint in zip(calibrating[:3], solved):
-        alone = quantizer.weight.quantize(module.weight, module.hessian.hessian())
+        alone = quantizer.weight.quantize(module.weight, shared)
         assert torch.equal(joint.codes, alone.codes)
+    with pytest.raises(RuntimeError, match="already handed to GPTQ"):  # the solve consumed the shared sum in place
+        calibrating[1].hessian.hessian()

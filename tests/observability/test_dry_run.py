@@ -58,7 +58,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_models, small_calib, tm
     assert "spec.process[0].configs[0]: '*no_such_layer*'" in plan and "spec.process[0].configs[1]: '*typo_proj'" in plan
     assert "Layer types: FLOAT x2, W8A16 x6, W8A8 x6" in plan
     assert "Calibration: " in plan and " tokens" in plan
-    assert "Memory plan: 2 units, largest model.layers.0" in plan and "3 x largest unit" in plan
+    assert "Memory plan: 2 units, largest model.layers.0" in plan and "3 x largest unit" in plan and "upper bound" in plan
 
     # the real run: the digest the plan announced, and a checkpoint of about the announced size
     assert main(args[:-1]) == 0

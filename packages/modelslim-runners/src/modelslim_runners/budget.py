@@ -4,8 +4,9 @@ measured peak per piece next to it.
 The plan counts bytes above the process baseline, which is measured (RSS when the first unit starts:
 Python, torch, transformers, the weightless skeleton, tokenized calibration data), never guessed. A piece
 streamed in a data-free stage holds its weight in the checkpoint's dtype, its quantized codes (one byte per
-element at most) and a few float32 row blocks; a whole unit (calibrated stages) holds its float32 weights
-about three times (float, calibrating/quantized copies, dequantized simulation) plus twice the activations.
+element at most) and a few float32 row blocks; a calibrated unit or piece holds its weights in the checkpoint
+dtype, their codes and the running linear in float32 (three float32 copies where the checkpoint is float32),
+GPTQ's Hessians, plus twice the activations (`calibrated_weights_need`).
 A piece that cannot fit stops the run before it is loaded, with the piece and the bytes it needed, instead
 of letting the kernel's OOM killer end the process without a word.
 """
@@ -28,9 +29,9 @@ GIB = 2**30
 #: Float32 row blocks a streamed linear has alive at once (the block, the quantizer's temporaries): 4 measured
 #: on DeepSeek-V3 dimensions (an 18432x7168 bf16 linear peaked 0.65 GiB for 0.62 planned with 4), plus one of slack.
 STREAM_BLOCKS = 5
-#: Hessian-sized float32 matrices GPTQ holds next to the accumulated one while it quantizes a linear (the
-#: scaled Hessian, its working copy, the Cholesky factor, the inverse and its factor): measured 5.1-5.4x.
-GPTQ_WORKING_HESSIANS = 5
+#: Hessian-sized float32 matrices GPTQ holds next to the accumulated one while it quantizes a linear: the
+#: accumulated sum is scaled, permuted and factorised in place, with one work buffer (quant/gptq.py).
+GPTQ_WORKING_HESSIANS = 1
 UNLIMITED = 2**60
 
 ASSUMPTIONS_STREAMED = ("a streamed linear holds its weight in the checkpoint dtype, its codes (<= 1 byte/element) "

@@ -51,7 +51,8 @@ def memory_plan(model: nn.Module, units: list[Unit], dtype: torch.dtype, activat
     outside = model_bytes - sum(unit_bytes(u, dtype) for u in units)
     if layer_wise:
         host = 2 * activations + 3 * largest_bytes + outside
-        formula = "3 x largest unit + embeddings/head + 2 x activations"
+        formula = ("3 x largest unit + embeddings/head + 2 x activations; an upper bound for float32 "
+                   "checkpoints: narrower ones are held in their dtype, and the run plans each piece before it loads")
     else:
         host = 2 * model_bytes + 2 * activations
         formula = "2 x model + 2 x activations"

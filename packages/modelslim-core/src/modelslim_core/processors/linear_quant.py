@@ -230,7 +230,8 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
                            OUTLIER_ADVICE)
 
     def state_dict(self) -> dict:
-        return {"static_steps": dict(self._static_steps)}
+        return {**super().state_dict(), "static_steps": dict(self._static_steps)}  # with the patterns used so far
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self._static_steps = dict(state.get("static_steps", {}))

@@ -52,7 +52,9 @@ class WeightQuantizer(ABC):
     def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
         """The quantized weight container; `hessian` is given iff `needs_data`; `name` is for messages."""
 
-    def quantize_together(self, weights: list[torch.Tensor], hessian: torch.Tensor, names: list[str]) -> list[nn.Module]:
+    def quantize_together(self, weights: list[torch.Tensor], hessian: torch.Tensor, names: list[str],
+                          overwrite_hessian: bool = False) -> list[nn.Module]:
         """Linears that read one input (q/k/v, gate/up) and so share `hessian`; a method that can solve them in
-        one go (GPTQ) overrides this."""
+        one go (GPTQ) overrides this. `overwrite_hessian`: the caller gives `hessian` away, a method may work on
+        it in place (GPTQ does; here it is read by every linear, so it is left alone)."""
         return [self.quantize(weight, hessian, name) for weight, name in zip(weights, names, strict=True)]

@@ -34,7 +34,10 @@ Details that matter:
   column's rounding error; the one positive extreme per group that rounds to 7.5 is clipped to 7 and its
   error is spread like any other. On SmolLM2-135M at int4 group 64 it is the difference that remained
   after act-order (tools/bench_real_model.py; README, "Real pretrained models against llm-compressor").
-- Everything is float32; the Hessian is accumulated as a running float32 sum of xᵀx.
+- Everything is float32; the Hessian is accumulated as a running float32 sum of xᵀx. Memory: the widest
+  Hessian is the one to count (3.3 GiB at a 29568-wide input). The accumulated sum is scaled in place and
+  handed to GPTQ (`take_hessian`), permuted in place for act-order, and factorised with one more buffer of
+  its size (`inverse_hessian_factor`): twice its size at the peak, then once during the column loop.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from modelslim_core.errors import QuantizationError
 from modelslim_core.quant.base import WeightQuantizer
 from modelslim_core.quant.clip_search import clip_search_qparams
 from modelslim_core.quant.int_affine import compute_qparams, qrange
+from modelslim_core.quant.row_blocks import row_blocks
 from modelslim_core.quant.schemes import BITS
 from modelslim_core.quant.weight_formats import IntWeight
 
@@ -98,11 +102,13 @@ class _RowStream:
     reused while the stream lives; an in-place change of it (its version) is seen as a new input."""
 
     def __init__(self, width: int, device: torch.device):
-        self.total = torch.zeros(width, width, dtype=torch.float32, device=device)
+        self.total: torch.Tensor | None = torch.zeros(width, width, dtype=torch.float32, device=device)
         self.pending: list[torch.Tensor] = []
         self.pending_bytes = 0
         self.key: torch.Tensor | None = None
         self.version = -1
+        #: ids of the accumulators reading this stream (see `HessianAccumulator.take_hessian`).
+        self.readers: set[int] = set()
 
     def holds(self, key: torch.Tensor) -> bool:
         return key is self.key and key._version == self.version
@@ -116,6 +122,8 @@ class _RowStream:
             self.flush()
 
     def flush(self) -> torch.Tensor:
+        if self.total is None:
+            raise RuntimeError("this input stream's Hessian was already handed to GPTQ (take_hessian)")
         if self.pending:
             rows = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
             self.total += gram(rows)
@@ -165,12 +173,17 @@ class HessianAccumulator:
         """Add the rows of x; `key` is the raw input x was derived from, to share the product through the
         cache (an accumulator is always called with a key, or always without)."""
         self.tokens += x.numel() // x.shape[-1]
+        previous = self._stream
         if self.cache is not None and key is not None:
             self._stream = self.cache.stream_for(key, x, self._stream)
-            return
-        if self._stream is None:
-            self._stream = _RowStream(self._width, self._device)
-        self._stream.add(None, x)
+        else:
+            if self._stream is None:
+                self._stream = _RowStream(self._width, self._device)
+            self._stream.add(None, x)
+        if self._stream is not previous:
+            if previous is not None:
+                previous.readers.discard(id(self))
+            self._stream.readers.add(id(self))
 
     @property
     def sum(self) -> torch.Tensor:
@@ -183,19 +196,44 @@ class HessianAccumulator:
         """H = (2/n) Σ xᵀx (the scale does not change GPTQ's result; it is the textbook definition)."""
         return self.sum * (2.0 / max(self.tokens, 1))
 
+    def take_hessian(self, *sharing: HessianAccumulator) -> torch.Tensor:
+        """H for the one GPTQ solve that consumes it and may overwrite it (`sharing`: the other
+        accumulators of the same stream solved in it). When no other reader of the stream is left, the running
+        sum is scaled in place and handed over, so the widest Hessian (3.3 GiB at 72B's 29568-wide down_proj)
+        is never copied; the stream is spent afterwards. Otherwise H is a fresh copy, as `hessian()`."""
+        stream = self._stream
+        if stream is None:
+            return self.hessian()
+        total = stream.flush()
+        for accumulator in (self, *sharing):
+            stream.readers.discard(id(accumulator))
+        if stream.readers:
+            return total * (2.0 / max(self.tokens, 1))
+        stream.total = None
+        return total.mul_(2.0 / max(self.tokens, 1))
+
 
 def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float, name: str) -> torch.Tensor:
-    """Upper Cholesky factor of (H + damping·I)⁻¹, with growing damping if H is not positive definite."""
-    damp = percdamp * torch.diag(hessian).mean()
+    """Upper Cholesky factor of (H + damping·I)⁻¹, with growing damping if H is not positive definite.
+
+    One H-sized buffer besides H: the Cholesky factor, its inverse and the inverse's upper factor are each
+    computed in place in a column-major buffer (LAPACK's layout, so torch makes no copy of its own). H is only
+    touched on its diagonal (damped for the factorisation, then restored), so a retry starts from it. The
+    numbers are those of the out-of-place calls: the same LAPACK routines run on the same inputs."""
+    diagonal = hessian.diagonal().clone()
+    damp = percdamp * diagonal.mean()
+    width = hessian.shape[0]
+    work = torch.empty(width, width, dtype=hessian.dtype, device=hessian.device).T  # column-major
+    info = torch.zeros((), dtype=torch.int32, device=hessian.device)
     for attempt in range(_DAMPING_RETRIES + 1):
-        damped = hessian.clone()
-        damped.diagonal().add_(damp)
-        lower, info = torch.linalg.cholesky_ex(damped)
-        del damped
+        hessian.diagonal().add_(damp)
+        torch.linalg.cholesky_ex(hessian, out=(work, info))  # reads H's lower triangle
+        hessian.diagonal().copy_(diagonal)
         if info == 0:
-            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+            torch.cholesky_inverse(work, out=work)
+            torch.linalg.cholesky_ex(work, upper=True, out=(work, info))
             if info == 0:
-                return upper
+                return work
         if attempt < _DAMPING_RETRIES:
             logger.warning("%s: the calibration Hessian is not positive definite; retrying GPTQ with 10x damping.", name)
             damp = damp * 10
@@ -204,6 +242,31 @@ def inverse_hessian_factor(hessian: torch.Tensor, percdamp: float, name: str) ->
         "the configured damping (the inputs are degenerate or contain NaN/Inf).",
         "raise ext.percdamp, use more calibration data, or quantize this layer with minmax/ssz.",
     )
+
+
+def permute_columns_(matrix: torch.Tensor, order: torch.Tensor) -> None:
+    """matrix ← matrix[:, order], a block of rows at a time (one row block of extra memory, not a copy)."""
+    for start, stop in row_blocks(*matrix.shape):
+        matrix[start:stop] = matrix[start:stop][:, order]
+
+
+def permute_rows_(matrix: torch.Tensor, order: torch.Tensor) -> None:
+    """matrix ← matrix[order] by following the permutation's cycles (one row of extra memory, not a copy)."""
+    sources = order.tolist()
+    placed = [False] * len(sources)
+    for first in range(len(sources)):
+        if placed[first] or sources[first] == first:
+            continue
+        saved = matrix[first].clone()
+        row = first
+        while True:
+            placed[row] = True
+            source = sources[row]
+            if source == first:
+                matrix[row] = saved
+                break
+            matrix[row] = matrix[source]
+            row = source
 
 
 class _Grid:
@@ -286,15 +349,20 @@ def gptq_quantize(
     act_order: bool = DEFAULT_ACT_ORDER,
     clip_search: bool | None = None,
     full_range: bool | None = None,
+    overwrite_weight: bool = False,
+    overwrite_hessian: bool = False,
 ) -> IntWeight:
     """GPTQ-quantized IntWeight of a [out, in] weight given the Hessian [in, in] of its inputs
-    (`clip_search` / `full_range` None: true for the bit widths in CLIP_SEARCH_BITS / FULL_RANGE_BITS)."""
+    (`clip_search` / `full_range` None: true for the bit widths in CLIP_SEARCH_BITS / FULL_RANGE_BITS).
+    `overwrite_weight` / `overwrite_hessian`: a float32 argument is the caller's to give away and is worked on
+    in place instead of copied (the Hessian of a 29568-wide input is 3.3 GiB)."""
     if clip_search is None:
         clip_search = bits in CLIP_SEARCH_BITS
     if full_range is None:
         full_range = bits in FULL_RANGE_BITS
-    w = weight.detach().to(torch.float32, copy=True)  # one working copy whatever the input dtype
-    h = hessian.detach().to(torch.float32, copy=True)
+    # One working copy of each whatever the input dtype, unless the caller hands its own over (`overwrite_*`).
+    w = weight.detach().to(torch.float32, copy=not (overwrite_weight and weight.dtype == torch.float32))
+    h = hessian.detach().to(torch.float32, copy=not (overwrite_hessian and hessian.dtype == torch.float32))
     out, in_features = w.shape
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
@@ -305,8 +373,12 @@ def gptq_quantize(
     if act_order:
         order = torch.argsort(torch.diag(h), descending=True, stable=True)
         grid.set_static(w, order)
-        w, h = w[:, order], h[order][:, order]
+        permute_columns_(w, order)
+        permute_columns_(h, order)
+        permute_rows_(h, order)
     u = inverse_hessian_factor(h, percdamp, name)
+    h.T.copy_(u)  # the factor takes H's place (same column-major layout), so the column loop holds one of them
+    u = h.T
     codes = torch.zeros(w.shape, dtype=torch.int8, device=w.device)  # a quarter of a float32 buffer
     for start in range(0, in_features, block_size):
         end = min(start + block_size, in_features)
@@ -380,15 +452,26 @@ class GPTQWeight(WeightQuantizer):
 
     needs_data = True
 
-    def quantize_together(self, weights: list[torch.Tensor], hessian: torch.Tensor, names: list[str]) -> list[IntWeight]:
+    def quantize_together(self, weights: list[torch.Tensor], hessian: torch.Tensor, names: list[str],
+                          overwrite_hessian: bool = False) -> list[IntWeight]:
         """GPTQ treats every output row on its own with the same factor, so stacking the linears' rows gives
-        each exactly its own result, with one factorisation and one column loop instead of one per linear."""
-        stacked = self.quantize(torch.cat([w.detach().float() for w in weights]), hessian, " + ".join(names))
+        each exactly its own result, with one factorisation and one column loop instead of one per linear.
+        The rows are upcast straight into the one float32 buffer GPTQ works in."""
+        stacked = torch.empty(sum(w.shape[0] for w in weights), weights[0].shape[1], dtype=torch.float32,
+                              device=weights[0].device)
+        first = 0
+        for weight in weights:
+            stacked[first : first + weight.shape[0]].copy_(weight.detach())
+            first += weight.shape[0]
+        stacked = self.quantize(stacked, hessian, " + ".join(names), overwrite_weight=True,
+                                overwrite_hessian=overwrite_hessian)
         rows = [w.shape[0] for w in weights]
         return [IntWeight(codes, scale, offset, stacked.bits, stacked.group_size) for codes, scale, offset in
                 zip(stacked.codes.split(rows), stacked.scale.split(rows), stacked.offset.split(rows), strict=True)]
 
-    def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
+    def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "",
+                 overwrite_weight: bool = False, overwrite_hessian: bool = False) -> nn.Module:
+        """`overwrite_weight` / `overwrite_hessian`: see gptq_quantize."""
         if hessian is None:
             raise ValueError("GPTQ needs the Hessian of the layer's calibration inputs")
         return gptq_quantize(
@@ -403,4 +486,6 @@ class GPTQWeight(WeightQuantizer):
             act_order=self.qconfig.ext.get("act_order", DEFAULT_ACT_ORDER),
             clip_search=self.qconfig.ext.get("clip_search"),
             full_range=self.qconfig.ext.get("full_range"),
+            overwrite_weight=overwrite_weight,
+            overwrite_hessian=overwrite_hessian,
         )

@@ -83,5 +83,6 @@ def group_view(x: torch.Tensor, groups: int) -> torch.Tensor:
 def dequantize_grouped(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """Float32 [out, in] of grouped codes; scale/offset are [out, groups] (groups = 1 for per-channel)."""
     groups = scale.shape[1]
-    values = (group_view(codes.float(), groups) - offset[..., None]) * scale[..., None]
+    values = group_view(codes.to(torch.float32, copy=True), groups)
+    values.sub_(offset[..., None]).mul_(scale[..., None])  # in place: one float32 copy of a large weight, not two
     return values.reshape(codes.shape)

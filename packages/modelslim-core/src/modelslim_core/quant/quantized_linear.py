@@ -200,7 +200,8 @@ class CalibratingLinear(nn.Module):
             act = build_static_act(self.quantizer.qconfig.act, self.observer, self.device)
         qweight = qweight if qweight is not None else self.qweight
         if qweight is None:
-            qweight = self.quantizer.weight.quantize(self.weight, self.hessian.hessian(), name=self.name)
+            qweight, = self.quantizer.weight.quantize_together([self.weight], self.hessian.take_hessian(),
+                                                               [self.name], overwrite_hessian=True)
         return QuantizedLinear(self.quantizer.export_type, qweight, act, self.bias)
 
 
@@ -215,8 +216,10 @@ def solve_shared_hessians(calibrating: list[CalibratingLinear]) -> list[nn.Modul
             end += 1
         if end - start > 1:
             run = calibrating[start:end]
+            hessian = first.hessian.take_hessian(*(c.hessian for c in run[1:]))
             solved[start:end] = first.quantizer.weight.quantize_together(
-                [c.weight for c in run], first.hessian.hessian(), [c.name for c in run])
+                [c.weight for c in run], hessian, [c.name for c in run], overwrite_hessian=True)
+            del hessian
         start = end
     return solved
 
