@@ -28,10 +28,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
-@pytest.fixture
-def small_calib(tmp_path: Path) -> Path:
+def write_small_calib(path: Path) -> Path:
     """Four short calibration samples, enough to exercise static calibration quickly."""
-    path = tmp_path / "calib.jsonl"
     texts = [
         "The quick brown fox jumps over the lazy dog.",
         "def add(a, b):\n    return a + b",
@@ -40,6 +38,18 @@ def small_calib(tmp_path: Path) -> Path:
     ]
     path.write_text("\n".join(json.dumps({"inputs_pretokenized": t}, ensure_ascii=False) for t in texts) + "\n")
     return path
+
+
+@pytest.fixture
+def small_calib(tmp_path: Path) -> Path:
+    """The four samples in this test's tmp_path."""
+    return write_small_calib(tmp_path / "calib.jsonl")
+
+
+@pytest.fixture(scope="session")
+def session_calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same four samples once per session, for module-scoped fixtures that share one expensive run."""
+    return write_small_calib(tmp_path_factory.mktemp("calib") / "calib.jsonl")
 
 
 @pytest.fixture
@@ -64,7 +74,6 @@ def cli_env(monkeypatch: pytest.MonkeyPatch):
 #: processes, full SD/VLM pipelines). `pytest -m "not slow"` skips them: the fast subset README.md promises.
 #: Listed here, in one place, so a module's speed class is visible and changing it is one line.
 SLOW_MODULES = frozenset({
-    "tests/attention/test_attention_dp.py",
     "tests/autoround/test_autoround_e2e.py",
     "tests/cli/test_eval.py",
     "tests/cli/test_quant_e2e.py",
@@ -75,7 +84,6 @@ SLOW_MODULES = frozenset({
     "tests/runners/test_resume_data_parallel.py",
     "tests/sd/test_generation_families.py",
     "tests/sd/test_sd_quant_e2e.py",
-    "tests/smoothing/test_data_parallel_smoothing.py",
     "tests/smoothing/test_distributed_stats.py",
     "tests/vlm/test_vlm_quant_e2e.py",
     "tests/runners/test_resume.py",

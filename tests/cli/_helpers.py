@@ -45,7 +45,7 @@ def run_subprocess(args: list[str], cwd: Path, env_extra: dict[str, str] | None 
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # an interpreter importing torch can take minutes on a loaded 2-core CI host
     )
     return CliResult(done.returncode, done.stderr)
 

@@ -24,15 +24,21 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 @pytest.fixture
 def forward_calls(monkeypatch) -> list[str]:
-    """The names of the units the pipeline runs forward, in order."""
+    """The names of the units the pipeline runs forward (whole, or until the running processor has recorded
+    everything, as on the last unit), in order."""
     calls: list[str] = []
-    original = UnitPipeline._forward
+    whole, partial = UnitPipeline._forward, UnitPipeline._forward_until
 
     def counting(self, unit, inputs):
         calls.append(unit.name)
-        return original(self, unit, inputs)
+        return whole(self, unit, inputs)
+
+    def counting_partial(self, unit, inputs, modules):
+        calls.append(unit.name)
+        return partial(self, unit, inputs, modules)
 
     monkeypatch.setattr(UnitPipeline, "_forward", counting)
+    monkeypatch.setattr(UnitPipeline, "_forward_until", counting_partial)
     return calls
 
 

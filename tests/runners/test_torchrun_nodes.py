@@ -6,6 +6,7 @@ rank 0: debug_info and the report equal one process's."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -27,23 +28,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_torchrun_nodes_write_the_single_process_checkpoint(tiny_models, small_calib, tmp_path, cli_env):
-    model = tiny_models("qwen2")
-    config = write_config(tmp_path, "w8a8", W8A8_GROUP, small_calib, runner="dp_layer_wise")
-    single, nodes = tmp_path / "single", tmp_path / "nodes"
-    run_quant(QuantArgs(str(model), str(single), "Qwen2-demo", config_path=str(config), device="cpu", debug=True))
+def run_two_torchrun_nodes(tmp_path: Path, model: Path, out: Path, config: Path, model_type: str,
+                           *extra: str) -> tuple[list[str], list[int]]:
+    """Two `torchrun --nnodes 2 --nproc_per_node 1` launchers on this host (rendezvous on 127.0.0.1) running
+    `msmodelslim quant`: (each node's log, each launcher's exit code)."""
     port = free_port()
     env = {**os.environ, "MSMODELSLIM_LOG_LEVEL": "info", "OMP_NUM_THREADS": "1"}
-    logs = [tmp_path / f"node{node}.log" for node in (0, 1)]
+    logs = [tmp_path / f"{out.name}-node{node}.log" for node in (0, 1)]
     launchers = []
     for node, log in enumerate(logs):  # files, not pipes: a full pipe would stall a rank inside a collective
         with log.open("w") as handle:
             launchers.append(subprocess.Popen(
                 [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
                  "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", str(port),
-                 "-m", "modelslim.cli.main", "quant", "--model_path", str(model), "--save_path", str(nodes),
-                 "--model_type", "Qwen2-demo", "--config_path", str(config), "--device", "cpu", "--debug"],
+                 "-m", "modelslim.cli.main", "quant", "--model_path", str(model), "--save_path", str(out),
+                 "--model_type", model_type, "--config_path", str(config), "--device", "cpu", *extra],
                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path,
                 start_new_session=True))  # its own group: a stuck launcher is killed with its worker
     try:
@@ -54,8 +53,17 @@ def test_two_torchrun_nodes_write_the_single_process_checkpoint(tiny_models, sma
             if launcher.poll() is None:
                 os.killpg(launcher.pid, signal.SIGKILL)
                 launcher.wait()
-    logs = [log.read_text() for log in logs]
-    assert [launcher.returncode for launcher in launchers] == [0, 0], "\n\n".join(logs)
+    return [log.read_text() for log in logs], [launcher.returncode for launcher in launchers]
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_write_the_single_process_checkpoint(tiny_models, small_calib, tmp_path, cli_env):
+    model = tiny_models("qwen2")
+    config = write_config(tmp_path, "w8a8", W8A8_GROUP, small_calib, runner="dp_layer_wise")
+    single, nodes = tmp_path / "single", tmp_path / "nodes"
+    run_quant(QuantArgs(str(model), str(single), "Qwen2-demo", config_path=str(config), device="cpu", debug=True))
+    logs, codes = run_two_torchrun_nodes(tmp_path, model, nodes, config, "Qwen2-demo", "--debug")
+    assert codes == [0, 0], "\n\n".join(logs)
     assert "Joined process group: rank 0 of 2" in logs[0] and "Joined process group: rank 1 of 2" in logs[1]
     for name in ("quant_model_weights.safetensors", "quant_model_description.json"):
         assert sha(single / name) == sha(nodes / name), name
@@ -71,3 +79,35 @@ def test_two_torchrun_nodes_write_the_single_process_checkpoint(tiny_models, sma
     assert report_two["run"]["world_size"] == 2
     assert report_two["calib_tokens"] == report_one["calib_tokens"]  # each rank saw its share; rank 0 sums them
     assert report_two["layers"] == report_one["layers"]
+
+
+DATA_FREE = """\
+    - type: linear_quant
+      qconfig:
+        act: {scope: per_token, dtype: int8, symmetric: true, method: minmax, ext: {}}
+        weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}
+      exclude: ["*kv_b_proj"]
+"""
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_split_the_pieces_of_a_data_free_run(tiny_models, small_calib, tmp_path, cli_env):
+    """Data-free W8A8 dynamic on a tiny DeepSeek-V3 (MLA, a dense layer, routed and shared experts): each node
+    loads and quantizes its own share of the linears (split_pieces.py), rank 0 saves them in order, and the
+    checkpoint is byte-identical to one process's."""
+    model = tiny_models("deepseek_v3")
+    config = write_config(tmp_path, "dynamic", DATA_FREE, small_calib, runner="dp_layer_wise")
+    single, nodes = tmp_path / "single", tmp_path / "nodes"
+    run_quant(QuantArgs(str(model), str(single), "DeepSeek-V3", config_path=str(config), device="cpu"))
+    logs, codes = run_two_torchrun_nodes(tmp_path, model, nodes, config, "DeepSeek-V3")
+    assert codes == [0, 0], "\n\n".join(logs)
+    shares = [re.search(r"rank (\d) loaded and quantized (\d+) of the (\d+) linears", log) for log in logs]
+    assert all(shares), "\n\n".join(logs)
+    (rank0, mine0, total), (rank1, mine1, total1) = ([int(g) for g in m.groups()] for m in shares)
+    assert (rank0, rank1) == (0, 1) and total == total1 and mine0 + mine1 == total and abs(mine0 - mine1) <= 2
+    names = [p.name for p in single.iterdir() if p.suffix in (".safetensors", ".json") and p.name != "quant_report.json"]
+    assert "quant_model_weights.safetensors" in names
+    for name in names:
+        assert sha(single / name) == sha(nodes / name), name
+    assert not [p for p in nodes.iterdir() if p.name.startswith(("rank", "."))]
+    assert "matched no" not in logs[0]  # patterns used on rank 1's pieces only are not reported unused

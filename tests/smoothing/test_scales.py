@@ -162,3 +162,15 @@ def test_bad_smoothing_fields_name_their_yaml_path(item, message):
     with pytest.raises(ConfigError) as caught:
         parse_processor_list([item], "spec.process")
     assert message in caught.value.message
+
+
+def test_statistics_without_mean_abs_keep_min_and_max_only():
+    """Closed-form smoothing reads min / max only: the float64 sum of |x| is skipped, and asking for it fails."""
+    rows = torch.tensor([[4.0, -1.0, 0.25], [-2.0, 0.5, 0.0]])
+    lean, full = ChannelStats(3, mean_abs=False), ChannelStats(3)
+    lean.update(rows)
+    full.update(rows)
+    assert lean.abs_sum is None and torch.equal(lean.absmax, full.absmax) and torch.equal(lean.center, full.center)
+    torch.testing.assert_close(full.mean_abs, torch.tensor([3.0, 0.75, 0.125]))
+    with pytest.raises(RuntimeError, match="mean_abs=False"):
+        lean.mean_abs

@@ -7,6 +7,11 @@ across ranks, each weight is quantized by one rank and broadcast, and rank 0 alo
 processed in pieces (a MoE trunk and groups of routed experts, a dense layer's attention block and MLP) is walked
 piece by piece by every rank in the same order: each piece's statistics are reduced and its weights quantized
 across the ranks as a whole unit's are.
+A data-free stage streamed linear by linear splits the pieces themselves: each linear is loaded and quantized by
+one rank only and saved by rank 0 (split_pieces.py), so memory, reads and work divide by the number of ranks.
+Memory: the budget (--max_memory, or on the host the free RAM plus what the launcher holds) is the host's, shared
+by the ranks on that host: each rank plans and checks its pieces against its equal share, so together they never
+overcommit the host, and a piece that cannot fit in a rank's share stops the run naming the piece and its bytes.
 If a rank dies the others are stopped and the run fails with that rank's error.
 """
 
@@ -26,11 +31,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from modelslim_core import errors
-from modelslim_core.errors import ModelSlimError, UnsupportedError
+from modelslim_core.errors import MemoryBudgetError, ModelSlimError, UnsupportedError
 from modelslim_core.protocol.spec import processor_class
 from modelslim_core.runtime.context import DeviceSpec, RunContext
 from modelslim_core.runtime.runner import Runner, Stage
 from modelslim_core.runtime.selection_check import EmptySelectionError
+from modelslim_runners.budget import gib, host_budget_bytes
+from modelslim_runners.memory import rss_bytes
 from modelslim_runners.pipeline import UnitPipeline
 from modelslim_runners.placement import LayerWisePlacement
 
@@ -66,12 +73,37 @@ def _rank_device(device: DeviceSpec, rank: int) -> DeviceSpec:
     return DeviceSpec(device.type, (index,))
 
 
-def _run_rank(context: RunContext, stages: list[Stage]) -> None:
+def ranks_on_this_host(world: int) -> int:
+    """How many ranks share this host's memory: torchrun says (LOCAL_WORLD_SIZE); spawned ranks are all local."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+
+
+def share_budget(context: RunContext, local_ranks: int) -> int | None:
+    """Give this rank its equal share of the host's budget (context.max_memory is the host's on entry); returns
+    the host's budget (None: no budget, nothing shared)."""
+    host = context.max_memory
+    if host is not None and local_ranks > 1:
+        context.max_memory = host // local_ranks
+        logger.info("Memory budget per rank: %s (%s for the ranks on this host, shared by %d).",
+                    gib(context.max_memory), gib(host), local_ranks)
+    return host
+
+
+def _run_rank(context: RunContext, stages: list[Stage], local_ranks: int) -> None:
     if context.device.type == "npu":
         torch.npu.set_device(context.device.torch_device)  # type: ignore[attr-defined]  # provided by torch_npu
     elif context.device.type == "cuda":
         torch.cuda.set_device(context.device.torch_device)
-    UnitPipeline(context, LayerWisePlacement(context)).run(stages)
+    host = share_budget(context, local_ranks)
+    try:
+        UnitPipeline(context, LayerWisePlacement(context)).run(stages)
+    except MemoryBudgetError as exc:
+        if host is None or local_ranks == 1:
+            raise
+        raise MemoryBudgetError(
+            f"{exc.message} (this rank's share: {gib(host)} for the ranks on this host, split between {local_ranks})",
+            f"{exc.hint.rstrip('.')}; or run fewer ranks on this host (--device with fewer indices, torchrun "
+            "--nproc_per_node), each then gets a larger share.") from None
     dist.barrier()
 
 
@@ -84,7 +116,7 @@ def _worker(rank: int, world: int, port: int, context: RunContext, stages: list[
     context.device = _rank_device(context.device, rank)
     try:
         dist.init_process_group(BACKENDS[context.device.type], rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT)
-        _run_rank(context, stages)
+        _run_rank(context, stages, world)
     except ModelSlimError as exc:
         report = {"kind": type(exc).__name__, "message": f"rank {rank}: {exc.message}", "hint": exc.hint,
                   # a selection refusal keeps its type and YAML path across the process boundary (tune drops that item)
@@ -125,6 +157,9 @@ class DpLayerWiseRunner(Runner):
 
     def run(self, stages: list[Stage]) -> None:
         check_distributed_support(stages)
+        if self.context.max_memory is None and self.context.device.type == "cpu":
+            # the ranks share the host's RAM: without a budget each would plan as if it had the host alone
+            self.context.max_memory = host_budget_bytes()
         if dist.is_initialized() or launched_by_torchrun():
             self._join(stages)
             return
@@ -143,10 +178,12 @@ class DpLayerWiseRunner(Runner):
         local_rank = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
         self.context.device = _rank_device(self.context.device, local_rank)
         logger.info("Joined process group: rank %d of %d on %s.", dist.get_rank(), dist.get_world_size(), self.context.device)
-        _run_rank(self.context, stages)
+        _run_rank(self.context, stages, ranks_on_this_host(dist.get_world_size()))
 
     def _spawn(self, stages: list[Stage], world: int) -> None:
         port = _free_port()
+        if self.context.max_memory is not None:  # this launcher stays alive, holding what it holds, while they run
+            self.context.max_memory = max(0, self.context.max_memory - rss_bytes())
         level = logging.getLogger("modelslim").getEffectiveLevel()
         logger.info("Starting %d data-parallel workers on %s.", world, self.context.device)
         with tempfile.TemporaryDirectory(prefix="modelslim-dp-") as error_dir:

@@ -28,7 +28,7 @@ from modelslim_core.calib.text import load_texts
 from modelslim_core.debug import write_debug_info
 from modelslim_core.protocol.spec import build_processor, build_saver, processor_class
 from modelslim_core.runtime.context import RunContext
-from modelslim_core.runtime.distributed import rank_and_world
+from modelslim_core.runtime.distributed import rank_and_world, working_alone
 from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.runner import Stage
 from modelslim_core.runtime.selection_check import check_layer_selections
@@ -48,6 +48,7 @@ from modelslim_runners.report import RunSummary, log_memory_plan, unit_bytes
 from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
 from modelslim_runners.spill import ActivationSpill
+from modelslim_runners.split_pieces import piece_owners, receive_piece, send_piece, share_pattern_use
 from modelslim_runners.unit_cache import UnitCache
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,11 @@ logger = logging.getLogger(__name__)
 EXPERTS_PER_PIECE_ENV = "MSMODELSLIM_EXPERTS_PER_PIECE"
 #: "1": every calibrated dense layer is processed as its attention piece then its MLP piece, whatever the budget.
 DENSE_PIECES_ENV = "MSMODELSLIM_DENSE_PIECES"
+#: Bytes of weights a streamed (data-free) stage reads between two resume points inside a unit (default 2 GiB:
+#: a killed run redoes at most that much of a layer).
+STREAM_CHECKPOINT_ENV = "MSMODELSLIM_STREAM_CHECKPOINT_BYTES"
+#: `ResumePoint.piece["kind"]` of a resume point between two streamed pieces.
+STREAMED_KIND = "streamed"
 #: Where a resume point keeps the recorder's records (report statistics of the units already finished).
 RECORDER_STATE_KEY = "_modelslim_recorder"
 
@@ -105,6 +111,9 @@ class UnitPipeline:
         self._hessians = False
         self._rewrites = True
         self._cache: UnitCache | None = None
+        self._stream_checkpoint_bytes = int(os.environ.get(STREAM_CHECKPOINT_ENV, "") or 2**31)
+        #: Linear pieces this rank loaded and quantized itself (data-parallel streamed stages: split_pieces.py).
+        self._own_pieces = 0
 
     def run(self, stages: list[Stage]) -> None:
         try:
@@ -258,6 +267,11 @@ class UnitPipeline:
             for line in self._budget.report_lines(limit=8):
                 logger.info("Memory per piece (largest plans): %s.", line)
             summary.memory = self._budget.as_json()
+            if self._piecewise and self.world > 1:
+                share_pattern_use(processors)  # each rank matched patterns on its own pieces only
+                logger.info("Pieces split across %d ranks: rank %d loaded and quantized %d of the %d linears; rank 0 "
+                            "saved them all.", self.world, self.rank, self._own_pieces,
+                            sum(bool(p.subtrees) for unit in units for p in linear_pieces(unit)))
             for processor in processors:
                 processor.post_run()
             for saver in savers:
@@ -430,19 +444,44 @@ class UnitPipeline:
         budget.check_plan(label, need)
         return budget
 
-    def _run_pieces(self, unit: Unit, processors: list[Processor], savers: list[Saver]) -> None:
+    def _run_pieces(self, unit: Unit, processors: list[Processor], savers: list[Saver], first: int = 0) -> None:
+        """Stream the unit piece by piece from piece `first` (a resumed run: the pieces before it are saved); with
+        several ranks each piece is loaded and quantized by its owner only and saved by rank 0 (split_pieces.py).
+        A resume point is committed after every STREAM_CHECKPOINT_ENV bytes of weights, counted from the pieces'
+        shapes, so every rank commits at the same piece."""
         element = self._storage_element()
-        for piece in linear_pieces(unit):
-            label, need = f"{unit.name}.{piece.label}", streamed_piece_need(piece, element)
-            self._budget.enter(label, need)
+        pieces = linear_pieces(unit)
+        owners = piece_owners(pieces, unit.index, self.world)
+        since_checkpoint = 0
+        for index in range(first, len(pieces)):
+            piece, owner = pieces[index], owners[index]
+            since_checkpoint += piece_bytes(piece, element)
+            if owner == self.rank or self.rank == 0:  # else another rank's piece, saved by rank 0
+                self._stream_piece(unit, piece, owner, processors, savers, element)
+            if since_checkpoint >= self._stream_checkpoint_bytes and index + 1 < len(pieces):
+                since_checkpoint = 0
+                self._checkpoint(self._stage, unit.index, None, processors, savers,
+                                 piece={"kind": STREAMED_KIND, "next_piece": index + 1})
+
+    def _stream_piece(self, unit: Unit, piece: Unit, owner: int, processors: list[Processor], savers: list[Saver],
+                      element: int) -> None:
+        label, need = f"{unit.name}.{piece.label}", streamed_piece_need(piece, element)
+        self._budget.enter(label, need)
+        if owner == self.rank:
+            self._own_pieces += bool(piece.subtrees)
             self.placement.enter(piece)
-            for processor in processors:
-                processor.preprocess(piece)
-                processor.postprocess(piece)
-            for saver in savers:
-                saver.save_unit(piece)
-            self.placement.leave(piece)
-            self._budget.leave(piece.label, need)
+            with working_alone():
+                for processor in processors:
+                    processor.preprocess(piece)
+                    processor.postprocess(piece)
+            if owner != 0:
+                send_piece(piece)
+        else:
+            receive_piece(piece, owner, self.placement.device)
+        for saver in savers:
+            saver.save_unit(piece)
+        self.placement.leave(piece)
+        self._budget.leave(piece.label, need)
 
     @torch.no_grad()
     def _run_unit(
@@ -453,12 +492,15 @@ class UnitPipeline:
         inputs: Sequence[UnitInput] | None,
         is_last: bool,
     ) -> Sequence[UnitInput] | None:
+        resume, self._resume_piece = self._resume_piece, None
         if inputs is None and self._piecewise:
             if self._cache is not None:
                 self._cache.skip()
-            self._run_pieces(unit, processors, savers)
+            first = resume["next_piece"] if resume is not None and resume.get("kind") == STREAMED_KIND else 0
+            if first:
+                logger.info("%s: resuming at piece %d of %d.", unit.name, first, len(linear_pieces(unit)))
+            self._run_pieces(unit, processors, savers, first)
             return None
-        resume, self._resume_piece = self._resume_piece, None
         if resume is not None and resume.get("kind") == RESUME_KIND or resume is None and inputs is not None:
             split = self._dense_split(unit) if resume is None else dense_split(unit)
             if split is not None:
@@ -517,17 +559,19 @@ class UnitPipeline:
 
     def _forward_until(self, unit: Unit, inputs: Sequence[UnitInput], modules: list[nn.Module]) -> None:
         """Run each sample only until every one of `modules` has been called (their inputs are all the running
-        processor records), skipping the rest of the unit: no outputs (the runner recomputes them if needed)."""
+        processor records; a `records_in_forward` module's forward has returned), skipping the rest of the
+        unit: no outputs (the runner recomputes them if needed)."""
         device = self.placement.device
         wanted = {id(module) for module in modules}
         pending: set[int] = set()
 
-        def reached(module: nn.Module, _args: tuple) -> None:  # runs after the processor's own pre-hooks
+        def reached(module: nn.Module, *_ignored: Any) -> None:  # runs after the processor's own pre-hooks
             pending.discard(id(module))
             if not pending:
                 raise _StatisticsComplete
 
-        handles = [module.register_forward_pre_hook(reached) for module in {id(m): m for m in modules}.values()]
+        handles = [module.register_forward_hook(reached) if getattr(module, "records_in_forward", False)
+                   else module.register_forward_pre_hook(reached) for module in {id(m): m for m in modules}.values()]
         try:
             for item in inputs:
                 pending.update(wanted)

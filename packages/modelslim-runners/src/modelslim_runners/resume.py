@@ -1,7 +1,8 @@
 """Resuming a killed run after its last completed unit.
 
 After each unit of a stage with savers (and after each group of routed experts of a MoE unit processed in
-pieces, with the group's progress; `state.json` names the payload it commits), the stage's position, the
+pieces, with the group's progress, and inside a unit streamed linear by linear every couple of GiB read, with
+the next piece; `state.json` names the payload it commits), the stage's position, the
 next unit's calibration inputs, the
 processors' and savers' states (the savers' partial files stay on disk) and the run context are written
 under `save_path/.modelslim_resume/`, atomically (the state file is renamed into place last). A later run
@@ -50,6 +51,11 @@ class ResumePoint:
     #: Progress inside unit `next_unit` when it is processed in pieces (moe_pieces.py: groups of experts done,
     #: their summed outputs, routing counts); None at a unit boundary.
     piece: dict[str, Any] | None = None
+
+
+def piece_position(piece: dict[str, Any]) -> int:
+    """Where inside its unit a resume point is: the next group of experts, or the next streamed piece."""
+    return piece["next_group"] if "next_group" in piece else piece["next_piece"]
 
 
 class ResumeStore:
@@ -111,7 +117,7 @@ class ResumeStore:
 
     def save(self, point: ResumePoint) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        stem = self._payload_stem(point.next_unit, None if point.piece is None else point.piece["next_group"])
+        stem = self._payload_stem(point.next_unit, None if point.piece is None else piece_position(point.piece))
         payload_name = self._payload_name(stem)
         inputs = None if point.inputs is None else [(i.args, i.kwargs) for i in point.inputs]
         partial = self.directory / f".{payload_name}.partial"

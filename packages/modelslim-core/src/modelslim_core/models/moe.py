@@ -150,6 +150,11 @@ class PerExpertMoE(nn.ModuleList):
 
 
 # --- rewriting fused experts -------------------------------------------------------------------------------
+def routes_tokens(root: nn.Module) -> bool:
+    """Whether `root` holds routed experts: an expert that gets no token in a sample is never called in it."""
+    return any(isinstance(module, PerExpertMoE) for module in root.modules())
+
+
 def is_fused_experts(module: nn.Module) -> bool:
     """A transformers experts module holding `gate_up_proj` and `down_proj` as 3-D parameters."""
     gate_up = getattr(module, "gate_up_proj", None)

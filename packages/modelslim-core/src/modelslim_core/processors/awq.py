@@ -73,6 +73,7 @@ class AwqProcessor(SmoothingProcessor):
     config_class = AwqConfig
     config: AwqConfig
     stops_after_statistics = False  # it replays each subgraph's enclosing block from the inputs it recorded
+    uses_mean_abs = True
 
     def __init__(self, config: AwqConfig, context):
         super().__init__(config, context)

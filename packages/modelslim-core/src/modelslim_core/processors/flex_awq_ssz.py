@@ -40,6 +40,7 @@ class FlexAwqSszProcessor(SmoothingProcessor):
     config_class = FlexAwqSszConfig
     config: FlexAwqSszConfig
     keep_rows = True
+    uses_mean_abs = True
 
     def __init__(self, config: FlexAwqSszConfig, context):
         super().__init__(config, context)

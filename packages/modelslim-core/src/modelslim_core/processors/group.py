@@ -108,6 +108,17 @@ class GroupProcessor(Processor):
     def needs_forward(self, unit: Unit) -> bool:
         return any(child.needs_forward(unit) for child in self.children)
 
+    def forward_needs_only(self, unit: Unit) -> list[nn.Module]:
+        """What every child that uses the shared forward needs (the whole unit if one of them needs it)."""
+        needed: list[nn.Module] = []
+        for child in self.children:
+            if child.needs_forward(unit):
+                modules = child.forward_needs_only(unit)
+                if not modules:
+                    return []
+                needed.extend(modules)
+        return needed
+
     def postprocess(self, unit: Unit) -> None:
         for child in self.children:
             child.postprocess(unit)

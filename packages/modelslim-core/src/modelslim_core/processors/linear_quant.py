@@ -20,6 +20,7 @@ from typing import Literal
 from torch import nn
 
 from modelslim_core.errors import ConfigError, DatasetError
+from modelslim_core.models.moe import routes_tokens
 from modelslim_core.protocol.qconfig import LinearQConfig
 from modelslim_core.quant.act_outliers import ADVICE as OUTLIER_ADVICE
 from modelslim_core.quant.act_outliers import REPORT_SECTION as OUTLIER_SECTION
@@ -177,6 +178,14 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
     def needs_forward(self, unit: Unit) -> bool:
         return bool(self._calibrating)
 
+    def forward_needs_only(self, unit: Unit) -> list[nn.Module]:
+        """The calibrating linears: on the last unit, a forward whose outputs nobody uses stops once the last
+        of them has recorded (e.g. after o_proj when only attention is static: the dynamic MLP is skipped).
+        Not where tokens are routed to experts: an expert without tokens in a sample is never called."""
+        if routes_tokens(unit.module):
+            return []
+        return [calibrating for _, calibrating in self._calibrating]
+
     def postprocess(self, unit: Unit) -> None:
         for _, calibrating in self._calibrating:
             if isinstance(calibrating.observer, MinMaxObserver):
@@ -221,7 +230,8 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
                            OUTLIER_ADVICE)
 
     def state_dict(self) -> dict:
-        return {"static_steps": dict(self._static_steps)}
+        return {**super().state_dict(), "static_steps": dict(self._static_steps)}  # with the patterns used so far
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self._static_steps = dict(state.get("static_steps", {}))

@@ -144,6 +144,8 @@ class CalibratingLinear(nn.Module):
     replaces_linear = True
     #: It collects statistics from its inputs: MoE layers then feed it every token, not only routed ones.
     observes_inputs = True
+    #: Its statistics are recorded inside `forward` (Processor.forward_needs_only: done once it has returned).
+    records_in_forward = True
 
     def __init__(
         self,

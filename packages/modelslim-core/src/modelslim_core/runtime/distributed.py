@@ -7,16 +7,34 @@ sample), so ranks with different sample counts stay in step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+#: Set while this rank works alone on something it owns (`working_alone`): helpers behave as in one process.
+_alone = False
+
+
+@contextmanager
+def working_alone() -> Iterator[None]:
+    """While the context lasts, this rank does work no other rank shares (a piece it owns): every helper here is
+    the single-process no-op, so a processor's collectives are skipped and its results are computed as one
+    process computes them."""
+    global _alone
+    previous, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = previous
 
 
 def rank_and_world() -> tuple[int, int]:
+    if _alone:
+        return 0, 1
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1

@@ -86,7 +86,9 @@ class Processor:
     def forward_needs_only(self, unit: Unit) -> list[nn.Module]:
         """Modules whose inputs are all this processor's forward records. When nobody uses the forward's
         outputs (a later processor runs its own forward, or this is the last unit), the runner stops each
-        sample's forward once every one of them has been called. [] (the default): run the whole unit."""
+        sample's forward once every one of them has been called (a module with `records_in_forward = True`,
+        which records inside its own forward, once that forward has returned). [] (the default): run the
+        whole unit."""
         return []
 
     def outputs_stale(self, unit: Unit) -> bool:

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from modelslim_core.models.moe import PerExpertMoE
+from modelslim_core.models.moe import routes_tokens
 from modelslim_core.models.subgraphs import APPLY_ORDER, SUBGRAPH_KINDS, Subgraph
 from modelslim_core.runtime.matching import LayerSelection, TracksPatternUse, adapter_aliases
 from modelslim_core.runtime.processor import Processor, ProcessorConfig
@@ -64,6 +64,9 @@ class SmoothingProcessor(TracksPatternUse, Processor):
     config: SmoothingConfig
     #: Whether `smooth` needs every activation row (search-based methods), not just the running statistics.
     keep_rows: ClassVar[bool] = False
+    #: Whether `smooth` reads `ChannelStats.mean_abs` (a float64 pass per forward call that min/max-based
+    #: scales do not need).
+    uses_mean_abs: ClassVar[bool] = False
 
     def __init__(self, config: SmoothingConfig, context):
         super().__init__(config, context)
@@ -106,7 +109,7 @@ class SmoothingProcessor(TracksPatternUse, Processor):
 
     def preprocess(self, unit: Unit) -> None:
         self._subgraphs = self.selected_subgraphs(unit)
-        self._collector = SubgraphStatsCollector(self._subgraphs, self.keep_rows) if self._subgraphs else None
+        self._collector = SubgraphStatsCollector(self._subgraphs, self.keep_rows, self.uses_mean_abs) if self._subgraphs else None
 
     def needs_forward(self, unit: Unit) -> bool:
         return bool(self._subgraphs)
@@ -149,7 +152,7 @@ class SmoothingProcessor(TracksPatternUse, Processor):
     def forward_needs_only(self, unit: Unit) -> list[nn.Module]:
         """The hooked first consumers, unless the unit routes tokens to experts (an expert that gets no token
         in a sample is never called, and every expert must see its tokens)."""
-        if not self.stops_after_statistics or any(isinstance(m, PerExpertMoE) for m in unit.module.modules()):
+        if not self.stops_after_statistics or routes_tokens(unit.module):
             return []
         return [subgraph.targets[0] for subgraph in self._subgraphs]
 

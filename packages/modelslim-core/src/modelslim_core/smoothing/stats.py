@@ -4,8 +4,10 @@ Statistics are taken at the input of a subgraph's first consumer (the producer's
 batched reduction per forward call. They are kept as running min, max, sum of |x| and token count: the
 max |x| (symmetric), the half range max |x − (max+min)/2| (asymmetric, centred) and the mean |x| all follow
 from these, and each reduces exactly across data-parallel ranks (MIN, MAX, SUM), so the result does not
-depend on how samples were split or ordered. Processors that search over candidate scales also keep the
-raw rows.
+depend on how samples were split or ordered. The sum of |x| (a float64 pass over every activation, about
+three quarters of the statistics' cost) is kept only for processors that read the mean |x| (awq-style
+scales); closed-form scales need only min and max. Processors that search over candidate scales also keep
+the raw rows.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from modelslim_core.runtime.observation import statistics_paused
 class ChannelStats:
     """Running statistics of one `[tokens, channels]` activation stream."""
 
-    def __init__(self, channels: int, keep_rows: bool = False):
+    def __init__(self, channels: int, keep_rows: bool = False, mean_abs: bool = True):
         self.min = torch.full((channels,), float("inf"))
         self.max = torch.full((channels,), float("-inf"))
-        self.abs_sum = torch.zeros(channels, dtype=torch.float64)
+        #: None when the owner never reads `mean_abs` (see the module doc).
+        self.abs_sum: torch.Tensor | None = torch.zeros(channels, dtype=torch.float64) if mean_abs else None
         self.tokens = torch.zeros(1, dtype=torch.float64)
         self.keep_rows = keep_rows
         self._rows: list[torch.Tensor] = []
@@ -35,7 +38,8 @@ class ChannelStats:
             return
         self.min = torch.minimum(self.min, flat.amin(dim=0).cpu())
         self.max = torch.maximum(self.max, flat.amax(dim=0).cpu())
-        self.abs_sum += flat.abs().sum(dim=0, dtype=torch.float64).cpu()
+        if self.abs_sum is not None:
+            self.abs_sum += flat.abs().sum(dim=0, dtype=torch.float64).cpu()
         self.tokens += flat.shape[0]
         if self.keep_rows:
             self._rows.append(flat.cpu())
@@ -44,7 +48,8 @@ class ChannelStats:
         """Combine the statistics of all data-parallel ranks (a collective: every rank calls it, same order)."""
         self.min = all_reduce(self.min, "min")
         self.max = all_reduce(self.max, "max")
-        self.abs_sum = all_reduce(self.abs_sum, "sum")
+        if self.abs_sum is not None:
+            self.abs_sum = all_reduce(self.abs_sum, "sum")
         self.tokens = all_reduce(self.tokens, "sum")
         if self.keep_rows:
             self._rows = gather_in_sample_order(self._rows)  # one tensor per forward call, i.e. per sample
@@ -71,6 +76,8 @@ class ChannelStats:
     @property
     def mean_abs(self) -> torch.Tensor:
         """mean over tokens of |x| per channel."""
+        if self.abs_sum is None:
+            raise RuntimeError("these statistics were collected without the sum of |x| (mean_abs=False)")
         return (self.abs_sum / self.tokens.clamp(min=1)).float()
 
     @property
@@ -86,8 +93,8 @@ class ChannelStats:
 class SubgraphStatsCollector:
     """Forward pre-hooks on each subgraph's first consumer, feeding one ChannelStats per subgraph."""
 
-    def __init__(self, subgraphs: list[Subgraph], keep_rows: bool = False):
-        self.stats = {sg.source_name: ChannelStats(sg.channels, keep_rows) for sg in subgraphs}
+    def __init__(self, subgraphs: list[Subgraph], keep_rows: bool = False, mean_abs: bool = True):
+        self.stats = {sg.source_name: ChannelStats(sg.channels, keep_rows, mean_abs) for sg in subgraphs}
         self._handles = [
             sg.targets[0].register_forward_pre_hook(self._hook(self.stats[sg.source_name])) for sg in subgraphs
         ]

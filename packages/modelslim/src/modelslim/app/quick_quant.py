@@ -112,6 +112,14 @@ def read_model_config(model_path: Path) -> dict[str, Any]:
         return {}
 
 
+def check_config_for_model(config: QuantConfig, adapter: ModelAdapter, model_path: Path, tags: list[str] | None,
+                           source: str) -> None:
+    """The YAML-load refusals of a config for this model: a checkpoint the target engines cannot load, or a quantized
+    linear the release stores fused. `tune` runs them on its template before any round, as `quant` does."""
+    check_target_engines(config.spec, tags, read_model_config(model_path), source)
+    check_fused_release_linears(config.spec, adapter, source)
+
+
 def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     started = time.perf_counter()
     model_path = check_model_path(args.model_path)
@@ -123,8 +131,7 @@ def run_quant(args: QuantArgs, confirm: Confirmer | None = None) -> Path:
     adapter = adapter_for_run(args.model_type, model_path, args.config_path, args.trust_remote_code)
     raw, source = choose_config(args, adapter.pedigree, confirm or Confirmer(args.yes), adapter.apiversions)
     config: QuantConfig = parse_quant_config(raw, source)
-    check_target_engines(config.spec, args.tags, read_model_config(model_path), source)
-    check_fused_release_linears(config.spec, adapter, source)
+    check_config_for_model(config, adapter, model_path, args.tags, source)
     request = QuantRequest(adapter=adapter, model_path=model_path, save_path=save_path, device=device, debug=args.debug,
                            max_memory=args.max_memory)
     try:

@@ -38,7 +38,7 @@ from modelslim_core.runtime.selection_check import EmptySelectionError
 from modelslim.app.analyze import measure_scheme, write_private
 from modelslim.app.evaluators import Evaluator, Verdict, build_evaluator
 from modelslim.app.paths import check_model_path, check_save_path
-from modelslim.app.quick_quant import QuantArgs
+from modelslim.app.quick_quant import QuantArgs, check_config_for_model
 from modelslim.app.tune_config import (StrategyFields, first_quantizing_item, load_tune_file, with_rollback,
                                        without_item)
 
@@ -294,11 +294,24 @@ def format_rounds(report: dict) -> str:
     return "\n".join(lines)
 
 
+def check_template_for_model(template: dict, source: str, model_path: Path, args: TuneArgs) -> None:
+    """`quant`'s YAML-load refusals on the template (formats/fused_release.py, the engines' layouts), before the
+    analysis or any round: every round is the template with more layers float, so a template the release cannot
+    store would otherwise be refused only once a round reaches the saver's check, after the analysis ran."""
+    from modelslim_core.models.resolve import create_adapter
+    from modelslim_core.protocol.config import parse_quant_config
+
+    config = parse_quant_config(copy.deepcopy(template), source)
+    adapter = create_adapter(args.model_type, model_path, args.trust_remote_code)
+    check_config_for_model(config, adapter, model_path, None, source)
+
+
 def run_tune(args: TuneArgs) -> dict:
     started = time.perf_counter()
     model_path = check_model_path(args.model_path)
     save_path = check_save_path(args.save_path, model_path)
     strategy, evaluation = load_tune_file(args.config)
+    check_template_for_model(strategy.template, f"{args.config}: strategy.template", model_path, args)
     evaluator = build_evaluator(evaluation, f"{args.config}: evaluation")
     save_path.mkdir(parents=True, exist_ok=True, mode=0o750)
     history = History(save_path / HISTORY, _digest({"strategy": strategy.model_dump(), "evaluation": evaluation,

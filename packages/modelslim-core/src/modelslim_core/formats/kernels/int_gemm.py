@@ -33,6 +33,14 @@ def _column_runs(w_codes: torch.Tensor, act_bound: int) -> list[tuple[int, int]]
     return runs
 
 
+def abs_row_sums(weight: torch.Tensor) -> torch.Tensor:
+    """Σ_k |w_nk| per row of float32 integer codes, exact: float32 while every sum fits its 2^24 integers
+    (|code| ≤ 128, so k ≤ 2^17), else float64. One reduction, no int64 copy of the weight (that copy, its abs
+    and a cumulative sum were most of a checkpoint's load)."""
+    wide = weight.shape[-1] * 128 >= FLOAT32_EXACT
+    return torch.linalg.vector_norm(weight.double() if wide else weight, ord=1, dim=-1)
+
+
 class IntWeight(nn.Module):
     """Integer weight codes [n, k] prepared once for exact products with integer activations of |x| ≤ act_bound.
 
@@ -41,11 +49,18 @@ class IntWeight(nn.Module):
 
     def __init__(self, w_codes: torch.Tensor, act_bound: int = 128):
         super().__init__()
-        self.runs = _column_runs(w_codes, act_bound)
-        rows = w_codes.to(torch.int64).abs().sum(dim=-1)
+        weight = w_codes.to(torch.float32)  # exact: codes are small integers
+        self.register_buffer("codes_f32", weight, persistent=False)  # [n, k]; products use its transpose (a view)
+        rows = abs_row_sums(weight)
         #: the largest |x·Wᵀ| any activation codes within act_bound can produce
         self.bound = int(rows.max()) * act_bound if rows.numel() else 0
-        self.register_buffer("transposed", w_codes.to(torch.float32).T.contiguous(), persistent=False)  # [k, n]
+        # one run when even the largest row's full sum is exact (typical weights); else the column split
+        self.runs = [(0, weight.shape[-1])] if self.bound < FLOAT32_EXACT else _column_runs(w_codes, act_bound)
+
+    @property
+    def transposed(self) -> torch.Tensor:
+        """The float32 codes as [k, n] (a view of `codes_f32`: BLAS reads the transpose in place)."""
+        return self.codes_f32.T
 
     def matmul(self, x_codes: torch.Tensor) -> torch.Tensor:
         """x_codes [..., k] (integer-valued) -> exact x·Wᵀ [..., n] as float64."""
@@ -82,12 +97,13 @@ class GroupedIntWeight(nn.Module):
         super().__init__()
         n, k = w_codes.shape
         self.groups = groups
-        grouped = w_codes.reshape(n, groups, k // groups)
-        largest = int(grouped.to(torch.int64).abs().sum(dim=-1).max()) if grouped.numel() else 0
+        grouped = w_codes.reshape(n, groups, k // groups).to(torch.float32)
+        largest = int(abs_row_sums(grouped).max()) if grouped.numel() else 0
         exact = act_bound * largest < FLOAT32_EXACT
-        batched = grouped.to(torch.float32).permute(1, 2, 0).contiguous() if exact else None  # [groups, k/groups, n]
+        batched = grouped.permute(1, 2, 0).contiguous() if exact else None  # [groups, k/groups, n]
         self.register_buffer("batched", batched, persistent=False)
-        self.per_group = nn.ModuleList([] if exact else [IntWeight(grouped[:, g], act_bound) for g in range(groups)])
+        self.per_group = nn.ModuleList([] if exact else [IntWeight(w_codes.reshape(n, groups, -1)[:, g], act_bound)
+                                                         for g in range(groups)])
 
     def matmul(self, x_codes: torch.Tensor) -> torch.Tensor:
         """x_codes [..., k] -> exact per-group products [..., n, groups] as float64."""
