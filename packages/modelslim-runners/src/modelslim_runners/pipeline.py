@@ -194,9 +194,10 @@ class UnitPipeline:
         started = time.perf_counter()
         for unit in units[:count]:
             unit_started = time.perf_counter()
-            cached = Unit(unit.name, self._cache.load_unit(unit.index), unit.index)
-            for saver in savers:
-                saver.save_unit(cached)
+            if savers:  # data parallel: rank 0 saves, the other ranks only continue from the state below
+                cached = Unit(unit.name, self._cache.load_unit(unit.index), unit.index)
+                for saver in savers:
+                    saver.save_unit(cached)
             self.summaries[-1].add(unit.name, time.perf_counter() - unit_started, rss_bytes())
         state = self._cache.load_state(count - 1)
         for processor, processor_state in zip(processors, state["processors"], strict=True):
@@ -252,7 +253,7 @@ class UnitPipeline:
             check_layer_selections(self.adapter, units, stage.processors)
             check_attention_selections(self.adapter, units, stage.processors)
             self._cache = None if self._resume_point is not None else UnitCache.for_stage(
-                self.context, model, units, stage, self.world)
+                self.context, model, units, stage, self.world, self.rank)
             start, inputs = self._start(model, units, stage, processors, savers)
             self._budget = self._plan_memory(model, units, nested_tensor_bytes(inputs or []))
             for unit in self._progress(units[start:], stage):
