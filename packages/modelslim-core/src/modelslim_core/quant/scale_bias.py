@@ -32,5 +32,7 @@ def scale_bias(codes: torch.Tensor, scale: torch.Tensor, chunks: int) -> torch.T
     out, in_features = codes.shape
     if in_features % chunks:
         raise ValueError(f"in_features {in_features} is not divisible into {chunks} tensor-parallel shards")
-    dequantized = codes.double() * scale.double().reshape(out, 1)
-    return (INT4_SHIFT * dequantized.reshape(out, chunks, -1).sum(dim=-1)).float()
+    # Σ codes · s = s · Σ codes exactly in float64 (|Σ codes| < 2^17 and s has a 24-bit mantissa), so the
+    # integer sums are taken first: no float64 copy of the weight (8 bytes per element, twice) is ever made.
+    code_sums = codes.reshape(out, chunks, -1).sum(dim=-1, dtype=torch.int64)
+    return (INT4_SHIFT * (code_sums.double() * scale.double().reshape(out, 1))).float()
