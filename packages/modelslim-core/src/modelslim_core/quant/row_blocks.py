@@ -31,6 +31,16 @@ def row_blocks(rows: int, columns: int, block_bytes: int | None = None) -> Itera
         yield start, min(rows, start + step)
 
 
+def row_code_sums(codes: torch.Tensor, chunks: int = 1) -> torch.Tensor:
+    """int64 [rows, chunks]: the sum of each row's integer codes over `chunks` equal shards of its columns, a
+    block of rows at a time in int32 (exact: |sum| < 128 * columns). A reduction to a wider dtype first copies
+    its whole input in that dtype: summing a weight's codes at once in int64 took 8 bytes per element."""
+    rows, columns = codes.shape
+    sums = [codes[start:stop].reshape(stop - start, chunks, -1).sum(dim=-1, dtype=torch.int32)
+            for start, stop in row_blocks(rows, columns)]
+    return torch.cat(sums).to(torch.int64) if sums else torch.zeros(0, chunks, dtype=torch.int64)
+
+
 def row_slice(container: nn.Module, start: int, stop: int) -> nn.Module:
     """The container of rows [start, stop) (views of its buffers, nothing copied)."""
     sliced = copy.copy(container)
