@@ -44,7 +44,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from modelslim_core.errors import UnsupportedError
 from modelslim_core.models.moe import PerExpertMoE
 from modelslim_core.runtime.distributed import gather_in_sample_order, working_alone
 from modelslim_core.runtime.observation import pause_statistics
@@ -403,12 +402,9 @@ class MoEPieceRun:
                 rows = added if makes_outputs else rows
             processor.postprocess(piece)
             stale_from_last |= index >= self.last and processor.outputs_stale(piece)
-        if stale_from_last and not self.final_mode:
-            raise UnsupportedError(
-                f"{self.unit.name}: the routed experts {experts.start}-{experts.stop - 1} must be run again after "
-                "calibration (their quantization changes their outputs, e.g. GPTQ) while the layer's trunk does not; "
-                "split across ranks, a layer processed in pieces needs the trunk and the experts treated alike.",
-                "quantize the trunk with the same method, or run on one device (--device cpu).")
+        if stale_from_last and not self.final_mode:  # the other ranks took the trunk's word for it
+            raise RuntimeError(f"{self.unit.name}: the routed experts {experts.start}-{experts.stop - 1} left their "
+                               "outputs stale, the trunk did not; split across ranks, every piece must agree.")
         if self.final_mode and self.outputs_needed:
             rows = [_AddedRows(call.hidden.dtype) for call in self.final_calls]
             self._add_group(self.final_calls, experts, rows)
