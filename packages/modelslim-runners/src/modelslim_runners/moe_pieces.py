@@ -45,7 +45,7 @@ import torch.distributed as dist
 from torch import nn
 
 from modelslim_core.models.moe import PerExpertMoE
-from modelslim_core.runtime.distributed import gather_in_sample_order, working_alone
+from modelslim_core.runtime.distributed import all_reduce, gather_in_sample_order, working_alone
 from modelslim_core.runtime.observation import pause_statistics
 from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.saver import Saver
@@ -280,6 +280,8 @@ class MoEPieceRun:
             if self.split:
                 self._hand_back_sums()
             outputs = self._replay(unit.module if self.final_mode else self.snapshot)
+        if self.split:
+            self._merge_routing_counts()
         self.snapshot = None
         release_trunk(unit, self.experts_path)
         pipeline.leave_calibrated_piece(trunk, trunk_need)
@@ -438,6 +440,16 @@ class MoEPieceRun:
         mine: list = [None]
         dist.scatter_object_list(mine, parts, src=self.holder)
         self.sums = mine[0]
+
+    def _merge_routing_counts(self) -> None:
+        """Each owner counted its experts' routed tokens over every sample, the others nothing: rank 0 takes the
+        layer's totals (its log shows the layer, not a share) and the other ranks zero, so the report's sum over
+        ranks stays the single-process count. A collective."""
+        moe = self.moe
+        counts = torch.tensor([*moe.routed_tokens, moe.seen_tokens, moe.all_token_tokens], dtype=torch.int64)
+        summed = all_reduce(counts, "sum").tolist()
+        totals = summed if self.pipeline.rank == 0 else [0] * len(summed)
+        moe.routed_tokens, moe.seen_tokens, moe.all_token_tokens = totals[:-2], totals[-2], totals[-1]
 
     def _save(self, pieces: list[Unit]) -> None:
         for piece in pieces:
