@@ -277,6 +277,7 @@ class UnitPipeline:
             if self.split_groups and self.world > 1:
                 logger.info("Routed experts split across %d ranks: rank %d loaded and calibrated %d of the %d groups; "
                             "rank 0 saved them all.", self.world, self.rank, self.own_groups, self.split_groups)
+            if self._piecewise and self.world > 1:
                 logger.info("Pieces split across %d ranks: rank %d loaded and quantized %d of the %d linears; rank 0 "
                             "saved them all.", self.world, self.rank, self._own_pieces,
                             sum(bool(p.subtrees) for unit in units for p in linear_pieces(unit)))
