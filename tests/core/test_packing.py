@@ -124,6 +124,24 @@ def test_scale_bias_per_row_and_per_tensor_parallel_shard():
     assert sharded[0, :3].tolist() == [8 * 0.5 * -15, 8 * 0.5 * -11, 8 * 0.5 * -7]
 
 
+def test_scale_bias_equals_the_float64_sum_of_dequantized_codes_bit_for_bit():
+    """The integer-sum form (no float64 copy of the weight) is exact: the same float32 as summing codes * scale
+    in float64, on random codes of a real row width and awkward scales."""
+    generator = torch.Generator().manual_seed(1)
+    codes = torch.randint(-8, 8, (64, 7168), dtype=torch.int8, generator=generator)
+    scale = torch.rand(64, generator=generator) * 10.0 ** torch.randint(-6, 3, (64,), generator=generator)
+    for chunks in (1, 16):
+        reference = (8 * (codes.double() * scale.double()[:, None]).reshape(64, chunks, -1).sum(-1)).float()
+        assert torch.equal(scale_bias(codes, scale, chunks), reference)
+
+
+def test_int4_packing_matches_the_nibble_definition_on_random_codes():
+    codes = torch.randint(-8, 8, (6, 64), dtype=torch.int8, generator=torch.Generator().manual_seed(2))
+    nibbles = codes.to(torch.int16) & 0xF
+    expected = (nibbles[0::2] | (nibbles[1::2] << 4)).to(torch.uint8).view(torch.int8)
+    assert torch.equal(pack_int4_rows(codes), expected)
+
+
 @pytest.mark.parametrize(
     "name, chunks",
     [("model.layers.0.mlp.down_proj", 16), ("model.layers.0.self_attn.o_proj", 16), ("model.layers.0.mlp.experts.3.w2", 16),

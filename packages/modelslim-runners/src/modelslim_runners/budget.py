@@ -4,7 +4,7 @@ measured peak per piece next to it.
 The plan counts bytes above the process baseline, which is measured (RSS when the first unit starts:
 Python, torch, transformers, the weightless skeleton, tokenized calibration data), never guessed. A piece
 streamed in a data-free stage holds its weight in the checkpoint's dtype, its quantized codes (one byte per
-element at most) and a few float32 row blocks; a calibrated unit or piece holds its weights in the checkpoint
+element at most, half a byte more while a 4-bit layout packs them) and a few float32 row blocks; a calibrated unit or piece holds its weights in the checkpoint
 dtype, their codes and the running linear in float32 (three float32 copies where the checkpoint is float32),
 GPTQ's Hessians, plus twice the activations (`calibrated_weights_need`).
 A piece that cannot fit stops the run before it is loaded, with the piece and the bytes it needed, instead
@@ -26,9 +26,14 @@ from modelslim_runners.pieces import piece_bytes
 
 logger = logging.getLogger(__name__)
 GIB = 2**30
-#: Float32 row blocks a streamed linear has alive at once (the block, the quantizer's temporaries): 4 measured
-#: on DeepSeek-V3 dimensions (an 18432x7168 bf16 linear peaked 0.65 GiB for 0.62 planned with 4), plus one of slack.
-STREAM_BLOCKS = 5
+#: Float32 row blocks a streamed linear has alive at once (the block, the quantizer's and the weight-error
+#: statistics' temporaries, what the allocator keeps of freed ones), measured with 8 MiB blocks: 4 on a 29568x8192
+#: bf16 linear (W8A8_DYNAMIC: its weight + codes + 32 MiB), 3 to 6 on 3072x2048 and 6144x2048 ones from run to run
+#: (int8 and packed int4 alike, tests/runners/test_streamed_plan.py: the allocator's free lists vary); 8 planned.
+STREAM_BLOCKS = 8
+#: Bytes per element of a streamed linear's quantized output: its codes (<= 1 byte) and, for 4-bit layouts, the
+#: packed copy the saver writes (half a byte) while the codes are still held.
+STREAM_CODE_BYTES = 1.5
 #: Hessian-sized float32 matrices GPTQ holds next to the accumulated one while it quantizes a linear: the
 #: accumulated sum is scaled, permuted and factorised in place, with one work buffer (quant/gptq.py). Measured on
 #: a 4096-wide Hessian and a 512-row weight: 1.19 Hessians above the held sum, the float32 weight copy included
@@ -36,8 +41,9 @@ STREAM_BLOCKS = 5
 GPTQ_WORKING_HESSIANS = 1
 UNLIMITED = 2**60
 
-ASSUMPTIONS_STREAMED = ("a streamed linear holds its weight in the checkpoint dtype, its codes (<= 1 byte/element) "
-                        f"and {STREAM_BLOCKS} float32 row blocks of {BLOCK_BYTES // 2**20} MiB")
+ASSUMPTIONS_STREAMED = ("a streamed linear holds its weight in the checkpoint dtype, its codes and packed codes "
+                        f"(<= {STREAM_CODE_BYTES} bytes/element) and {STREAM_BLOCKS} float32 row blocks of "
+                        f"{BLOCK_BYTES // 2**20} MiB")
 ASSUMPTIONS_UNIT = ("a whole unit holds its float32 weights 3x (float, quantized, dequantized simulation), the GPTQ "
                     f"Hessians (the widest {1 + GPTQ_WORKING_HESSIANS}x while it is factorised) + 2x activations")
 ASSUMPTIONS_STORED = ("a unit holds its weights in the checkpoint dtype (twice where a processor rewrites them in "
@@ -88,7 +94,7 @@ def streamed_piece_need(piece: Unit, storage_element: int) -> int:
     if not piece.subtrees:
         return weights
     elements = weights // storage_element
-    return weights + elements + STREAM_BLOCKS * min(BLOCK_BYTES, 4 * elements)
+    return weights + int(STREAM_CODE_BYTES * elements) + STREAM_BLOCKS * min(BLOCK_BYTES, 4 * elements)
 
 
 def rewrites_weights(configs) -> bool:

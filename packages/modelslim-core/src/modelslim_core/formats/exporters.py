@@ -16,7 +16,7 @@ import torch
 
 from modelslim_core.quant.packing import fp4_codes, pack_fp4, pack_int4_rows
 from modelslim_core.quant.quantized_linear import QuantizedLinear
-from modelslim_core.quant.row_blocks import row_blocks
+from modelslim_core.quant.row_blocks import row_code_sums
 from modelslim_core.quant.scale_bias import scale_bias, scale_bias_chunks
 
 
@@ -44,9 +44,7 @@ def deq_scale_tensor(deq_scale: torch.Tensor, dtypes: ExportDtypes) -> torch.Ten
 def quant_bias_tensor(layer: QuantizedLinear, deq_scale: torch.Tensor) -> torch.Tensor:
     """round(bias / deq_scale − input_offset · Σ_k W_q[n, k]) as int32: folds bias and zero point into the int32 sum."""
     bias = layer.bias.float() if layer.bias is not None else torch.zeros(layer.out_features)
-    codes = layer.qweight.codes  # integer sums are exact in any order: summed a block of rows at a time
-    rows, columns = codes.shape
-    row_sums = torch.cat([codes[start:stop].to(torch.int64).sum(dim=1) for start, stop in row_blocks(rows, columns)]).double()
+    row_sums = row_code_sums(layer.qweight.codes)[:, 0].double()  # exact integer sums, a block of rows at a time
     folded = bias.double() / deq_scale.double() - layer.act.offset.double() * row_sums
     return torch.round(folded).to(torch.int32)
 

@@ -13,6 +13,7 @@ with `os.replace`; shards are renamed only at `close()`, because the `-of-N` tot
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -62,6 +63,9 @@ _DTYPE_RANK = {dtype: rank for rank, (dtype, _) in enumerate(_DTYPES)}
 
 #: Bounds the memory used while copying a shard's payload from its temporary file.
 _COPY_CHUNK = 64 * 2**20
+#: Whether the OS copies file ranges itself (Linux), and the errors that mean "not between these files".
+_KERNEL_COPY = hasattr(os, "copy_file_range")
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,22 @@ def _header(entries: list[_Entry]) -> bytes:
 
 
 def _copy_range(src: BinaryIO, dst: BinaryIO, offset: int, count: int) -> None:
-    """Copy `count` bytes from `offset` in chunks, so a multi-GB tensor never sits in memory whole."""
+    """Copy `count` bytes from `offset` in chunks, so a multi-GB tensor never sits in memory whole: inside the
+    kernel where it can (copy_file_range: no round trip of every byte through Python buffers), else by reads."""
+    if _KERNEL_COPY:
+        dst.flush()
+        try:
+            while count:
+                copied = os.copy_file_range(src.fileno(), dst.fileno(), min(count, _COPY_CHUNK), offset)
+                if not copied:
+                    raise OSError(f"temporary file {src.name} ended {count} bytes early")
+                offset += copied
+                count -= copied
+            return
+        except OSError as error:
+            if error.errno not in _NO_KERNEL_COPY:
+                raise
+            dst.seek(0, os.SEEK_END)  # go on by reads from where the kernel stopped (offset, count follow it)
     src.seek(offset)
     while count:
         chunk = src.read(min(count, _COPY_CHUNK))

@@ -69,6 +69,11 @@ class SourceWeights:
         return self._reader.read(name)
 
     def _read_file_tensor(self, name: str) -> torch.Tensor:
+        """The tensor as safetensors maps it (no copy: its pages come in as they are used). The file is opened
+        per read on purpose: pages touched through a handle that stays open stay resident until it closes (a
+        29568x8192 bf16 linear read through one open handle left its 462 MiB in RSS after the tensor was
+        dropped), memory the budget cannot see; a tensor read per open releases its pages with the tensor.
+        An open costs 0.1-0.6 ms (measured on 72B and DeepSeek-V3 shards), against ~0.1 s to quantize a linear."""
         with safe_open(self._file_of[name], framework="pt") as handle:
             return handle.get_tensor(name)
 

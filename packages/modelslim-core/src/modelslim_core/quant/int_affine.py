@@ -45,7 +45,10 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: i
     """Integer codes (int8 container) of `x`; scale/offset broadcast against x."""
     lo, hi = qrange(bits)
     codes = x.to(torch.float32, copy=True)  # one float32 buffer, updated in place (same arithmetic, fewer copies)
-    codes.div_(scale).add_(offset).round_().clamp_(lo, hi)
+    codes.div_(scale)
+    if offset.any():  # adding a zero offset changes no code (-0 + 0 = +0 still rounds to code 0): skip the pass
+        codes.add_(offset)
+    codes.round_().clamp_(lo, hi)
     return codes.to(torch.int8)
 
 
@@ -84,5 +87,7 @@ def dequantize_grouped(codes: torch.Tensor, scale: torch.Tensor, offset: torch.T
     """Float32 [out, in] of grouped codes; scale/offset are [out, groups] (groups = 1 for per-channel)."""
     groups = scale.shape[1]
     values = group_view(codes.to(torch.float32, copy=True), groups)
-    values.sub_(offset[..., None]).mul_(scale[..., None])  # in place: one float32 copy of a large weight, not two
+    if offset.any():  # symmetric grids: subtracting a zero offset changes no value
+        values.sub_(offset[..., None])
+    values.mul_(scale[..., None])  # in place: one float32 copy of a large weight, not two
     return values.reshape(codes.shape)

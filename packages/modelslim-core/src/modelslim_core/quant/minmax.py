@@ -13,12 +13,17 @@ from modelslim_core.quant.mx import MX_FORMATS, mx_quantize
 from modelslim_core.quant.schemes import BITS
 from modelslim_core.quant.weight_formats import FP8Weight, IntWeight, MXWeight
 
+#: Dtypes whose every value float32 holds exactly (their min/max need no float32 copy of the weight).
+EXACT_IN_FLOAT32 = (torch.float32, torch.bfloat16, torch.float16)
+
 
 def minmax_weight_qparams(
     weight: torch.Tensor, bits: int, symmetric: bool, group_size: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and offset of a [out, in] weight: per output channel ([out]) or per group ([out, in/group_size])."""
-    w = weight.detach().float()
+    # The range is taken in the stored dtype: its min and max convert to float32 exactly, so no float32 copy
+    # of the weight is made for them.
+    w = weight.detach() if weight.dtype in EXACT_IN_FLOAT32 else weight.detach().float()
     if group_size:
         grouped = group_view(w, w.shape[1] // group_size)
         return compute_qparams(*torch.aminmax(grouped, dim=-1), bits, symmetric)

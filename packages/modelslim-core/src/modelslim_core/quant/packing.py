@@ -24,11 +24,14 @@ def _check_even(size: int, what: str) -> None:
 def pack_int4_rows(codes: torch.Tensor) -> torch.Tensor:
     """int4 codes (int8 container, values −8..7) [..., out, in] -> int8 [..., out/2, in], pairs of rows per byte."""
     _check_even(codes.shape[-2], "the output dimension")
-    if codes.numel() and (codes.min() < -8 or codes.max() > 7):
-        raise ValueError("int4 codes must lie in -8..7")
-    nibbles = codes.to(torch.int16) & 0xF
-    low, high = nibbles[..., 0::2, :], nibbles[..., 1::2, :]
-    return (low | (high << 4)).to(torch.uint8).view(torch.int8)
+    if codes.numel():
+        low_code, high_code = torch.aminmax(codes)
+        if low_code < -8 or high_code > 7:
+            raise ValueError("int4 codes must lie in -8..7")
+    # Bytes throughout (two's-complement bits are the same in uint8): one half-size temporary per step, not int16.
+    bits = codes.to(torch.int8).view(torch.uint8)
+    packed = bits[..., 0::2, :] & 0xF
+    return packed.bitwise_or_(bits[..., 1::2, :] << 4).view(torch.int8)
 
 
 def unpack_int4_rows(packed: torch.Tensor) -> torch.Tensor:

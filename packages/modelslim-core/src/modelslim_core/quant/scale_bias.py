@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from modelslim_core.quant.row_blocks import row_code_sums
+
 SCALE_BIAS_TP = 16
 INT4_SHIFT = 8
 ROW_PARALLEL_NAMES = ("down_proj", "o_proj", "w2")
@@ -32,5 +34,6 @@ def scale_bias(codes: torch.Tensor, scale: torch.Tensor, chunks: int) -> torch.T
     out, in_features = codes.shape
     if in_features % chunks:
         raise ValueError(f"in_features {in_features} is not divisible into {chunks} tensor-parallel shards")
-    dequantized = codes.double() * scale.double().reshape(out, 1)
-    return (INT4_SHIFT * dequantized.reshape(out, chunks, -1).sum(dim=-1)).float()
+    # Σ codes · s = s · Σ codes exactly in float64 (|Σ codes| < 2^17 and s has a 24-bit mantissa), so the
+    # integer sums are taken first: no float64 copy of the weight (8 bytes per element, twice) is ever made.
+    return (INT4_SHIFT * (row_code_sums(codes, chunks).double() * scale.double().reshape(out, 1))).float()
