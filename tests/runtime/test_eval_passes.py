@@ -16,15 +16,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelslim.app.eval_passes import compare_models, fit_sample_count
+from modelslim.app.eval_passes import compare_models, fit_sample_count, measured_rows
 from modelslim.app.evaluate import _load_float, perplexity, quantized_linears
-from modelslim.app.layer_compare import (FIT_SAMPLES, LAYER_TOKENS, _ErrorStats, fit_frames, forward_below_head,
-                                         spread_rows)
+from modelslim.app.layer_compare import (FIT_SAMPLES, LAYER_TOKENS, MEASURE_TOKENS, _ErrorStats, fit_frames,
+                                         forward_below_head, measured_rows_per_sample, spread_rows)
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.reference_runtime import load_quantized_model
 from tests.quant_runs import write_mixed_run
 
 pytestmark = pytest.mark.usefixtures("cli_env")
+
+
+def test_measured_tokens_are_shared_by_the_measured_samples() -> None:
+    assert (LAYER_TOKENS, MEASURE_TOKENS) == (256, 2048)  # the figures below are computed by hand from these
+    assert [measured_rows_per_sample(n) for n in (1, 8, 10, 40, 1000)] == [256, 256, 205, 52, 16]
+    # eval of n samples: min(8, ceil(n/2)) fit the frames, the rest are measured (a one-sample eval: that one)
+    assert [measured_rows(n) for n in (1, 12, 18, 48)] == [256, 256, 205, 52]
 
 
 def test_error_stats_by_hand() -> None:
@@ -73,7 +80,7 @@ def models(tiny_models, tmp_path_factory):
     return float_model, quant_model, quantized_linears(float_model, quant_model)
 
 
-def _plain_layer_table(float_model, kernels, frames, samples) -> dict[str, tuple[float, float]]:
+def _plain_layer_table(float_model, kernels, frames, samples, rows: int) -> dict[str, tuple[float, float]]:
     """Every kernel fed its frame's input on every k-th token, summed in float64 with F.cosine_similarity."""
     sums = {name: [0.0, 0.0, 0.0, 0] for name in kernels}
     modules = dict(float_model.named_modules())
@@ -85,7 +92,7 @@ def _plain_layer_table(float_model, kernels, frames, samples) -> dict[str, tuple
             calls.clear()
             float_model(**sample)
             for name, [(x, y)] in calls.items():
-                stride = -(-x.shape[1] // LAYER_TOKENS)
+                stride = -(-x.shape[1] // rows)
                 x, y = x[:, ::stride], y[:, ::stride]
                 q = kernels[name](frames[name].kernel_input(x)).double().flatten(0, 1)
                 r = frames[name].reference_output(y).double().flatten(0, 1)
@@ -104,7 +111,8 @@ def test_eval_figures_equal_a_plain_computation(models, count: int) -> None:
     float_model, quant_model, kernels = models
     torch.manual_seed(0)
     vocab = float_model.config.vocab_size
-    lengths = [700, 40, 300] + [30] * (count - 3)  # long samples exercise the every-k-th-token measurement
+    # long samples exercise the every-k-th-token measurement; the last one (measured: 400 tokens) the shared budget
+    lengths = ([700, 40, 300] + [30] * (count - 4) + [400])[:max(count, 3)]
     samples = [{"input_ids": torch.randint(1, vocab, (1, n)), "attention_mask": torch.ones(1, n, dtype=torch.long)}
                for n in lengths[:count]]
     layers, float_ppl, quant_ppl, tokens = compare_models(
@@ -118,7 +126,7 @@ def test_eval_figures_equal_a_plain_computation(models, count: int) -> None:
         assert fitted == {1: 1, 3: 2}.get(count, FIT_SAMPLES)
         frames = fit_frames(float_model, quant_model, kernels, samples[:fitted], None)
         measured = samples if count == 1 else samples[fitted:]  # fit samples are not measured twice
-        plain = _plain_layer_table(float_model, kernels, frames, measured)
+        plain = _plain_layer_table(float_model, kernels, frames, measured, measured_rows(count))
     assert {layer.name for layer in layers} == set(kernels)
     for layer in layers:
         assert layer.rel_l2 == pytest.approx(plain[layer.name][0], rel=1e-5), layer.name

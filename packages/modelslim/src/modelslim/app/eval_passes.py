@@ -2,7 +2,8 @@
 
 The first samples (half of them, at most layer_compare.FIT_SAMPLES) fit the per-linear frames from both
 forwards' captured linear calls; once the frames are known, every later sample's float forward feeds the
-kernels for the per-layer errors, on about layer_compare.LAYER_TOKENS of its tokens (every k-th). Both
+kernels for the per-layer errors, on every k-th of its tokens (layer_compare.measured_rows_per_sample: at most
+LAYER_TOKENS per sample, about MEASURE_TOKENS over the whole eval). Both
 forwards of every sample also give the end-to-end figure (perplexity of each model for causal LMs, else the
 cosine of the final hidden states), so the float model runs once per sample, not once for the fit, once for
 the per-layer errors and once for the perplexity: eval costs one float and one quantized forward over its
@@ -18,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelslim.app.layer_compare import (FIT_SAMPLES, LAYER_TOKENS, FrameFitter, LayerError, _captured, forward_below_head,
-                                        measuring, new_stats, results)
+from modelslim.app.layer_compare import (FIT_SAMPLES, FrameFitter, LayerError, _captured, forward_below_head,
+                                        measured_rows_per_sample, measuring, new_stats, results)
 
 
 class EndToEnd:
@@ -64,12 +65,20 @@ def fit_sample_count(samples: int) -> int:
     return min(FIT_SAMPLES, (samples + 1) // 2) if samples > 1 else samples
 
 
+def measured_rows(samples: int) -> int:
+    """Tokens per sample each kernel is measured on in an eval of `samples` samples (the fit samples are not
+    measured again, except in a one-sample eval)."""
+    fitted = fit_sample_count(samples)
+    return measured_rows_per_sample(samples - fitted if samples > fitted else samples)
+
+
 @torch.no_grad()
 def compare_models(float_model: nn.Module, quant_model: nn.Module, kernels: dict[str, nn.Module], tags: dict[str, str],
                    samples: list, rotation: torch.Tensor | None, causal: bool) -> tuple[list[LayerError], float, float, int]:
     """Per-layer errors, then the float and quantized end-to-end figures and the token count."""
     float_linears = {name: module for name, module in float_model.named_modules() if name in kernels}
     fit_count = fit_sample_count(len(samples))
+    rows = measured_rows(len(samples))
     fitter = FrameFitter(rotation)
     stats = new_stats(kernels, tags)
     figure = EndToEnd(causal)
@@ -86,14 +95,14 @@ def compare_models(float_model: nn.Module, quant_model: nn.Module, kernels: dict
         else:
             if frames is None:
                 frames = fitter.frames(float_model, quant_model, kernels, samples[:fit_count])
-            with measuring(float_model, kernels, frames, stats, LAYER_TOKENS):
+            with measuring(float_model, kernels, frames, stats, rows):
                 float_out = float_model(**sample)
             quant_out = quant_model(**sample)
         figure.add(sample, float_out, quant_out)
         del float_out, quant_out
     if frames is None:  # a single sample went to the fit: measure on it with one more float forward
         frames = fitter.frames(float_model, quant_model, kernels, samples)
-        with measuring(float_model, kernels, frames, stats, LAYER_TOKENS):
+        with measuring(float_model, kernels, frames, stats, rows):
             for sample in samples:
                 forward_below_head(float_model, sample, set(kernels))
     return (results(stats), *figure.result())

@@ -43,6 +43,17 @@ FIT_TOKENS = 256
 #: settles within a few thousand tokens, and measuring every token would run every kernel a second time over
 #: the whole eval set (eval would cost ~2.8 float forwards instead of ~2).
 LAYER_TOKENS = 256
+#: Tokens each kernel is measured on over the whole eval: the per-sample share shrinks as samples grow, so a
+#: 48-sample eval measures ~2k tokens per linear instead of ~10k (the measuring hooks were ~0.9 float forwards
+#: of the demo's 48-sample eval; the figures settle well within this many tokens).
+MEASURE_TOKENS = 2048
+
+
+def measured_rows_per_sample(measured_samples: int) -> int:
+    """Tokens measured per sample when `measured_samples` samples share MEASURE_TOKENS (at most LAYER_TOKENS
+    each, at least 16 so a sample's every-k-th spread still covers early and late positions)."""
+    share = -(-MEASURE_TOKENS // max(measured_samples, 1))
+    return max(16, min(LAYER_TOKENS, share))
 
 
 @dataclass
