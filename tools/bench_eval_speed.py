@@ -1,23 +1,26 @@
 """`msmodelslim eval` against one float forward over the same tokens, and where eval's time goes.
 
 Goal (developers' guide, issue "analyze and tune"): eval costs no more than about two float forwards over
-its tokens. This tool builds a random-weight Llama with SmolLM2-135M's dimensions (hidden 576,
-intermediate 1536, 9 heads / 3 KV heads, vocabulary 49152, tied embeddings; `--layers` of its 30 layers),
-quantizes it once per scheme, and times in this process:
+its tokens. By default this tool builds a random-weight Llama with SmolLM2-135M's dimensions (hidden 576,
+intermediate 1536, 9 heads / 3 KV heads, vocabulary 49152, tied embeddings; `--layers` of its 30 layers);
+`--run PATH MODEL_TYPE DATASET SCHEMES` (repeatable) times real checkpoints instead, all in one process so
+their ratios come from one run. Each scheme is quantized once, then timed in this process:
 
-- `float forward`: the float32 model over the eval samples (transformers, no hooks);
+- `float forward`: the float32 model over the eval samples (transformers, no hooks): the unit of every ratio;
 - `quantized forward`: the reference runtime's model over the same samples (the integer kernels);
-- `eval`: the whole `run_eval` (both loads, per-layer errors, both perplexities, the report);
+- `eval`: the whole `run_eval` (both loads, per-layer errors, both perplexities, the report and its plot),
+  and the same without its two checkpoint loads (timed inside the run), the figure the goal is about;
 - `judge`: tune's perplexity judge (`evaluate.end_to_end`, both loads, no per-layer errors) in its first round
   (float and quantized perplexity) and in a later round (the float perplexity is known: quantized only).
 
-Every time is wall and process CPU seconds (CPU is the honest figure on a shared host); ratios are CPU over
-the float forward's CPU.
+Every time is process CPU seconds (the honest figure on a shared host); ratios are over the float forward's.
 
-    uv run python tools/bench_eval_speed.py [--layers 8] [--schemes w8a8,w8a8_dynamic,w4a8_group]
+    uv run python tools/bench_eval_speed.py [--layers 8] [--schemes w8a8,w8a8_dynamic,w4a4]
+    uv run python tools/bench_eval_speed.py \
+        --run examples/qwen2-demo Qwen2-demo calib/demo_heldout.jsonl w8a8,w8a8_dynamic \
+        --run /path/to/SmolLM2-135M Llama calib/heldout_eval.jsonl w8a8_dynamic
 
-`--model_path DIR` (with `--model_type`) times a real checkpoint instead, e.g. the demo LM with its own held-out
-set: `--model_path examples/qwen2-demo --model_type Qwen2-demo --dataset calib/demo_heldout.jsonl`.
+`--max_samples N` evaluates the first N samples (default: every sample, as `msmodelslim eval` does).
 """
 
 from __future__ import annotations
@@ -77,53 +80,100 @@ def seconds(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--schemes", default="w8a8,w8a8_dynamic,w4a4")
-    parser.add_argument("--max_samples", type=int, default=6)
-    parser.add_argument("--model_path", help="a float checkpoint to time instead of the random SmolLM2-width Llama")
-    parser.add_argument("--model_type", default="Llama-demo")
-    parser.add_argument("--dataset", default=DATASET)
-    args = parser.parse_args()
+class LoadTimer:
+    """CPU seconds run_eval spends in its two checkpoint loads (the float model and the reference runtime's)."""
 
+    def __init__(self, evaluate):
+        self.evaluate = evaluate
+        self.seconds = 0.0
+
+    def __enter__(self) -> "LoadTimer":
+        self.saved = self.evaluate._load_float, self.evaluate._load_quantized
+        self.evaluate._load_float = self._timed(self.saved[0])
+        self.evaluate._load_quantized = self._timed(self.saved[1])
+        return self
+
+    def _timed(self, load):
+        def timed(*args, **kwargs):
+            started = time.process_time()
+            try:
+                return load(*args, **kwargs)
+            finally:
+                self.seconds += time.process_time() - started
+        return timed
+
+    def __exit__(self, *exc) -> None:
+        self.evaluate._load_float, self.evaluate._load_quantized = self.saved
+
+
+def bench_model(model_dir: Path, model_type: str, dataset: str, schemes: list[str], work: Path, max_samples: int | None,
+                label: str) -> list[str]:
+    """Rows of the ratio table for one float checkpoint and its schemes."""
     from modelslim.app import evaluate
     from modelslim.app.quick_quant import QuantArgs, run_quant
     from modelslim_core.calib.text import load_texts
     from modelslim_core.reference_runtime.loader import load_quantized_model
 
+    float_model, _ = evaluate._load_float(model_dir, torch.device("cpu"))
+    samples = evaluate._tokenize(model_dir, load_texts(dataset)[:max_samples])
+    tokens = sum(s["input_ids"].shape[1] for s in samples)
+    with torch.no_grad():
+        float_model(**samples[0])  # first-call costs (allocator, kernels' setup) are not the per-token cost
+        _, float_s = seconds(lambda: [float_model(**s) for s in samples])
+    del float_model
+    rows = []
+    for scheme in schemes:
+        config = work / f"{label}_{scheme}.yaml"
+        config.write_text(config_text(*SCHEMES[scheme]))
+        out = work / f"out_{label}_{scheme}"
+        run_quant(QuantArgs(str(model_dir), str(out), model_type, config_path=str(config), device="cpu"))
+        quant_model = load_quantized_model(model_dir, out)
+        with torch.no_grad():
+            quant_model(**samples[0])
+            _, quant_s = seconds(lambda: [quant_model(**s) for s in samples])
+        del quant_model
+        eval_args = evaluate.EvalArgs(str(model_dir), str(out), dataset, device="cpu", max_samples=max_samples)
+        with LoadTimer(evaluate) as loads:
+            _, eval_s = seconds(lambda: evaluate.run_eval(eval_args))
+        known = []
+        _, first_s = seconds(lambda: known.append(evaluate.end_to_end(eval_args)[1]))
+        _, later_s = seconds(lambda: evaluate.end_to_end(eval_args, known[0]))
+        ratio = (eval_s - loads.seconds) / float_s
+        rows.append(f"| {label} | {scheme} | {len(samples)} / {tokens} | {float_s:.2f} | {quant_s:.2f} ({quant_s / float_s:.2f}) "
+                    f"| {eval_s:.2f} ({eval_s / float_s:.2f}) | {loads.seconds:.2f} | **{ratio:.2f}x** "
+                    f"| {first_s:.2f} ({first_s / float_s:.2f}) | {later_s:.2f} ({later_s / float_s:.2f}) |")
+        print(f"{label} {scheme}: eval without its loads / float forward = {ratio:.2f}x (target <= ~2.0x); "
+              f"with the loads ({loads.seconds:.2f} s CPU) {eval_s / float_s:.2f}x", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--schemes", default="w8a8,w8a8_dynamic,w4a4")
+    parser.add_argument("--max_samples", type=int, default=None)
+    parser.add_argument("--run", nargs=4, action="append", metavar=("PATH", "MODEL_TYPE", "DATASET", "SCHEMES"),
+                        help="a float checkpoint to time instead of the random SmolLM2-width Llama (repeatable)")
+    args = parser.parse_args()
+
+    print(f"{torch.get_num_threads()} threads, load average at start {os.getloadavg()[0]:.1f}", flush=True)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        model_dir = Path(args.model_path).resolve() if args.model_path else build_model(work / "model", args.layers)
-        float_model, _ = evaluate._load_float(model_dir, torch.device("cpu"))
-        texts = load_texts(args.dataset)[: args.max_samples]
-        samples = evaluate._tokenize(model_dir, texts)
-        tokens = sum(s["input_ids"].shape[1] for s in samples)
-        with torch.no_grad():
-            float_wall, float_s = seconds(lambda: [float_model(**s) for s in samples])
-        what = model_dir.name if args.model_path else f"Llama {args.layers} layers at SmolLM2-135M width"
-        print(f"\n{what}, {len(samples)} samples, {tokens} tokens, "
-              f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; float forward "
-              f"{float_wall:.2f} s wall, {float_s:.2f} s CPU\n")
-        print("| scheme | quantized forward CPU s (x float) | eval CPU s (x float) | judge, first round CPU s (x float) "
-              "| judge, later round CPU s (x float) |")
-        print("|---|---|---|---|---|")
-        for scheme in [s for s in args.schemes.split(",") if s]:
-            config = work / f"{scheme}.yaml"
-            config.write_text(config_text(*SCHEMES[scheme]))
-            out = work / f"out_{scheme}"
-            run_quant(QuantArgs(str(model_dir), str(out), args.model_type, config_path=str(config), device="cpu"))
-            quant_model = load_quantized_model(model_dir, out)
-            with torch.no_grad():
-                _, quant_s = seconds(lambda: [quant_model(**s) for s in samples])
-            del quant_model
-            eval_args = evaluate.EvalArgs(str(model_dir), str(out), args.dataset, device="cpu", max_samples=args.max_samples)
-            _, eval_s = seconds(lambda: evaluate.run_eval(eval_args))
-            known = []
-            _, first_s = seconds(lambda: known.append(evaluate.end_to_end(eval_args)[1]))
-            _, later_s = seconds(lambda: evaluate.end_to_end(eval_args, known[0]))
-            print(f"| {scheme} | " + " | ".join(f"{cpu:.2f} ({cpu / float_s:.2f})" for cpu in (quant_s, eval_s, first_s, later_s))
-                  + " |")
+        if args.run:
+            for path, model_type, dataset, schemes in args.run:
+                model_dir = Path(path).resolve()
+                rows += bench_model(model_dir, model_type, dataset, schemes.split(","), work, args.max_samples,
+                                    model_dir.name)
+        else:
+            model_dir = build_model(work / "model", args.layers)
+            rows += bench_model(model_dir, "Llama-demo", DATASET, [s for s in args.schemes.split(",") if s], work,
+                                args.max_samples, f"Llama {args.layers} layers at SmolLM2-135M width")
+    print(f"\nCPU seconds (x the float forward over the same tokens); load average at the end {os.getloadavg()[0]:.1f}\n")
+    print("| model | scheme | samples / tokens | float forward | quantized forward | eval | eval's two loads "
+          "| eval without loads / float | judge, first round | judge, later round |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -203,3 +203,26 @@ def test_a_run_killed_between_pieces_resumes_to_the_same_checkpoint(process, kil
     assert not (resumed / ".modelslim_resume").exists()
     report = [json.loads((out / "quant_report.json").read_text()) for out in (reference, resumed)]
     assert report[0]["layers"] == report[1]["layers"]
+
+
+def test_recorded_expert_rows_add_up_to_the_whole_layer_sum() -> None:
+    """Split across ranks, each owner records the rows its experts add and adds them later to the running sums
+    passed along: the sum must be bit for bit the one `PerExpertMoE.forward` makes in one go."""
+    from modelslim_core.models.moe import ExpertMLP
+    from modelslim_runners.moe_pieces import _AddedRows
+
+    torch.manual_seed(0)
+    moe = PerExpertMoE([ExpertMLP(torch.nn.Linear(8, 16), torch.nn.Linear(8, 16), torch.nn.Linear(16, 8),
+                                  torch.nn.functional.silu) for _ in range(4)])
+    hidden = torch.randn(10, 8)
+    index = torch.stack([torch.randperm(4)[:2] for _ in range(10)])  # top-2 of 4 experts per token
+    weights = torch.rand(10, 2)
+    with torch.no_grad():
+        expected = moe(hidden, index, weights)
+        total = torch.zeros_like(hidden)
+        for group in (range(0, 1), range(1, 3), range(3, 4)):  # groups owned by different ranks, in order
+            rows = _AddedRows(hidden.dtype)
+            moe.add_expert_outputs(rows, hidden, index, weights, group, all_tokens=False)
+            rows.add_to(total)
+    assert torch.equal(total, expected)
+    assert moe.routed_tokens == [2 * int((index == e).sum()) for e in range(4)]  # forward, then the groups

@@ -1,7 +1,9 @@
 """Two `torchrun --nnodes 2` launchers on one host (rendezvous on 127.0.0.1, one rank each, gloo) write the
-checkpoint one process writes; each rank quantizes its share of the data-free linears (round robin) and
-its share of the calibration samples. Run with --debug, the same run shows every rank's records gathered on
-rank 0: debug_info and the report equal one process's."""
+checkpoint one process writes, on a tiny DeepSeek-V3 (MLA, a dense layer, routed and shared experts): in a
+data-free run each rank quantizes its share of the linears (round robin); in a calibrated run each rank
+calibrates its share of the samples, layer by layer in pieces, and its share of the groups of routed experts
+over every sample. Run with --debug, the calibrated run shows every rank's records gathered on rank 0:
+debug_info and the report equal one process's."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import torch
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.debug import load_debug_info
-from tests.runners.test_data_parallel import W8A8_GROUP, sha, write_config
+from tests.runners.test_data_parallel import sha, write_config
 
 
 def free_port() -> int:
@@ -29,11 +31,11 @@ def free_port() -> int:
 
 
 def run_two_torchrun_nodes(tmp_path: Path, model: Path, out: Path, config: Path, model_type: str,
-                           *extra: str) -> tuple[list[str], list[int]]:
+                           *extra: str, env: dict[str, str] | None = None) -> tuple[list[str], list[int]]:
     """Two `torchrun --nnodes 2 --nproc_per_node 1` launchers on this host (rendezvous on 127.0.0.1) running
     `msmodelslim quant`: (each node's log, each launcher's exit code)."""
     port = free_port()
-    env = {**os.environ, "MSMODELSLIM_LOG_LEVEL": "info", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "MSMODELSLIM_LOG_LEVEL": "info", "OMP_NUM_THREADS": "1", **(env or {})}
     logs = [tmp_path / f"{out.name}-node{node}.log" for node in (0, 1)]
     launchers = []
     for node, log in enumerate(logs):  # files, not pipes: a full pipe would stall a rank inside a collective
@@ -56,20 +58,53 @@ def run_two_torchrun_nodes(tmp_path: Path, model: Path, out: Path, config: Path,
     return [log.read_text() for log in logs], [launcher.returncode for launcher in launchers]
 
 
-@pytest.mark.slow
-def test_two_torchrun_nodes_write_the_single_process_checkpoint(tiny_models, small_calib, tmp_path, cli_env):
-    model = tiny_models("qwen2")
-    config = write_config(tmp_path, "w8a8", W8A8_GROUP, small_calib, runner="dp_layer_wise")
-    single, nodes = tmp_path / "single", tmp_path / "nodes"
-    run_quant(QuantArgs(str(model), str(single), "Qwen2-demo", config_path=str(config), device="cpu", debug=True))
-    logs, codes = run_two_torchrun_nodes(tmp_path, model, nodes, config, "Qwen2-demo", "--debug")
-    assert codes == [0, 0], "\n\n".join(logs)
-    assert "Joined process group: rank 0 of 2" in logs[0] and "Joined process group: rank 1 of 2" in logs[1]
-    for name in ("quant_model_weights.safetensors", "quant_model_description.json"):
+CALIBRATED = """\
+    - {type: iter_smooth, alpha: 0.5}
+    - type: linear_quant
+      qconfig:
+        act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}
+        weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}
+      exclude: ["*kv_b_proj"]
+"""
+#: Every dense layer as its attention block then its MLP, every MoE layer as its trunk then one expert per group.
+IN_PIECES = {"MSMODELSLIM_DENSE_PIECES": "1", "MSMODELSLIM_EXPERTS_PER_PIECE": "1"}
+
+
+def same_checkpoint(single: Path, nodes: Path) -> None:
+    names = [p.name for p in single.iterdir() if p.suffix in (".safetensors", ".json") and p.name != "quant_report.json"]
+    assert "quant_model_weights.safetensors" in names
+    for name in names:
         assert sha(single / name) == sha(nodes / name), name
     assert not [p for p in nodes.iterdir() if p.name.startswith(("rank", "."))]
-    # --debug: every rank's records gathered on rank 0 (formerly tests/observability/test_debug_info.py's
-    # data-parallel run, which repeated this quantization with two spawned ranks)
+
+
+def shares(logs: list[str], pattern: str) -> tuple[int, int, int]:
+    """(rank 0's count, rank 1's count, total) from each node's "rank R <pattern> N of the M" log line."""
+    found = [re.search(rf"rank (\d) {pattern} (\d+) of the (\d+)", log) for log in logs]
+    assert all(found), "\n\n".join(logs)
+    (rank0, mine0, total), (rank1, mine1, total1) = ([int(g) for g in m.groups()] for m in found)
+    assert (rank0, rank1) == (0, 1) and total == total1
+    return mine0, mine1, total
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_split_the_routed_experts_of_a_calibrated_run(tiny_models, small_calib, tmp_path, cli_env):
+    """Smoothing + W8A8 static, the two nodes' layers in pieces, one process's whole: the trunk's statistics are
+    reduced across the nodes; each group of routed experts is loaded and calibrated by one node, over every
+    sample."""
+    model = tiny_models("deepseek_v3")  # layer 0 dense, layers 1-2 with 4 routed experts and a shared expert
+    config = write_config(tmp_path, "w8a8", CALIBRATED, small_calib, runner="dp_layer_wise")
+    single, nodes = tmp_path / "single", tmp_path / "nodes"
+    run_quant(QuantArgs(str(model), str(single), "DeepSeek-V3", config_path=str(config), device="cpu", debug=True))
+    logs, codes = run_two_torchrun_nodes(tmp_path, model, nodes, config, "DeepSeek-V3", "--debug", env=IN_PIECES)
+    assert codes == [0, 0], "\n\n".join(logs)
+    assert "Joined process group: rank 0 of 2" in logs[0] and "Joined process group: rank 1 of 2" in logs[1]
+    assert "model.layers.0 is processed in pieces: its attention block, then its MLP" in logs[0]
+    assert "model.layers.1 is processed in pieces: its trunk, then 1 routed experts at a time" in logs[0]
+    mine0, mine1, total = shares(logs, "loaded and calibrated")
+    assert total == 8 and mine0 == mine1 == 4  # 2 MoE layers x 4 experts, one expert per group
+    same_checkpoint(single, nodes)
+    # --debug: every rank's records gathered on rank 0
     one, two = load_debug_info(single), load_debug_info(nodes)
     assert one.keys() == two.keys() and one["linear_quant"].keys() == two["linear_quant"].keys()
     for key, value in one["linear_quant"].items():
@@ -101,13 +136,7 @@ def test_two_torchrun_nodes_split_the_pieces_of_a_data_free_run(tiny_models, sma
     run_quant(QuantArgs(str(model), str(single), "DeepSeek-V3", config_path=str(config), device="cpu"))
     logs, codes = run_two_torchrun_nodes(tmp_path, model, nodes, config, "DeepSeek-V3")
     assert codes == [0, 0], "\n\n".join(logs)
-    shares = [re.search(r"rank (\d) loaded and quantized (\d+) of the (\d+) linears", log) for log in logs]
-    assert all(shares), "\n\n".join(logs)
-    (rank0, mine0, total), (rank1, mine1, total1) = ([int(g) for g in m.groups()] for m in shares)
-    assert (rank0, rank1) == (0, 1) and total == total1 and mine0 + mine1 == total and abs(mine0 - mine1) <= 2
-    names = [p.name for p in single.iterdir() if p.suffix in (".safetensors", ".json") and p.name != "quant_report.json"]
-    assert "quant_model_weights.safetensors" in names
-    for name in names:
-        assert sha(single / name) == sha(nodes / name), name
-    assert not [p for p in nodes.iterdir() if p.name.startswith(("rank", "."))]
+    mine0, mine1, total = shares(logs, "loaded and quantized")
+    assert mine0 + mine1 == total and abs(mine0 - mine1) <= 2
+    same_checkpoint(single, nodes)
     assert "matched no" not in logs[0]  # patterns used on rank 1's pieces only are not reported unused

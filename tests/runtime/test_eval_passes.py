@@ -1,7 +1,7 @@
 """`msmodelslim eval`'s single-pass bookkeeping computes what a plain, separate computation computes.
 
-eval reads everything off one float and one quantized forward per sample (plus, for evals of at most
-FIT_SAMPLES samples, one float pass that stops before the output head); its per-layer figures are measured
+eval reads everything off one float and one quantized forward per sample (plus, for an eval of one sample,
+one float pass that stops before the output head); its per-layer figures are measured
 on about LAYER_TOKENS tokens per sample (every k-th). These tests pin its outputs against straightforward
 float64 code written here (hooks, a loop over samples, F.cosine_similarity, the full-logit perplexity), so a
 speedup that changes a figure fails.
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelslim.app.eval_passes import compare_models
+from modelslim.app.eval_passes import compare_models, fit_sample_count
 from modelslim.app.evaluate import _load_float, perplexity, quantized_linears
 from modelslim.app.layer_compare import (FIT_SAMPLES, LAYER_TOKENS, _ErrorStats, fit_frames, forward_below_head,
                                          spread_rows)
@@ -99,7 +99,7 @@ def _plain_layer_table(float_model, kernels, frames, samples) -> dict[str, tuple
     return {name: (math.sqrt(err / ref), cos / tokens) for name, (err, ref, cos, tokens) in sums.items()}
 
 
-@pytest.mark.parametrize("count", [3, FIT_SAMPLES + 2], ids=["all-fit", "fit-then-inline"])
+@pytest.mark.parametrize("count", [1, 3, 2 * FIT_SAMPLES + 2], ids=["one-sample", "half-fit", "fit-then-inline"])
 def test_eval_figures_equal_a_plain_computation(models, count: int) -> None:
     float_model, quant_model, kernels = models
     torch.manual_seed(0)
@@ -114,8 +114,10 @@ def test_eval_figures_equal_a_plain_computation(models, count: int) -> None:
     assert float_ppl == pytest.approx(perplexity(float_model, samples)[0], rel=1e-6)
     assert quant_ppl == pytest.approx(perplexity(quant_model, samples)[0], rel=1e-6)
     with torch.no_grad():
-        frames = fit_frames(float_model, quant_model, kernels, samples, None)
-        measured = samples if count <= FIT_SAMPLES else samples[FIT_SAMPLES:]  # fit samples are not measured twice
+        fitted = fit_sample_count(count)
+        assert fitted == {1: 1, 3: 2}.get(count, FIT_SAMPLES)
+        frames = fit_frames(float_model, quant_model, kernels, samples[:fitted], None)
+        measured = samples if count == 1 else samples[fitted:]  # fit samples are not measured twice
         plain = _plain_layer_table(float_model, kernels, frames, measured)
     assert {layer.name for layer in layers} == set(kernels)
     for layer in layers:

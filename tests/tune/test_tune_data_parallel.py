@@ -46,6 +46,8 @@ def test_tune_under_dp_layer_wise_matches_the_single_process_tune(tmp_path):
     parallel = tune_cli(model, config, tmp_path / "parallel", "cpu:0,1")
     assert parallel.returncode == 0, parallel.stderr
     assert "Runner auto -> dp_layer_wise" in parallel.stderr and "Starting 2 data-parallel workers" in parallel.stderr
+    # the round that rolls layer 2 back takes units 0-1 from round 0's entries on both ranks (unit_cache.py)
+    assert "Reused the first 2 of 4 units" in parallel.stderr
     reports = [json.loads((tmp_path / run / "tune_report.json").read_text()) for run in ("single", "parallel")]
     assert reports[0]["rolled_back"] == reports[1]["rolled_back"] == ["model.layers.2.*", "model.layers.0.*"]
     assert [(r["rolled_back"], r["passed"]) for r in reports[0]["rounds"]] == \

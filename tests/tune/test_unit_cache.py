@@ -9,12 +9,15 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 from modelslim.app import evaluators
 from modelslim.app.evaluators import Verdict
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim.app.tune import TuneArgs, run_tune
-from modelslim_runners.unit_cache import CACHE_ENV, CACHE_GIB_ENV
+from modelslim_core.runtime.unit import UnitInput
+from modelslim_runners.unit_cache import CACHE_ENV, CACHE_GIB_ENV, STATE_FILE, UNIT_FILE, UnitCache
 from tests.tune._helpers import make_outlier_model, w8a8_config, write_calib, write_config
 
 pytestmark = pytest.mark.usefixtures("cli_env")
@@ -147,3 +150,53 @@ def test_tune_rounds_share_the_cache(outlier_model, tmp_path, monkeypatch, caplo
     assert "Reused the first 3 of 4 units" in caplog.text
     assert all(r["quantize_seconds"] + r["eval_seconds"] <= r["seconds"] + 0.02 for r in report["rounds"])
     assert len(list((tmp_path / "run" / "history" / "unit_cache").iterdir())) == 5  # round 0's 4 units + layer 3 again
+
+
+def reused_by_ranks(stderr: str) -> int:
+    """Units rank 0 said it took from the cache (the spawned ranks log to this process's stderr)."""
+    lines = [line for line in stderr.splitlines() if "Reused the first" in line]
+    return int(lines[0].split("Reused the first ")[1].split()[0]) if lines else 0
+
+
+@pytest.mark.slow  # two two-rank runs: ~110 s on the shared 2-core host
+def test_data_parallel_rounds_reuse_each_ranks_state(outlier_model, tmp_path, monkeypatch, caplog, capfd):
+    """dp_layer_wise on two CPU ranks: a round that rolls layer 2 back takes units 0-1 from the cache (rank 0 their
+    modules and state, rank 1 its own inputs and state: only two units are calibrated again) and writes the
+    checkpoint the single-process run writes from scratch, byte for byte (dp equals one process for this scheme:
+    tests/runners/test_data_parallel.py)."""
+    model, calib = outlier_model
+    cache = tmp_path / "cache"
+
+    def parallel(exclude: list[str], out: str) -> str:
+        config = w8a8_config(calib, exclude)
+        config["spec"]["runner"] = "dp_layer_wise"
+        monkeypatch.setenv(CACHE_ENV, str(cache))
+        with caplog.at_level(logging.INFO, logger="modelslim"), caplog.at_level(logging.INFO, logger="modelslim_runners"):
+            run_quant(QuantArgs(str(model), str(tmp_path / out), "Llama-demo",
+                                config_path=str(write_config(tmp_path / f"{out}.yaml", config)), device="cpu:0,1"))
+        return capfd.readouterr().err
+
+    first = parallel([], "first")
+    assert "Starting 2 data-parallel workers" in caplog.text and reused_by_ranks(first) == 0
+    entries = sorted(cache.iterdir())
+    assert len(entries) == 8  # 4 units x 2 ranks
+    assert sum((entry / "unit.pt").is_file() for entry in entries) == 4  # rank 0 alone keeps the modules
+    committed = {entry.name: (entry / "state.pt").stat().st_mtime_ns for entry in entries}
+    rolled_back = parallel(["*model.layers.2.*"], "rolled_back")
+    assert reused_by_ranks(rolled_back) == 2
+    assert "layers.0 done" not in rolled_back and "model.layers.2 done (1/2" in rolled_back
+    assert len(list(cache.iterdir())) == 12  # units 2-3 again, per rank; units 0-1 not rewritten:
+    assert {name: (cache / name / "state.pt").stat().st_mtime_ns for name in committed} == committed
+    assert quantize(model, w8a8_config(calib, ["*model.layers.2.*"]), tmp_path / "scratch", None, monkeypatch,
+                    caplog) == 0
+    same_checkpoint(tmp_path / "rolled_back", tmp_path / "scratch")
+
+
+def test_a_rank_other_than_0_commits_its_state_without_the_unit(tmp_path):
+    """Ranks above 0 save nothing (rank 0's savers do), so their entries hold only what the next unit starts from."""
+    cache = UnitCache(tmp_path, ["k0", "k1"], 2**30, keeps_units=False)
+    cache.store_unit(0, nn.Linear(2, 2))
+    cache.store_state(0, [UnitInput((torch.ones(2),), {})], [{}], {})
+    assert not (tmp_path / "k0" / UNIT_FILE).exists() and (tmp_path / "k0" / STATE_FILE).is_file()
+    assert cache.reusable_prefix() == 1
+    assert torch.equal(cache.load_state(0)["inputs"][0].args[0], torch.ones(2))

@@ -20,6 +20,16 @@ The layer's outputs (the next layer's inputs) are assembled exactly as a whole-l
 Savers receive the trunk before the experts, the expert groups in order, then the rest of the trunk, linear
 by linear: the same tensors in the same order as a whole-layer run, so the checkpoint is byte-identical
 whatever the group size.
+
+With several data-parallel ranks the groups of routed experts are split across them (round robin, starting
+at a rank that moves with the unit index): every rank runs the trunk over its own samples (statistics reduced
+as for a whole unit), then the ranks all-gather what reached the experts, in the single-process sample order
+(`gather_in_sample_order`). The owner of a group alone loads it, calibrates it over every sample
+(`working_alone`: the computation one process does) and sends the quantized group to rank 0, which saves it in
+order. Each owner records its experts' weighted outputs (the rows `add_expert_outputs` adds) and adds them to
+the per-sample running sums, which travel from owner to owner in group order, so every token's sum over the
+experts is made in the single-process order; the last owner hands each rank its samples' sums. A rank loads
+only its own groups; every rank holds the experts' inputs of every sample while the groups run.
 """
 
 from __future__ import annotations
@@ -31,14 +41,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from modelslim_core.models.moe import PerExpertMoE
+from modelslim_core.runtime.distributed import all_reduce, gather_in_sample_order, working_alone
 from modelslim_core.runtime.observation import pause_statistics
 from modelslim_core.runtime.processor import Processor
 from modelslim_core.runtime.saver import Saver
 from modelslim_core.runtime.unit import Unit, UnitInput
 from modelslim_runners.pieces import forward_replaced, linear_pieces
+from modelslim_runners.split_pieces import receive_piece, send_piece
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +63,22 @@ class ExpertCall:
     hidden: torch.Tensor
     index: torch.Tensor
     weights: torch.Tensor
+
+
+class _AddedRows:
+    """Stands in for one sample's output tensor in `PerExpertMoE.add_expert_outputs`: records the rows each
+    expert adds (in order) so they can be added later, with the same operation, to the running sums."""
+
+    def __init__(self, dtype: torch.dtype):
+        self.dtype = dtype
+        self.rows: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def index_add_(self, dim: int, index: torch.Tensor, source: torch.Tensor) -> None:
+        self.rows.append((index, source))
+
+    def add_to(self, total: torch.Tensor) -> None:
+        for index, source in self.rows:
+            total.index_add_(0, index.to(total.device), source.to(total.device))
 
 
 def routed_experts(unit: Unit) -> tuple[str, PerExpertMoE] | None:
@@ -154,6 +183,10 @@ class MoEPieceRun:
         self.final_mode: bool | None = None  # None: not decided yet
         self.checkpoint = checkpoint
         self.resume = resume
+        #: Several ranks: the groups are split across them (see the module docstring).
+        self.split = pipeline.world > 1
+        #: The rank holding the running sums of every sample (split groups); None before the first group.
+        self.holder: int | None = None
 
     # --- forwards ---------------------------------------------------------------------------------------
     def _run(self, module: nn.Module, sample: UnitInput) -> torch.Tensor:
@@ -221,7 +254,7 @@ class MoEPieceRun:
             if self.data[index]:
                 if index == self.last and self.outputs_needed:
                     self.snapshot = frozen_copy(unit.module)  # the state the unit's outputs come from
-                self.captured[index] = self._capture()
+                self.captured[index] = self._gathered(self._capture())
             processor.postprocess(trunk)
             stale_from_last |= index >= self.last and processor.outputs_stale(trunk)
         plan = save_plan(unit, self.experts_path)
@@ -233,14 +266,22 @@ class MoEPieceRun:
         else:  # the trunk was redone (same result); what the killed run had done after it is restored
             first = self._restore(self.resume)
         for start in range(first, len(self.moe), self.group_size):
-            self._run_group(range(start, min(len(self.moe), start + self.group_size)), plan)
+            experts = range(start, min(len(self.moe), start + self.group_size))
+            if self.split:
+                self._run_split_group(experts, plan, start // self.group_size)
+            else:
+                self._run_group(experts, plan)
             self._checkpoint(start + self.group_size)
         self._save(plan.after)
         outputs = None
         if self.outputs_needed:
             if self.final_mode is None:
                 self._decide(final=False)
+            if self.split:
+                self._hand_back_sums()
             outputs = self._replay(unit.module if self.final_mode else self.snapshot)
+        if self.split:
+            self._merge_routing_counts()
         self.snapshot = None
         release_trunk(unit, self.experts_path)
         pipeline.leave_calibrated_piece(trunk, trunk_need)
@@ -252,8 +293,10 @@ class MoEPieceRun:
         """After a group is saved: what a killed run needs to continue with the next group."""
         if self.checkpoint is None or next_group >= len(self.moe):
             return
+        if self.split and (next_group // self.group_size) % self.pipeline.world:
+            return  # split groups: once per round of the ranks, so owners calibrate their groups side by side
         self.checkpoint({"next_group": next_group, "group_size": self.group_size, "final_mode": self.final_mode,
-                         "sums": None if self.sums is None else list(self.sums),
+                         "sums": None if self.sums is None else list(self.sums), "holder": self.holder,
                          "routed_tokens": list(self.moe.routed_tokens), "seen_tokens": self.moe.seen_tokens,
                          "all_token_tokens": self.moe.all_token_tokens})
 
@@ -269,6 +312,7 @@ class MoEPieceRun:
             self._decide(final=state["final_mode"])
         if state["sums"] is not None:
             self.sums = list(state["sums"])
+        self.holder = state.get("holder")
         logger.info("%s: resuming at routed expert %d (groups of %d).", self.unit.name, state["next_group"],
                     self.group_size)
         return state["next_group"]
@@ -280,9 +324,9 @@ class MoEPieceRun:
             return
         if final:
             self.snapshot = None
-            self.final_calls = self._capture()
-            self.sums = self._new_sums(self.final_calls)
-        else:
+            self.final_calls = self._gathered(self._capture())
+            self.sums = None if self.split else self._new_sums(self.final_calls)  # split: the first owner's
+        elif not self.split:
             self.sums = self.sums if self.sums is not None else self._new_sums(self.captured[self.last])
 
     def _run_group(self, experts: range, plan: SavePlan) -> None:
@@ -310,6 +354,102 @@ class MoEPieceRun:
         for expert in experts:
             self._save(plan.experts.get(expert, []))
         self.pipeline.leave_calibrated_piece(piece, need)
+
+    # --- groups split across ranks -------------------------------------------------------------------------
+    def _gathered(self, calls: Sequence[ExpertCall]) -> Sequence[ExpertCall]:
+        """Split groups: every rank's captured calls, in the single-process sample order (a collective)."""
+        if not self.split:
+            return calls
+        return self.pipeline.spill.keep(iter(gather_in_sample_order(list(calls))))
+
+    def _run_split_group(self, experts: range, plan: SavePlan, ordinal: int) -> None:
+        """Group `ordinal` with several ranks: its owner loads and calibrates it alone over every sample and
+        sends it to rank 0, which saves it; the running sums pass to the owner, which adds its experts' rows."""
+        pipeline, rank = self.pipeline, self.pipeline.rank
+        owner = (self.unit.index + ordinal) % pipeline.world
+        piece = expert_group_piece(self.unit, self.experts_path, experts)
+        pipeline.split_groups += 1
+        rows: list[_AddedRows] | None = None
+        if owner == rank:
+            pipeline.own_groups += 1
+            need = self.needs(piece)
+            pipeline.enter_calibrated_piece(piece, need)
+            with working_alone():
+                rows = self._calibrate_alone(piece, experts)
+            if owner != 0:
+                send_piece(piece)
+                pipeline.leave_calibrated_piece(piece, need)
+        elif rank == 0:
+            receive_piece(piece, owner, pipeline.placement.device)
+        self._pass_sums(owner, rows)
+        if rank == 0:
+            for expert in experts:
+                self._save(plan.experts.get(expert, []))
+            if owner == 0:
+                pipeline.leave_calibrated_piece(piece, need)
+            else:
+                pipeline.placement.leave(piece)
+
+    def _calibrate_alone(self, piece: Unit, experts: range) -> list[_AddedRows] | None:
+        """The owner's group, as `_run_group` processes it in one process; returns the rows its experts add to
+        each sample's output (None: no outputs needed)."""
+        rows = None
+        stale_from_last = False
+        for index, processor in enumerate(self.processors):
+            processor.preprocess(piece)
+            makes_outputs = index == self.last and self.outputs_needed and not self.final_mode
+            if self.data[index] and (processor.needs_forward(piece) or makes_outputs):
+                added = [_AddedRows(call.hidden.dtype) for call in self.captured[index]] if makes_outputs else None
+                self._add_group(self.captured[index], experts, added)
+                rows = added if makes_outputs else rows
+            processor.postprocess(piece)
+            stale_from_last |= index >= self.last and processor.outputs_stale(piece)
+        if stale_from_last and not self.final_mode:  # the other ranks took the trunk's word for it
+            raise RuntimeError(f"{self.unit.name}: the routed experts {experts.start}-{experts.stop - 1} left their "
+                               "outputs stale, the trunk did not; split across ranks, every piece must agree.")
+        if self.final_mode and self.outputs_needed:
+            rows = [_AddedRows(call.hidden.dtype) for call in self.final_calls]
+            self._add_group(self.final_calls, experts, rows)
+        return rows
+
+    def _pass_sums(self, owner: int, rows: list[_AddedRows] | None) -> None:
+        """Bring every sample's running sum to `owner` (from the rank that added the previous group) and add the
+        rows of its experts: the per-token addition order of one process."""
+        if not self.outputs_needed:
+            return
+        rank = self.pipeline.rank
+        if self.holder is None and rank == owner:
+            self.sums = self._new_sums(self.final_calls if self.final_mode else self.captured[self.last])
+        elif self.holder is not None and self.holder != owner:
+            if rank == self.holder:
+                dist.send_object_list([self.sums], dst=owner)
+                self.sums = None
+            elif rank == owner:
+                received: list = [None]
+                dist.recv_object_list(received, src=self.holder)
+                self.sums = received[0]
+        self.holder = owner
+        if rank == owner:
+            for total, added in zip(self.sums, rows, strict=True):
+                added.add_to(total)
+
+    def _hand_back_sums(self) -> None:
+        """After the last group: every rank receives its own samples' sums (samples are dealt rank::world)."""
+        world = self.pipeline.world
+        parts = [self.sums[rank::world] for rank in range(world)] if self.pipeline.rank == self.holder else None
+        mine: list = [None]
+        dist.scatter_object_list(mine, parts, src=self.holder)
+        self.sums = mine[0]
+
+    def _merge_routing_counts(self) -> None:
+        """Each owner counted its experts' routed tokens over every sample, the others nothing: rank 0 takes the
+        layer's totals (its log shows the layer, not a share) and the other ranks zero, so the report's sum over
+        ranks stays the single-process count. A collective."""
+        moe = self.moe
+        counts = torch.tensor([*moe.routed_tokens, moe.seen_tokens, moe.all_token_tokens], dtype=torch.int64)
+        summed = all_reduce(counts, "sum").tolist()
+        totals = summed if self.pipeline.rank == 0 else [0] * len(summed)
+        moe.routed_tokens, moe.seen_tokens, moe.all_token_tokens = totals[:-2], totals[-2], totals[-1]
 
     def _save(self, pieces: list[Unit]) -> None:
         for piece in pieces:

@@ -114,6 +114,10 @@ class UnitPipeline:
         self._stream_checkpoint_bytes = int(os.environ.get(STREAM_CHECKPOINT_ENV, "") or 2**31)
         #: Linear pieces this rank loaded and quantized itself (data-parallel streamed stages: split_pieces.py).
         self._own_pieces = 0
+        #: Groups of routed experts this rank loaded and calibrated itself, and all groups of the stage (a
+        #: data-parallel calibrated stage splits them across the ranks: moe_pieces.py).
+        self.own_groups = 0
+        self.split_groups = 0
 
     def run(self, stages: list[Stage]) -> None:
         try:
@@ -194,9 +198,10 @@ class UnitPipeline:
         started = time.perf_counter()
         for unit in units[:count]:
             unit_started = time.perf_counter()
-            cached = Unit(unit.name, self._cache.load_unit(unit.index), unit.index)
-            for saver in savers:
-                saver.save_unit(cached)
+            if savers:  # data parallel: rank 0 saves, the other ranks only continue from the state below
+                cached = Unit(unit.name, self._cache.load_unit(unit.index), unit.index)
+                for saver in savers:
+                    saver.save_unit(cached)
             self.summaries[-1].add(unit.name, time.perf_counter() - unit_started, rss_bytes())
         state = self._cache.load_state(count - 1)
         for processor, processor_state in zip(processors, state["processors"], strict=True):
@@ -242,6 +247,7 @@ class UnitPipeline:
         self.summaries.append(summary)
         self._checkpointed = False
         self._stage = stage
+        self.own_groups = self.split_groups = 0
         self._piecewise = self._streams_pieces(stage, processors)
         self._moe_pieces = self._calibrates_in_pieces(stage, processors)
         self._data_processors = sum(type(p).needs_data(p.config) for p in processors)
@@ -252,7 +258,7 @@ class UnitPipeline:
             check_layer_selections(self.adapter, units, stage.processors)
             check_attention_selections(self.adapter, units, stage.processors)
             self._cache = None if self._resume_point is not None else UnitCache.for_stage(
-                self.context, model, units, stage, self.world)
+                self.context, model, units, stage, self.world, self.rank)
             start, inputs = self._start(model, units, stage, processors, savers)
             self._budget = self._plan_memory(model, units, nested_tensor_bytes(inputs or []))
             for unit in self._progress(units[start:], stage):
@@ -267,8 +273,12 @@ class UnitPipeline:
             for line in self._budget.report_lines(limit=8):
                 logger.info("Memory per piece (largest plans): %s.", line)
             summary.memory = self._budget.as_json()
-            if self._piecewise and self.world > 1:
+            if (self._piecewise or self.split_groups) and self.world > 1:
                 share_pattern_use(processors)  # each rank matched patterns on its own pieces only
+            if self.split_groups and self.world > 1:
+                logger.info("Routed experts split across %d ranks: rank %d loaded and calibrated %d of the %d groups; "
+                            "rank 0 saved them all.", self.world, self.rank, self.own_groups, self.split_groups)
+            if self._piecewise and self.world > 1:
                 logger.info("Pieces split across %d ranks: rank %d loaded and quantized %d of the %d linears; rank 0 "
                             "saved them all.", self.world, self.rank, self._own_pieces,
                             sum(bool(p.subtrees) for unit in units for p in linear_pieces(unit)))
@@ -333,8 +343,13 @@ class UnitPipeline:
         """Bytes above the baseline a calibrated MoE piece needs, both in float32 weights 3x: an expert group
         (float or calibrating, quantized, dequantized simulation); the trunk (calibrating, the copy of its
         calibration state its outputs are replayed from, dequantized simulation) plus one capture of the
-        experts' inputs per calibrating processor and the final one, and the unit's inputs and outputs."""
-        return self._piece_weights_need(piece) if piece.subtrees else self._piece_need_with_activations(piece)
+        experts' inputs per calibrating processor and the final one (with several ranks, every rank's: they are
+        gathered), and the unit's inputs and outputs."""
+        if piece.subtrees:
+            return self._piece_weights_need(piece)
+        # with several ranks the experts' inputs are gathered from every rank (moe_pieces.py): world x this rank's
+        return (self._piece_weights_need(piece)
+                + ((self._data_processors + 1) * self.world + 2) * self._activations)
 
     def _piece_weights_need(self, piece: Unit) -> int:
         return self._weights_need(piece, piece_bytes(piece, self._compute_element()))

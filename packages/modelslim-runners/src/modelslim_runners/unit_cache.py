@@ -20,9 +20,16 @@ directory) and, once the unit is done, what the next unit starts from: its input
 context's state and the random generator. A run reuses the longest prefix of units whose entries are all
 present, so the checkpoint it writes is byte for byte the one a run from scratch writes (tests/tune).
 
+Data-parallel runs (dp_layer_wise): each rank calibrates on its own share of the samples, so each rank keeps
+its own entries (the rank is part of the key): its inputs, processor and run-context state and random generator.
+The processed units are the same on every rank (statistics are reduced, weights broadcast) and only rank 0's
+savers read them, so only rank 0 stores the modules. The ranks agree on the reusable prefix (the shortest of
+theirs, one all-reduce) before any of them takes a unit from the cache, so every rank starts at the same unit
+and the collectives stay in step; the checkpoint is the one the same data-parallel run from scratch writes.
+
 Enabled by `MSMODELSLIM_UNIT_CACHE=<dir>` (tune sets it to `<save_path>/history/unit_cache`); bounded by
 `MSMODELSLIM_UNIT_CACHE_GIB` (default 16; 0 turns the cache off), least recently used entries evicted first. Not used for units
-processed in pieces (data-free streaming, MoE layers above the memory budget) nor data-parallel runs.
+processed in pieces (data-free streaming, MoE layers above the memory budget).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from torch import nn
 
 from modelslim_core.protocol.spec import processor_class
 from modelslim_core.runtime.context import RunContext
+from modelslim_core.runtime.distributed import all_reduce
 from modelslim_core.runtime.fingerprint import model_files_identity, package_version
 from modelslim_core.runtime.matching import pattern_matches
 from modelslim_core.runtime.processor import ProcessorConfig
@@ -125,8 +133,10 @@ def _unit_names(context: RunContext, unit: Unit) -> list[str]:
     return _with_aliases(list(dict.fromkeys(names)), context)
 
 
-def unit_keys(context: RunContext, model: nn.Module, units: list[Unit], stage: Stage, world: int) -> list[str]:
-    """One key per unit: the key of the unit before it chained with this unit's own config (module docstring).
+def unit_keys(context: RunContext, model: nn.Module, units: list[Unit], stage: Stage, world: int,
+              rank: int = 0) -> list[str]:
+    """One key per unit: the key of the unit before it chained with this unit's own config (module docstring);
+    with several ranks each rank has its own chain (its own share of the samples).
 
     A pattern that matches no name at all enters every key (the base): a name this enumeration misses must
     never let a changed pattern go unnoticed."""
@@ -146,7 +156,8 @@ def unit_keys(context: RunContext, model: nn.Module, units: list[Unit], stage: S
     samples = tensor_digest(stage.samples) if stage.samples is not None else None
     base = {
         "version": package_version(), "model": model_files_identity(context.model_path),
-        "dtype": str(context.compute_dtype), "device": context.device.type, "world": world, "stage": stage.name,
+        "dtype": str(context.compute_dtype), "device": context.device.type, "world": world, "rank": rank,
+        "stage": stage.name,
         "dataset": stage.dataset, "samples": samples, "context_state": tensor_digest(context.state),
         "processors": [_cut_selections(dump, in_base) if is_local else dump for dump, is_local in zip(dumps, local)],
     }
@@ -162,38 +173,38 @@ def unit_keys(context: RunContext, model: nn.Module, units: list[Unit], stage: S
 class UnitCache:
     """The cache entries of one stage's units (keys from `unit_keys`)."""
 
-    def __init__(self, root: Path, keys: list[str], max_bytes: int):
+    def __init__(self, root: Path, keys: list[str], max_bytes: int, keeps_units: bool = True):
         self.root = root
         self.keys = keys
         self.max_bytes = max_bytes
+        #: False on data-parallel ranks other than 0: their savers are rank 0's, so they keep only the state
+        self.keeps_units = keeps_units
         self._chain = True  # False once a unit went uncached: later entries could never be reached
 
     @classmethod
     def for_stage(cls, context: RunContext, model: nn.Module, units: list[Unit], stage: Stage,
-                  world: int) -> "UnitCache | None":
+                  world: int, rank: int = 0) -> "UnitCache | None":
         """The cache when MSMODELSLIM_UNIT_CACHE names a directory and the run can use it; else None."""
         directory = os.environ.get(CACHE_ENV, "")
         if not directory:
-            return None
-        if world > 1:
-            logger.info("Unit cache not used: data-parallel ranks each hold their own share of the inputs.")
             return None
         gib = float(os.environ.get(CACHE_GIB_ENV, "") or DEFAULT_GIB)
         if gib <= 0:
             return None
         root = Path(directory)
         root.mkdir(parents=True, exist_ok=True, mode=0o750)
-        return cls(root, unit_keys(context, model, units, stage, world), int(gib * 2**30))
+        return cls(root, unit_keys(context, model, units, stage, world, rank), int(gib * 2**30), keeps_units=rank == 0)
 
     def _entry(self, index: int) -> Path:
         return self.root / self.keys[index]
 
     def reusable_prefix(self) -> int:
-        """How many leading units have a committed entry."""
+        """How many leading units have a committed entry; with several ranks, the fewest any rank has (a
+        collective: every rank calls it once, at the start of the stage)."""
         count = 0
         while count < len(self.keys) and (self._entry(count) / STATE_FILE).is_file():
             count += 1
-        return count
+        return int(all_reduce(torch.tensor([count]), "min")[0])
 
     def load_unit(self, index: int) -> nn.Module:
         """The processed module of unit `index` (written by this cache; pickled modules are not weights-only)."""
@@ -209,8 +220,13 @@ class UnitCache:
         return state
 
     def store_unit(self, index: int, module: nn.Module) -> None:
-        """The processed unit, before the placement releases it."""
+        """The processed unit, before the placement releases it (a rank that keeps no units opens the entry)."""
         if not self._chain:
+            return
+        entry = self._entry(index)
+        if not self.keeps_units:
+            shutil.rmtree(entry, ignore_errors=True)
+            entry.mkdir(mode=0o750)
             return
         buffer = io.BytesIO()
         try:
@@ -220,7 +236,6 @@ class UnitCache:
                            type(module).__name__, exc)
             self._chain = False
             return
-        entry = self._entry(index)
         shutil.rmtree(entry, ignore_errors=True)
         entry.mkdir(mode=0o750)
         _write_private(entry / UNIT_FILE, buffer.getvalue())
@@ -229,7 +244,7 @@ class UnitCache:
                     context_state: dict[str, Any]) -> None:
         """Commit unit `index`'s entry with what the next unit starts from (skipped if the unit was not stored)."""
         entry = self._entry(index)
-        if not self._chain or not (entry / UNIT_FILE).is_file():
+        if not self._chain or not ((entry / UNIT_FILE).is_file() if self.keeps_units else entry.is_dir()):
             self._chain = False
             return
         buffer = io.BytesIO()

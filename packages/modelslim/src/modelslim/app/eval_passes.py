@@ -1,13 +1,13 @@
 """`msmodelslim eval`'s model runs: two forwards per sample (float, then quantized), everything read off them.
 
-The first samples (up to layer_compare.FIT_SAMPLES) fit the per-linear frames from both forwards' captured
-linear calls; once the frames are known, every later sample's float forward feeds the kernels for the
-per-layer errors, on about layer_compare.LAYER_TOKENS of its tokens (every k-th). Both forwards of every
-sample also give the end-to-end figure (perplexity of each model for causal LMs, else the cosine of the
-final hidden states), so the float model runs once per sample, not once for the fit, once for the per-layer
-errors and once for the perplexity. Only when every sample was needed for the fit (evals of at most
-FIT_SAMPLES samples) does the float model run once more to measure, and then only up to its output head
-(unless the head is quantized): the logits are not needed again.
+The first samples (half of them, at most layer_compare.FIT_SAMPLES) fit the per-linear frames from both
+forwards' captured linear calls; once the frames are known, every later sample's float forward feeds the
+kernels for the per-layer errors, on about layer_compare.LAYER_TOKENS of its tokens (every k-th). Both
+forwards of every sample also give the end-to-end figure (perplexity of each model for causal LMs, else the
+cosine of the final hidden states), so the float model runs once per sample, not once for the fit, once for
+the per-layer errors and once for the perplexity: eval costs one float and one quantized forward over its
+tokens. Only an eval of a single sample, which the fit needs whole, runs the float model once more to
+measure, and then only up to its output head (unless the head is quantized): the logits are not needed again.
 """
 
 from __future__ import annotations
@@ -58,12 +58,18 @@ class EndToEnd:
         return math.exp(self.float_nll / count), math.exp(self.quant_nll / count), self.tokens
 
 
+def fit_sample_count(samples: int) -> int:
+    """How many leading samples fit the frames: half (rounded up), at most FIT_SAMPLES, so the others are measured
+    inline by the forwards eval runs anyway (a separate measuring pass over small evals was ~1.2 float forwards)."""
+    return min(FIT_SAMPLES, (samples + 1) // 2) if samples > 1 else samples
+
+
 @torch.no_grad()
 def compare_models(float_model: nn.Module, quant_model: nn.Module, kernels: dict[str, nn.Module], tags: dict[str, str],
                    samples: list, rotation: torch.Tensor | None, causal: bool) -> tuple[list[LayerError], float, float, int]:
     """Per-layer errors, then the float and quantized end-to-end figures and the token count."""
     float_linears = {name: module for name, module in float_model.named_modules() if name in kernels}
-    fit_count = min(FIT_SAMPLES, len(samples))
+    fit_count = fit_sample_count(len(samples))
     fitter = FrameFitter(rotation)
     stats = new_stats(kernels, tags)
     figure = EndToEnd(causal)
@@ -85,7 +91,7 @@ def compare_models(float_model: nn.Module, quant_model: nn.Module, kernels: dict
             quant_out = quant_model(**sample)
         figure.add(sample, float_out, quant_out)
         del float_out, quant_out
-    if frames is None:  # every sample went to the fit: measure on them with one more float forward
+    if frames is None:  # a single sample went to the fit: measure on it with one more float forward
         frames = fitter.frames(float_model, quant_model, kernels, samples)
         with measuring(float_model, kernels, frames, stats, LAYER_TOKENS):
             for sample in samples:

@@ -56,7 +56,8 @@ def plot_layer_errors(report: dict, path: Path) -> None:
     ax.set_ylabel("relative L2 error of the output")
     ax.set_title(f"{report['model_quant_type']}: {report['metric']} ratio {report['ratio']:.4f}")
     ax.legend(handles=[Patch(color=color, label=tag) for tag, color in colors.items()])
-    fig.tight_layout()
+    # fixed margins that hold the labels: tight_layout measured every text's extent, a third of the plot's cost
+    fig.subplots_adjust(left=0.95 / fig.get_figwidth(), right=1 - 0.15 / fig.get_figwidth(), bottom=0.12, top=0.91)
     fig.savefig(path, dpi=100)
 
 

@@ -20,7 +20,7 @@ def quantize_per_token(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, to
     hi = 2 ** (bits - 1) - 1
     x = x.float()
     scale = torch.clamp(x.abs().amax(dim=-1, keepdim=True) / hi, min=SCALE_EPS)
-    return torch.clamp(torch.round(x / scale), -hi - 1, hi), scale
+    return (x / scale).round_().clamp_(-hi - 1, hi), scale  # in place on the quotient: no copy per step
 
 
 class DynamicIntLinear(nn.Module):
@@ -35,13 +35,17 @@ class DynamicIntLinear(nn.Module):
         self.register_buffer("offset", offset.double())
         self.register_buffer("bias", None if bias is None else bias.float())
         self.has_offset = bool((offset != 0).any())
+        # per channel: the [out] columns, so the epilogue needs no singleton group axis to multiply and sum over
+        self.register_buffer("scale_column", self.scale[:, 0].contiguous() if self.groups == 1 else None, persistent=False)
+        self.register_buffer("offset_column", self.offset[:, 0].contiguous() if self.groups == 1 else None,
+                             persistent=False)
         self.gemm = IntWeight(codes, 2 ** (act_bits - 1)) if self.groups == 1 else GroupedIntWeight(codes, self.groups, 2 ** (act_bits - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_codes, x_scale = quantize_per_token(x, self.act_bits)
-        products = self.gemm.matmul(x_codes)  # [..., out] per channel, [..., out, groups] per group
         if self.groups == 1:
-            products = products[..., None]
+            return self._per_channel(x_codes, x_scale).to(x.dtype)
+        products = self.gemm.matmul(x_codes)  # [..., out, groups]
         if self.has_offset:
             group_sums = x_codes.double().reshape(*x_codes.shape[:-1], 1, self.groups, -1).sum(dim=-1)
             products = products - self.offset * group_sums
@@ -49,3 +53,14 @@ class DynamicIntLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype)
+
+    def _per_channel(self, x_codes: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+        """The per-channel epilogue, the same float64 operations in the same order as the grouped one with one
+        group, in place: the products are promoted to float64 by the scale multiply itself (exact: they are
+        integers), and `+ 0.0` stands for the sum over the single group (the same value, -0.0 made +0.0 as a
+        sum makes it)."""
+        products = self.gemm.exact_products(x_codes)  # [..., out]
+        if self.has_offset:
+            products = products.double() - self.offset_column * x_codes.double().sum(dim=-1, keepdim=True)
+        y = torch.mul(products, self.scale_column).add_(0.0).mul_(x_scale).float()
+        return y if self.bias is None else y.add_(self.bias)

@@ -64,9 +64,14 @@ class IntWeight(nn.Module):
 
     def matmul(self, x_codes: torch.Tensor) -> torch.Tensor:
         """x_codes [..., k] (integer-valued) -> exact x·Wᵀ [..., n] as float64."""
+        return self.exact_products(x_codes).double()
+
+    def exact_products(self, x_codes: torch.Tensor) -> torch.Tensor:
+        """x·Wᵀ [..., n], exact: float32 when one run holds it (every value an integer below 2^24), else float64.
+        A caller that promotes it in its next operation saves the float64 copy `matmul` makes."""
         x = x_codes.to(torch.float32)
         if len(self.runs) == 1:
-            return (x @ self.transposed).double()
+            return x @ self.transposed
         total = None
         for start, end in self.runs:
             part = (x[..., start:end] @ self.transposed[start:end]).double()
