@@ -61,3 +61,39 @@ def test_dynamic_kernel_equals_the_float64_formula():
     products = (xg * codes.double().reshape(16, 4, 64)).sum(-1) - offset.double() * xg.sum(-1)
     expected = ((products * scale.double()).sum(-1) * x_scale.double()).float() + bias
     assert torch.equal(y, expected)
+
+
+def _grouped_formula(kernel: DynamicIntLinear, x: torch.Tensor) -> torch.Tensor:
+    """The grouped epilogue with one group, as DynamicIntLinear computed every per-channel linear before its
+    in-place per-channel path: products [..., out, 1], × scale, summed over the group, × s_x, then the bias."""
+    x_codes, x_scale = quantize_per_token(x, kernel.act_bits)
+    products = kernel.gemm.matmul(x_codes)[..., None]
+    if kernel.has_offset:
+        products = products - kernel.offset * x_codes.double().reshape(*x_codes.shape[:-1], 1, 1, -1).sum(dim=-1)
+    y = ((products * kernel.scale).sum(dim=-1) * x_scale.double()).float()
+    return (y if kernel.bias is None else y + kernel.bias).to(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_per_channel_epilogue_is_bitwise_the_grouped_one(dtype):
+    """The per-channel fast path gives the grouped formula's bits, signs of zero included: all-zero and -0.0
+    tokens, zero weight rows, -0.0 biases, with and without offsets, 8- and 4-bit activations."""
+    generator = torch.Generator().manual_seed(3)
+    bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+    for case in range(8):
+        out, k = (48, 96) if case % 2 else (33, 640)
+        codes = torch.randint(-127, 128, (out, k), generator=generator, dtype=torch.int8)
+        codes[:3] = 0
+        scale = torch.rand(out, 1, generator=generator) * 0.01 + 1e-6
+        offset = torch.zeros(out, 1) if case % 3 else torch.randint(-4, 5, (out, 1), generator=generator).float()
+        bias = None if case % 4 == 1 else torch.randn(out, generator=generator)
+        if bias is not None:
+            bias[:5] = -0.0
+        kernel = DynamicIntLinear(codes, scale, offset, bias, act_bits=4 if case == 5 else 8)
+        if case % 2 == 0:  # a GEMM that returns -0.0 (BLAS may: accumulators seeded with a -0.0 product)
+            exact = kernel.gemm.exact_products
+            kernel.gemm.exact_products = lambda c, exact=exact: exact(c).index_fill(-1, torch.arange(4), -0.0)
+        x = torch.randn(2, 9, k, generator=generator) * 10.0 ** (case % 5 - 2)
+        x[0, 0], x[0, 1], x[1, 2] = 0.0, -0.0, -1e-30
+        x = x.to(dtype)
+        assert torch.equal(kernel(x).view(bits), _grouped_formula(kernel, x).view(bits)), case

@@ -266,7 +266,8 @@ class UnitPipeline:
                 inputs = self._run_unit(unit, processors, savers, inputs, is_last=unit is units[-1])
                 self._cache_state(unit, inputs, processors)
                 summary.add(unit.name, time.perf_counter() - started, rss_bytes())
-                summary.note(self.adapter.unit_notes(unit))  # e.g. MoE routing counts (kept past release)
+                if self.rank == 0 or not (self._piecewise or self.split_groups):  # split: rank 0 has every piece
+                    summary.note(self.adapter.unit_notes(unit))  # e.g. MoE routing counts (kept past release)
                 self.adapter.record_unit(unit, self.context.recorder)
                 if unit is not units[-1]:
                     self._checkpoint(stage, unit.index + 1, inputs, processors, savers)

@@ -19,7 +19,8 @@ def quantize_per_token(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, to
     """Integer codes and per-token scales, as the dynamic-quant kernel computes them at run time."""
     hi = 2 ** (bits - 1) - 1
     x = x.float()
-    scale = torch.clamp(x.abs().amax(dim=-1, keepdim=True) / hi, min=SCALE_EPS)
+    # max|x| per token in one pass (no |x| copy); exactly amax(abs(x))
+    scale = torch.clamp(torch.linalg.vector_norm(x, ord=float("inf"), dim=-1, keepdim=True) / hi, min=SCALE_EPS)
     return (x / scale).round_().clamp_(-hi - 1, hi), scale  # in place on the quotient: no copy per step
 
 
@@ -55,12 +56,12 @@ class DynamicIntLinear(nn.Module):
         return y.to(x.dtype)
 
     def _per_channel(self, x_codes: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
-        """The per-channel epilogue, the same float64 operations in the same order as the grouped one with one
-        group, in place: the products are promoted to float64 by the scale multiply itself (exact: they are
-        integers), and `+ 0.0` stands for the sum over the single group (the same value, -0.0 made +0.0 as a
-        sum makes it)."""
-        products = self.gemm.exact_products(x_codes)  # [..., out]
+        """The per-channel epilogue: the same float64 operations in the same order as the grouped one with one
+        group, in place on one float64 copy of the products (same-dtype in-place kernels; mixed-dtype ones
+        were slower than the copy). `add_(0.0)` stands for the sum over the single group (the same value,
+        -0.0 made +0.0 as a sum makes it)."""
+        products = self.gemm.exact_products(x_codes).double()  # [..., out], exact integers
         if self.has_offset:
-            products = products.double() - self.offset_column * x_codes.double().sum(dim=-1, keepdim=True)
-        y = torch.mul(products, self.scale_column).add_(0.0).mul_(x_scale).float()
+            products -= self.offset_column * x_codes.double().sum(dim=-1, keepdim=True)
+        y = products.mul_(self.scale_column).add_(0.0).mul_(x_scale.double()).float()
         return y if self.bias is None else y.add_(self.bias)
