@@ -40,9 +40,9 @@ def test_streamed_plan_covers_every_measured_linear(tmp_path: Path, cli_env) -> 
     run_quant(QuantArgs(str(model), str(out), "DeepSeek-V3", config_path=str(config), device="cpu",
                         max_memory=64 * 2**30))
     pieces = json.loads((out / "quant_report.json").read_text())["stages"][-1]["memory"]["pieces"]
-    linears = {kind: f for kind, f in pieces.items() if f["plan_bytes"] >= 2**20}
-    assert "mlp.experts.*.down_proj" in linears and "mlp.shared_experts.up_proj" in linears
-    for kind, figures in linears.items():
+    assert "mlp.experts.*.down_proj" in pieces and "mlp.shared_experts.up_proj" in pieces
+    for kind, figures in pieces.items():  # linears, and the norms and activations between them
         assert figures["measured_bytes"] <= figures["plan_bytes"], (kind, figures)
-    # A 6144x2048 linear (24 MiB, 6 row blocks): plan 106 MiB, measured 61-73 MiB from run to run.
-    assert linears["mlp.down_proj"]["plan_bytes"] <= 2 * linears["mlp.down_proj"]["measured_bytes"], linears["mlp.down_proj"]
+    # A 6144x2048 linear (24 MiB, 6 row blocks): plan 139 MiB, measured 61-73 MiB from run to run (at real size,
+    # where the weight dominates the row blocks, plans are 1.1-1.5x measured: README, tools/bench_scale.py).
+    assert pieces["mlp.down_proj"]["plan_bytes"] <= 2.5 * pieces["mlp.down_proj"]["measured_bytes"], pieces["mlp.down_proj"]

@@ -29,8 +29,13 @@ GIB = 2**30
 #: Float32 row blocks a streamed linear has alive at once (the block, the quantizer's and the weight-error
 #: statistics' temporaries, what the allocator keeps of freed ones), measured with 8 MiB blocks: 4 on a 29568x8192
 #: bf16 linear (W8A8_DYNAMIC: its weight + codes + 32 MiB), 3 to 6 on 3072x2048 and 6144x2048 ones from run to run
-#: (int8 and packed int4 alike, tests/runners/test_streamed_plan.py: the allocator's free lists vary); 8 planned.
-STREAM_BLOCKS = 8
+#: (int8 and packed int4 alike, tests/runners/test_streamed_plan.py: the allocator's free lists vary), up to 10
+#: on DeepSeek-V3's 2048x7168 routed experts (W4A8, the largest of 192: weight + codes + packed codes + 79 MiB);
+#: 12 planned.
+STREAM_BLOCKS = 12
+#: What any piece may add besides its tensors (Python objects, the allocator's page rounding): up to 0.2 MiB
+#: measured on norms and activation modules.
+PIECE_SLACK = 2**20
 #: Bytes per element of a streamed linear's quantized output: its codes (<= 1 byte) and, for 4-bit layouts, the
 #: packed copy the saver writes (half a byte) while the codes are still held.
 STREAM_CODE_BYTES = 1.5
@@ -92,9 +97,10 @@ def streamed_piece_need(piece: Unit, storage_element: int) -> int:
     """Bytes above the baseline a streamed piece needs (see the module docstring)."""
     weights = piece_bytes(piece, storage_element)
     if not piece.subtrees:
-        return weights
+        return weights + PIECE_SLACK
     elements = weights // storage_element
-    return weights + int(STREAM_CODE_BYTES * elements) + STREAM_BLOCKS * min(BLOCK_BYTES, 4 * elements)
+    return (weights + int(STREAM_CODE_BYTES * elements) + STREAM_BLOCKS * min(BLOCK_BYTES, 4 * elements)
+            + PIECE_SLACK)
 
 
 def rewrites_weights(configs) -> bool:
