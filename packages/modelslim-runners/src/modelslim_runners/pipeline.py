@@ -342,12 +342,15 @@ class UnitPipeline:
 
     def _piece_need(self, piece: Unit) -> int:
         """Bytes above the baseline a calibrated MoE piece needs, both in float32 weights 3x: an expert group
-        (float or calibrating, quantized, dequantized simulation); the trunk (calibrating, the copy of its
+        (float or calibrating, quantized, dequantized simulation) plus the experts' inputs it is calibrated on and
+        the outputs it adds up (at most the unit's activations each; with several ranks, the owner of a group
+        calibrates it over every rank's samples: measured on DeepSeek-V3 dimensions, 64 experts in groups of
+        ~6, w8a8 practice, weights alone were planned 2% below the group's peak); the trunk (calibrating, the copy of its
         calibration state its outputs are replayed from, dequantized simulation) plus one capture of the
         experts' inputs per calibrating processor and the final one (with several ranks, every rank's: they are
         gathered), and the unit's inputs and outputs."""
         if piece.subtrees:
-            return self._piece_weights_need(piece)
+            return self._piece_weights_need(piece) + 2 * self.world * self._activations
         # with several ranks the experts' inputs are gathered from every rank (moe_pieces.py): world x this rank's
         return (self._piece_weights_need(piece)
                 + ((self._data_processors + 1) * self.world + 2) * self._activations)
