@@ -19,6 +19,15 @@ STATIC_ACT = "{scope: per_tensor, dtype: int8, symmetric: false, method: minmax}
 DYNAMIC_ACT = "{scope: per_token, dtype: int8, symmetric: true, method: minmax}"
 WEIGHT_SYM = "{scope: per_channel, dtype: int8, symmetric: true, method: minmax}"
 WEIGHT_ASYM = "{scope: per_channel, dtype: int8, symmetric: false, method: minmax}"
+#: Process items of a calibrated MLA/MoE run (smoothing, then static W8A8; MLA's kv_b_proj stays float).
+SMOOTHED_STATIC_MLA = f"""\
+    - {{type: iter_smooth, alpha: 0.5}}
+    - type: linear_quant
+      qconfig:
+        act: {STATIC_ACT}
+        weight: {WEIGHT_SYM}
+      exclude: ["*kv_b_proj"]
+"""
 
 
 def mixed_config(dataset: Path, down_weight: str = WEIGHT_SYM) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
 
-from tests.quant_runs import checkpoint_digest
+from tests.quant_runs import SMOOTHED_STATIC_MLA, checkpoint_digest
 from tests.runners.test_data_parallel import quant_in_process
 from tests.runners.test_resume import command, six_layer_model  # noqa: F401  (fixture)
 
@@ -91,15 +91,7 @@ def test_a_rank_killed_inside_a_layer_resumes_at_the_last_piece(six_layer_model,
     assert checkpoint_digest(resumed) == checkpoint_digest(single)
 
 
-CALIBRATED = """\
-    - {type: iter_smooth, alpha: 0.5}
-    - type: linear_quant
-      qconfig:
-        act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}
-        weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}
-      exclude: ["*kv_b_proj"]
-  dataset: {dataset}
-"""
+CALIBRATED = SMOOTHED_STATIC_MLA + "  dataset: {dataset}\n"
 #: One routed expert per group: with two ranks a resume point after every second group, inside the layer.
 EVERY_GROUP_PAIR = {"MSMODELSLIM_EXPERTS_PER_PIECE": "1", "MSMODELSLIM_LOG_LEVEL": "info"}
 

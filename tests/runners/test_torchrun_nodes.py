@@ -21,6 +21,7 @@ import torch
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.debug import load_debug_info
+from tests.quant_runs import SMOOTHED_STATIC_MLA
 from tests.runners.test_data_parallel import sha, write_config
 
 
@@ -58,14 +59,7 @@ def run_two_torchrun_nodes(tmp_path: Path, model: Path, out: Path, config: Path,
     return [log.read_text() for log in logs], [launcher.returncode for launcher in launchers]
 
 
-CALIBRATED = """\
-    - {type: iter_smooth, alpha: 0.5}
-    - type: linear_quant
-      qconfig:
-        act: {scope: per_tensor, dtype: int8, symmetric: false, method: minmax}
-        weight: {scope: per_channel, dtype: int8, symmetric: true, method: minmax}
-      exclude: ["*kv_b_proj"]
-"""
+CALIBRATED = SMOOTHED_STATIC_MLA
 #: Every dense layer as its attention block then its MLP, every MoE layer as its trunk then one expert per group.
 IN_PIECES = {"MSMODELSLIM_DENSE_PIECES": "1", "MSMODELSLIM_EXPERTS_PER_PIECE": "1"}
 
