@@ -8,12 +8,14 @@ debug_info and the report equal one process's."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,17 @@ def run_two_torchrun_nodes(tmp_path: Path, model: Path, out: Path, config: Path,
 
 
 CALIBRATED = SMOOTHED_STATIC_MLA
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one intra-op thread inside the block (the calibrated reference run in this process)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 #: Every dense layer as its attention block then its MLP, every MoE layer as its trunk then one expert per group.
 IN_PIECES = {"MSMODELSLIM_DENSE_PIECES": "1", "MSMODELSLIM_EXPERTS_PER_PIECE": "1"}
 
@@ -92,7 +105,8 @@ def test_two_torchrun_nodes_split_the_routed_experts_of_a_calibrated_run(tiny_mo
     model = tiny_models("deepseek_v3")  # layer 0 dense, layers 1-2 with 4 routed experts and a shared expert
     config = write_config(tmp_path, "w8a8", CALIBRATED, small_calib, runner="dp_layer_wise")
     single, nodes = tmp_path / "single", tmp_path / "nodes"
-    run_quant(QuantArgs(str(model), str(single), "DeepSeek-V3", config_path=str(config), device="cpu", debug=True))
+    with one_thread():  # as the nodes run (OMP_NUM_THREADS=1): a float forward's sums depend on the thread count
+        run_quant(QuantArgs(str(model), str(single), "DeepSeek-V3", config_path=str(config), device="cpu", debug=True))
     logs, codes = run_two_torchrun_nodes(tmp_path, model, nodes, config, "DeepSeek-V3", "--debug", env=IN_PIECES)
     assert codes == [0, 0], "\n\n".join(logs)
     assert "Joined process group: rank 0 of 2" in logs[0] and "Joined process group: rank 1 of 2" in logs[1]
