@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelslim.app.eval_passes import compare_models, fit_sample_count, measured_rows
+from modelslim.app.eval_passes import compare_models, fit_sample_count, measured_rows, sample_lengths
 from modelslim.app.evaluate import _load_float, perplexity, quantized_linears
-from modelslim.app.layer_compare import (FIT_SAMPLES, LAYER_TOKENS, MEASURE_TOKENS, _ErrorStats, fit_frames,
+from modelslim.app.layer_compare import (FIT_MIN_TOKENS, FIT_SAMPLES, FIT_TOKENS, LAYER_TOKENS, MEASURE_TOKENS, _ErrorStats, fit_frames,
                                          forward_below_head, measured_rows_per_sample, spread_rows)
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.reference_runtime import load_quantized_model
@@ -31,7 +31,18 @@ def test_measured_tokens_are_shared_by_the_measured_samples() -> None:
     assert (LAYER_TOKENS, MEASURE_TOKENS) == (256, 2048)  # the figures below are computed by hand from these
     assert [measured_rows_per_sample(n) for n in (1, 8, 10, 40, 1000)] == [256, 256, 205, 52, 16]
     # eval of n samples: min(8, ceil(n/2)) fit the frames, the rest are measured (a one-sample eval: that one)
-    assert [measured_rows(n) for n in (1, 12, 18, 48)] == [256, 256, 205, 52]
+    assert [measured_rows([300] * n) for n in (1, 12, 18, 48)] == [256, 256, 205, 52]
+
+
+def test_fit_takes_half_the_samples_unless_they_hold_too_few_tokens() -> None:
+    assert (FIT_SAMPLES, FIT_TOKENS, FIT_MIN_TOKENS) == (8, 256, 1024)
+    assert [fit_sample_count([300] * n) for n in (1, 2, 8, 12, 48)] == [1, 2, 4, 6, 8]
+    assert fit_sample_count([700, 40, 300]) == 3  # 296 fit tokens in two: all three fit, one more pass measures
+    assert fit_sample_count([30] * 20) == 8  # never more than FIT_SAMPLES: the others are measured inline
+    assert fit_sample_count([100] * 20) == 8
+    lengths = [300, 300, 100, 30, 500, 500, 500, 500]  # fit tokens 256, 512, 612, 642, 898, then 1154 >= 1024
+    assert fit_sample_count(lengths) == 6
+    assert measured_rows(lengths) == 256  # two measured samples share 2,048 tokens: at most 256 each
 
 
 def test_error_stats_by_hand() -> None:
@@ -106,7 +117,7 @@ def _plain_layer_table(float_model, kernels, frames, samples, rows: int) -> dict
     return {name: (math.sqrt(err / ref), cos / tokens) for name, (err, ref, cos, tokens) in sums.items()}
 
 
-@pytest.mark.parametrize("count", [1, 3, 2 * FIT_SAMPLES + 2], ids=["one-sample", "half-fit", "fit-then-inline"])
+@pytest.mark.parametrize("count", [1, 3, 2 * FIT_SAMPLES + 2], ids=["one-sample", "short-samples-all-fit", "fit-then-inline"])
 def test_eval_figures_equal_a_plain_computation(models, count: int) -> None:
     float_model, quant_model, kernels = models
     torch.manual_seed(0)
@@ -122,11 +133,11 @@ def test_eval_figures_equal_a_plain_computation(models, count: int) -> None:
     assert float_ppl == pytest.approx(perplexity(float_model, samples)[0], rel=1e-6)
     assert quant_ppl == pytest.approx(perplexity(quant_model, samples)[0], rel=1e-6)
     with torch.no_grad():
-        fitted = fit_sample_count(count)
-        assert fitted == {1: 1, 3: 2}.get(count, FIT_SAMPLES)
+        fitted = fit_sample_count(sample_lengths(samples))
+        assert fitted == {1: 1, 3: 3}.get(count, FIT_SAMPLES)
         frames = fit_frames(float_model, quant_model, kernels, samples[:fitted], None)
-        measured = samples if count == 1 else samples[fitted:]  # fit samples are not measured twice
-        plain = _plain_layer_table(float_model, kernels, frames, measured, measured_rows(count))
+        measured = samples if fitted == count else samples[fitted:]  # fit samples are not measured twice
+        plain = _plain_layer_table(float_model, kernels, frames, measured, measured_rows(sample_lengths(samples)))
     assert {layer.name for layer in layers} == set(kernels)
     for layer in layers:
         assert layer.rel_l2 == pytest.approx(plain[layer.name][0], rel=1e-5), layer.name

@@ -7,8 +7,8 @@ LAYER_TOKENS per sample, about MEASURE_TOKENS over the whole eval). Both
 forwards of every sample also give the end-to-end figure (perplexity of each model for causal LMs, else the
 cosine of the final hidden states), so the float model runs once per sample, not once for the fit, once for
 the per-layer errors and once for the perplexity: eval costs one float and one quantized forward over its
-tokens. Only an eval of a single sample, which the fit needs whole, runs the float model once more to
-measure, and then only up to its output head (unless the head is quantized): the logits are not needed again.
+tokens. Only an eval whose samples the fit needs whole (one sample, or a few short ones) runs the float model
+once more to measure, and then only up to its output head (unless the head is quantized): the logits are not needed again.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelslim.app.layer_compare import (FIT_SAMPLES, FrameFitter, LayerError, _captured, forward_below_head,
-                                        measured_rows_per_sample, measuring, new_stats, results)
+from modelslim.app.layer_compare import (FIT_MIN_TOKENS, FIT_SAMPLES, FIT_TOKENS, FrameFitter, LayerError, _captured,
+                                        forward_below_head, measured_rows_per_sample, measuring, new_stats, results)
 
 
 class EndToEnd:
@@ -59,17 +59,28 @@ class EndToEnd:
         return math.exp(self.float_nll / count), math.exp(self.quant_nll / count), self.tokens
 
 
-def fit_sample_count(samples: int) -> int:
+def sample_lengths(samples: list) -> list[int]:
+    """Tokens of each eval sample (a sample without input_ids counts as a full fit share)."""
+    return [int(sample["input_ids"].shape[-1]) if "input_ids" in sample else FIT_TOKENS for sample in samples]
+
+
+def fit_sample_count(lengths: list[int]) -> int:
     """How many leading samples fit the frames: half (rounded up), at most FIT_SAMPLES, so the others are measured
-    inline by the forwards eval runs anyway (a separate measuring pass over small evals was ~1.2 float forwards)."""
-    return min(FIT_SAMPLES, (samples + 1) // 2) if samples > 1 else samples
+    inline by the forwards eval runs anyway (a separate measuring pass over small evals was ~1.2 float forwards);
+    more while they hold fewer than FIT_MIN_TOKENS fit tokens (a frame fitted on a few dozen tokens is wrong:
+    an orthogonal map needs more tokens than features). When every sample fits, eval measures in one more pass."""
+    samples = len(lengths)
+    count = min(FIT_SAMPLES, (samples + 1) // 2) if samples > 1 else samples
+    while count < min(FIT_SAMPLES, samples) and sum(min(n, FIT_TOKENS) for n in lengths[:count]) < FIT_MIN_TOKENS:
+        count += 1
+    return count
 
 
-def measured_rows(samples: int) -> int:
-    """Tokens per sample each kernel is measured on in an eval of `samples` samples (the fit samples are not
-    measured again, except in a one-sample eval)."""
-    fitted = fit_sample_count(samples)
-    return measured_rows_per_sample(samples - fitted if samples > fitted else samples)
+def measured_rows(lengths: list[int]) -> int:
+    """Tokens per sample each kernel is measured on in an eval of samples of these lengths (the fit samples are
+    not measured again, unless every sample is a fit sample)."""
+    fitted = fit_sample_count(lengths)
+    return measured_rows_per_sample(len(lengths) - fitted if len(lengths) > fitted else len(lengths))
 
 
 @torch.no_grad()
@@ -77,8 +88,9 @@ def compare_models(float_model: nn.Module, quant_model: nn.Module, kernels: dict
                    samples: list, rotation: torch.Tensor | None, causal: bool) -> tuple[list[LayerError], float, float, int]:
     """Per-layer errors, then the float and quantized end-to-end figures and the token count."""
     float_linears = {name: module for name, module in float_model.named_modules() if name in kernels}
-    fit_count = fit_sample_count(len(samples))
-    rows = measured_rows(len(samples))
+    lengths = sample_lengths(samples)
+    fit_count = fit_sample_count(lengths)
+    rows = measured_rows(lengths)
     fitter = FrameFitter(rotation)
     stats = new_stats(kernels, tags)
     figure = EndToEnd(causal)
@@ -100,7 +112,7 @@ def compare_models(float_model: nn.Module, quant_model: nn.Module, kernels: dict
             quant_out = quant_model(**sample)
         figure.add(sample, float_out, quant_out)
         del float_out, quant_out
-    if frames is None:  # a single sample went to the fit: measure on it with one more float forward
+    if frames is None:  # every sample went to the fit: measure on them with one more float forward
         frames = fitter.frames(float_model, quant_model, kernels, samples)
         with measuring(float_model, kernels, frames, stats, rows):
             for sample in samples:

@@ -29,7 +29,7 @@ from modelslim_core.reference_runtime.multimodal import saved_to_module_name
 from modelslim.app import ct_checkpoint
 from modelslim.app.eval_data import default_dataset, out_of_domain
 from modelslim.app.eval_report import write_report
-from modelslim.app.eval_passes import EndToEnd, compare_models, measured_rows
+from modelslim.app.eval_passes import EndToEnd, compare_models, measured_rows, sample_lengths
 from modelslim.app.layer_compare import saved_global_rotation
 from modelslim.app.paths import check_model_path
 
@@ -162,7 +162,7 @@ def run_eval(args: EvalArgs) -> dict:
         "ratio": quant_value / float_value,
         "out_of_domain": causal and out_of_domain(float_value, float_model),
         "layers": [asdict(layer) for layer in layers],
-        "layer_tokens_per_sample": measured_rows(len(samples)),  # each layer's figures: about this many tokens per sample
+        "layer_tokens_per_sample": measured_rows(sample_lengths(samples)),  # each layer's figures: about this many tokens per sample
         "elapsed_seconds": round(time.perf_counter() - started, 2),
     }
     write_report(report, quant_path)

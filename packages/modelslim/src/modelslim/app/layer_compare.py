@@ -39,6 +39,9 @@ from modelslim_core.rotation.export import GLOBAL_ROTATION_KEY, OPTIONAL_FILE
 #: Samples and tokens per sample used to fit the frames (per-channel fits need few thousand tokens at most).
 FIT_SAMPLES = 8
 FIT_TOKENS = 256
+#: Fewest fit tokens the frames are fitted on when the eval has the samples (per-channel scales settle on a few
+#: hundred; an orthogonal map on a small model's o_proj needs more tokens than its features).
+FIT_MIN_TOKENS = 4 * FIT_TOKENS
 #: Tokens per sample each kernel is measured on (every k-th, spread over the sample): a per-linear error
 #: settles within a few thousand tokens, and measuring every token would run every kernel a second time over
 #: the whole eval set (eval would cost ~2.8 float forwards instead of ~2).
