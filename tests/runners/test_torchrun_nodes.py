@@ -14,8 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ import torch
 
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim_core.debug import load_debug_info
+from modelslim_core.quant.gptq import _one_intra_op_thread as one_thread  # torch on one thread inside
 from tests.quant_runs import SMOOTHED_STATIC_MLA
 from tests.runners.test_data_parallel import sha, write_config
 
@@ -62,17 +61,6 @@ def run_two_torchrun_nodes(tmp_path: Path, model: Path, out: Path, config: Path,
 
 
 CALIBRATED = SMOOTHED_STATIC_MLA
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """torch on one intra-op thread inside the block (the calibrated reference run in this process)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 #: Every dense layer as its attention block then its MLP, every MoE layer as its trunk then one expert per group.
 IN_PIECES = {"MSMODELSLIM_DENSE_PIECES": "1", "MSMODELSLIM_EXPERTS_PER_PIECE": "1"}
 
