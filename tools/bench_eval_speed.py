@@ -147,6 +147,22 @@ def bench_model(model_dir: Path, model_type: str, dataset: str, schemes: list[st
     return rows
 
 
+def check_runs(parser: argparse.ArgumentParser, runs: list[list[str]], schemes: list[str]) -> None:
+    """Every --run names a float checkpoint directory, a dataset file and known schemes: checked before the first
+    model loads, so a typo in the third run does not surface after minutes of timing the first two."""
+    known = ", ".join(sorted(SCHEMES))
+    for path, _model_type, dataset, run_schemes in runs:
+        if not (Path(path) / "config.json").is_file():
+            parser.error(f"--run PATH {path!r} is not a checkpoint directory (no config.json there): give the "
+                         "float model's directory.")
+        if not Path(dataset).is_file():
+            parser.error(f"--run DATASET {dataset!r} is not a file: give a .jsonl of texts, e.g. calib/heldout_eval.jsonl.")
+        schemes = schemes + run_schemes.split(",")
+    unknown = [scheme for scheme in schemes if scheme and scheme not in SCHEMES]
+    if unknown:
+        parser.error(f"unknown scheme(s) {', '.join(unknown)} in --schemes/--run SCHEMES: choose from {known}.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=8)
@@ -155,6 +171,7 @@ def main() -> None:
     parser.add_argument("--run", nargs=4, action="append", metavar=("PATH", "MODEL_TYPE", "DATASET", "SCHEMES"),
                         help="a float checkpoint to time instead of the random SmolLM2-width Llama (repeatable)")
     args = parser.parse_args()
+    check_runs(parser, args.run or [], args.schemes.split(","))
 
     print(f"{torch.get_num_threads()} threads, load average at start {os.getloadavg()[0]:.1f}", flush=True)
     rows = []

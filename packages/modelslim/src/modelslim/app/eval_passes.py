@@ -1,15 +1,14 @@
 """`msmodelslim eval`'s model runs: two forwards per sample (float, then quantized), everything read off them.
 
-The first samples (half of them, at most layer_compare.FIT_SAMPLES) fit the per-linear frames from both
-forwards' captured linear calls; once the frames are known, every later sample's float forward feeds the
-kernels for the per-layer errors, on every k-th of its tokens (layer_compare.measured_rows_per_sample: at most
-LAYER_TOKENS per sample, about MEASURE_TOKENS over the whole eval). Both
-forwards of every sample also give the end-to-end figure (perplexity of each model for causal LMs, else the
-cosine of the final hidden states), so the float model runs once per sample, not once for the fit, once for
-the per-layer errors and once for the perplexity: eval costs one float and one quantized forward over its
-tokens. Only an eval whose samples the fit needs whole (one sample, or a few short ones) runs the float model
-once more to measure, and then only up to its output head (unless the head is quantized): the logits are not needed again.
-"""
+The first samples (half of them, more while they hold fewer than layer_compare.FIT_MIN_TOKENS fit tokens, at most
+FIT_SAMPLES) fit the per-linear frames from both forwards' captured linear calls; once the frames are known,
+every later sample's float forward feeds the kernels for the per-layer errors, on every k-th of its tokens
+(layer_compare.measured_rows_per_sample: about MEASURE_TOKENS over the eval, at most LAYER_TOKENS per sample).
+Both forwards of every sample also give the end-to-end figure (perplexity of each model for causal LMs, else the
+cosine of the final hidden states), so the float model runs once per sample, not once for the fit, once for the
+per-layer errors and once for the perplexity: eval costs one float and one quantized forward over its tokens.
+Only an eval whose samples the fit needs whole (one sample, or a few short ones) runs the float model once more
+to measure, and then only up to its output head (unless the head is quantized): the logits are not needed again."""
 
 from __future__ import annotations
 
@@ -79,8 +78,7 @@ def fit_sample_count(lengths: list[int]) -> int:
 def measured_rows(lengths: list[int]) -> int:
     """Tokens per sample each kernel is measured on in an eval of samples of these lengths (the fit samples are
     not measured again, unless every sample is a fit sample)."""
-    fitted = fit_sample_count(lengths)
-    return measured_rows_per_sample(len(lengths) - fitted if len(lengths) > fitted else len(lengths))
+    return measured_rows_per_sample(len(lengths) - fit_sample_count(lengths) or len(lengths))
 
 
 @torch.no_grad()

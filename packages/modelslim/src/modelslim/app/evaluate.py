@@ -162,7 +162,8 @@ def run_eval(args: EvalArgs) -> dict:
         "ratio": quant_value / float_value,
         "out_of_domain": causal and out_of_domain(float_value, float_model),
         "layers": [asdict(layer) for layer in layers],
-        "layer_tokens_per_sample": measured_rows(sample_lengths(samples)),  # each layer's figures: about this many tokens per sample
+        # each layer's figures: about this many tokens of each measured sample
+        "layer_tokens_per_sample": measured_rows(sample_lengths(samples)),
         "elapsed_seconds": round(time.perf_counter() - started, 2),
     }
     write_report(report, quant_path)
