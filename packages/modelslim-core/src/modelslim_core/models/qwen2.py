@@ -4,6 +4,7 @@ Qwen1.5, QwQ-32B (Qwen2 practices) and the DeepSeek-R1 distillations of Qwen2.5.
 from __future__ import annotations
 
 import functools
+
 import torch
 from torch import nn
 
