@@ -133,3 +133,13 @@ def test_loading_the_example_imports_no_compiler_or_distributed_tensor():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(REPO), timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_heads_wider_than_the_gqa_limit_repeat_kv_heads_bit_identically(dtype):
+    """Past 256 channels per head sdpa gets the KV heads repeated instead of `enable_gqa`: the other branch."""
+    reference, native = _random_pair(dtype, head_dim=288)
+    ids = torch.randint(0, GEOMETRY["vocab_size"], (2, 9))
+    with torch.no_grad():
+        assert torch.equal(native(input_ids=ids, use_cache=False).logits,
+                           reference(input_ids=ids, use_cache=False).logits)
