@@ -17,7 +17,7 @@ SMOOTH_THEN_STATIC = f"""\
 def run_counting_mlp_activations(model, out, config, monkeypatch) -> int:
     """Run the quantization; how many times an MLP activation ran (once per sample and layer that got past
     gate_proj)."""
-    from transformers.activations import SiLUActivation
+    from modelslim_core.models.qwen2_native import SiLUActivation  # tiny Qwen2 models load with our own module
 
     from modelslim.app.quick_quant import QuantArgs, run_quant
 

@@ -189,11 +189,14 @@ class ModelAdapter:
         quantized; we build the skeleton and fill it through `SourceWeights`, which dequantizes each tensor as it
         is read, so peak memory is the float model plus one tensor's working copy.
         """
-        from modelslim_core.models.weights import LazyWeights, tied_aliases
-
         logger.info("The source checkpoint in %s stores linears quantized; they are dequantized to %s as they are "
                     "read.", self.model_path, dtype)
-        model = self.build_skeleton(dtype)
+        return self.materialized(self.build_skeleton(dtype), source, dtype)
+
+    def materialized(self, model: nn.Module, source: Any, dtype: torch.dtype) -> nn.Module:
+        """The skeleton `model` with every parameter read from `source` (SourceWeights) as `dtype`, tied again."""
+        from modelslim_core.models.weights import LazyWeights, tied_aliases
+
         lazy = LazyWeights(source, tied_aliases(model), dtype, self.saved_tensor_name)
         missing = lazy.missing([name for name, _ in model.named_parameters(remove_duplicate=False)])
         if missing:

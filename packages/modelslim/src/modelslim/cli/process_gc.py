@@ -22,9 +22,10 @@ import importlib
 
 #: Commands whose first step imports torch and transformers anyway (list, convert-config and -h do not).
 HEAVY_COMMANDS = frozenset({"quant", "eval", "analyze", "tune"})
-#: What those commands import before or while loading a model (transformers' activations and modeling layers
-#: bring torch._dynamo and torch.distributed.tensor): importing them up front changes when, not whether.
-HEAVY_MODULES = ("torch", "transformers", "transformers.activations", "transformers.modeling_layers")
+#: What those commands import before loading a model: importing them up front changes when, not whether.
+#: transformers' model code (activations, modeling layers: torch._dynamo, torch.distributed.tensor) is not
+#: here: plain Qwen2 checkpoints are built without it (modelslim_core/models/qwen2_native.py).
+HEAVY_MODULES = ("torch", "transformers")
 
 
 def _load_device_backend(device: str | None) -> None:
