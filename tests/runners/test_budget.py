@@ -12,8 +12,11 @@ import pytest
 from modelslim.app.quick_quant import QuantArgs, run_quant
 from modelslim.cli.parser import parse_memory_size
 from modelslim_core.errors import MemoryBudgetError
-from modelslim_runners.budget import (GPTQ_WORKING_HESSIANS, MemoryBudget, calibrated_weights_need, kind_of,
-                                      rewrites_weights)
+import torch
+
+from modelslim_runners.budget import (GPTQ_WORKING_HESSIANS, PIECE_SLACK, STREAM_BLOCKS, MemoryBudget,
+                                      calibrated_weights_need, kind_of, linear_code_bytes, rewrites_weights,
+                                      streamed_piece_need)
 
 CONFIG = """\
 apiversion: modelslim_v1
@@ -132,3 +135,41 @@ def test_an_outer_piece_is_measured_on_its_own_around_the_inner_pieces_it_holds(
     # the trunk's own peak, not hidden by the group's reset nor raised by the group's own peak
     assert budget.figures["trunk"].measured == 80
     assert budget.figures["trunk"].plan == 50
+
+
+def _streamed(rows: int, columns: int):
+    from torch import nn
+
+    from modelslim_core.runtime.unit import Unit
+    from modelslim_runners.pieces import linear_pieces
+
+    module = nn.Module()
+    module.proj = nn.Linear(columns, rows, bias=False, device="meta", dtype=torch.bfloat16)
+    return next(piece for piece in linear_pieces(Unit("layer", module, 0)) if piece.subtrees)
+
+
+def test_streamed_plan_by_hand() -> None:
+    mib = 2**20
+    # 4096x1024 bf16: 8 MiB, 16 MiB in float32 = 2 row blocks of 8 MiB -> 2 + 2 blocks planned
+    piece = _streamed(4096, 1024)
+    assert streamed_piece_need(piece, 2, 1.0) == 8 * mib + 4 * mib + 4 * 8 * mib + PIECE_SLACK
+    assert streamed_piece_need(piece, 2, 1.5) == 8 * mib + 6 * mib + 4 * 8 * mib + PIECE_SLACK
+    assert streamed_piece_need(piece, 2, None) == 8 * mib + PIECE_SLACK  # excluded: loaded and saved as it is
+    # 64x1024: its whole float32 copy (256 KiB) is the block, 1 + 2 of them
+    assert streamed_piece_need(_streamed(64, 1024), 2, 1.0) == 128 * 1024 + 64 * 1024 + 3 * 256 * 1024 + PIECE_SLACK
+    # 29568x8192: 29 blocks, at most STREAM_BLOCKS planned
+    assert (streamed_piece_need(_streamed(29568, 8192), 2, 1.0)
+            == 29568 * 8192 * 3 + STREAM_BLOCKS * 8 * mib + PIECE_SLACK)
+
+
+def test_streamed_code_bytes_follow_the_processor_that_selects_a_linear() -> None:
+    import yaml
+
+    from modelslim_core.protocol.spec import parse_processor_list
+    from tools.bench_scale import PROCESSES
+
+    configs = parse_processor_list(yaml.safe_load(PROCESSES["w4a8_per_channel"][1]), "spec.process")
+    code_bytes = linear_code_bytes(configs, None)
+    assert code_bytes("model.layers.1.self_attn.o_proj") == 1.0
+    assert code_bytes("model.layers.1.mlp.experts.3.up_proj") == 1.5
+    assert code_bytes("model.layers.1.self_attn.kv_b_proj") is None

@@ -132,3 +132,26 @@ def test_streamed_layer_wise_checkpoint_equals_model_wise(arch: str, model_type:
     assert digests[0] == digests[1]
     assert entered and not any(unit.whole for unit in entered)  # the layer-wise run went linear by linear
     assert all(p.is_meta for unit in entered for p in unit.module.parameters())  # every piece was released
+
+
+def test_a_streamed_linear_finds_its_site_in_its_own_subtree() -> None:
+    """The one-subtree fast path of linear_sites gives what filtering the whole layer's sites gives."""
+    from torch import nn
+
+    from modelslim_core.runtime.unit import module_linear_sites
+
+    layer = nn.Module()
+    layer.attn = nn.Module()
+    layer.attn.q_proj = nn.Linear(4, 4, device="meta")
+    layer.experts = nn.ModuleList(nn.Sequential(nn.Linear(4, 8, device="meta"), nn.Linear(8, 4, device="meta"))
+                                  for _ in range(3))
+    unit = Unit("model.layers.1", layer, 1)
+    for piece in linear_pieces(unit):
+        fast = module_linear_sites(layer, unit.name, piece.subtrees[0]) if piece.subtrees else []
+        full = [site for site in module_linear_sites(layer, unit.name) if piece.subtrees and piece.covers_site(site.name)]
+        assert [(s.name, s.module) for s in fast] == [(s.name, s.module) for s in full]
+    assert [s.name for s in module_linear_sites(layer, "model.layers.1", "experts.2")] == [
+        "model.layers.1.experts.2.0", "model.layers.1.experts.2.1"]
+    site = module_linear_sites(layer, "m", "experts.1.0")[0]
+    site.replace(nn.Identity())
+    assert isinstance(layer.experts[1][0], nn.Identity)

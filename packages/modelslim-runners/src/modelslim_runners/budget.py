@@ -4,8 +4,8 @@ measured peak per piece next to it.
 The plan counts bytes above the process baseline, which is measured (RSS when the first unit starts:
 Python, torch, transformers, the weightless skeleton, tokenized calibration data), never guessed. A piece
 streamed in a data-free stage holds its weight in the checkpoint's dtype, its quantized codes (one byte per
-element at most, half a byte more while a 4-bit layout packs them) and a few float32 row blocks; a calibrated unit or piece holds its weights in the checkpoint
-dtype, their codes and the running linear in float32 (three float32 copies where the checkpoint is float32),
+element at most, half a byte more while a 4-bit layout packs them) and a few float32 row blocks (a linear
+no processor selects: its weight only); a calibrated unit or piece holds its weights in the checkpoint dtype, their codes and the running linear in float32 (three float32 copies where the checkpoint is float32),
 GPTQ's Hessians, plus twice the activations (`calibrated_weights_need`).
 A piece that cannot fit stops the run before it is loaded, with the piece and the bytes it needed, instead
 of letting the kernel's OOM killer end the process without a word.
@@ -15,24 +15,25 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelslim_core.errors import MemoryBudgetError
-from modelslim_core.quant.row_blocks import BLOCK_BYTES
+from modelslim_core.quant import row_blocks
 from modelslim_core.runtime.unit import Unit
 from modelslim_runners.memory import host_available_bytes, peak_since_reset, reset_peak_rss, rss_bytes
-from modelslim_runners.pieces import piece_bytes
+from modelslim_runners.pieces import linear_weight_shapes, piece_bytes
 
 logger = logging.getLogger(__name__)
 GIB = 2**30
-#: Float32 row blocks a streamed linear has alive at once (the block, the quantizer's and the weight-error
-#: statistics' temporaries, what the allocator keeps of freed ones), measured with 8 MiB blocks: 4 on a 29568x8192
-#: bf16 linear (W8A8_DYNAMIC: its weight + codes + 32 MiB), 3 to 6 on 3072x2048 and 6144x2048 ones from run to run
-#: (int8 and packed int4 alike, tests/runners/test_streamed_plan.py: the allocator's free lists vary), up to 10
-#: on DeepSeek-V3's 2048x7168 routed experts (W4A8, the largest of 192: weight + codes + packed codes + 79 MiB);
-#: 12 planned.
-STREAM_BLOCKS = 12
+#: Float32 row blocks a streamed linear has alive at once, at most: the quantizer's float32 copy of a block and its
+#: working buffer (which becomes the weight error, quant/int_affine.quantize_measured), and what the allocator keeps
+#: of freed ones. Measured with 8 MiB blocks on DeepSeek-V3 dimensions (W4A8 per channel, tools/bench_scale.py):
+#: 2.4 on a 576x7168 linear (3 blocks), 3 to 5 on 18432x7168 and 7168x16384 ones, up to 6.5 on the 2048x7168
+#: routed experts (7 blocks; 8 before the statistics were taken in the quantizing pass). Planned: one per block
+#: plus two, at most this many.
+STREAM_BLOCKS = 9
 #: What any piece may add besides its tensors (Python objects, the allocator's page rounding): up to 0.2 MiB
 #: measured on norms and activation modules.
 PIECE_SLACK = 2**20
@@ -45,10 +46,15 @@ STREAM_CODE_BYTES = 1.5
 #: (the copying implementation before it: 5.14).
 GPTQ_WORKING_HESSIANS = 1
 UNLIMITED = 2**60
+#: Weight dtypes a saver packs two codes to a byte (held next to the one-byte codes while it writes them).
+PACKED_DTYPES = frozenset({"int4", "mxfp4"})
+#: Weight dtypes held as one byte per element and written as they are.
+ONE_BYTE_DTYPES = frozenset({"int8", "fp8_e4m3", "mxfp8"})
 
 ASSUMPTIONS_STREAMED = ("a streamed linear holds its weight in the checkpoint dtype, its codes and packed codes "
-                        f"(<= {STREAM_CODE_BYTES} bytes/element) and {STREAM_BLOCKS} float32 row blocks of "
-                        f"{BLOCK_BYTES // 2**20} MiB")
+                        f"(<= {STREAM_CODE_BYTES} bytes/element; excluded linears their weight only) and one float32 row "
+                        f"block per block of the weight plus two (at most {STREAM_BLOCKS}) of "
+                        f"{row_blocks.BLOCK_BYTES // 2**20} MiB")
 ASSUMPTIONS_UNIT = ("a whole unit holds its float32 weights 3x (float, quantized, dequantized simulation), the GPTQ "
                     f"Hessians (the widest {1 + GPTQ_WORKING_HESSIANS}x while it is factorised) + 2x activations")
 ASSUMPTIONS_STORED = ("a unit holds its weights in the checkpoint dtype (twice where a processor rewrites them in "
@@ -93,14 +99,49 @@ def host_budget_bytes() -> int:
     return min(free, limit) if limit is not None else free
 
 
-def streamed_piece_need(piece: Unit, storage_element: int) -> int:
-    """Bytes above the baseline a streamed piece needs (see the module docstring)."""
+def streamed_piece_need(piece: Unit, storage_element: int, code_bytes: float | None = STREAM_CODE_BYTES) -> int:
+    """Bytes above the baseline a streamed piece needs (see the module docstring): a linear's weight in the
+    checkpoint dtype, its quantized output at `code_bytes` per element, and float32 row blocks (one per block of
+    the weight plus two, at most STREAM_BLOCKS; a weight smaller than a block counts its own float32 size). A
+    linear no processor selects (`code_bytes` None: excluded, or kept float by the adapter) is loaded and saved
+    as it is: its weight only."""
     weights = piece_bytes(piece, storage_element)
-    if not piece.subtrees:
+    if not piece.subtrees or code_bytes is None:
         return weights + PIECE_SLACK
     elements = weights // storage_element
-    return (weights + int(STREAM_CODE_BYTES * elements) + STREAM_BLOCKS * min(BLOCK_BYTES, 4 * elements)
-            + PIECE_SLACK)
+    block = min(row_blocks.BLOCK_BYTES, 4 * elements)
+    count = sum(len(list(row_blocks.row_blocks(rows, columns))) for rows, columns in linear_weight_shapes(piece))
+    return weights + int(code_bytes * elements) + min(STREAM_BLOCKS, count + 2) * block + PIECE_SLACK
+
+
+def streamed_code_bytes(qconfig) -> float:
+    """Bytes per element of a streamed linear's quantized output: its one-byte codes (int8, FP8, MX elements),
+    and for 4-bit formats the packed half byte the saver writes while the codes are still held."""
+    dtype = getattr(getattr(qconfig, "weight", None), "dtype", None)
+    if dtype in PACKED_DTYPES:
+        return STREAM_CODE_BYTES
+    return 1.0 if dtype in ONE_BYTE_DTYPES else STREAM_CODE_BYTES
+
+
+def leaf_configs(configs) -> list:
+    """The processor configs of a stage with groups flattened (a group's children in order)."""
+    leaves = []
+    for config in configs:
+        children = getattr(config, "configs", None)
+        leaves += leaf_configs(children) if children else [config]
+    return leaves
+
+
+def linear_code_bytes(configs, aliases) -> Callable[[str], float | None]:
+    """By a linear's name: the bytes per element of its streamed quantized output, from the first processor of a
+    stage that selects it (the one that quantizes it), or None when none does."""
+    filters = [(selection.name_filter(aliases), streamed_code_bytes(getattr(selection, "qconfig", None)))
+               for config in leaf_configs(configs) for _, selection in config.linear_selections()]
+
+    def code_bytes(name: str) -> float | None:
+        return next((size for selects, size in filters if selects(name)), None)
+
+    return code_bytes
 
 
 def rewrites_weights(configs) -> bool:

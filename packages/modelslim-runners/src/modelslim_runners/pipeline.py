@@ -42,8 +42,9 @@ from modelslim_runners.moe_pieces import MoEPieceRun, expert_group_piece, routed
 from modelslim_runners.pieces import linear_pieces, linear_weight_shapes, piece_bytes
 from modelslim_runners.placement import LayerWisePlacement, Placement, move
 from modelslim_core.errors import MemoryBudgetError
-from modelslim_runners.budget import (ASSUMPTIONS_STORED, ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT, MemoryBudget,
-                                      calibrated_weights_need, gib, kind_of, rewrites_weights, streamed_piece_need)
+from modelslim_runners.budget import (ASSUMPTIONS_STORED, ASSUMPTIONS_STREAMED, ASSUMPTIONS_UNIT,
+                                      STREAM_CODE_BYTES, MemoryBudget, calibrated_weights_need, gib, kind_of,
+                                      linear_code_bytes, rewrites_weights, streamed_piece_need)
 from modelslim_runners.report import RunSummary, log_memory_plan, unit_bytes
 from modelslim_runners.run_report import write_quant_report
 from modelslim_runners.resume import ResumePoint, ResumeStore
@@ -110,6 +111,8 @@ class UnitPipeline:
         self._activations = 0
         self._hessians = False
         self._rewrites = True
+        #: Per stage, by a linear's name: bytes/element of its streamed quantized output (budget.linear_code_bytes).
+        self._selected = lambda name: STREAM_CODE_BYTES
         self._cache: UnitCache | None = None
         self._stream_checkpoint_bytes = int(os.environ.get(STREAM_CHECKPOINT_ENV, "") or 2**31)
         #: Linear pieces this rank loaded and quantized itself (data-parallel streamed stages: split_pieces.py).
@@ -253,6 +256,7 @@ class UnitPipeline:
         self._data_processors = sum(type(p).needs_data(p.config) for p in processors)
         self._hessians = accumulates_hessians(stage.processors)
         self._rewrites = rewrites_weights(stage.processors)
+        self._selected = linear_code_bytes(stage.processors, getattr(self.adapter, "name_aliases", None))
         try:
             units = self.adapter.units(model)
             check_layer_selections(self.adapter, units, stage.processors)
@@ -331,6 +335,12 @@ class UnitPipeline:
         weights (in the checkpoint's dtype) in memory at a time, whatever the layer's size."""
         return (not stage_needs_data(stage) and self.placement.loads_pieces
                 and all(type(p).handles_pieces(p.config) for p in processors))
+
+    def _code_bytes(self, piece: Unit) -> float | None:
+        """Bytes per element of the streamed piece's quantized linear; None when no processor of this stage
+        selects it (excluded or kept float by the adapter: saved as loaded)."""
+        sizes = [size for site in self.adapter.linear_sites(piece) if (size := self._selected(site.name)) is not None]
+        return max(sizes, default=None)
 
     def _calibrates_in_pieces(self, stage: Stage, processors: list[Processor]) -> bool:
         """Calibrated stages whose processors all accept calibrated pieces may process a layer that does not fit
@@ -446,7 +456,7 @@ class UnitPipeline:
         if self._piecewise:
             budget = MemoryBudget.start(self.context.max_memory, ASSUMPTIONS_STREAMED)
             element = self._storage_element()
-            need, label = max((streamed_piece_need(piece, element), f"{unit.name}.{piece.label}")
+            need, label = max((streamed_piece_need(piece, element, self._code_bytes(piece)), f"{unit.name}.{piece.label}")
                               for unit in units for piece in linear_pieces(unit))
             budget.log_plan(f"streamed linear by linear in {self.placement.storage_dtype}", label, need)
         else:
@@ -484,7 +494,7 @@ class UnitPipeline:
 
     def _stream_piece(self, unit: Unit, piece: Unit, owner: int, processors: list[Processor], savers: list[Saver],
                       element: int) -> None:
-        label, need = f"{unit.name}.{piece.label}", streamed_piece_need(piece, element)
+        label, need = f"{unit.name}.{piece.label}", streamed_piece_need(piece, element, self._code_bytes(piece))
         self._budget.enter(label, need)
         if owner == self.rank:
             self._own_pieces += bool(piece.subtrees)

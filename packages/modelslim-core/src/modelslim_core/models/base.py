@@ -269,7 +269,10 @@ class ModelAdapter:
     float_linears: ClassVar[tuple[str, ...]] = ()
 
     def linear_sites(self, unit: Unit) -> list[LinearSite]:
-        sites = module_linear_sites(unit.module, unit.name)
+        if unit.parts is None and len(unit.subtrees) == 1:  # one subtree (a streamed linear): walk it alone
+            sites = module_linear_sites(unit.module, unit.name, unit.subtrees[0])
+        else:
+            sites = module_linear_sites(unit.module, unit.name)
         if not unit.whole:
             sites = [site for site in sites if unit.covers_site(site.name)]
         if not self.float_linears:

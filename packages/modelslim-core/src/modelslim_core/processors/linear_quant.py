@@ -27,7 +27,7 @@ from modelslim_core.quant.act_outliers import REPORT_SECTION as OUTLIER_SECTION
 from modelslim_core.quant.act_outliers import find_outliers
 from modelslim_core.quant.activations import StaticIntAct
 from modelslim_core.quant.gptq import GramCache
-from modelslim_core.quant.layer_stats import record_activation, record_weight
+from modelslim_core.quant.layer_stats import WeightError, record_activation, record_weight
 from modelslim_core.quant.minmax import MinMaxObserver
 from modelslim_core.quant.quantized_linear import CalibratingLinear, LinearQuantizer, solve_shared_hessians
 from modelslim_core.quant.schemes import AUTO_GROUP_SIZES
@@ -144,18 +144,21 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
             selected.append(site)
         return selected
 
-    def _data_free_weights(self, unit: Unit, sites: list[LinearSite]) -> list[nn.Module | None]:
-        """Each site's weight container when the weight method is data-free (one rank computes each), else None."""
+    def _data_free_weights(self, unit: Unit, sites: list[LinearSite]) -> list[tuple[nn.Module, WeightError] | None]:
+        """Each site's weight container and its weight error when the weight method is data-free (one rank
+        computes each), else None."""
         if self.quantizer.weight.needs_data:
             return [None] * len(sites)
         to_cpu = is_distributed()  # results travel pickled; each rank moves them back to its own device
+        debug = self.context.recorder.debug_enabled
 
-        def compute(index: int) -> nn.Module:
-            qweight = self.quantizer.quantize_weight(sites[index].name, sites[index].module)
-            return qweight.cpu() if to_cpu else qweight
+        def compute(index: int) -> tuple[nn.Module, WeightError]:
+            qweight, measured = self.quantizer.quantize_weight_measured(sites[index].name, sites[index].module, debug)
+            return (qweight.cpu() if to_cpu else qweight), measured
 
         weights = compute_once(len(sites), compute, first_owner=unit.index)
-        return [qweight.to(site.module.weight.device) for qweight, site in zip(weights, sites, strict=True)]
+        return [(qweight.to(site.module.weight.device), measured)
+                for (qweight, measured), site in zip(weights, sites, strict=True)]
 
     def preprocess(self, unit: Unit) -> None:
         self._calibrating = []
@@ -163,17 +166,16 @@ class LinearQuantProcessor(TracksPatternUse, Processor):
         recorder = self.context.recorder
         export_type = self.quantizer.export_type
         sites = self._selected_sites(unit)
-        for site, qweight in zip(sites, self._data_free_weights(unit, sites), strict=True):
+        for site, data_free in zip(sites, self._data_free_weights(unit, sites), strict=True):
+            qweight, measured = data_free or (None, None)
+            if measured is not None:  # data-free weight: its error is known now
+                measured.record(recorder, site.name, export_type, tuple(site.module.weight.shape))
             if self.quantizer.needs_data:
                 calibrating = self.quantizer.calibrating(site.name, site.module, self._grams, qweight)
-                if calibrating.qweight is not None:  # data-free weight: its error is known now
-                    record_weight(recorder, site.name, export_type, site.module.weight, calibrating.qweight)
                 site.replace(calibrating)
                 self._calibrating.append((site, calibrating))
             else:
-                quantized = self.quantizer.quantize(site.name, site.module, qweight)
-                record_weight(recorder, site.name, export_type, site.module.weight, quantized.qweight)
-                site.replace(quantized)
+                site.replace(self.quantizer.quantize(site.name, site.module, qweight))
 
     def needs_forward(self, unit: Unit) -> bool:
         return bool(self._calibrating)

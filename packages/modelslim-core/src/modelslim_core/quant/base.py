@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from modelslim_core.protocol.qconfig import QConfig
+from modelslim_core.quant.layer_stats import WeightError
 from modelslim_core.quant.schemes import AUTO_GROUP_SIZE, adaptive_group_size
 
 
@@ -51,6 +52,15 @@ class WeightQuantizer(ABC):
     @abstractmethod
     def quantize(self, weight: torch.Tensor, hessian: torch.Tensor | None = None, name: str = "") -> nn.Module:
         """The quantized weight container; `hessian` is given iff `needs_data`; `name` is for messages."""
+
+    def quantize_measured(self, weight: torch.Tensor, measured: WeightError, name: str = "") -> nn.Module:
+        """`quantize(weight)` (data-free methods) with its weight error fed to `measured` (rows in order). This
+        default dequantizes the result; methods that hold the float32 weight and the dequantized values anyway
+        while they quantize override it to save those passes."""
+        qweight = self.quantize(weight, name=name)
+        w = weight.detach().float()
+        measured.add(w, qweight.dequantize().to(w.device).float().sub_(w))
+        return qweight
 
     def quantize_together(self, weights: list[torch.Tensor], hessian: torch.Tensor, names: list[str],
                           overwrite_hessian: bool = False) -> list[nn.Module]:

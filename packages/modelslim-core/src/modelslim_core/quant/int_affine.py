@@ -52,6 +52,26 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: i
     return codes.to(torch.int8)
 
 
+def quantize_measured(
+    x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes, x in float32, dequantized codes minus x): `quantize` and the weight-error statistics' inputs from
+    one float32 copy of x and one working buffer, which becomes the error in place. The codes are `quantize`'s
+    bit for bit (same division, offset, rounding, clamping) and the error is `dequantize(codes) - x` exactly
+    (the rounded values are the codes as floats)."""
+    lo, hi = qrange(bits)
+    x32 = x.float()  # x itself when it is float32: only read
+    values = x32 / scale
+    shifted = bool(offset.any())
+    if shifted:
+        values.add_(offset)
+    values.round_().clamp_(lo, hi)
+    codes = values.to(torch.int8)
+    if shifted:
+        values.sub_(offset)
+    return codes, x32, values.mul_(scale).sub_(x32)
+
+
 def dequantize(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """Float32 values represented by `codes`."""
     return (codes.float() - offset) * scale

@@ -8,6 +8,8 @@ from torch import nn
 from modelslim_core.quant.base import WeightQuantizer
 from modelslim_core.quant.fp8 import fp8_channel_quantize
 from modelslim_core.quant.int_affine import compute_qparams, group_view, quantize
+from modelslim_core.quant.int_affine import quantize_measured as int_quantize_measured
+from modelslim_core.quant.layer_stats import WeightError
 from modelslim_core.runtime.distributed import all_reduce, is_distributed
 from modelslim_core.quant.mx import MX_FORMATS, mx_quantize
 from modelslim_core.quant.schemes import BITS
@@ -25,9 +27,10 @@ def minmax_weight_qparams(
     # of the weight is made for them.
     w = weight.detach() if weight.dtype in EXACT_IN_FLOAT32 else weight.detach().float()
     if group_size:
-        grouped = group_view(w, w.shape[1] // group_size)
-        return compute_qparams(*torch.aminmax(grouped, dim=-1), bits, symmetric)
-    return compute_qparams(*torch.aminmax(w, dim=1), bits, symmetric)
+        w = group_view(w, w.shape[1] // group_size)
+    # amin and amax rather than aminmax: the same values, but torch's CPU aminmax along a dimension is not
+    # vectorised (7.4 ms on a 292x7168 float32 block against 0.5 + 0.9 ms for the two, torch 2.x)
+    return compute_qparams(torch.amin(w, dim=-1), torch.amax(w, dim=-1), bits, symmetric)
 
 
 def quantize_int_weight(weight: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int, group_size: int) -> IntWeight:
@@ -48,6 +51,18 @@ class MinMaxIntWeight(WeightQuantizer):
         bits = BITS[self.qconfig.dtype]
         scale, offset = minmax_weight_qparams(weight, bits, self.qconfig.symmetric, self.group_size)
         return quantize_int_weight(weight, scale, offset, bits, self.group_size)
+
+    def quantize_measured(self, weight: torch.Tensor, measured: WeightError, name: str = "") -> nn.Module:
+        """One float32 copy of the weight serves the range, the codes and the error statistics
+        (int_affine.quantize_measured); the range of its exact float32 values is the stored dtype's."""
+        bits = BITS[self.qconfig.dtype]
+        w = weight.detach().float()
+        scale, offset = minmax_weight_qparams(w, bits, self.qconfig.symmetric, self.group_size)
+        out = weight.shape[0]
+        scale, offset = scale.reshape(out, -1), offset.reshape(out, -1)
+        codes, w, error = int_quantize_measured(group_view(w, scale.shape[1]), scale[..., None], offset[..., None], bits)
+        measured.add(w.reshape(weight.shape), error.reshape(weight.shape))
+        return IntWeight(codes.reshape(weight.shape), scale, offset, bits, self.group_size)
 
 
 class MinMaxFP8Weight(WeightQuantizer):

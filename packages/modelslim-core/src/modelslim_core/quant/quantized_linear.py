@@ -22,6 +22,7 @@ from modelslim_core.protocol.qconfig import LinearQConfig
 from modelslim_core.quant.gptq import GramCache, HessianAccumulator
 from modelslim_core.quant.methods import build_dynamic_act, build_observer, build_static_act, build_weight_quantizer, is_static
 from modelslim_core.quant.packing import layout_problems
+from modelslim_core.quant.layer_stats import WeightError, measure_weight_error
 from modelslim_core.quant.row_blocks import quantize_by_rows
 from modelslim_core.runtime.observation import statistics_paused
 
@@ -118,6 +119,17 @@ class LinearQuantizer:
         if self.weight.rows_independent:
             return quantize_by_rows(lambda rows: self.weight.quantize(rows, name=name), linear.weight.detach())
         return self.weight.quantize(linear.weight, name=name)
+
+    def quantize_weight_measured(self, name: str, linear: nn.Linear, debug: bool = False) -> tuple[nn.Module, WeightError]:
+        """`quantize_weight` and its weight error; row-independent methods measure each row block while they
+        quantize it (one float32 pass over the weight instead of a second one after, layer_stats.py)."""
+        weight = linear.weight.detach()
+        if not self.weight.rows_independent:
+            qweight = self.weight.quantize(linear.weight, name=name)
+            return qweight, measure_weight_error(weight, qweight, debug)
+        measured = WeightError(debug=debug)
+        qweight = quantize_by_rows(lambda rows: self.weight.quantize_measured(rows, measured, name=name), weight)
+        return qweight, measured
 
     def quantize(self, name: str, linear: nn.Linear, qweight: nn.Module | None = None) -> QuantizedLinear:
         """A data-free layer, quantized at once (`qweight`: its weight container, if already computed)."""

@@ -77,10 +77,14 @@ def is_linear_slot(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or getattr(module, "replaces_linear", False)
 
 
-def module_linear_sites(root: nn.Module, prefix: str) -> list[LinearSite]:
-    """Every linear slot under `root`, named `prefix.<path>`, in `named_modules` order."""
+def module_linear_sites(root: nn.Module, prefix: str, tree: str = "") -> list[LinearSite]:
+    """Every linear slot under `root` (only those in the subtree at path `tree`, when given), named
+    `prefix.<path>`, in `named_modules` order. A streamed piece is one linear of a layer that may hold hundreds
+    of experts: walking only its subtree keeps finding its site from costing a walk of the whole layer."""
     sites: list[LinearSite] = []
-    for path, module in root.named_modules():
+    start = root.get_submodule(tree) if tree else root
+    for sub, module in start.named_modules():
+        path = f"{tree}.{sub}" if tree and sub else (tree or sub)
         if not path or not is_linear_slot(module):
             continue
         parent_path, _, attr = path.rpartition(".")
