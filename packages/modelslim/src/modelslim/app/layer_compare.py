@@ -118,11 +118,13 @@ class _ChannelFit:
         self.sums: dict[str, torch.Tensor] = {}
 
     def update(self, source: torch.Tensor, target: torch.Tensor) -> None:
-        x, y = source.double(), target.double()
-        terms = {"x": x.sum(0), "y": y.sum(0), "xx": (x * x).sum(0), "xy": (x * y).sum(0), "yy": (y * y).sum(0)}
+        self.add(*_fit_terms(source, target))
+
+    def add(self, terms: dict[str, torch.Tensor], rows: int) -> None:
+        """Add one update's sums (from _fit_terms; siblings fed the same tensors add the same terms)."""
         for key, value in terms.items():
             self.sums[key] = self.sums[key] + value if key in self.sums else value
-        self.n += x.shape[0]
+        self.n += rows
 
     def affine(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Slope, intercept and residual sum of squares of `y ≈ slope·x + intercept`."""
@@ -143,6 +145,12 @@ class _ChannelFit:
         slope = torch.where(flat, torch.ones_like(s["xx"]), s["xy"] / s["xx"].clamp_min(1e-30))
         residual = torch.where(flat, s["yy"], s["yy"] - s["xy"] ** 2 / s["xx"].clamp_min(1e-30))
         return slope, residual.clamp_min(0).sum().item()
+
+
+def _fit_terms(source: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor], int]:
+    """The per-channel sums one (source, target) batch adds to a _ChannelFit, and its row count."""
+    x, y = source.double(), target.double()
+    return {"x": x.sum(0), "y": y.sum(0), "xx": (x * x).sum(0), "xy": (x * y).sum(0), "yy": (y * y).sum(0)}, x.shape[0]
 
 
 @dataclass
@@ -228,6 +236,9 @@ class FrameFitter:
         self.out_options: dict[str, list[torch.Tensor | None]] = {}
 
     def add(self, floats: dict[str, list], quants: dict[str, list]) -> None:
+        # siblings (q/k/v, gate/up) are called on the very same input tensors in both models: their input-side
+        # sums are computed once per sample and added to each sibling's fits (the same values, bit for bit)
+        input_terms: dict[tuple, list[tuple[dict[str, torch.Tensor], int]]] = {}
         for name in quants:
             if name not in floats or len(floats[name]) != len(quants[name]):
                 continue  # not reached on this sample (an unrouted expert), or routed differently
@@ -237,8 +248,13 @@ class FrameFitter:
                 continue
             ins = self.in_options.setdefault(name, _candidates(self.rotation, x_f.shape[-1]))
             outs = self.out_options.setdefault(name, _candidates(self.rotation, y_f.shape[-1]))
-            for fit, option in zip(self.in_fits.setdefault(name, [_ChannelFit() for _ in ins]), ins, strict=True):
-                fit.update(_rotate(x_f, option), x_q)
+            # the captured tensors stay alive in floats/quants for this call, so their ids name them
+            key = (tuple(id(call[0]) for call in floats[name]), tuple(id(call[0]) for call in quants[name]))
+            if key not in input_terms:
+                input_terms[key] = [_fit_terms(_rotate(x_f, option), x_q) for option in ins]
+            for fit, terms in zip(self.in_fits.setdefault(name, [_ChannelFit() for _ in ins]), input_terms[key],
+                                  strict=True):
+                fit.add(*terms)
             for fit, option in zip(self.out_fits.setdefault(name, [_ChannelFit() for _ in outs]), outs, strict=True):
                 fit.update(_rotate(y_f, option), y_q)
 
@@ -348,6 +364,44 @@ def spread_rows(t: torch.Tensor, rows: int | None) -> torch.Tensor:
     return t[..., :: -(-t.shape[-2] // rows), :]
 
 
+def _same_bits(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """a and b hold the same bits (-0.0 is not 0.0), or are both None."""
+    if a is None or b is None:
+        return a is b
+    if a is b:
+        return True
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    return torch.equal(a.view(torch.int64), b.view(torch.int64)) if a.dtype == torch.float64 else torch.equal(a, b)
+
+
+class _SharedKernelInput:
+    """A kernel's measured input (its float input's every-k-th rows through its frame's input side), computed
+    once for siblings: q/k/v (gate/up) hooks see the same float input and, fitted on the same tensors, input
+    sides with the same bits. The same tensor object then reaches each sibling's kernel, which quantizes it
+    once (shared_input.py). Only the last input is kept (the hooks of one input run back to back)."""
+
+    def __init__(self, rows: int | None):
+        self.rows = rows
+        self.source: torch.Tensor | None = None
+        self.version = -1
+        self.side: tuple | None = None
+        self.fed: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor, frame: _Frame | None) -> torch.Tensor:
+        side = None if frame is None else (frame.in_rotation, frame.in_scale, frame.in_shift)
+        if x.is_inference():  # no version counter to tell an in-place write: not kept
+            rows = spread_rows(x, self.rows)
+            return rows if frame is None else frame.kernel_input(rows)
+        if (self.source is x and self.version == x._version and (side is None) == (self.side is None)
+                and (side is None or all(_same_bits(a, b) for a, b in zip(side, self.side, strict=True)))):
+            return self.fed
+        rows = spread_rows(x, self.rows)
+        self.fed = rows if frame is None else frame.kernel_input(rows)
+        self.source, self.version, self.side = x, x._version, side
+        return self.fed
+
+
 @contextmanager
 def measuring(float_model: nn.Module, kernels: dict[str, nn.Module], frames: dict[str, _Frame],
               stats: dict[str, "_ErrorStats"], rows: int | None = None) -> Iterator[None]:
@@ -355,19 +409,19 @@ def measuring(float_model: nn.Module, kernels: dict[str, nn.Module], frames: dic
     (on the first `rows` tokens of each call; every token when None)."""
     float_modules = dict(float_model.named_modules())
     placed: dict[tuple[str, torch.device], _Frame] = {}  # each frame moved once, not once per call
+    fed = _SharedKernelInput(rows)
 
     def compare(name: str):
         def hook(_module, args, output):
-            x, y = spread_rows(args[0], rows), spread_rows(output, rows)
             frame = frames.get(name)
-            if frame is None:
-                stats[name].update(kernels[name](x), y)
-                return
-            key = (name, x.device)
-            if key not in placed:
-                placed[key] = frame.on(x.device)
-            moved = placed[key]
-            stats[name].update(kernels[name](moved.kernel_input(x)), moved.reference_output(y))
+            if frame is not None:
+                key = (name, args[0].device)
+                if key not in placed:
+                    placed[key] = frame.on(args[0].device)
+                frame = placed[key]
+            y = spread_rows(output, rows)
+            quantized = kernels[name](fed(args[0], frame))
+            stats[name].update(quantized, y if frame is None else frame.reference_output(y))
         return hook
 
     handles = [float_modules[name].register_forward_hook(compare(name)) for name in kernels]

@@ -7,6 +7,7 @@ from torch import nn
 
 from modelslim_core.formats.kernels.int_gemm import FLOAT32_EXACT, IntWeight
 from modelslim_core.formats.kernels.base import LinearKernel, LinearShape, TensorSpec
+from modelslim_core.formats.kernels.shared_input import reuse
 
 
 def deq_scale_as_float(deq_scale: torch.Tensor) -> torch.Tensor:
@@ -32,9 +33,17 @@ class W8A8StaticLinear(nn.Module):
         self.float32_exact = len(self.gemm.runs) == 1 and largest < FLOAT32_EXACT
         self.register_buffer("quant_bias_f32", self.quant_bias.float(), persistent=False)
         self.register_buffer("deq_scale_f32", self.deq_scale.float(), persistent=False)
+        # q/k/v (gate/up) calibrated on one input often share its scale and offset: then one quantization
+        # serves them all (shared_input.py); the key holds their bits (-0.0 is not 0.0 here), so different
+        # ones never share
+        bits = torch.cat([self.input_scale.flatten(), self.input_offset.flatten()]).view(torch.int32)
+        self.input_key = ("static", *bits.tolist())
+
+    def _codes(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().div(self.input_scale).round_().add_(self.input_offset).clamp_(-128, 127)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        codes = x.float().div(self.input_scale).round_().add_(self.input_offset).clamp_(-128, 127)
+        codes = reuse(x, self.input_key, self._codes)  # read-only: shared with the siblings
         if self.float32_exact:
             return (codes @ self.gemm.transposed).add_(self.quant_bias_f32).mul_(self.deq_scale_f32).to(x.dtype)
         accumulated = self.gemm.matmul(codes) + self.quant_bias
