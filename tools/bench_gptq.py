@@ -74,11 +74,13 @@ class Timings:
             self.seconds["hessian"] += time.perf_counter() - started
 
         def timed_solve(weight, hessian, *args, name="weight", **kwargs):
+            # copies first: the pipeline hands both over to be overwritten (overwrite_weight / overwrite_hessian)
+            inputs = (weight.detach().clone(), hessian.clone()) if name.startswith("model.layers.0.") else None
             started = time.perf_counter()
             result = solve(weight, hessian, *args, name=name, **kwargs)
             self.seconds["gptq"] += time.perf_counter() - started
-            if name.startswith("model.layers.0."):
-                self.layer0[name] = (weight.detach().clone(), hessian.clone(), result.dequantize())
+            if inputs is not None:
+                self.layer0[name] = (*inputs, result.dequantize())
             return result
 
         gptq.HessianAccumulator.update = timed_update
@@ -86,15 +88,18 @@ class Timings:
 
 
 class UnitClock(logging.Handler):
-    """Collects the pipeline's per-unit 'done in' debug records."""
+    """Per-unit seconds from the pipeline's 'done (i/n, elapsed, ETA)' records (elapsed is cumulative)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.per_unit: list[tuple[str, float]] = []
+        self._elapsed = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == "%s done in %.2f s.":
-            self.per_unit.append((record.args[0], record.args[1]))
+        if record.msg == "%s done (%d/%d, %.1f s elapsed, ETA %.1f s).":
+            name, elapsed = record.args[0], record.args[3]
+            self.per_unit.append((name, elapsed - self._elapsed))
+            self._elapsed = elapsed
 
 
 def output_error(weight: torch.Tensor, hessian: torch.Tensor, quantized: torch.Tensor) -> float:
@@ -148,7 +153,7 @@ def main() -> None:
         adapter = SyntheticAdapter(Path(tmp), model, args.samples, args.seq_len, vocab)
         context = RunContext(adapter, Path(tmp), Path(tmp) / "unused", DeviceSpec("cpu"), torch.float32)
         started = time.perf_counter()
-        UnitPipeline(context, LayerWisePlacement(torch.device("cpu"))).run(
+        UnitPipeline(context, LayerWisePlacement(context)).run(
             [Stage("bench", [processor], [], "mix_calib.jsonl")]
         )
         total = time.perf_counter() - started

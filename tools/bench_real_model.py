@@ -205,10 +205,13 @@ class Run:
     peak_rss_mib: float
     ok: bool
     log_tail: str
+    #: user + sys CPU seconds of the child: on a shared host (load above the core count) wall times of one run
+    #: varied 2-4x between runs, CPU seconds of one-thread runs (OMP_NUM_THREADS=1) far less.
+    cpu_seconds: float = 0.0
 
 
 def measured(command: list[str], log: Path) -> Run:
-    """Run a child at nice 5; its wall time, and its own peak RSS from wait4 (not the benchmark's)."""
+    """Run a child at nice 5; its wall time, CPU time and its own peak RSS from wait4 (not the benchmark's)."""
     started = time.perf_counter()
     with log.open("w", encoding="utf-8") as out:
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
@@ -216,7 +219,8 @@ def measured(command: list[str], log: Path) -> Run:
         _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
     tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:])
-    return Run(seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status) == 0, tail)
+    return Run(seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status) == 0, tail,
+               usage.ru_utime + usage.ru_stime)
 
 
 def ours(scheme: Scheme, model: RealModel, model_path: Path, out: Path, work: Path) -> Run:
@@ -337,7 +341,8 @@ def bench(args: argparse.Namespace) -> None:
                     print(f"{scheme.name} ({side}) failed:\n{run.log_tail}", file=sys.stderr)
                 results.append((ppl, run))
                 shutil.rmtree(out, ignore_errors=True)
-                print(f"{scheme.name} [{side}]: ppl {ppl} ({run.seconds:.0f} s, {run.peak_rss_mib:.0f} MiB)",
+                print(f"{scheme.name} [{side}]: ppl {ppl} ({run.seconds:.0f} s, {run.cpu_seconds:.0f} CPU s, "
+                      f"{run.peak_rss_mib:.0f} MiB)",
                       file=sys.stderr, flush=True)
             rows.append((scheme, results))
     rows.sort(key=lambda row: table.index(row[0]))

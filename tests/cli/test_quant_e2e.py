@@ -207,3 +207,44 @@ def test_quant_type_w4a8_runs_and_reloads(tiny_models, tmp_path):
     assert description["model_quant_type"] == "W8A8_DYNAMIC"
     model = load_quantized_model(tiny_models("qwen2"), out)
     assert type(model.model.layers[0].mlp.up_proj).__name__ == "DynamicIntLinear"
+
+
+GPTQ_CONFIG = """\
+apiversion: modelslim_v1
+spec:
+  runner: {runner}
+  process:
+    - type: linear_quant
+      qconfig:
+        weight: {{scope: per_group, dtype: int4, symmetric: true, method: gptq, ext: {{group_size: 32}}}}
+      include: ["*"]
+  save:
+    - type: compressed_tensors_saver
+  dataset: {dataset}
+"""
+
+
+def test_auto_runs_gptq_on_the_host_layer_wise_with_model_wise_bytes(tiny_models, small_calib, tmp_path, caplog):
+    """GPTQ on the host goes layer by layer under `auto` (lower peak memory, no whole-model load); the checkpoint
+    is the one model_wise writes. Without GPTQ (static minmax here) `auto` still goes model_wise."""
+    model_dir = tiny_models("llama")
+    digests = {}
+    for runner in ("auto", "model_wise"):
+        config = tmp_path / f"gptq-{runner}.yaml"
+        config.write_text(GPTQ_CONFIG.format(runner=runner, dataset=small_calib))
+        caplog.clear()
+        with caplog.at_level("INFO", logger="modelslim_runners"):
+            run_quant(QuantArgs(str(model_dir), str(tmp_path / runner), MODEL_TYPES["llama"],
+                                config_path=str(config), device="cpu"))
+        if runner == "auto":
+            assert "Runner auto -> layer_wise (GPTQ on the host" in caplog.text
+        digests[runner] = tree_digest(tmp_path / runner)
+    weights = [name for name in digests["auto"] if name.endswith(".safetensors")]
+    assert weights and all(digests["auto"][name] == digests["model_wise"][name] for name in weights)
+    data_free = tmp_path / "data-free.yaml"
+    data_free.write_text(RUNNER_CONFIG.format(runner="auto", dataset=small_calib, part_file_size=0))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="modelslim_runners"):
+        run_quant(QuantArgs(str(model_dir), str(tmp_path / "data-free"), MODEL_TYPES["llama"],
+                            config_path=str(data_free), device="cpu"))
+    assert "Runner auto -> model_wise" in caplog.text

@@ -245,6 +245,16 @@ def test_gram_of_wide_inputs_mirrors_the_upper_blocks(width):
         assert torch.equal(result[quarter:, :quarter], result[:quarter, quarter:].T)
 
 
+@pytest.mark.parametrize("width", [511, 512, 576, 1536])
+def test_blocked_gram_is_bit_identical_to_the_full_product(width):
+    """The split only chooses which entries are multiplied: each is the same dot product over every row, so
+    Hessians (and checkpoints) are unchanged by where GRAM_SPLIT_FROM lies."""
+    from modelslim_core.quant.gptq import gram
+
+    rows = torch.randn(2000, width, generator=torch.Generator().manual_seed(width))
+    assert torch.equal(gram(rows), rows.T @ rows)
+
+
 def test_buffered_streams_sum_every_row_once_and_share_equal_inputs(monkeypatch):
     """q/k/v reading one tensor join one stream (one product); rows are buffered across samples and the sum is
     exact however the buffer is flushed."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from modelslim_core.runtime.matching import Aliases, pattern_matches
 from modelslim_core.attention.processor import check_attention_selections
 from modelslim_core.runtime.selection_check import check_layer_selections
 from modelslim_core.runtime.processor import ProcessorConfig
+from modelslim_core.runtime.runner import Stage
 from modelslim_core.service.base import QuantRequest
 from modelslim.app.export import normalized_config
 
@@ -128,12 +130,12 @@ def linear_bytes(tag: str, out: int, inp: int, source_bytes: int, registry: TagR
     return out * inp * registry.weight_bits(tag) // 8 + out * 16
 
 
-def choose_runner(name: str, context: RunContext) -> tuple[str, str]:
+def choose_runner(name: str, context: RunContext, stages: Sequence[Stage] = ()) -> tuple[str, str]:
     if name != "auto":
         return name, "set in spec.runner"
     from modelslim_runners.auto import AutoRunner  # noqa: PLC0415 - the runner package decides, not this module
 
-    return AutoRunner(context).choose()
+    return AutoRunner(context).choose(stages)
 
 
 def _calibration_tokens(adapter, dataset: str) -> int:
@@ -173,8 +175,8 @@ def build_plan(config: QuantConfig, source: str, request: QuantRequest) -> Plan:
     spec, adapter = config.spec, request.adapter
     compute_dtype = compute_dtype_for(request.device.type, adapter.source_dtype)
     context = RunContext(adapter, request.model_path, request.save_path, request.device, compute_dtype)
-    runner, reason = choose_runner(spec.runner, context)
     stages = config.service.stages(spec)
+    runner, reason = choose_runner(spec.runner, context, stages)
     if runner == "dp_layer_wise":
         check_distributed_support(stages)
     model = adapter.build_skeleton(compute_dtype)
