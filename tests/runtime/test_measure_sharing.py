@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from modelslim.app.layer_compare import FrameFitter, _Frame, _SharedKernelInput
+from modelslim.app.layer_compare import FrameFitter, _Frame, _SharedKernelInput, _same_bits
 
 
 def _calls(x: torch.Tensor, weights: dict[str, torch.Tensor], shared: bool) -> dict[str, list]:
@@ -49,3 +49,11 @@ def test_the_measured_input_is_shared_only_for_the_same_input_and_input_side() -
     assert again is not kept and torch.equal(again, (x[:, ::3].double() * 2.0).float())
     plain = fed(x, None)
     assert torch.equal(plain, x[:, ::3]) and fed(x, None) is plain and fed(x, _frame(1.0, 0.0)) is not plain
+
+
+def test_same_bits_tells_negative_zero_in_every_float_width() -> None:
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        zero, negative_zero = torch.zeros(3, dtype=dtype), torch.tensor([0.0, -0.0, 0.0], dtype=dtype)
+        assert _same_bits(zero, zero.clone())
+        assert not _same_bits(zero, negative_zero)
+    assert _same_bits(None, None) and not _same_bits(None, torch.zeros(1))

@@ -372,7 +372,10 @@ def _same_bits(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
         return True
     if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
         return False
-    return torch.equal(a.view(torch.int64), b.view(torch.int64)) if a.dtype == torch.float64 else torch.equal(a, b)
+    if not a.is_floating_point():
+        return torch.equal(a, b)
+    as_int = {8: torch.int64, 4: torch.int32, 2: torch.int16}[a.element_size()]  # bits, so -0.0 != 0.0
+    return torch.equal(a.view(as_int), b.view(as_int))
 
 
 class _SharedKernelInput:
